@@ -1,0 +1,274 @@
+# SPDX-License-Identifier: MIT
+"""The ``vnetd`` command line (SPEC section 3).
+
+Each command imports only what it uses: ``check`` never loads pyroute2 or
+python-iptables, ``plan`` loads python-iptables only when firewall rules are
+declared or vnetd's tagged rules are in the kernel.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from vnetd import __version__
+from vnetd.errors import BackendError, ConfigError, NamespaceError, VnetdError
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_CHANGES = 2
+EXIT_NOT_RUNNING = 3
+
+DESCRIPTION = """\
+vnetd keeps a host's network as its state files declare it: links, bridges and
+their ports, MTUs, addresses, routes, network sysctls, iptables rules and libvirt
+networks. State files are YAML drop-ins in the state directory (nmstate schema for
+interfaces and routes, plus sysctl:, firewall: and libvirt: sections).
+"""
+
+EPILOG = """\
+exit status: check 0 valid / 1 invalid; plan 0 nothing to do / 2 changes pending /
+1 error; apply 0 converged and verified / 1 not; status 0 ok / 3 not running.
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="vnetd", description=DESCRIPTION, epilog=EPILOG,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version=f"vnetd {__version__}")
+    p.add_argument("--state-dir", metavar="DIR", default=os.environ.get("VNETD_STATE_DIR", "/etc/vnetd.d"),
+                   help="directory of *.yaml state files (default: $VNETD_STATE_DIR or /etc/vnetd.d)")
+    p.add_argument("--netns", metavar="NAME",
+                   help="operate inside the named network namespace (as created by `ip netns add NAME`)")
+    p.add_argument("--log-format", choices=("json", "console"),
+                   help="log format (default: console on a terminal, json otherwise)")
+    p.add_argument("--log-level", choices=("debug", "info", "warning", "error"),
+                   help="log level (default: info for run, warning for the other commands)")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    sub.add_parser("check", help="validate the state files and print every error")
+
+    plan = sub.add_parser("plan", help="print what would change; nothing is changed")
+    plan.add_argument("--format", choices=("text", "json"), default="text")
+
+    apply = sub.add_parser("apply", help="reconcile once, verify, print what changed")
+    apply.add_argument("--format", choices=("text", "json"), default="text")
+
+    run = sub.add_parser("run", help="run the daemon (foreground unless --daemon)")
+    run.add_argument("--pidfile", metavar="PATH", help="write the daemon's pid here (locked while it runs)")
+    run.add_argument("--daemon", action="store_true", help="detach from the terminal (for SysV init)")
+    run.add_argument("--log-file", metavar="PATH", help="log to this file (reopened after logrotate)")
+    run.add_argument("--socket", metavar="PATH", default="/run/vnetd/vnetd.sock",
+                     help="control socket for `vnetd status` (default /run/vnetd/vnetd.sock)")
+    run.add_argument("--check-interval", type=float, default=1.0, metavar="SECONDS",
+                     help="how often netfilter and sysctls (which send no events) are checked (default 1)")
+    run.add_argument("--resync-interval", type=float, default=60.0, metavar="SECONDS",
+                     help="how often everything is read in full (default 60)")
+    run.add_argument("--metrics-listen", metavar="ADDR:PORT",
+                     help="serve Prometheus metrics on this loopback address (off by default)")
+
+    sub.add_parser("show", help="print the current state as a valid state file")
+
+    status = sub.add_parser("status", help="ask the running daemon what it manages and how it stands")
+    status.add_argument("--socket", metavar="PATH", default="/run/vnetd/vnetd.sock")
+    fmt = status.add_mutually_exclusive_group()
+    fmt.add_argument("--json", action="store_true", help="machine-readable status")
+    fmt.add_argument("--prometheus", action="store_true", help="metrics in Prometheus text format")
+
+    imp = sub.add_parser("import", help="translate ifcfg-* files and iptables-save output into a state file")
+    imp.add_argument("--ifcfg-dir", metavar="DIR", help="a network-scripts directory with ifcfg-* files")
+    imp.add_argument("--iptables", metavar="FILE", help="an iptables-save file (e.g. /etc/sysconfig/iptables)")
+    imp.add_argument("--sysctl", metavar="FILE", help="a sysctl.conf file (net.* keys are translated)")
+    imp.add_argument("-o", "--output", metavar="FILE", help="write here instead of standard output")
+
+    demo = sub.add_parser("demo", help="run the daemon on the bundled examples in a throw-away namespace")
+    demo.add_argument("--duration", type=float, default=0, metavar="SECONDS",
+                      help="stop after this many seconds (default: run until Ctrl-C)")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    level = args.log_level or ("info" if args.command in ("run", "demo") else "warning")
+    if args.command not in ("run", "demo"):
+        from vnetd import log
+
+        log.configure(args.log_format, level)
+    try:
+        handler = COMMANDS[args.command]
+        return handler(args)
+    except ConfigError as exc:
+        print_config_error(exc)
+        return EXIT_ERROR
+    except (NamespaceError, BackendError) as exc:
+        print(f"vnetd: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except VnetdError as exc:
+        print(f"vnetd: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return 130
+
+
+def print_config_error(exc: ConfigError) -> None:
+    for issue in exc.issues:
+        print(f"error: {issue}", file=sys.stderr)
+    n = len(exc.issues)
+    print(f"{n} error{'s' if n != 1 else ''} in the state files", file=sys.stderr)
+
+
+def load_desired(args: argparse.Namespace) -> Any:
+    from vnetd.desired.loader import load_state_dir
+
+    return load_state_dir(args.state_dir)
+
+
+def enter_netns(args: argparse.Namespace) -> None:
+    if args.netns:
+        from vnetd import netns
+
+        netns.enter(args.netns)
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from vnetd.checks import check_state
+
+    desired = load_desired(args)
+    enter_netns(args)
+    warnings = check_state(desired)
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    n_files = len(desired.files)
+    print(f"{args.state_dir}: {n_files} file{'s' if n_files != 1 else ''} valid "
+          f"({len(desired.interfaces)} interfaces, {len(desired.routes)} routes, {len(desired.sysctls)} sysctls, "
+          f"{len(desired.chains)} chains, {len(desired.libvirt.networks) if desired.libvirt else 0} libvirt networks)")
+    return EXIT_OK
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from vnetd.checks import check_state
+    from vnetd.engine import Engine
+    from vnetd.plan.render import plan_json, plan_text
+
+    desired = load_desired(args)
+    enter_netns(args)
+    for warning in check_state(desired):
+        print(f"warning: {warning}", file=sys.stderr)
+    engine = Engine()
+    try:
+        plan, _observed = engine.plan(desired)
+    finally:
+        engine.backends.close()
+    sys.stdout.write(plan_json(plan) if args.format == "json" else plan_text(plan))
+    if plan.problems:
+        return EXIT_ERROR
+    return EXIT_CHANGES if plan.actions else EXIT_OK
+
+
+def cmd_apply(args: argparse.Namespace) -> int:
+    import json
+
+    from vnetd import log
+    from vnetd.checks import check_state
+    from vnetd.engine import Engine
+    from vnetd.plan.actions import Action
+
+    desired = load_desired(args)
+    enter_netns(args)
+    for warning in check_state(desired):
+        print(f"warning: {warning}", file=sys.stderr)
+    logger = log.get_logger()
+    text = args.format == "text"
+
+    def report(action: Action, error: BackendError | None) -> None:
+        fields = dict(resource=action.resource, field=action.field, want=str(action.want), have=str(action.have))
+        if error is None:
+            logger.info("action.applied", **fields)
+            if text:
+                print(f"applied: {action.describe()}")
+        else:
+            logger.error("action.failed", error=str(error), **fields)
+            if text:
+                print(f"failed: {action.describe()}: {error}")
+
+    engine = Engine()
+    try:
+        result = engine.converge(desired, hook=report)
+    finally:
+        engine.backends.close()
+    remaining = result.final_plan
+    if args.format == "json":
+        print(json.dumps({
+            "converged": result.converged,
+            "applied": [a.as_dict() for a in result.applied],
+            "failed": [dict(a.as_dict(), error=str(e)) for a, e in result.failed],
+            "remaining": [a.as_dict() for a in remaining.actions],
+            "problems": [{"resource": p.resource, "message": p.message} for p in remaining.problems],
+            "duration_ms": round(result.duration_ms, 1),
+        }, indent=2))
+    else:
+        for action in remaining.actions:
+            print(f"still drifted: {action.describe()}")
+        for problem in remaining.problems:
+            print(f"problem: {problem.describe()}")
+        if result.converged:
+            n = len(result.applied)
+            print(f"converged: {n} change{'s' if n != 1 else ''} applied and verified" if n
+                  else "converged: nothing to do")
+        else:
+            print("not converged")
+    return EXIT_OK if result.converged else EXIT_ERROR
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from vnetd.show import show_state
+
+    enter_netns(args)
+    sys.stdout.write(show_state(args.state_dir, args.netns))
+    return EXIT_OK
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from vnetd.daemon.main import run_daemon
+
+    return run_daemon(args)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from vnetd.daemon.status import status_command
+
+    return status_command(args)
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from vnetd.importer.command import import_command
+
+    return import_command(args)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from vnetd.demo import run_demo
+
+    return run_demo(args)
+
+
+COMMANDS = {
+    "check": cmd_check,
+    "plan": cmd_plan,
+    "apply": cmd_apply,
+    "run": cmd_run,
+    "show": cmd_show,
+    "status": cmd_status,
+    "import": cmd_import,
+    "demo": cmd_demo,
+}
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

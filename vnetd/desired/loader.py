@@ -1,0 +1,271 @@
+# SPDX-License-Identifier: MIT
+"""Drop-in directory -> ``DesiredState``; every problem of every file in one ConfigError.
+
+Order of work: refuse an insecure directory or file (whoever can write it owns the
+host's firewall), read the ``*.yaml``/``*.yml`` files in lexical order (editor and
+package-manager leftovers are skipped), parse each into model values with FILE:LINE
+issues, then merge: the same interface, chain, sysctl key, route or libvirt network
+defined twice is an error naming both places.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import yaml
+
+from vnetd.desired.firewall import parse_firewall
+from vnetd.desired.interfaces import cross_check, parse_interfaces
+from vnetd.desired.libvirt import parse_libvirt
+from vnetd.desired.nodes import FileContext, MapView, as_map
+from vnetd.desired.routes import parse_routes
+from vnetd.desired.sysctl import parse_sysctl
+from vnetd.errors import ConfigError, ConfigIssue
+from vnetd.model.common import Origin
+from vnetd.model.firewall import ChainSpec
+from vnetd.model.interfaces import Interface
+from vnetd.model.libvirt import LibvirtSpec, NetworkSpec
+from vnetd.model.routes import RouteSpec
+from vnetd.model.state import DesiredState
+from vnetd.model.sysctl import SysctlSpec
+
+DEFAULT_STATE_DIR = "/etc/vnetd.d"
+STATE_SUFFIXES = (".yaml", ".yml")
+#: Leftovers of editors and package managers; never read even if they end in .yaml.
+IGNORED_SUFFIXES = ("~", ".swp", ".swo", ".tmp", ".rpmnew", ".rpmsave", ".rpmorig", ".bak", ".orig")
+MAX_FILE_BYTES = 8 * 1024 * 1024
+MAX_FILES = 1000
+
+SECTIONS = ("interfaces", "routes", "sysctl", "firewall", "libvirt")
+
+try:  # libyaml: 20x faster, and it limits nesting depth itself
+    _Loader: type = yaml.CSafeLoader
+except AttributeError:  # pragma: no cover - PyYAML without libyaml
+    _Loader = yaml.SafeLoader
+
+
+@dataclass(frozen=True, slots=True)
+class SourceFile:
+    """One state file's name (as shown in errors) and text."""
+
+    name: str
+    text: str
+
+
+def is_state_file(name: str) -> bool:
+    """Drop-in rule: *.yaml / *.yml, not hidden, not a leftover (*~, *.swp, #*#, *.dpkg-*)."""
+    if name.startswith((".", "#")) or name.endswith(("#",) + IGNORED_SUFFIXES):
+        return False
+    if ".dpkg-" in name or ".ucf-" in name:
+        return False
+    return name.endswith(STATE_SUFFIXES)
+
+
+def insecure(st: os.stat_result) -> str | None:
+    """Why a state file or directory must not be trusted, or None."""
+    problems = []
+    if st.st_uid != 0:
+        problems.append(f"owned by uid {st.st_uid}, not root")
+    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        problems.append(f"writable by {'group' if st.st_mode & stat.S_IWGRP else ''}"
+                        f"{' and ' if st.st_mode & stat.S_IWGRP and st.st_mode & stat.S_IWOTH else ''}"
+                        f"{'others' if st.st_mode & stat.S_IWOTH else ''} (mode {stat.S_IMODE(st.st_mode):04o})")
+    return "; ".join(problems) or None
+
+
+def read_state_dir(path: str, *, require_root: bool = True) -> tuple[list[SourceFile], list[ConfigIssue]]:
+    """Read the drop-ins of ``path`` after the ownership checks of SPEC section 5."""
+    issues: list[ConfigIssue] = []
+    try:
+        dir_fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    except FileNotFoundError:
+        return [], [ConfigIssue(path, 0, "", "state directory does not exist")]
+    except NotADirectoryError:
+        return [], [ConfigIssue(path, 0, "", "is not a directory")]
+    except OSError as exc:
+        return [], [ConfigIssue(path, 0, "", f"cannot open state directory: {exc.strerror}")]
+    try:
+        st = os.fstat(dir_fd)
+        problem = insecure(st) if require_root else None
+        if problem:
+            return [], [ConfigIssue(path, 0, "", f"refusing an insecure state directory: {problem}; "
+                                    f"fix with: chown root:root {path} && chmod go-w {path}")]
+        real_dir = os.path.realpath(path)
+        names = sorted(n for n in os.listdir(dir_fd) if is_state_file(n))
+        if len(names) > MAX_FILES:
+            return [], [ConfigIssue(path, 0, "", f"{len(names)} state files; at most {MAX_FILES} are read")]
+        files = []
+        for name in names:
+            source, problem = _read_one(dir_fd, path, real_dir, name, require_root)
+            if problem is not None:
+                issues.append(problem)
+            elif source is not None:
+                files.append(source)
+        return files, issues
+    finally:
+        os.close(dir_fd)
+
+
+def _read_one(
+    dir_fd: int, path: str, real_dir: str, name: str, require_root: bool
+) -> tuple[SourceFile | None, ConfigIssue | None]:
+    shown = os.path.join(path, name)
+    try:
+        lst = os.lstat(name, dir_fd=dir_fd)
+        target = name
+        if stat.S_ISLNK(lst.st_mode):
+            resolved = os.path.realpath(os.path.join(real_dir, name))
+            if os.path.dirname(resolved) != real_dir:
+                return None, ConfigIssue(shown, 0, "", f"is a symlink to {resolved}, outside the state "
+                                         "directory; refusing to follow it")
+            target = os.path.basename(resolved)
+        fd = os.open(target, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=dir_fd)
+    except FileNotFoundError:
+        return None, None  # removed while we were reading: not an error, the watcher will see it
+    except OSError as exc:
+        return None, ConfigIssue(shown, 0, "", f"cannot open: {exc.strerror}")
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            return None, ConfigIssue(shown, 0, "", "is not a regular file")
+        problem = insecure(st) if require_root else None
+        if problem:
+            return None, ConfigIssue(shown, 0, "", f"refusing an insecure state file: {problem}; "
+                                     f"fix with: chown root:root {shown} && chmod go-w {shown}")
+        if st.st_size > MAX_FILE_BYTES:
+            return None, ConfigIssue(shown, 0, "", f"is {st.st_size} bytes; state files are limited "
+                                     f"to {MAX_FILE_BYTES // (1024 * 1024)} MiB")
+        chunks = []
+        size = 0
+        while chunk := os.read(fd, 1 << 20):
+            size += len(chunk)
+            if size > MAX_FILE_BYTES:
+                return None, ConfigIssue(shown, 0, "", "grew beyond the size limit while being read")
+            chunks.append(chunk)
+    finally:
+        os.close(fd)
+    data = b"".join(chunks)
+    if b"\0" in data:
+        return None, ConfigIssue(shown, 0, "", "is binary (contains NUL bytes), not a YAML text file")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        return None, ConfigIssue(shown, line, "", f"is not UTF-8 text (byte {exc.start})")
+    return SourceFile(shown, text), None
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+@dataclass
+class _Parsed:
+    interfaces: list[Interface]
+    routes: list[RouteSpec]
+    sysctls: list[SysctlSpec]
+    chains: list[ChainSpec]
+    libvirt: list[tuple[LibvirtSpec, bool]]
+
+
+def parse_file(source: SourceFile) -> tuple[_Parsed, list[ConfigIssue]]:
+    ctx = FileContext(source.name)
+    parsed = _Parsed([], [], [], [], [])
+    try:
+        root = yaml.compose(source.text, Loader=_Loader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark is not None else 0
+        what = " ".join(p for p in (exc.context, exc.problem) if p)
+        return parsed, [ConfigIssue(source.name, line, "", f"YAML syntax error: {what}")]
+    except yaml.YAMLError as exc:
+        return parsed, [ConfigIssue(source.name, 0, "", f"YAML error: {exc}")]
+    except RecursionError:
+        return parsed, [ConfigIssue(source.name, 0, "", "YAML is nested too deeply")]
+    if root is None:
+        return parsed, []  # an empty file (or only comments) declares nothing
+    top = as_map(root, "", ctx, SECTIONS, "a state file (top level)")
+    if top is not None:
+        _dispatch(top, ctx, parsed)
+    return parsed, ctx.finish()
+
+
+def _dispatch(top: MapView, ctx: FileContext, parsed: _Parsed) -> None:
+    for key in top.keys():
+        node = top.value_node(key)
+        assert node is not None
+        if isinstance(node, yaml.ScalarNode) and node.tag == "tag:yaml.org,2002:null":
+            continue  # "interfaces:" with nothing under it
+        if key == "interfaces":
+            parsed.interfaces += parse_interfaces(node, ctx)
+        elif key == "routes":
+            parsed.routes += parse_routes(node, ctx)
+        elif key == "sysctl":
+            parsed.sysctls += parse_sysctl(node, ctx)
+        elif key == "firewall":
+            parsed.chains += parse_firewall(node, ctx)
+        elif key == "libvirt":
+            spec, has_uri = parse_libvirt(node, ctx)
+            if spec is not None:
+                parsed.libvirt.append((spec, has_uri))
+
+
+def load_sources(sources: Sequence[SourceFile], issues: Iterable[ConfigIssue] = ()) -> DesiredState:
+    """Parse and merge already-read files; raises ConfigError with every issue."""
+    all_issues = list(issues)
+    merged = _Parsed([], [], [], [], [])
+    for source in sources:
+        parsed, file_issues = parse_file(source)
+        all_issues += file_issues
+        merged.interfaces += parsed.interfaces
+        merged.routes += parsed.routes
+        merged.sysctls += parsed.sysctls
+        merged.chains += parsed.chains
+        merged.libvirt += parsed.libvirt
+    all_issues += _duplicates("interface", ((i.name, i.origin) for i in merged.interfaces))
+    all_issues += _duplicates("chain", ((f"{c.table} {c.name}", c.origin) for c in merged.chains))
+    all_issues += _duplicates("sysctl key", ((s.key, s.origin) for s in merged.sysctls))
+    all_issues += _duplicates("route", ((r.resource + (" (absent)" if r.absent else ""), r.origin)
+                                        for r in merged.routes))
+    networks: list[NetworkSpec] = [n for spec, _ in merged.libvirt for n in spec.networks]
+    all_issues += _duplicates("libvirt network", ((n.name, n.origin) for n in networks))
+    all_issues += _duplicates("libvirt uri", (("uri", s.origin) for s, has_uri in merged.libvirt if has_uri))
+    all_issues += _duplicates("libvirt guests", (("guests", s.origin) for s, _ in merged.libvirt if s.reattach))
+    all_issues += cross_check(merged.interfaces)
+    if all_issues:
+        raise ConfigError(all_issues)
+    libvirt = None
+    if merged.libvirt:
+        uri = next((s.uri for s, has_uri in merged.libvirt if has_uri), merged.libvirt[0][0].uri)
+        reattach = any(s.reattach for s, _ in merged.libvirt)
+        libvirt = LibvirtSpec(uri, tuple(networks), reattach, merged.libvirt[0][0].origin)
+    return DesiredState(
+        interfaces=tuple(merged.interfaces),
+        routes=tuple(merged.routes),
+        sysctls=tuple(merged.sysctls),
+        chains=tuple(merged.chains),
+        libvirt=libvirt,
+        files=tuple(s.name for s in sources),
+    )
+
+
+def _duplicates(what: str, items: Iterable[tuple[str, Origin | None]]) -> list[ConfigIssue]:
+    first: dict[str, Origin | None] = {}
+    issues = []
+    for key, origin in items:
+        if key in first:
+            prev = first[key]
+            here = origin or Origin("?", 0)
+            issues.append(ConfigIssue(here.file, here.line, "",
+                                      f"{what} {key!r} is defined twice: at {prev} and at {here}"))
+        else:
+            first[key] = origin
+    return issues
+
+
+def load_state_dir(path: str = DEFAULT_STATE_DIR, *, require_root: bool = True) -> DesiredState:
+    """Read, check and merge a state directory. Raises ConfigError listing every problem."""
+    sources, issues = read_state_dir(path, require_root=require_root)
+    return load_sources(sources, issues)

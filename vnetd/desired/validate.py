@@ -1,0 +1,89 @@
+# SPDX-License-Identifier: MIT
+"""Validators for names and values taken from state files.
+
+Each returns None when the value is valid, otherwise a message that says what
+would be valid. Nothing from a state file reaches the kernel without one of these.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+
+IFNAMSIZ = 16  # kernel buffer size including the trailing NUL: names are 1-15 chars
+
+_MAC = re.compile(r"^[0-9A-Fa-f]{2}([:-])(?:[0-9A-Fa-f]{2}\1){4}[0-9A-Fa-f]{2}$")
+_CHAIN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+-]{0,27}$")  # XT_EXTENSION_MAXNAMELEN-1 = 28
+
+
+def interface_name(name: str) -> str | None:
+    if not name:
+        return "an interface name must not be empty (1-15 characters)"
+    if len(name.encode()) >= IFNAMSIZ:
+        return f"interface name {name!r} is {len(name.encode())} bytes long; the kernel allows 1-15"
+    if name in (".", ".."):
+        return f"{name!r} is not a valid interface name"
+    bad = sorted({c for c in name if c in "/:" or c.isspace() or not c.isprintable() or not c.isascii()})
+    if bad:
+        return f"interface name {name!r} contains {bad!r}; '/', ':', whitespace and non-ASCII are not allowed"
+    return None
+
+
+def mac_address(value: str) -> str | None:
+    if not _MAC.match(value):
+        return f"{value!r} is not a MAC address; expected six hex pairs like 52:54:00:0a:fa:3e"
+    first = int(value[:2], 16)
+    if first & 1:
+        return f"{value!r} is a multicast address; a device needs a unicast MAC"
+    if int(value.replace(":", "").replace("-", ""), 16) == 0:
+        return "00:00:00:00:00:00 is not a usable MAC address"
+    return None
+
+
+def normalize_mac(value: str) -> str:
+    return value.replace("-", ":").lower()
+
+
+def ip_interface(value: str) -> str | None:
+    """An address with prefix, host bits allowed (192.168.10.212/24)."""
+    if "/" not in value:
+        return f"{value!r} has no prefix length; expected ADDRESS/PREFIX like 192.168.10.212/24"
+    try:
+        ipaddress.ip_interface(value)
+    except ValueError as exc:
+        return f"{value!r} is not a valid address/prefix: {exc}"
+    return None
+
+
+def ip_address(value: str) -> str | None:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return f"{value!r} is not an IPv4 or IPv6 address"
+    return None
+
+
+def ip_network(value: str) -> str | None:
+    """A route destination: a network without host bits (10.0.0.0/24, 0.0.0.0/0)."""
+    if "/" not in value:
+        return f"{value!r} has no prefix length; expected a network like 10.0.0.0/24 or 0.0.0.0/0"
+    try:
+        ipaddress.ip_network(value, strict=True)
+    except ValueError as exc:
+        try:
+            loose = ipaddress.ip_network(value, strict=False)
+        except ValueError:
+            return f"{value!r} is not a valid network: {exc}"
+        return f"{value!r} has host bits set; did you mean {loose}?"
+    return None
+
+
+def chain_name(name: str) -> str | None:
+    if not _CHAIN.match(name):
+        return (f"{name!r} is not a valid chain name; use 1-28 letters, digits, '_', '.', '+' "
+                "or '-', not starting with '-'")
+    if name.upper() in ("ACCEPT", "DROP", "RETURN", "QUEUE") and name != name.upper():
+        return f"{name!r} is too close to the built-in target {name.upper()}"
+    if name in ("ACCEPT", "DROP", "RETURN", "QUEUE"):
+        return f"{name!r} is a built-in target, not a chain"
+    return None

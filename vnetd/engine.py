@@ -1,0 +1,188 @@
+# SPDX-License-Identifier: MIT
+"""One reconcile pass: observe -> plan -> apply -> verify (observe and plan again).
+
+Used by ``vnetd apply`` (a full read each round) and by the daemon (its cached,
+event-maintained view). A pass applies the plan's actions in order; an action whose
+resource already failed in this pass is skipped (its errors would only repeat the
+first one); then the state is observed again and re-planned. Up to ``MAX_ROUNDS``
+rounds run while progress is made, so that a step that needs the result of another
+(a veth peer that only exists once its pair is created) converges in one pass.
+The pass has converged when the final plan is empty and nothing is left unfixable.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from vnetd.errors import BackendError
+from vnetd.model.state import DesiredState
+from vnetd.plan.actions import (
+    Action,
+    AttachTap,
+    EnsureNetwork,
+    Plan,
+    PruneChain,
+    SetPolicy,
+    SetSysctl,
+    SyncChain,
+)
+from vnetd.plan.planner import Observed, plan
+
+MAX_ROUNDS = 3
+
+
+@dataclass
+class PassResult:
+    first_plan: Plan
+    final_plan: Plan
+    applied: list[Action] = field(default_factory=list)
+    failed: list[tuple[Action, BackendError]] = field(default_factory=list)
+    duration_ms: float = 0.0
+    rounds: int = 0
+
+    @property
+    def converged(self) -> bool:
+        """Verified: the state observed after applying needs nothing and has no problem."""
+        return self.final_plan.empty and not self.final_plan.problems
+
+
+class Backends:
+    """The system adapters, created on first use so a command imports only what it needs."""
+
+    def __init__(self) -> None:
+        self._net: object | None = None
+        self._sysctl: object | None = None
+        self._firewall: object | None = None
+        self._libvirt: object | None = None
+
+    @property
+    def net(self):  # type: ignore[no-untyped-def]
+        if self._net is None:
+            from vnetd.backends.netlink import NetlinkBackend
+
+            self._net = NetlinkBackend()
+        return self._net
+
+    @property
+    def sysctl(self):  # type: ignore[no-untyped-def]
+        if self._sysctl is None:
+            from vnetd.backends.sysctl import SysctlBackend
+
+            self._sysctl = SysctlBackend()
+        return self._sysctl
+
+    @property
+    def firewall(self):  # type: ignore[no-untyped-def]
+        if self._firewall is None:
+            from vnetd.backends.iptables import FirewallBackend
+
+            self._firewall = FirewallBackend()
+        return self._firewall
+
+    def close(self) -> None:
+        for backend in (self._net, self._firewall, self._libvirt):
+            close = getattr(backend, "close", None)
+            if close is not None:
+                close()
+
+
+Observer = Callable[[DesiredState], Observed]
+ActionHook = Callable[[Action, BackendError | None], None]
+
+
+class Engine:
+    def __init__(self, backends: Backends | None = None) -> None:
+        self.backends = backends or Backends()
+
+    # -- observe --------------------------------------------------------------------
+
+    def observe(self, desired: DesiredState) -> Observed:
+        """A full read of everything the desired state touches."""
+        observed = Observed(net=self.backends.net.observe())
+        if desired.sysctls:
+            observed.sysctls = self.backends.sysctl.read(s.key for s in desired.sysctls)
+        if desired.chains or self.backends.firewall.has_vnetd_rules():
+            firewall = self.backends.firewall
+            observed.firewall = firewall.observe(desired.chains)
+            observed.rule_fingerprints = firewall.fingerprints(desired.chains)
+        return observed
+
+    def plan(self, desired: DesiredState, observer: Observer | None = None) -> tuple[Plan, Observed]:
+        observed = (observer or self.observe)(desired)
+        return plan(desired, observed), observed
+
+    # -- apply ----------------------------------------------------------------------
+
+    def execute(self, actions: tuple[Action, ...], observed: Observed, hook: ActionHook | None = None
+                ) -> tuple[list[Action], list[tuple[Action, BackendError]]]:
+        applied: list[Action] = []
+        failed: list[tuple[Action, BackendError]] = []
+        broken: set[str] = set()
+        firewall_batch: list[Action] = []
+        for action in actions:
+            if isinstance(action.op, SyncChain | SetPolicy | PruneChain):
+                firewall_batch.append(action)
+                continue
+            if firewall_batch:
+                self._firewall(firewall_batch, applied, failed, broken, hook)
+                firewall_batch = []
+            if action.resource in broken:
+                continue
+            try:
+                self._execute_one(action, observed)
+            except BackendError as exc:
+                failed.append((action, exc))
+                broken.add(action.resource)
+                if hook:
+                    hook(action, exc)
+                continue
+            applied.append(action)
+            if hook:
+                hook(action, None)
+        if firewall_batch:
+            self._firewall(firewall_batch, applied, failed, broken, hook)
+        return applied, failed
+
+    def _execute_one(self, action: Action, observed: Observed) -> None:
+        op = action.op
+        if isinstance(op, SetSysctl):
+            self.backends.sysctl.write(op.key, op.value, action.resource)
+        elif isinstance(op, EnsureNetwork | AttachTap):
+            raise BackendError("libvirt", action.resource, "libvirt is not connected")
+        else:
+            self.backends.net.execute(op, observed.net, action.resource)
+
+    def _firewall(self, batch: list[Action], applied: list[Action], failed: list[tuple[Action, BackendError]],
+                  broken: set[str], hook: ActionHook | None) -> None:
+        """All chain changes of a pass go to the firewall backend together: one commit per table."""
+        for action, error in self.backends.firewall.apply([a for a in batch if a.resource not in broken]):
+            if error is None:
+                applied.append(action)
+            else:
+                failed.append((action, error))
+                broken.add(action.resource)
+            if hook:
+                hook(action, error)
+
+    def converge(self, desired: DesiredState, observer: Observer | None = None,
+                 hook: ActionHook | None = None) -> PassResult:
+        """Plan, apply, re-observe and re-plan until nothing is left or nothing progresses."""
+        start = time.perf_counter()
+        first, observed = self.plan(desired, observer)
+        result = PassResult(first, first)
+        current = first
+        for _ in range(MAX_ROUNDS):
+            if current.empty:
+                break
+            result.rounds += 1
+            applied, failed = self.execute(current.actions, observed, hook)
+            result.applied += applied
+            result.failed = failed  # failures of earlier rounds are retried in later ones
+            current, observed = self.plan(desired, observer)
+            if not applied:
+                break
+        result.final_plan = current
+        result.duration_ms = (time.perf_counter() - start) * 1000
+        return result

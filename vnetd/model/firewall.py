@@ -1,0 +1,162 @@
+# SPDX-License-Identifier: MIT
+"""Firewall: declared chains and rules (parsed from iptables-save syntax) and what
+netfilter holds, reduced to what the planner compares.
+
+Rules are identified by a *tag*, an iptables comment ``vnetd:<hash>`` that vnetd adds
+to every rule it writes; the hash covers table, chain and the canonical rule text, so
+a tag names one declared rule. Rule *content* is compared as a fingerprint: the
+compiled kernel entry with counters and kernel-private bytes masked (see
+``vnetd.backends.xtables``), which is the canonical form the kernel itself keeps.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from vnetd.model.common import Origin
+
+TAG_PREFIX = "vnetd:"
+#: Comment of the marker rule (no target, a no-op) that makes a user chain vnetd's.
+OWNER_MARK = "vnetd:owned-chain"
+
+TABLES = ("filter", "nat", "mangle", "raw")
+BUILTIN_CHAINS: dict[str, tuple[str, ...]] = {
+    "filter": ("INPUT", "FORWARD", "OUTPUT"),
+    "nat": ("PREROUTING", "INPUT", "OUTPUT", "POSTROUTING"),
+    "mangle": ("PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"),
+    "raw": ("PREROUTING", "OUTPUT"),
+}
+POLICIES = ("ACCEPT", "DROP")
+
+
+class ChainMode(StrEnum):
+    MERGE = "merge"
+    EXCLUSIVE = "exclusive"
+
+
+@dataclass(frozen=True, slots=True)
+class RuleOption:
+    """``[!] --name value...`` of a match or target."""
+
+    name: str
+    values: tuple[str, ...] = ()
+    inverted: bool = False
+
+    def render(self) -> str:
+        bang = "! " if self.inverted else ""
+        vals = "".join(" " + quote(v) for v in self.values)
+        return f"{bang}--{self.name}{vals}"
+
+
+@dataclass(frozen=True, slots=True)
+class RuleModule:
+    """``-m name`` and its options."""
+
+    name: str
+    options: tuple[RuleOption, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class HeaderField:
+    value: str
+    inverted: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class RuleHeader:
+    """The fields of ``struct ipt_ip``: -s -d -i -o -p -f."""
+
+    source: HeaderField | None = None
+    destination: HeaderField | None = None
+    in_interface: HeaderField | None = None
+    out_interface: HeaderField | None = None
+    protocol: HeaderField | None = None
+    fragment: bool | None = None  # True: -f, False: ! -f
+
+
+@dataclass(frozen=True, slots=True)
+class RuleTarget:
+    """``-j NAME`` / ``-g CHAIN`` and target options; ``name`` None: no target."""
+
+    name: str | None
+    goto: bool = False
+    options: tuple[RuleOption, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """One declared rule, parsed; ``text`` is its canonical iptables-save form."""
+
+    header: RuleHeader
+    matches: tuple[RuleModule, ...]
+    target: RuleTarget
+    text: str
+    origin: Origin | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class ChainSpec:
+    """``firewall.TABLE.CHAIN``."""
+
+    table: str
+    name: str
+    policy: str | None
+    mode: ChainMode
+    rules: tuple[Rule, ...]
+    origin: Origin | None = field(default=None, compare=False)
+
+    @property
+    def builtin(self) -> bool:
+        return self.name in BUILTIN_CHAINS.get(self.table, ())
+
+    @property
+    def resource(self) -> str:
+        return f"firewall/{self.table}/{self.name}"
+
+    def tag(self, rule: Rule) -> str:
+        return rule_tag(self.table, self.name, rule.text)
+
+
+def rule_tag(table: str, chain: str, text: str) -> str:
+    digest = hashlib.blake2b(f"{table}\0{chain}\0{text}".encode(), digest_size=8).hexdigest()
+    return TAG_PREFIX + digest
+
+
+def quote(value: str) -> str:
+    """Quote a value the way iptables-save does (only when it needs it)."""
+    if value and all(c.isalnum() or c in "-_.:/,=+@%^" for c in value):
+        return value
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{escaped}"'
+
+
+# --------------------------------------------------------------------------- observed
+
+
+@dataclass(frozen=True, slots=True)
+class ObservedRule:
+    """One kernel entry: its vnetd tag (if any) and its fingerprint."""
+
+    tag: str | None
+    fingerprint: bytes
+    text: str | None = None  # rendered only where the planner needs to show it
+
+
+@dataclass(frozen=True, slots=True)
+class ObservedChain:
+    name: str
+    builtin: bool
+    policy: str | None
+    rules: tuple[ObservedRule, ...]
+
+    @property
+    def owned(self) -> bool:
+        return bool(self.rules) and self.rules[0].tag == OWNER_MARK
+
+
+@dataclass(frozen=True, slots=True)
+class ObservedTable:
+    name: str
+    chains: dict[str, ObservedChain]

@@ -1,0 +1,32 @@
+# SPDX-License-Identifier: MIT
+"""The whole desired state, as the loader produces it from the drop-in files."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from vnetd.model.firewall import ChainSpec
+from vnetd.model.interfaces import Interface
+from vnetd.model.libvirt import LibvirtSpec
+from vnetd.model.routes import RouteSpec
+from vnetd.model.sysctl import SysctlSpec
+
+
+@dataclass(frozen=True, slots=True)
+class DesiredState:
+    interfaces: tuple[Interface, ...] = ()
+    routes: tuple[RouteSpec, ...] = ()
+    sysctls: tuple[SysctlSpec, ...] = ()
+    chains: tuple[ChainSpec, ...] = ()
+    libvirt: LibvirtSpec | None = None
+    files: tuple[str, ...] = ()
+
+    def interface(self, name: str) -> Interface | None:
+        for iface in self.interfaces:
+            if iface.name == name:
+                return iface
+        return None
+
+    @property
+    def managed_tables(self) -> tuple[str, ...]:
+        return tuple(sorted({c.table for c in self.chains}))

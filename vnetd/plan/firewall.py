@@ -1,0 +1,121 @@
+# SPDX-License-Identifier: MIT
+"""Firewall: where vnetd decides that a chain must be rewritten.
+
+A chain is compared as a list of (tag, fingerprint) pairs:
+
+* ``merge`` (default): the declared rules are the chain's first rules, in order,
+  and no other vnetd-tagged rule is anywhere in the chain; foreign rules below
+  are never looked at.
+* ``exclusive``: the chain holds exactly the declared rules.
+
+A user chain vnetd owns starts with a marker rule (a comment, no target: a no-op)
+so that it is recognised as vnetd's after its declaration is gone. Chains that
+are no longer declared lose vnetd's tagged rules, and owned ones are deleted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+from vnetd.model.firewall import (
+    OWNER_MARK,
+    TAG_PREFIX,
+    ChainMode,
+    ChainSpec,
+    ObservedChain,
+    ObservedRule,
+    ObservedTable,
+)
+from vnetd.plan.actions import Action, Phase, Problem, PruneChain, SetPolicy, SyncChain
+
+
+def wanted(chain: ChainSpec, fingerprints: Mapping[str, bytes]) -> list[tuple[str, bytes]]:
+    """The (tag, fingerprint) list the chain must start with (or consist of)."""
+    items = [] if chain.builtin else [(OWNER_MARK, fingerprints[OWNER_MARK])]
+    for rule in chain.rules:
+        tag = chain.tag(rule)
+        items.append((tag, fingerprints[tag]))
+    return items
+
+
+def in_sync(chain: ChainSpec, observed: ObservedChain, want: list[tuple[str, bytes]]) -> bool:
+    have = [(r.tag, r.fingerprint) for r in observed.rules]
+    if chain.mode is ChainMode.EXCLUSIVE:
+        return have == want
+    n = len(want)
+    if have[:n] != want:
+        return False
+    return not any(r.tag and r.tag.startswith(TAG_PREFIX) for r in observed.rules[n:])
+
+
+def describe_rules(rules: Iterable[ObservedRule], texts: Mapping[str, str],
+                   fingerprints: Mapping[str, bytes]) -> list[str]:
+    out = []
+    for i, rule in enumerate(rules):
+        if rule.tag == OWNER_MARK:
+            continue
+        if rule.tag in texts:
+            text = texts[rule.tag]
+            if fingerprints.get(rule.tag) != rule.fingerprint:
+                text += " (modified in the kernel)"
+            out.append(text)
+        elif rule.tag:
+            out.append(f"(vnetd rule {rule.tag} no longer declared)")
+        else:
+            out.append(f"(foreign) {rule.text}" if rule.text else f"(foreign rule #{i + 1})")
+    return out
+
+
+def plan_firewall(
+    desired: Iterable[ChainSpec], observed: Mapping[str, ObservedTable], fingerprints: Mapping[str, bytes]
+) -> tuple[list[Action], list[Problem]]:
+    actions: list[Action] = []
+    problems: list[Problem] = []
+    desired = tuple(desired)
+    texts = {c.tag(r): r.text for c in desired for r in c.rules}
+    declared = {(c.table, c.name) for c in desired}
+    for chain in desired:
+        res = chain.resource
+        table = observed.get(chain.table)
+        if table is None:
+            problems.append(Problem(res, f"the {chain.table} table is not available in this kernel"))
+            continue
+        obs = table.chains.get(chain.name)
+        want = wanted(chain, fingerprints)
+        want_text = [r.text for r in chain.rules]
+        if obs is None:
+            if chain.builtin:
+                problems.append(Problem(res, "built-in chain missing from the kernel's table"))
+                continue
+            actions.append(Action(SyncChain(chain.table, chain.name, chain.mode, chain.rules, False),
+                                  Phase.FIREWALL, res, "rules", want_text, None))
+        elif not in_sync(chain, obs, want):
+            have_text = describe_rules(obs.rules, texts, fingerprints)
+            if chain.mode is ChainMode.MERGE:
+                have_text = _merge_view(obs, len(want), texts, fingerprints)
+            actions.append(Action(SyncChain(chain.table, chain.name, chain.mode, chain.rules, chain.builtin),
+                                  Phase.FIREWALL, res, "rules", want_text, have_text))
+        if chain.policy is not None and obs is not None and obs.policy != chain.policy:
+            actions.append(Action(SetPolicy(chain.table, chain.name, chain.policy), Phase.FIREWALL, res,
+                                  "policy", chain.policy, obs.policy))
+    for table in observed.values():
+        for name, obs in table.chains.items():
+            if (table.name, name) in declared:
+                continue
+            if any(r.tag and r.tag.startswith(TAG_PREFIX) for r in obs.rules):
+                delete = obs.owned and not obs.builtin
+                actions.append(Action(PruneChain(table.name, name, delete),
+                                      Phase.FIREWALL, f"firewall/{table.name}/{name}", "rules",
+                                      "(chain deleted)" if delete else "(no vnetd rules)",
+                                      describe_rules(obs.rules, texts, fingerprints), order=1 if delete else 0))
+    return actions, problems
+
+
+def _merge_view(obs: ObservedChain, n: int, texts: Mapping[str, str], fingerprints: Mapping[str, bytes]) -> list[str]:
+    """In merge mode show the head of the chain and any vnetd rule further down."""
+    rules = list(obs.rules)
+    shown = describe_rules(rules[: max(n, 1) + 1], texts, fingerprints)
+    for i, rule in enumerate(rules[max(n, 1) + 1 :], start=max(n, 1) + 2):
+        if rule.tag and rule.tag.startswith(TAG_PREFIX):
+            shown += [f"#{i}: {d}" for d in describe_rules([rule], texts, fingerprints)]
+    return shown

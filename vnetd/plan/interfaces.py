@@ -1,0 +1,259 @@
+# SPDX-License-Identifier: MIT
+"""Where vnetd decides what to do with links: existence, MTU, MAC, admin state,
+bridge options, bridge ports and static addresses.
+
+``plan_interfaces(desired, observed)`` is pure. A field that is not written is not
+looked at. Ports not listed on a bridge are left alone (a guest's ``vnet0``).
+MTU changes are ordered the way the kernel accepts them: raising goes from the
+lower devices up (a port before its bridge), lowering from the upper devices down.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable, Iterable
+
+from vnetd.model.interfaces import (
+    KERNEL_KIND,
+    VIRTUAL_TYPES,
+    AdminState,
+    BridgeInfo,
+    IfType,
+    Interface,
+    IpConfig,
+    IpInterface,
+    Link,
+    StpOptions,
+)
+from vnetd.model.netstate import NetState
+from vnetd.plan.actions import (
+    Action,
+    AddAddress,
+    CreateLink,
+    DeleteLink,
+    Phase,
+    Problem,
+    RemoveAddress,
+    SetBridgeOptions,
+    SetLinkUp,
+    SetMac,
+    SetMaster,
+    SetMtu,
+)
+
+#: Kernel kinds that a declared ``ethernet`` may be (a NIC has no kind; tests use veths).
+_EXISTING_KINDS = {
+    IfType.ETHERNET: {None, "veth"},
+    IfType.LOOPBACK: {None},
+    IfType.TUN: {"tun"},
+}
+_LINK_LOCAL_V6 = ipaddress.ip_network("fe80::/10")
+
+# kernel defaults of a new bridge, in centiseconds, for planning before it exists
+_NEW_BRIDGE = BridgeInfo(stp_state=0, forward_delay=1500, hello_time=200, max_age=2000, priority=32768)
+
+
+def plan_interfaces(desired: Iterable[Interface], observed: NetState) -> tuple[list[Action], list[Problem]]:
+    desired = tuple(desired)
+    actions: list[Action] = []
+    problems: list[Problem] = []
+    by_name = {i.name: i for i in desired}
+    # links that will exist after this plan's creations (created veth peers included)
+    created: set[str] = set()
+    for iface in desired:
+        if iface.state is AdminState.ABSENT:
+            continue
+        if observed.link(iface.name) is None and iface.type in VIRTUAL_TYPES and iface.name not in created:
+            created.add(iface.name)
+            if iface.type is IfType.VETH and iface.veth_peer:
+                created.add(iface.veth_peer)
+
+    def exists(name: str) -> bool:
+        return observed.link(name) is not None or name in created
+
+    created_pairs: set[str] = set()
+    for iface in desired:
+        link = observed.link(iface.name)
+        res = iface.resource
+        if iface.state is AdminState.ABSENT:
+            _plan_absent(iface, link, actions, problems)
+            continue
+        if link is None:
+            if iface.type not in VIRTUAL_TYPES:
+                problems.append(Problem(res, f"no such device; a {iface.type} interface is never created by vnetd"))
+                continue
+            if iface.name in created_pairs:
+                pass  # created as the peer of a veth planned earlier
+            elif iface.type is IfType.VETH and not iface.veth_peer:
+                problems.append(Problem(res, "missing, and a veth cannot be created without 'veth.peer'"))
+                continue
+            elif iface.type is IfType.VLAN and iface.vlan_base and not exists(iface.vlan_base):
+                problems.append(Problem(res, f"missing, and its parent {iface.vlan_base!r} does not exist"))
+                continue
+            else:
+                kind = KERNEL_KIND[iface.type]  # type: ignore[index]
+                actions.append(Action(
+                    CreateLink(iface.name, kind, iface.mac, iface.bridge.stp if iface.bridge else None,
+                               iface.veth_peer, iface.vlan_base, iface.vlan_id),
+                    Phase.CREATE_STACKED if iface.type is IfType.VLAN else Phase.CREATE_LINKS,
+                    res, "exists", iface.type.value if iface.type else None, None))
+                if iface.type is IfType.VETH and iface.veth_peer:
+                    created_pairs.add(iface.veth_peer)
+        elif not _type_matches(iface, link):
+            problems.append(Problem(res, f"exists as {link.kind or 'a device without a kind (a NIC)'}, "
+                                         f"but is declared {iface.type}; vnetd does not delete and re-create it"))
+            continue
+        elif iface.type is IfType.VLAN and iface.vlan_id is not None and link.vlan_id != iface.vlan_id:
+            problems.append(Problem(res, f"VLAN id is {link.vlan_id}, declared {iface.vlan_id}; "
+                                         "a VLAN's id cannot change: delete it (state: absent) to re-create it"))
+            continue
+        _plan_properties(iface, link, by_name, actions)
+        _plan_addresses(iface, link, observed, actions)
+    _plan_ports(desired, observed, exists, actions, problems)
+    return actions, problems
+
+
+def _type_matches(iface: Interface, link: Link) -> bool:
+    if iface.type is None or iface.type is IfType.UNKNOWN:
+        return True
+    if iface.type in VIRTUAL_TYPES:
+        return link.kind == KERNEL_KIND[iface.type]
+    return link.kind in _EXISTING_KINDS.get(iface.type, {link.kind})
+
+
+def _plan_absent(iface: Interface, link: Link | None, actions: list[Action], problems: list[Problem]) -> None:
+    if link is None:
+        return
+    virtual_kinds = set(KERNEL_KIND.values())
+    if iface.type is not None and iface.type in VIRTUAL_TYPES:
+        wanted_kind = KERNEL_KIND[iface.type]
+        if link.kind != wanted_kind:
+            problems.append(Problem(iface.resource, f"declared absent as {iface.type}, but the device is "
+                                                    f"{link.kind or 'a NIC'}; not deleting it"))
+            return
+    elif link.kind not in virtual_kinds:
+        problems.append(Problem(iface.resource, f"declared absent, but it is {link.kind or 'a NIC'}; "
+                                                "vnetd deletes virtual interfaces only"))
+        return
+    actions.append(Action(DeleteLink(iface.name), Phase.DELETE_LINKS, iface.resource, "exists",
+                          "absent", link.kind))
+
+
+def _depth(iface: Interface) -> int:
+    """How far up the stack a device sits: ports and NICs 0, bridges 1, VLANs 2."""
+    if iface.type is IfType.VLAN:
+        return 2
+    return 1 if iface.type is IfType.BRIDGE else 0
+
+
+def _plan_properties(
+    iface: Interface, link: Link | None, by_name: dict[str, Interface], actions: list[Action]
+) -> None:
+    res = iface.resource
+    name = iface.name
+    if iface.mac is not None and link is not None and (link.mac or "").lower() != iface.mac:
+        actions.append(Action(SetMac(name, iface.mac), Phase.LINK_PROPERTIES, res, "mac-address", iface.mac, link.mac))
+    if iface.bridge is not None and link is not None:
+        for field, want, have, only, order in _stp_changes(iface.bridge.stp, link.bridge or _NEW_BRIDGE):
+            actions.append(Action(SetBridgeOptions(name, only), Phase.LINK_PROPERTIES, res,
+                                  f"bridge.options.stp.{field}", want, have, order=order))
+    if iface.mtu is not None:
+        have_mtu = link.mtu if link is not None else None
+        if have_mtu != iface.mtu:
+            raising = have_mtu is None or iface.mtu > have_mtu
+            depth = _depth(iface)
+            phase = Phase.MTU_UP if raising else Phase.MTU_DOWN
+            actions.append(Action(SetMtu(name, iface.mtu), phase, res, "mtu", iface.mtu, have_mtu,
+                                  order=depth if raising else -depth))
+    want_up = iface.state is AdminState.UP
+    have_up = link.up if link is not None else False
+    if link is None or have_up != want_up:
+        if link is not None or want_up:
+            actions.append(Action(SetLinkUp(name, want_up), Phase.ADMIN_STATE, res, "state",
+                                  iface.state.value, ("up" if have_up else "down") if link else None,
+                                  order=_depth(iface)))
+
+
+def _stp_changes(want: StpOptions, have: BridgeInfo) -> list[tuple[str, object, object, StpOptions, int]]:
+    """(field, want, have, op options, order) for each STP option that differs.
+
+    The kernel checks timers against the current STP state (forward delay 0 is only
+    valid with STP off), so STP is turned off before timers change and on after.
+    """
+    changes: list[tuple[str, object, object, StpOptions, int]] = []
+    have_enabled = have.stp_state != 0
+    if want.enabled is not None and want.enabled != have_enabled:
+        changes.append(("enabled", want.enabled, have_enabled, StpOptions(enabled=want.enabled),
+                        2 if want.enabled else 0))
+    for field, wanted, current, make in (
+        ("forward-delay", want.forward_delay, round(have.forward_delay / 100),
+         lambda v: StpOptions(forward_delay=v)),
+        ("hello-time", want.hello_time, round(have.hello_time / 100), lambda v: StpOptions(hello_time=v)),
+        ("max-age", want.max_age, round(have.max_age / 100), lambda v: StpOptions(max_age=v)),
+        ("priority", want.priority, have.priority, lambda v: StpOptions(priority=v)),
+    ):
+        if wanted is not None and wanted != current:
+            changes.append((field, wanted, current, make(wanted), 1))
+    return changes
+
+
+def _plan_addresses(iface: Interface, link: Link | None, observed: NetState, actions: list[Action]) -> None:
+    current = {a.ip for a in observed.addresses_of(link.index)} if link is not None else set()
+    for config, version in ((iface.ipv4, 4), (iface.ipv6, 6)):
+        if config is None or config.addresses is None:
+            continue
+        _plan_family(iface, config, version, current, actions)
+
+
+def _plan_family(
+    iface: Interface, config: IpConfig, version: int, current: set[IpInterface], actions: list[Action]
+) -> None:
+    field = f"ipv{version}.address"
+    have = sorted((ip for ip in current if ip.version == version
+                   and not (version == 6 and ip.ip in _LINK_LOCAL_V6)), key=str)
+    want = list(config.addresses or ())
+    have_str = [str(ip) for ip in have]
+    want_str = [str(ip) for ip in want]
+    for ip in have:
+        if ip not in want:
+            actions.append(Action(RemoveAddress(iface.name, ip), Phase.REMOVE_ADDRESSES, iface.resource,
+                                  field, want_str, have_str))
+    for ip in want:
+        if ip not in current:
+            actions.append(Action(AddAddress(iface.name, ip), Phase.ADD_ADDRESSES, iface.resource,
+                                  field, want_str, have_str))
+
+
+def _plan_ports(
+    desired: tuple[Interface, ...],
+    observed: NetState,
+    exists: Callable[[str], bool],
+    actions: list[Action],
+    problems: list[Problem],
+) -> None:
+    for iface in desired:
+        if iface.type is not IfType.BRIDGE or iface.state is AdminState.ABSENT:
+            continue
+        if iface.bridge is None or not iface.bridge.ports:
+            continue
+        if not exists(iface.name):
+            continue
+        bridge_link = observed.link(iface.name)
+        for port in iface.bridge.ports:
+            port_link = observed.link(port)
+            resource = f"interface/{port}"
+            if port_link is None:
+                if not exists(port):
+                    problems.append(Problem(resource, f"port of {iface.name} does not exist"))
+                    continue
+                actions.append(Action(SetMaster(port, iface.name), Phase.ENSLAVE, resource, "controller",
+                                      iface.name, None))
+                continue
+            if port_link.kind == "bridge":
+                problems.append(Problem(resource, f"is a bridge and cannot be a port of {iface.name}"))
+                continue
+            if bridge_link is not None and port_link.master == bridge_link.index:
+                continue
+            have = observed.name_of(port_link.master)
+            actions.append(Action(SetMaster(port, iface.name), Phase.ENSLAVE, resource, "controller",
+                                  iface.name, have))

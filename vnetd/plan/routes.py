@@ -1,0 +1,83 @@
+# SPDX-License-Identifier: MIT
+"""Routes: add what is declared and missing, remove what is declared absent.
+
+A declared route is satisfied by any kernel route with the same destination and
+table whose written fields (next hop, device, metric) match. If the kernel holds
+a different route under the same key (destination, table, metric), it is replaced:
+the administrator declared where that destination goes. Routes the kernel made for
+an address (protocol ``kernel``) are never removed: remove the address instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from vnetd.model.netstate import NetState
+from vnetd.model.routes import KERNEL_ROUTE_PROTOCOL, Route, RouteSpec
+from vnetd.plan.actions import Action, AddRoute, Phase, Problem, RemoveRoute
+
+
+def default_metric(family: int) -> int:
+    return 0 if family == 4 else 1024
+
+
+def matches(spec: RouteSpec, route: Route, observed: NetState) -> bool:
+    if route.destination != spec.destination or route.table != spec.table_id:
+        return False
+    if spec.next_hop_address is not None and route.gateway != spec.next_hop_address:
+        return False
+    if spec.next_hop_interface is not None and observed.name_of(route.oif) != spec.next_hop_interface:
+        return False
+    return spec.metric is None or route.priority == spec.metric
+
+
+def plan_routes(desired: Iterable[RouteSpec], observed: NetState) -> tuple[list[Action], list[Problem]]:
+    actions: list[Action] = []
+    problems: list[Problem] = []
+    routes = sorted(observed.routes, key=lambda r: (r.table, str(r.destination), r.priority))
+    for spec in desired:
+        res = spec.resource
+        if spec.absent:
+            for route in routes:
+                if route.protocol != KERNEL_ROUTE_PROTOCOL and matches(spec, route, observed):
+                    actions.append(Action(
+                        RemoveRoute(route.destination, route.table, route.gateway, route.oif, route.priority),
+                        Phase.REMOVE_ROUTES, res, "state", "absent", _describe(route, observed)))
+            continue
+        if any(matches(spec, r, observed) for r in routes):
+            continue
+        if spec.next_hop_interface is not None and observed.link(spec.next_hop_interface) is None:
+            problems.append(Problem(res, f"next-hop-interface {spec.next_hop_interface!r} does not exist"))
+            continue
+        metric = spec.metric if spec.metric is not None else default_metric(spec.family)
+        clash = next((r for r in routes if r.destination == spec.destination and r.table == spec.table_id
+                      and r.priority == metric), None)
+        want = _describe_spec(spec)
+        have = _describe(clash, observed) if clash else None
+        actions.append(Action(
+            AddRoute(spec.destination, spec.table_id, spec.next_hop_address, spec.next_hop_interface,
+                     spec.metric, replace=clash is not None),
+            Phase.ADD_ROUTES, res, "route", want, have))
+    return actions, problems
+
+
+def _describe_spec(spec: RouteSpec) -> str:
+    parts = [str(spec.destination)]
+    if spec.next_hop_address:
+        parts.append(f"via {spec.next_hop_address}")
+    if spec.next_hop_interface:
+        parts.append(f"dev {spec.next_hop_interface}")
+    if spec.metric is not None:
+        parts.append(f"metric {spec.metric}")
+    return " ".join(parts)
+
+
+def _describe(route: Route, observed: NetState) -> str:
+    parts = [str(route.destination)]
+    if route.gateway:
+        parts.append(f"via {route.gateway}")
+    dev = observed.name_of(route.oif)
+    if dev:
+        parts.append(f"dev {dev}")
+    parts.append(f"metric {route.priority}")
+    return " ".join(parts)

@@ -1,0 +1,138 @@
+# SPDX-License-Identifier: MIT
+"""``vnetd show``: the current state as a valid state file.
+
+Fed back unchanged, it plans nothing: every value written here is the value the
+kernel has. Addresses and routes that belong to someone else (DHCP/SLAAC leases,
+routes the kernel made for an address) are left out, so that feeding the output
+back never turns a lease into a static address.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any
+
+import yaml
+
+from vnetd.model.interfaces import Link
+from vnetd.model.netstate import NetState
+from vnetd.model.routes import KERNEL_ROUTE_PROTOCOL, MAIN_TABLE, Route
+
+_LINK_LOCAL_V6 = ipaddress.ip_network("fe80::/10")
+#: rtm_protocol values of routes some other daemon owns (dhcp, ra, redirect)
+_FOREIGN_PROTOCOLS = {KERNEL_ROUTE_PROTOCOL, 1, 9, 16}
+_KIND_TYPES = {"bridge": "linux-bridge", "veth": "veth", "vlan": "vlan", "dummy": "dummy", "tun": "tun"}
+
+
+def link_type(link: Link) -> str:
+    if link.name == "lo" and link.kind is None:
+        return "loopback"
+    if link.kind is None:
+        return "ethernet"
+    return _KIND_TYPES.get(link.kind, "unknown")
+
+
+def interfaces_section(net: NetState) -> list[dict[str, Any]]:
+    out = []
+    for link in sorted(net.links.values(), key=lambda lk: lk.index):
+        entry: dict[str, Any] = {"name": link.name, "type": link_type(link),
+                                 "state": "up" if link.up else "down", "mtu": link.mtu}
+        if link.mac and entry["type"] != "loopback":
+            entry["mac-address"] = link.mac.upper()
+        if link.kind == "veth" and link.link_netnsid is None and link.link in net.links:
+            entry["veth"] = {"peer": net.links[link.link].name}
+        if link.kind == "vlan" and link.link in net.links and link.vlan_id is not None:
+            entry["vlan"] = {"base-iface": net.links[link.link].name, "id": link.vlan_id}
+        if link.kind == "bridge" and link.bridge is not None:
+            b = link.bridge
+            stp: dict[str, Any] = {"enabled": b.stp_state != 0, "forward-delay": round(b.forward_delay / 100),
+                                   "hello-time": round(b.hello_time / 100), "max-age": round(b.max_age / 100),
+                                   "priority": b.priority}
+            entry["bridge"] = {"options": {"stp": stp},
+                               "port": [{"name": p.name} for p in sorted(net.ports_of(link.index),
+                                                                         key=lambda p: p.name)]}
+        for version in (4, 6):
+            addrs = sorted((a for a in net.addresses_of(link.index)
+                            if a.ip.version == version and a.permanent
+                            and not (version == 6 and a.ip.ip in _LINK_LOCAL_V6)), key=lambda a: str(a.ip))
+            if addrs:
+                entry[f"ipv{version}"] = {"enabled": True, "address": [
+                    {"ip": str(a.ip.ip), "prefix-length": a.ip.network.prefixlen} for a in addrs]}
+        out.append(entry)
+    return out
+
+
+def routes_section(net: NetState) -> list[dict[str, Any]]:
+    out = []
+    for route in sorted(net.routes, key=_route_key):
+        if route.protocol in _FOREIGN_PROTOCOLS:
+            continue
+        if route.destination.version == 6 and route.destination.subnet_of(_LINK_LOCAL_V6):  # type: ignore[arg-type]
+            continue
+        if route.gateway is None and route.oif is None:
+            continue
+        entry: dict[str, Any] = {"destination": str(route.destination)}
+        if route.gateway is not None:
+            entry["next-hop-address"] = str(route.gateway)
+        dev = net.name_of(route.oif)
+        if dev is not None:
+            entry["next-hop-interface"] = dev
+        entry["metric"] = route.priority
+        if route.table != MAIN_TABLE:
+            entry["table-id"] = route.table
+        out.append(entry)
+    return out
+
+
+def _route_key(route: Route) -> tuple[int, int, str, int]:
+    return (route.destination.version, route.table, str(route.destination), route.priority)
+
+
+def render_state(sections: dict[str, Any], header: str) -> str:
+    body = yaml.safe_dump(sections, sort_keys=False, default_flow_style=False, allow_unicode=False, width=1000)
+    return "".join(f"# {line}\n" for line in header.splitlines()) + body
+
+
+def show_state(state_dir: str, netns: str | None) -> str:
+    """The whole current state; declared sysctl keys and vnetd's chains when known."""
+    from datetime import UTC, datetime
+
+    from vnetd.backends.netlink import NetlinkBackend
+
+    backend = NetlinkBackend()
+    try:
+        net = backend.observe()
+    finally:
+        backend.close()
+    sections: dict[str, Any] = {"interfaces": interfaces_section(net)}
+    routes = routes_section(net)
+    if routes:
+        sections["routes"] = {"config": routes}
+    desired = _declared(state_dir)
+    if desired is not None and desired.sysctls:
+        from vnetd.backends.sysctl import SysctlBackend
+
+        values = SysctlBackend().read(s.key for s in desired.sysctls)
+        sections["sysctl"] = {k: _sysctl_scalar(v) for k, v in values.items() if v is not None}
+    from vnetd.backends.iptables import show_firewall
+
+    firewall = show_firewall()
+    if firewall:
+        sections["firewall"] = firewall
+    where = f"network namespace {netns}" if netns else "this host"
+    stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return render_state(sections, f"vnetd show: current state of {where}, {stamp}")
+
+
+def _declared(state_dir: str) -> Any:
+    from vnetd.desired.loader import load_state_dir
+    from vnetd.errors import ConfigError
+
+    try:
+        return load_state_dir(state_dir)
+    except ConfigError:
+        return None
+
+
+def _sysctl_scalar(value: str) -> int | str:
+    return int(value) if value.lstrip("-").isdigit() else value

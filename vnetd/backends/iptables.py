@@ -122,6 +122,8 @@ class RawTables:
             if buf is None or len(buf) < 40 + info.size:
                 buf = ctypes.create_string_buffer(40 + info.size + 4096)
                 self._buffers[table] = buf
+            # the kernel writes only the used bytes of each name: start from zeros
+            ctypes.memset(buf, 0, 40 + info.size)
             ctypes.memmove(buf, table.encode() + b"\0", len(table) + 1)
             struct.pack_into("=I", buf, 32, info.size)
             length = ctypes.c_uint32(40 + info.size)

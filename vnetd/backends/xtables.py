@@ -378,6 +378,14 @@ def iter_segments(entry: bytes | memoryview, target_offset: int, start: int = IP
         off += size
 
 
+def _canonical_header(segment: bytes | memoryview) -> bytes:
+    """A match/target header with its name cut at the NUL: the kernel copies only
+    ``strlen(name) + 1`` bytes back, so the rest of the name field is whatever the
+    reader's buffer held before (libiptc's malloc'ed buffer, for instance)."""
+    name = bytes(segment[2:31]).split(b"\0", 1)[0]
+    return bytes(segment[0:2]) + name.ljust(29, b"\0") + bytes(segment[31:32])
+
+
 def fingerprint(entry: bytes | memoryview, usersizes: tuple[int, ...] | None, *, std_target: str | None = None,
                 goto: bool = False) -> bytes:
     """Mask what the kernel owns; reduce a standard target to its meaning.
@@ -390,14 +398,17 @@ def fingerprint(entry: bytes | memoryview, usersizes: tuple[int, ...] | None, *,
     parts = [bytes(entry[:84]), struct.pack("=HH", target_offset, next_offset)]
     for i, (off, size, _name) in enumerate(iter_segments(entry, target_offset)):
         keep = size if usersizes is None or i >= len(usersizes) - 1 else usersizes[i]
-        parts.append(bytes(entry[off : off + keep]))
-        parts.append(b"\0" * (size - keep))
+        parts.append(_canonical_header(entry[off : off + XT_ENTRY_HEADER]))
+        parts.append(bytes(entry[off + XT_ENTRY_HEADER : off + keep]))
+        parts.append(b"\0" * (size - max(keep, XT_ENTRY_HEADER)))
     if std_target is not None:
         parts.append(b"STD:" + std_target.encode() + (b"/goto" if goto else b""))
     else:
         tsize = next_offset - target_offset
         keep = tsize if usersizes is None else usersizes[-1]
-        parts.append(bytes(entry[target_offset : target_offset + keep]) + b"\0" * (tsize - keep))
+        parts.append(_canonical_header(entry[target_offset : target_offset + XT_ENTRY_HEADER]))
+        parts.append(bytes(entry[target_offset + XT_ENTRY_HEADER : target_offset + keep]))
+        parts.append(b"\0" * (tsize - max(keep, XT_ENTRY_HEADER)))
     return b"".join(parts)
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from vnetd.model.firewall import ObservedTable
+from vnetd.model.interfaces import VIRTUAL_TYPES, AdminState
+
 from vnetd.model.libvirt import GuestTap, ObservedNetwork
 from vnetd.model.netstate import NetState
 from vnetd.model.state import DesiredState
@@ -38,8 +40,9 @@ class Observed:
 def plan(desired: DesiredState, observed: Observed) -> Plan:
     actions: list[Action] = []
     problems: list[Problem] = []
+    created = {i.name for i in desired.interfaces if i.type in VIRTUAL_TYPES and i.state is not AdminState.ABSENT}
     for section in (plan_interfaces(desired.interfaces, observed.net),
-                    plan_routes(desired.routes, observed.net)):
+                    plan_routes(desired.routes, observed.net, created)):
         actions += section[0]
         problems += section[1]
     if observed.sysctls is not None:

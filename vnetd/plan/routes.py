@@ -10,7 +10,8 @@ an address (protocol ``kernel``) are never removed: remove the address instead.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
+
 
 from vnetd.model.netstate import NetState
 from vnetd.model.routes import KERNEL_ROUTE_PROTOCOL, Route, RouteSpec
@@ -31,7 +32,9 @@ def matches(spec: RouteSpec, route: Route, observed: NetState) -> bool:
     return spec.metric is None or route.priority == spec.metric
 
 
-def plan_routes(desired: Iterable[RouteSpec], observed: NetState) -> tuple[list[Action], list[Problem]]:
+def plan_routes(desired: Iterable[RouteSpec], observed: NetState, created: Collection[str] = ()
+                ) -> tuple[list[Action], list[Problem]]:
+    """``created``: interfaces this plan creates (a route may use them as next-hop-interface)."""
     actions: list[Action] = []
     problems: list[Problem] = []
     routes = sorted(observed.routes, key=lambda r: (r.table, str(r.destination), r.priority))
@@ -46,7 +49,8 @@ def plan_routes(desired: Iterable[RouteSpec], observed: NetState) -> tuple[list[
             continue
         if any(matches(spec, r, observed) for r in routes):
             continue
-        if spec.next_hop_interface is not None and observed.link(spec.next_hop_interface) is None:
+        if spec.next_hop_interface is not None and observed.link(spec.next_hop_interface) is None \
+                and spec.next_hop_interface not in created:
             problems.append(Problem(res, f"next-hop-interface {spec.next_hop_interface!r} does not exist"))
             continue
         metric = spec.metric if spec.metric is not None else default_metric(spec.family)

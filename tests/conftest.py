@@ -1,0 +1,84 @@
+# SPDX-License-Identifier: MIT
+"""Fixtures: throw-away network namespaces, state directories, a root-namespace guard.
+
+Every kernel test works inside namespaces it creates here; they are removed after
+the test even when it fails. A session guard compares the root namespace's links,
+addresses, routes and legacy iptables before and after the whole run: a test that
+leaks into the host fails the session.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support import PREFIX, Netns, StateDir, _counter, delete_netns, sh
+
+@pytest.fixture
+def make_netns() -> Iterator[object]:
+    """Factory: make_netns() -> Netns; every namespace is deleted after the test."""
+    made: list[str] = []
+
+    def make(label: str = "") -> Netns:
+        name = f"{PREFIX}-{next(_counter)}{('-' + label) if label else ''}"[:40]
+        sh("ip", "netns", "add", name)
+        made.append(name)
+        ns = Netns(name)
+        ns.ip("link", "set", "lo", "up")
+        return ns
+
+    try:
+        yield make
+    finally:
+        for name in reversed(made):
+            delete_netns(name)
+
+
+@pytest.fixture
+def netns(make_netns: object) -> Netns:
+    return make_netns()  # type: ignore[operator,no-any-return]
+
+
+@pytest.fixture
+def state_dir(tmp_path: Path) -> StateDir:
+    return StateDir(tmp_path / "vnetd.d")
+
+
+@pytest.fixture
+def make_state_dir(tmp_path: Path) -> object:
+    counter = itertools.count()
+
+    def make() -> StateDir:
+        return StateDir(tmp_path / f"state{next(counter)}")
+
+    return make
+
+
+@pytest.fixture(scope="session", autouse=True)
+def root_namespace_untouched() -> Iterator[None]:
+    """The host's own network must look the same after the whole session."""
+    if os.geteuid() != 0:
+        yield
+        return
+
+    def view() -> str:
+        links = [(lk["ifname"], lk.get("mtu"), lk.get("master"), "UP" in lk.get("flags", []))
+                 for lk in json.loads(sh("ip", "-j", "link").stdout)]
+        addrs = sorted((a["ifname"], i["local"], i["prefixlen"]) for a in json.loads(sh("ip", "-j", "addr").stdout)
+                       for i in a.get("addr_info", []))
+        routes = sorted(json.dumps(r, sort_keys=True) for r in json.loads(sh("ip", "-j", "route").stdout))
+        rules = sh("iptables-legacy-save", check=False).stdout
+        rules = "\n".join(line for line in rules.splitlines() if not line.startswith("#"))
+        return json.dumps([sorted(links), addrs, routes, rules], indent=1)
+
+    before = view()
+    yield
+    after = view()
+    assert after == before, "the test session changed the root network namespace"
+    leftovers = [n for n in sh("ip", "netns", "list").stdout.split() if n.startswith(PREFIX)]
+    assert not leftovers, f"namespaces left behind: {leftovers}"

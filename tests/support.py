@@ -1,0 +1,171 @@
+# SPDX-License-Identifier: MIT
+"""Test support: network namespaces, state directories, the vnetd CLI.
+
+Every kernel test works inside namespaces it creates here and that are removed
+after the test, even when it fails; vnetd is always started with ``--netns``. A
+session guard compares the root namespace's links, addresses, routes and legacy
+iptables before and after the whole run: a test that leaks into the host fails
+the session.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+ARTICLE = SHARED / "article"
+PY = sys.executable
+PREFIX = f"vt{os.getpid() % 100000}"
+_counter = itertools.count()
+
+#: what `ip -d -j` shows that the kernel changes by itself, whatever vnetd does:
+#: bridge timers, carrier-driven operational state, IPv6 duplicate address detection
+_VOLATILE = ("hello_timer", "tcn_timer", "topology_change_timer", "gc_timer", "operstate",
+             "state")  # "state" is a bridge port's STP state (forwarding, disabled: carrier-driven)
+_CARRIER_FLAGS = ("NO-CARRIER", "LOWER_UP", "M-DOWN", "linkdown", "tentative")
+
+
+def sh(*cmd: str, check: bool = True, input: str | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(list(cmd), check=check, text=True, capture_output=True, input=input, timeout=timeout)
+
+
+def _scrub(value: object) -> object:
+    if isinstance(value, dict):
+        return {k: _scrub(v) for k, v in value.items() if k not in _VOLATILE}
+    if isinstance(value, list):
+        # IPv6 link-local addresses and their routes appear when a link comes up
+        return [_scrub(v) for v in value
+                if v not in _CARRIER_FLAGS
+                and not (isinstance(v, dict) and str(v.get("local", v.get("dst", ""))).startswith("fe80"))]
+    return value
+
+
+
+class Netns:
+    """One network namespace made by a test."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __str__(self) -> str:
+        return self.name
+
+    def ip(self, *args: str, check: bool = True) -> str:
+        return sh("ip", "-n", self.name, *args, check=check).stdout
+
+    def exec(self, *cmd: str, check: bool = True, input: str | None = None,
+             timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        return sh("ip", "netns", "exec", self.name, *cmd, check=check, input=input, timeout=timeout)
+
+    def popen(self, *cmd: str, **kwargs: object) -> subprocess.Popen[str]:
+        return subprocess.Popen(["ip", "netns", "exec", self.name, *cmd], text=True, **kwargs)  # type: ignore[call-overload]
+
+    def json(self, *args: str) -> object:
+        out = self.ip("-j", *args)
+        return json.loads(out) if out.strip() else []
+
+    def link(self, name: str) -> dict[str, object] | None:
+        out = sh("ip", "-n", self.name, "-d", "-j", "link", "show", "dev", name, check=False)
+        if out.returncode != 0:
+            return None
+        return json.loads(out.stdout)[0]  # type: ignore[no-any-return]
+
+    def snapshot(self) -> str:
+        """`ip -d -j` link/addr/route, without what the kernel changes by itself."""
+        parts = {}
+        for what in (("link",), ("addr",), ("route", "show", "table", "all")):
+            items = _scrub(json.loads(self.ip("-d", "-j", *what) or "[]"))
+            # the kernel lists routes in insertion order: a re-added route moves
+            parts[" ".join(what)] = sorted(items, key=lambda i: json.dumps(i, sort_keys=True))  # type: ignore[arg-type]
+        return json.dumps(parts, sort_keys=True, indent=1)
+
+
+    def settled_snapshot(self, timeout: float = 3.0) -> str:
+        """A snapshot once two in a row agree (carrier and DAD settle asynchronously)."""
+        deadline = time.monotonic() + timeout
+        last = self.snapshot()
+        while time.monotonic() < deadline:
+            time.sleep(0.1)
+            now = self.snapshot()
+            if now == last:
+                return now
+            last = now
+        return last
+
+
+    def iptables_save(self, table: str | None = None) -> str:
+        args = ["iptables-legacy-save"] + (["-t", table] if table else [])
+        lines = self.exec(*args).stdout.splitlines()
+        return "\n".join(line for line in lines if not line.startswith("#")) + "\n"
+
+    def veth(self, name: str, peer: str, peer_ns: Netns | None = None) -> None:
+        if peer_ns is None:
+            self.ip("link", "add", name, "type", "veth", "peer", "name", peer)
+        else:
+            self.ip("link", "add", name, "type", "veth", "peer", "name", peer, "netns", peer_ns.name)
+
+    def sysctl(self, key: str) -> str:
+        return self.exec("sysctl", "-n", key).stdout.strip()
+
+
+def delete_netns(name: str) -> None:
+    pids = sh("ip", "netns", "pids", name, check=False).stdout.split()
+    for pid in pids:
+        try:
+            os.kill(int(pid), signal.SIGKILL)
+        except (ProcessLookupError, ValueError):
+            pass
+    for _ in range(50):
+        if sh("ip", "netns", "del", name, check=False).returncode == 0:
+            return
+        time.sleep(0.05)
+
+
+class StateDir:
+    """A state directory as vnetd requires it: root-owned, not group/world-writable."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.mkdir(mode=0o755, parents=True, exist_ok=True)
+        os.chmod(path, 0o755)
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+    def write(self, name: str, text: str, mode: int = 0o644) -> Path:
+        target = self.path / name
+        tmp = self.path / f".{name}.tmp"
+        tmp.write_text(textwrap.dedent(text))
+        os.chmod(tmp, mode)
+        os.replace(tmp, target)
+        return target
+
+    def remove(self, name: str) -> None:
+        (self.path / name).unlink()
+
+    def copy_from(self, directory: Path) -> None:
+        for f in sorted(directory.glob("*.yaml")):
+            self.write(f.name, f.read_text())
+
+
+def vnetd(*args: str, netns: Netns | str | None = None, state_dir: StateDir | Path | str | None = None,
+          timeout: float = 120, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run the vnetd CLI as a separate process (always inside a test namespace)."""
+    cmd = [PY, "-m", "vnetd"]
+    if netns is not None:
+        cmd += ["--netns", str(netns)]
+    if state_dir is not None:
+        cmd += ["--state-dir", str(state_dir)]
+    cmd += list(args)
+    full_env = dict(os.environ, PYTHONPATH=str(ROOT), NO_COLOR="1")
+    full_env.update(env or {})
+    return subprocess.run(cmd, text=True, capture_output=True, timeout=timeout, env=full_env)

@@ -42,10 +42,12 @@ def _scrub(value: object) -> object:
     if isinstance(value, dict):
         return {k: _scrub(v) for k, v in value.items() if k not in _VOLATILE}
     if isinstance(value, list):
-        # IPv6 link-local addresses and their routes appear when a link comes up
+        # IPv6 link-local addresses and the link-local and multicast routes the kernel
+        # adds per link appear when the link comes up (after carrier and DAD)
         return [_scrub(v) for v in value
                 if v not in _CARRIER_FLAGS
-                and not (isinstance(v, dict) and str(v.get("local", v.get("dst", ""))).startswith("fe80"))]
+                and not (isinstance(v, dict) and str(v.get("local", v.get("dst", ""))).startswith(("fe80", "ff00")))]
+
     return value
 
 

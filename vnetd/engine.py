@@ -81,7 +81,25 @@ class Backends:
             self._firewall = FirewallBackend()
         return self._firewall
 
+    def libvirt(self, uri: str):  # type: ignore[no-untyped-def]
+        """The libvirt connection for ``uri`` (a new one if the URI changed)."""
+        current = self._libvirt
+        if current is not None and current.uri != uri:  # type: ignore[attr-defined]
+            current.close()  # type: ignore[attr-defined]
+            current = None
+        if current is None:
+            from vnetd.backends.libvirt import LibvirtBackend
+
+            current = LibvirtBackend(uri)
+            self._libvirt = current
+        return current
+
+    @property
+    def current_libvirt(self):  # type: ignore[no-untyped-def]
+        return self._libvirt
+
     def close(self) -> None:
+
         for backend in (self._net, self._firewall, self._libvirt):
             close = getattr(backend, "close", None)
             if close is not None:
@@ -107,7 +125,20 @@ class Engine:
             firewall = self.backends.firewall
             observed.firewall = firewall.observe(desired.chains)
             observed.rule_fingerprints = firewall.fingerprints(desired.chains)
+        if desired.libvirt is not None:
+            self.observe_libvirt(desired, observed)
         return observed
+
+    def observe_libvirt(self, desired: DesiredState, observed: Observed) -> None:
+        """Networks and running guests' taps; left None (not planned) while libvirt is unreachable."""
+        assert desired.libvirt is not None
+        libvirt = self.backends.libvirt(desired.libvirt.uri)
+        if not libvirt.connected and not libvirt.connect():
+            return
+        try:
+            observed.networks, observed.guest_taps = libvirt.observe()
+        except BackendError:
+            observed.networks = None
 
     def plan(self, desired: DesiredState, observer: Observer | None = None) -> tuple[Plan, Observed]:
         observed = (observer or self.observe)(desired)
@@ -149,10 +180,14 @@ class Engine:
         op = action.op
         if isinstance(op, SetSysctl):
             self.backends.sysctl.write(op.key, op.value, action.resource)
-        elif isinstance(op, EnsureNetwork | AttachTap):
-            raise BackendError("libvirt", action.resource, "libvirt is not connected")
-        else:
+        elif isinstance(op, EnsureNetwork):
+            libvirt = self.backends.current_libvirt
+            if libvirt is None:
+                raise BackendError("libvirt", action.resource, "libvirt is not connected")
+            libvirt.execute(op, action.resource)
+        else:  # links, addresses, routes, and guests' taps (AttachTap is a netlink operation)
             self.backends.net.execute(op, observed.net, action.resource)
+
 
     def _firewall(self, batch: list[Action], applied: list[Action], failed: list[tuple[Action, BackendError]],
                   broken: set[str], hook: ActionHook | None) -> None:

@@ -116,7 +116,7 @@ def show_state(state_dir: str, netns: str | None) -> str:
         sections["sysctl"] = {k: _sysctl_scalar(v) for k, v in values.items() if v is not None}
     from vnetd.backends.iptables import show_firewall
 
-    firewall = show_firewall()
+    firewall = show_firewall(desired.chains if desired is not None else ())
     if firewall:
         sections["firewall"] = firewall
     where = f"network namespace {netns}" if netns else "this host"

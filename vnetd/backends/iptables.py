@@ -26,7 +26,7 @@ import errno
 import os
 import socket
 import struct
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,7 +41,9 @@ from vnetd.backends.xtables import (
     entry_tag,
     fingerprint,
     iptc_module,
+    render_entry,
     standard_target,
+
 )
 from vnetd.backends.xtlock import xtables_lock
 from vnetd.errors import BackendError
@@ -150,55 +152,91 @@ def _entries(blob: memoryview) -> list[tuple[int, int, int]]:
     return out
 
 
-def parse_table(name: str, info: TableInfo, blob: memoryview,
-                usersizes: dict[str, tuple[int, ...]] | None = None) -> ObservedTable:
-    """Walk a table blob: chains in order, policies, and each rule's tag and fingerprint."""
-    usersizes = usersizes or {}
+@dataclass(frozen=True, slots=True)
+class WalkedEntry:
+    """One entry of a table blob, located: its chain, whether it is the policy."""
+
+    chain: str
+    builtin: bool
+    policy: bool
+    offset: int
+    size: int
+    meaning: str | None  # standard target meaning (see _standard_meaning); None: extension
+
+
+def walk_table(info: TableInfo, blob: memoryview) -> Iterator[WalkedEntry]:
+    """The entries of a table blob with the chain each belongs to, in kernel order.
+
+    Layout (what libiptc writes): built-in chains start at their hook entry and end
+    with the policy entry at the hook's underflow; a user chain starts with an ERROR
+    target naming it and ends with a RETURN; the table ends with an ERROR "ERROR".
+    """
     entries = _entries(blob)
     starts = {info.hook_entry[h]: HOOK_NAMES[h] for h in range(5) if info.valid_hooks & (1 << h)}
     underflows = {info.underflow[h] for h in range(5) if info.valid_hooks & (1 << h)}
-    heads: dict[int, str] = {}  # offset of an ERROR head -> chain name (None: end of table)
-    jump_to: dict[int, str] = {}  # verdict offset of a jump -> chain name
+    heads: dict[int, str] = {}  # offset of an ERROR entry -> chain name ("ERROR": end of table)
+    jump_to: dict[int, str] = {}  # jump verdict (offset of a chain's first rule) -> chain name
     for off, t_off, n_off in entries:
         if bytes(blob[off + t_off + 2 : off + t_off + 31]).rstrip(b"\0") == b"ERROR":
             label = bytes(blob[off + t_off + 32 : off + t_off + 62]).split(b"\0", 1)[0].decode("ascii", "replace")
             heads[off] = label
             if label != "ERROR":
                 jump_to[off + n_off] = label
-    chains: dict[str, ObservedChain] = {}
     current: str | None = None
     builtin = False
-    policy: str | None = None
-    rules: list[ObservedRule] = []
-
-    def finish() -> None:
-        if current is not None:
-            chains[current] = ObservedChain(current, builtin, policy, tuple(rules))
-
     for i, (off, t_off, n_off) in enumerate(entries):
         if off in starts:
-            finish()
-            current, builtin, policy, rules = starts[off], True, None, []
+            current, builtin = starts[off], True
         if off in heads:
-            finish()
             if heads[off] == "ERROR":
-                current = None
-                break
-            current, builtin, policy, rules = heads[off], False, None, []
+                return
+            current, builtin = heads[off], False
+            yield WalkedEntry(current, False, False, off, 0, None)  # announces an empty chain too
+            continue
+        if current is None:
             continue
         meaning = _standard_meaning(blob, off, t_off, n_off, jump_to)
         if builtin and off in underflows:
-            policy = meaning
+            yield WalkedEntry(current, True, True, off, n_off, meaning)
             continue
         if not builtin and i + 1 < len(entries) and entries[i + 1][0] in heads:
             continue  # the RETURN that ends a user chain
-        entry = blob[off : off + n_off]
+        yield WalkedEntry(current, builtin, False, off, n_off, meaning)
+
+
+#: Foreign rules are rendered as text (for plan output) in declared chains up to this size.
+RENDER_LIMIT = 200
+
+
+def parse_table(name: str, info: TableInfo, blob: memoryview,
+                usersizes: dict[str, tuple[int, ...]] | None = None,
+                render_chains: Iterable[str] = ()) -> ObservedTable:
+    """Chains in order, policies, and each rule's tag and fingerprint.
+
+    Foreign rules of the chains in ``render_chains`` also get their text (what the
+    plan shows when it removes or moves past them).
+    """
+    usersizes = usersizes or {}
+    render = set(render_chains)
+    rendered: dict[str, int] = {}
+    chains: dict[str, tuple[bool, list[str | None], list[ObservedRule]]] = {}
+    for e in walk_table(info, blob):
+        builtin, policy, rules = chains.setdefault(e.chain, (e.builtin, [None], []))
+        if e.size == 0:
+            continue
+        if e.policy:
+            policy[0] = e.meaning
+            continue
+        entry = blob[e.offset : e.offset + e.size]
         tag = entry_tag(entry)
-        goto = bool(blob[off + 82] & IPT_F_GOTO)
-        fp = fingerprint(entry, usersizes.get(tag) if tag else None, std_target=meaning, goto=goto)
-        rules.append(ObservedRule(tag, fp))
-    finish()
-    return ObservedTable(name, chains)
+        goto = bool(blob[e.offset + 82] & IPT_F_GOTO)
+        fp = fingerprint(entry, usersizes.get(tag) if tag else None, std_target=e.meaning, goto=goto)
+        text = None
+        if tag is None and e.chain in render and rendered.get(e.chain, 0) < RENDER_LIMIT:
+            rendered[e.chain] = rendered.get(e.chain, 0) + 1
+            text = render_entry(bytes(entry), e.meaning)
+        rules.append(ObservedRule(tag, fp, text))
+    return ObservedTable(name, {c: ObservedChain(c, b, p[0], tuple(r)) for c, (b, p, r) in chains.items()})
 
 
 def _standard_meaning(blob: memoryview, off: int, t_off: int, n_off: int, jump_to: dict[int, str]) -> str | None:
@@ -311,7 +349,8 @@ class FirewallBackend:
             if got is None:
                 continue
             info, blob = got
-            observed[table] = parse_table(table, info, blob, usersizes)
+            declared = [c.name for c in chains if c.table == table]
+            observed[table] = parse_table(table, info, blob, usersizes, declared)
             self._snapshots[table] = Snapshot(info, blob)
         return observed
 
@@ -490,6 +529,44 @@ class _Handle:
 # --------------------------------------------------------------------------- show
 
 
-def show_firewall() -> dict[str, Any]:
-    """Chains holding vnetd rules, as state: rule texts come from the declared state."""
-    return {}
+def show_firewall(chains: Iterable[ChainSpec] = ()) -> dict[str, Any]:
+    """Chains that hold vnetd's rules, as a firewall: section.
+
+    A rule is shown as declared when its tag belongs to the current state files,
+    otherwise rendered from the kernel's entry (tag comment left out).
+    """
+    texts = {c.tag(r): r.text for c in chains for r in c.rules}
+    raw = RawTables()
+    out: dict[str, Any] = {}
+    try:
+        for table in loaded_tables():
+            got = raw.read(table)
+            if got is None:
+                continue
+            info, blob = got
+            policies: dict[str, str | None] = {}
+            shown: dict[str, list[str]] = {}
+            for e in walk_table(info, blob):
+                if e.policy:
+                    policies[e.chain] = e.meaning
+                    continue
+                if e.size == 0:
+                    continue
+                entry = bytes(blob[e.offset : e.offset + e.size])
+                tag = entry_tag(entry)
+                if tag is None:
+                    continue
+                rules = shown.setdefault(e.chain, [])
+                if tag != OWNER_MARK:
+                    rules.append(texts.get(tag) or render_entry(entry, e.meaning))
+            if shown:
+                out[table] = {}
+                for chain, rules in shown.items():
+                    section: dict[str, Any] = {}
+                    if chain in policies:
+                        section["policy"] = policies[chain]
+                    section["rules"] = rules
+                    out[table][chain] = section
+    finally:
+        raw.close()
+    return out

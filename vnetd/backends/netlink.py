@@ -20,7 +20,9 @@ from vnetd.model.routes import Route
 from vnetd.plan.actions import (
     AddAddress,
     AddRoute,
+    AttachTap,
     CreateLink,
+
     DeleteLink,
     Op,
     RemoveAddress,
@@ -144,6 +146,12 @@ class NetlinkBackend:
                 msg = rtnl.route(True, op.destination, table=op.table, gateway=op.gateway, oif=oif,
                                  priority=op.metric, replace=op.replace)
                 self._check(sock.request(msg), resource, "add route")
+            case AttachTap(tap=tap, bridge=bridge, mtu=mtu):
+                index = self._index(tap, state, resource)
+                if mtu is not None:
+                    self._check(sock.request(rtnl.link_set(index, mtu=mtu)), resource, f"set mtu {mtu}")
+                master = self._index(bridge, state, f"interface/{bridge}")
+                self._check(sock.request(rtnl.link_set(index, master=master)), resource, f"attach to {bridge}")
             case RemoveRoute():
                 msg = rtnl.route(False, op.destination, table=op.table, gateway=op.gateway, oif=op.oif,
                                  priority=op.metric)

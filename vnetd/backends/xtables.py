@@ -241,6 +241,29 @@ class CompiledRule:
     target_name: str | None  # standard meaning ("" falls through, a chain, ACCEPT...); None: extension
 
 
+_offline_rule: Any = None
+
+
+def offline_rule_class() -> Any:
+    """python-iptables' Rule, minus its habit of reading the kernel's tables.
+
+    Its Target constructor asks every table "is this a chain?", which instantiates
+    missing tables in the kernel; vnetd resolves jumps itself and only hands
+    extension targets to python-iptables.
+    """
+    global _offline_rule
+    if _offline_rule is None:
+        iptc = iptc_module()
+
+        class OfflineRule(iptc.Rule):  # type: ignore[misc,name-defined]
+            @property
+            def tables(self) -> list[object]:
+                return []
+
+        _offline_rule = OfflineRule
+    return _offline_rule
+
+
 class RuleCompiler:
     """Compiles rules with python-iptables, caching each distinct match/target segment."""
 
@@ -249,19 +272,8 @@ class RuleCompiler:
         self._segments: dict[tuple[object, ...], Segment] = {}
         self._rules: dict[tuple[str, str, str], CompiledRule] = {}
 
-        class OfflineRule(self._iptc.Rule):  # type: ignore[misc,name-defined]
-            """A Rule that never reads the kernel's tables.
+        self._rule_class = offline_rule_class()
 
-            python-iptables' Target constructor asks every table "is this a chain?",
-            which instantiates missing tables in the kernel; vnetd resolves jumps
-            itself and only hands extension targets to python-iptables.
-            """
-
-            @property
-            def tables(self) -> list[object]:
-                return []
-
-        self._rule_class = OfflineRule
 
     def compile(self, chain: ChainSpec, rule: Rule, user_chains: Iterable[str] = ()) -> CompiledRule:
         tag = chain.tag(rule)
@@ -443,3 +455,84 @@ def validate_rules(chains: Iterable[ChainSpec]) -> None:
                                           f"{exc} (rule: {rule.text})"))
     if issues:
         raise ConfigError(issues)
+
+
+# --------------------------------------------------------------------------- display
+
+
+def _render_header(entry: bytes) -> list[str]:
+    src, dst, smsk, dmsk, iniface, outiface, inmask, outmask, proto, flags, inv, *_ = _ENTRY.unpack_from(entry)
+    parts = []
+    for flag, addr, mask, bit in (("-s", src, smsk, IPT_INV_SRCIP), ("-d", dst, dmsk, IPT_INV_DSTIP)):
+        if mask != bytes(4) or inv & bit:
+            net = ipaddress.IPv4Network((ipaddress.IPv4Address(addr), ipaddress.IPv4Address(mask).exploded), strict=False)
+            parts.append(f"{'! ' if inv & bit else ''}{flag} {net}")
+    for flag, name, bit in (("-i", iniface, IPT_INV_VIA_IN), ("-o", outiface, IPT_INV_VIA_OUT)):
+        text = name.split(b"\0", 1)[0].decode("ascii", "replace")
+        if text:
+            parts.append(f"{'! ' if inv & bit else ''}{flag} {text}")
+    if proto:
+        names = {v: k for k, v in PROTOCOLS.items()}
+        parts.append(f"{'! ' if inv & IPT_INV_PROTO else ''}-p {names.get(proto, proto)}")
+    if flags & IPT_F_FRAG:
+        parts.append("! -f" if inv & IPT_INV_FRAG else "-f")
+    return parts
+
+
+def _render_module(iptc: Any, rule: Any, kind: str, data: bytes) -> str:
+    from iptc.xtables import xt_entry_match, xt_entry_target
+
+    buf = ctypes.create_string_buffer(data, len(data))
+    struct_type = xt_entry_match if kind == "match" else xt_entry_target
+    raw = ctypes.cast(buf, ctypes.POINTER(struct_type))[0]
+    module = iptc.Match(rule, match=raw) if kind == "match" else iptc.Target(rule, target=raw)
+    parts = []
+    for key, values in module.get_all_parameters().items():
+        inverted = bool(values) and values[0] == "!"
+        vals = [v for v in values[1:]] if inverted else list(values)
+        parts.append(("! " if inverted else "") + " ".join([f"--{key}", *(_quote(v) for v in vals)]))
+    return " ".join(parts)
+
+
+def _quote(value: str) -> str:
+    from vnetd.model.firewall import quote
+
+    return quote(value)
+
+
+def render_entry(entry: bytes, meaning: str | None, *, drop_tag: bool = True) -> str:
+    """An entry as iptables-save would print it (best effort; for display only)."""
+    parts = _render_header(entry)
+    target_offset, next_offset = struct.unpack_from("=HH", entry, 88)
+    try:
+        iptc = iptc_module()
+        rule = offline_rule_class()()
+    except Exception:  # noqa: BLE001 - display only: fall back to names
+        iptc = rule = None
+    for off, size, name in iter_segments(entry, target_offset):
+        text = ""
+        if name == "comment":
+            comment = entry[off + XT_ENTRY_HEADER : off + size].split(b"\0", 1)[0].decode("utf-8", "replace")
+            if drop_tag and comment.startswith("vnetd:"):
+                continue
+            text = f"--comment {_quote(comment)}"
+        elif iptc is not None:
+            try:
+                text = _render_module(iptc, rule, "match", entry[off : off + size])
+            except Exception:  # noqa: BLE001 - display only
+                text = "(options not shown)"
+        parts.append(f"-m {name}" + (f" {text}" if text else ""))
+    goto = bool(entry[82] & IPT_F_GOTO)
+    if meaning is not None:
+        if meaning:
+            parts.append(f"{'-g' if goto else '-j'} {meaning}")
+    else:
+        name = entry[target_offset + 2 : target_offset + 31].split(b"\0", 1)[0].decode("ascii", "replace")
+        text = ""
+        if iptc is not None:
+            try:
+                text = _render_module(iptc, rule, "target", entry[target_offset:next_offset])
+            except Exception:  # noqa: BLE001 - display only
+                text = "(options not shown)"
+        parts.append(f"-j {name}" + (f" {text}" if text else ""))
+    return " ".join(parts)

@@ -1,0 +1,294 @@
+# SPDX-License-Identifier: MIT
+"""Issue 3 against the real kernel, with real packets: the article's gateway policy
+between an untrusted and a DMZ namespace, the host's physdev rule on brdmz, every
+firewall drift planned and repaired with traffic restored, foreign rules left
+byte-identical, and no rule lost to a concurrent ``iptables -w`` writer."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import threading
+from collections.abc import Callable
+
+import pytest
+
+from tests.support import ROOT, Netns, StateDir, vnetd
+from tests.traffic import TcpServer, eventually, ping, tcp_connect
+
+pytestmark = pytest.mark.kernel
+
+GATEWAY_FIREWALL = (ROOT / "etc" / "examples" / "gateway" / "20-firewall.yaml").read_text()
+GATEWAY_INTERFACES = """
+interfaces:
+- name: eth0
+  type: ethernet
+  state: up
+  ipv4: {enabled: true, address: [203.0.113.1/24]}
+- name: eth1
+  type: ethernet
+  state: up
+  ipv4: {enabled: true, address: [198.51.100.1/24]}
+firewall:
+  filter:
+    OUTPUT:
+      policy: ACCEPT
+"""
+UNTRUSTED = "203.0.113.2"
+GW_OUTSIDE = "203.0.113.1"
+GW_INSIDE = "198.51.100.1"
+DMZ = "198.51.100.20"
+
+
+class Gateway:
+    def __init__(self, untrusted: Netns, gw: Netns, dmz: Netns, state: StateDir) -> None:
+        self.untrusted, self.gw, self.dmz, self.state = untrusted, gw, dmz, state
+
+    def apply(self) -> subprocess.CompletedProcess[str]:
+        result = vnetd("apply", netns=self.gw, state_dir=self.state)
+        assert result.returncode == 0, result.stdout + result.stderr
+        return result
+
+    def plan(self) -> tuple[int, dict]:  # type: ignore[type-arg]
+        result = vnetd("plan", "--format", "json", netns=self.gw, state_dir=self.state)
+        assert result.returncode in (0, 2), result.stderr
+        return result.returncode, json.loads(result.stdout)
+
+    def dmz_to_untrusted(self) -> str:
+        with TcpServer(self.untrusted, UNTRUSTED, 8080):
+            return tcp_connect(self.dmz, UNTRUSTED, 8080)
+
+    def untrusted_to_dmz(self) -> str:
+        with TcpServer(self.dmz, DMZ, 2222):
+            return tcp_connect(self.untrusted, DMZ, 2222)
+
+
+@pytest.fixture
+def gateway(make_netns: Callable[..., Netns], state_dir: StateDir) -> Gateway:
+    untrusted, gw, dmz = make_netns("untr"), make_netns("gw"), make_netns("dmz")
+    gw.veth("eth0", "u0", untrusted)
+    gw.veth("eth1", "d0", dmz)
+    untrusted.ip("addr", "add", f"{UNTRUSTED}/24", "dev", "u0")
+    untrusted.ip("link", "set", "u0", "up")
+    untrusted.ip("route", "add", "198.51.100.0/24", "via", GW_OUTSIDE)  # so it can try to reach the DMZ
+    dmz.ip("addr", "add", f"{DMZ}/24", "dev", "d0")
+    dmz.ip("link", "set", "d0", "up")
+    dmz.ip("route", "add", "default", "via", GW_INSIDE)
+    state_dir.write("10-interfaces.yaml", GATEWAY_INTERFACES)
+    state_dir.write("20-firewall.yaml", GATEWAY_FIREWALL)
+    g = Gateway(untrusted, gw, dmz, state_dir)
+    g.apply()
+    return g
+
+
+def test_gateway_policy_from_the_article(gateway: Gateway) -> None:
+    assert gateway.gw.sysctl("net.ipv4.ip_forward") == "1"
+    # DMZ -> untrusted works, and the far side sees the gateway (MASQUERADE)
+    assert eventually(lambda: gateway.dmz_to_untrusted() == f"ok {GW_OUTSIDE}")
+    # untrusted -> DMZ: new connections are rejected with icmp-host-prohibited
+    assert gateway.untrusted_to_dmz() == "unreachable"
+    # ICMP passes both ways, as `-p icmp -j ACCEPT` says
+    assert ping(gateway.dmz, UNTRUSTED)
+    assert ping(gateway.untrusted, DMZ)
+    assert gateway.plan()[0] == 0
+
+
+def _policy_drift(g: Gateway) -> None:
+    g.gw.exec("iptables-legacy", "-P", "OUTPUT", "DROP")
+
+
+GATEWAY_DRIFTS: list[tuple[str, Callable[[Gateway], None], str, str, Callable[[Gateway], bool]]] = [
+    ("MASQUERADE deleted", lambda g: g.gw.exec("iptables-legacy", "-t", "nat", "-F", "POSTROUTING"),
+     "firewall/nat/POSTROUTING", "rules", lambda g: g.dmz_to_untrusted() == f"ok {GW_OUTSIDE}"),
+    ("FORWARD flushed", lambda g: g.gw.exec("iptables-legacy", "-F", "FORWARD"),
+     "firewall/filter/FORWARD", "rules", lambda g: g.untrusted_to_dmz() == "unreachable"),
+    ("foreign ACCEPT in the exclusive FORWARD", lambda g: g.gw.exec("iptables-legacy", "-I", "FORWARD", "-j", "ACCEPT"),
+     "firewall/filter/FORWARD", "rules", lambda g: g.untrusted_to_dmz() == "unreachable"),
+    ("OUTPUT policy changed", _policy_drift, "firewall/filter/OUTPUT", "policy", lambda g: ping(g.gw, DMZ)),
+    ("ip_forward reset", lambda g: g.gw.exec("sysctl", "-w", "net.ipv4.ip_forward=0"),
+     "sysctl/net.ipv4.ip_forward", "value", lambda g: g.dmz_to_untrusted() == f"ok {GW_OUTSIDE}"),
+]
+
+
+@pytest.mark.parametrize(("breaker", "resource", "field", "restored"), [d[1:] for d in GATEWAY_DRIFTS],
+                         ids=[d[0] for d in GATEWAY_DRIFTS])
+def test_gateway_drift_repaired_with_traffic(gateway: Gateway, breaker: Callable[[Gateway], None], resource: str,
+                                             field: str, restored: Callable[[Gateway], bool]) -> None:
+    breaker(gateway)
+    assert not restored(gateway), "the drift did not break what it should"
+    code, plan = gateway.plan()
+    assert code == 2
+    assert any(c["resource"] == resource and c["field"] == field for c in plan["changes"]), plan["changes"]
+    result = gateway.apply()
+    assert "converged" in result.stdout
+    assert eventually(lambda: restored(gateway))
+    assert gateway.plan()[0] == 0
+
+
+def test_rule_removed_from_file_is_pruned(gateway: Gateway) -> None:
+    assert ping(gateway.untrusted, DMZ)
+    text = GATEWAY_FIREWALL.replace("      - -p icmp -j ACCEPT\n      - -i lo -j ACCEPT\n      - -i eth0",
+                                    "      - -i lo -j ACCEPT\n      - -i eth0")
+    assert text != GATEWAY_FIREWALL
+    gateway.state.write("20-firewall.yaml", text)
+    code, plan = gateway.plan()
+    assert code == 2
+    gateway.apply()
+    forward = gateway.gw.exec("iptables-legacy", "-S", "FORWARD").stdout
+    assert forward.count("-p icmp") == 0
+    assert not ping(gateway.untrusted, DMZ)  # new ICMP from outside now hits the REJECT
+    assert gateway.dmz_to_untrusted() == f"ok {GW_OUTSIDE}"
+
+
+def test_chain_removed_from_files_is_pruned(gateway: Gateway) -> None:
+    gateway.state.write("20-firewall.yaml", GATEWAY_FIREWALL.replace(
+        "  nat:\n    POSTROUTING:\n      rules:\n      - -o eth0 -j MASQUERADE\n", ""))
+    gateway.apply()
+    assert "MASQUERADE" not in gateway.gw.iptables_save("nat")
+    assert gateway.dmz_to_untrusted() == f"ok {DMZ}"  # no more NAT: the far side sees the DMZ host
+
+
+# --------------------------------------------------------------------------- host: physdev on brdmz
+
+HOST_STATE = """
+interfaces:
+- name: brdmz
+  type: linux-bridge
+  state: up
+  bridge:
+    options:
+      stp: {enabled: false, forward-delay: 0}
+    port:
+    - name: vnet1
+    - name: vnet2
+- {name: vnet1, type: ethernet, state: up}
+- {name: vnet2, type: ethernet, state: up}
+sysctl:
+  net.bridge.bridge-nf-call-iptables: 1
+firewall:
+  filter:
+    FORWARD:
+      policy: ACCEPT
+      rules:
+      - -m physdev --physdev-is-bridged -j ACCEPT
+"""
+
+
+@pytest.fixture
+def host(make_netns: Callable[..., Netns], state_dir: StateDir) -> tuple[Netns, Netns, Netns, StateDir]:
+    """A CentOS-like host: bridged traffic goes through iptables and FORWARD ends in REJECT."""
+    host, a, b = make_netns("host"), make_netns("guest-a"), make_netns("guest-b")
+    host.veth("vnet1", "eth0", a)
+    host.veth("vnet2", "eth0", b)
+    for ns, addr in ((a, "198.51.100.11"), (b, "198.51.100.12")):
+        ns.ip("addr", "add", f"{addr}/24", "dev", "eth0")
+        ns.ip("link", "set", "eth0", "up")
+    host.exec("sysctl", "-w", "net.bridge.bridge-nf-call-iptables=1")
+    host.exec("iptables-legacy", "-A", "FORWARD", "-j", "REJECT", "--reject-with", "icmp-host-prohibited")
+    state_dir.write("20-dmz.yaml", HOST_STATE)
+    return host, a, b, state_dir
+
+
+def test_physdev_rule_lets_bridged_traffic_through(host: tuple[Netns, Netns, Netns, StateDir]) -> None:
+    ns, a, b, state = host
+    ns.ip("link", "add", "brdmz", "type", "bridge", "forward_delay", "0")
+    for port in ("vnet1", "vnet2", "brdmz"):
+        ns.ip("link", "set", port, "up")
+    ns.ip("link", "set", "vnet1", "master", "brdmz")
+    ns.ip("link", "set", "vnet2", "master", "brdmz")
+    assert not ping(a, "198.51.100.12"), "bridged traffic should be rejected before vnetd runs"
+    assert vnetd("apply", netns=ns, state_dir=state).returncode == 0
+    assert eventually(lambda: ping(a, "198.51.100.12"))
+    rules = ns.exec("iptables-legacy", "-S", "FORWARD").stdout.splitlines()
+    assert "physdev" in rules[1] and rules[-1] == "-A FORWARD -j REJECT --reject-with icmp-host-prohibited"
+
+
+def _move_below_reject(ns: Netns) -> None:
+    rules = ns.exec("iptables-legacy", "-S", "FORWARD").stdout.splitlines()
+    ours = next(r for r in rules if "physdev" in r)
+    ns.exec("iptables-legacy", "-D", "FORWARD", "1")
+    ns.exec("sh", "-c", "iptables-legacy " + ours.replace("-A FORWARD", "-A FORWARD", 1))
+
+
+HOST_DRIFTS = [
+    ("physdev rule deleted", lambda ns: ns.exec("iptables-legacy", "-D", "FORWARD", "1")),
+    ("vnetd rule moved below a foreign REJECT", _move_below_reject),
+    ("FORWARD policy changed", lambda ns: ns.exec("iptables-legacy", "-P", "FORWARD", "DROP")),
+]
+
+
+@pytest.mark.parametrize("breaker", [d[1] for d in HOST_DRIFTS], ids=[d[0] for d in HOST_DRIFTS])
+def test_host_drift_repaired_with_traffic(host: tuple[Netns, Netns, Netns, StateDir],
+                                          breaker: Callable[[Netns], None]) -> None:
+    ns, a, _b, state = host
+    assert vnetd("apply", netns=ns, state_dir=state).returncode == 0
+    assert eventually(lambda: ping(a, "198.51.100.12"))
+    foreign_before = [r for r in ns.iptables_save("filter").splitlines() if "vnetd:" not in r and r.startswith("-A")]
+    breaker(ns)
+    plan = vnetd("plan", netns=ns, state_dir=state)
+    assert plan.returncode == 2 and "firewall/filter/FORWARD" in plan.stdout
+    assert vnetd("apply", netns=ns, state_dir=state).returncode == 0
+    assert eventually(lambda: ping(a, "198.51.100.12"))
+    rules = ns.exec("iptables-legacy", "-S", "FORWARD").stdout.splitlines()
+    assert rules[0] == "-P FORWARD ACCEPT" and "physdev" in rules[1]  # back on top
+    foreign_after = [r for r in ns.iptables_save("filter").splitlines() if "vnetd:" not in r and r.startswith("-A")]
+    assert foreign_after == foreign_before
+
+
+def test_merge_mode_never_touches_foreign_rules(host: tuple[Netns, Netns, Netns, StateDir]) -> None:
+    ns, _a, _b, state = host
+    ns.exec("iptables-legacy", "-I", "FORWARD", "-s", "192.0.2.0/24", "-m", "comment", "--comment", "admin's",
+            "-j", "DROP")
+    ns.exec("iptables-legacy", "-A", "FORWARD", "-p", "udp", "--dport", "53", "-j", "ACCEPT")
+    ns.exec("iptables-legacy", "-A", "INPUT", "-i", "lo", "-j", "ACCEPT")
+    ns.exec("iptables-legacy", "-t", "nat", "-A", "POSTROUTING", "-o", "vnet9", "-j", "MASQUERADE")
+
+    def foreign() -> list[str]:
+        lines = []
+        for table in ("filter", "nat"):
+            lines += [line for line in ns.iptables_save(table).splitlines()
+                      if line.startswith("-A") and "vnetd:" not in line]
+        return lines
+
+    before = foreign()
+    for _ in range(2):
+        result = vnetd("apply", netns=ns, state_dir=state)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert foreign() == before
+    rules = ns.exec("iptables-legacy", "-S", "FORWARD").stdout.splitlines()
+    assert "physdev" in rules[1]
+
+
+# --------------------------------------------------------------------------- concurrency
+
+
+def test_concurrent_iptables_writer_loses_nothing(host: tuple[Netns, Netns, Netns, StateDir]) -> None:
+    """vnetd repairs a flushed chain in a loop while `iptables -w` adds 1,000 rules elsewhere."""
+    ns, _a, _b, state = host
+    script = ("for i in $(seq 1 1000); do iptables-legacy -w -A INPUT -s 203.0.113.$((i % 250))/32 "
+              "-p tcp --dport $((i + 10000)) -j ACCEPT || exit 1; done")
+    writer = ns.popen("sh", "-c", script, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    repairs = 0
+    stop = threading.Event()
+
+    def repair_loop() -> None:
+        nonlocal repairs
+        while not stop.is_set():
+            ns.exec("iptables-legacy", "-w", "-F", "FORWARD")
+            assert vnetd("apply", netns=ns, state_dir=state).returncode == 0
+            repairs += 1
+
+    thread = threading.Thread(target=repair_loop)
+    thread.start()
+    try:
+        _out, err = writer.communicate(timeout=600)
+    finally:
+        stop.set()
+        thread.join()
+    assert writer.returncode == 0, err
+    assert repairs >= 3
+    ports = {line.split("--dport ")[1].split()[0] for line in ns.exec("iptables-legacy", "-S", "INPUT").stdout.splitlines()
+             if "--dport" in line}
+    assert len(ports) == 1000
+    forward = ns.exec("iptables-legacy", "-S", "FORWARD").stdout
+    assert "physdev" in forward

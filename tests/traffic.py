@@ -1,0 +1,87 @@
+# SPDX-License-Identifier: MIT
+"""Real packets between test namespaces: a one-shot TCP server and client, and ping.
+
+Traffic only ever goes to addresses of namespaces the test made.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+from tests.support import Netns
+
+_SERVER = r"""
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((sys.argv[1], int(sys.argv[2])))
+s.listen(16)
+print("ready", flush=True)
+s.settimeout(float(sys.argv[3]))
+while True:
+    try:
+        c, peer = s.accept()
+    except TimeoutError:
+        break
+    c.sendall(peer[0].encode())
+    c.close()
+    print(peer[0], flush=True)
+"""
+
+_CLIENT = r"""
+import errno, socket, sys
+c = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+c.settimeout(float(sys.argv[3]))
+try:
+    c.connect((sys.argv[1], int(sys.argv[2])))
+    print("ok " + c.recv(64).decode())
+except TimeoutError:
+    print("timeout")
+except OSError as exc:
+    print({errno.ECONNREFUSED: "refused", errno.EHOSTUNREACH: "unreachable",
+           errno.ENETUNREACH: "unreachable"}.get(exc.errno, "error %s" % exc.errno))
+"""
+
+
+class TcpServer:
+    """Accepts connections (until ``lifetime`` seconds of silence) and answers the peer's address."""
+
+    def __init__(self, ns: Netns, address: str, port: int, lifetime: float = 30.0) -> None:
+        self.proc = ns.popen(sys.executable, "-c", _SERVER, address, str(port), str(lifetime),
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline().strip()
+        assert line == "ready", (line, self.proc.stderr.read() if self.proc.stderr else "")
+
+    def stop(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
+    def __enter__(self) -> TcpServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def tcp_connect(ns: Netns, address: str, port: int, timeout: float = 2.0) -> str:
+    """'ok <peer address the server saw>', 'refused', 'unreachable', 'timeout' or 'error N'."""
+    return ns.exec(sys.executable, "-c", _CLIENT, address, str(port), str(timeout)).stdout.strip()
+
+
+def ping(ns: Netns, address: str, count: int = 1, wait: float = 1.0) -> bool:
+    result = ns.exec("ping", "-n", "-q", "-c", str(count), "-W", str(wait), address, check=False)
+    return result.returncode == 0
+
+
+def eventually(check: object, timeout: float = 5.0, interval: float = 0.05) -> bool:
+    """Poll ``check()`` until it is true (functional waiting, not a timing assertion)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if check():  # type: ignore[operator]
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(interval)

@@ -202,12 +202,15 @@ class Engine:
                 hook(action, error)
 
     def converge(self, desired: DesiredState, observer: Observer | None = None,
-                 hook: ActionHook | None = None) -> PassResult:
-        """Plan, apply, re-observe and re-plan until nothing is left or nothing progresses."""
+                 hook: ActionHook | None = None, plan_filter: Callable[[Plan], Plan] | None = None) -> PassResult:
+        """Plan, apply, re-observe and re-plan until nothing is left or nothing progresses.
+
+        ``plan_filter`` lets the daemon hold back resources it is backing off from.
+        """
         start = time.perf_counter()
         first, observed = self.plan(desired, observer)
-        result = PassResult(first, first)
-        current = first
+        current = plan_filter(first) if plan_filter else first
+        result = PassResult(first, current)
         for _ in range(MAX_ROUNDS):
             if current.empty:
                 break
@@ -216,8 +219,11 @@ class Engine:
             result.applied += applied
             result.failed = failed  # failures of earlier rounds are retried in later ones
             current, observed = self.plan(desired, observer)
+            if plan_filter:
+                current = plan_filter(current)
             if not applied:
                 break
+
         result.final_plan = current
         result.duration_ms = (time.perf_counter() - start) * 1000
         return result

@@ -1,0 +1,384 @@
+# SPDX-License-Identifier: MIT
+"""One pass of the daemon, from wake-up reasons to ``reconcile.done``.
+
+The daemon plans from caches instead of re-reading the world (a full pyroute2-sized
+read of 2,500 links costs more than the whole 100 ms budget of a pass):
+
+* links, addresses and routes: a NetState filled by one dump at start and kept
+  current from netlink notifications, which the main thread drains itself before
+  every plan; an overrun (ENOBUFS) or the slow timer re-dumps everything;
+* netfilter: the parsed tables, re-read only when the cheap check (table blob,
+  counters masked) says they changed, or after vnetd wrote them;
+* sysctl: read every pass (a few small files);
+* libvirt: re-read on libvirt events, after vnetd acted on libvirt, and on resync.
+
+Events caused by vnetd's own writes are drained the same way: they update the
+cache (the verify step of the pass sees them) and, at most, cause one more pass
+that finds nothing to do.
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from vnetd.backends import rtnl
+from vnetd.daemon.backoff import Health, HealthBook
+from vnetd.desired.loader import load_state_dir
+from vnetd.engine import Engine, PassResult
+from vnetd.errors import BackendError, ConfigError
+from vnetd.model.netstate import NetState
+from vnetd.model.state import DesiredState
+from vnetd.plan.actions import Action, AttachTap, EnsureNetwork, Plan, PruneChain, SetPolicy, SyncChain
+from vnetd.plan.planner import Observed
+
+#: Sources whose passes apply the administrator's own changes (never counted as drift repairs).
+CONFIG_SOURCES = {"startup", "files", "reload"}
+EVENT_RCVBUF = 8 * 1024 * 1024
+
+
+@dataclass
+class PassSummary:
+    source: str
+    result: PassResult | None
+    backed_off: list[str] = field(default_factory=list)
+
+
+class NetCache:
+    """The event-maintained view of links, addresses and routes."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.events = rtnl.RtnlSocket(groups=rtnl.EVENT_GROUPS, rcvbuf=EVENT_RCVBUF)
+        self.state = NetState()
+        self.overrun = False
+        self.events_seen = 0
+
+    def resync(self) -> None:
+        """Re-read everything: drop queued notifications (older than the dump), then dump."""
+        self.drain(apply=False)
+        self.state = self.engine.backends.net.observe()
+        self.overrun = False
+
+    def drain(self, apply: bool = True) -> int:
+        """Read every queued notification into the cache; returns how many changed it."""
+        changed = 0
+        while True:
+            try:
+                data = self.events.sock.recv(1 << 20, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                return changed
+            except OSError as exc:
+                if exc.errno == errno.ENOBUFS:  # the kernel dropped notifications: the cache is stale
+                    self.overrun = True
+                    continue
+                raise
+            if not apply:
+                continue
+            for mtype, _flags, _seq, off, length in rtnl.iter_messages(data):
+                changed += self._apply(data, mtype, off, length)
+
+    def _apply(self, data: bytes, mtype: int, off: int, length: int) -> int:
+        self.events_seen += 1
+        if mtype == rtnl.RTM_NEWLINK:
+            self.state.put_link(rtnl.decode_link(data, off, length))
+        elif mtype == rtnl.RTM_DELLINK:
+            self.state.drop_link(rtnl.decode_link(data, off, length).index)
+        elif mtype in (rtnl.RTM_NEWADDR, rtnl.RTM_DELADDR):
+            addr = rtnl.decode_address(data, off, length)
+            if addr is None:
+                return 0
+            if mtype == rtnl.RTM_NEWADDR:
+                self.state.put_address(addr)
+            else:
+                self.state.drop_address(addr)
+        elif mtype in (rtnl.RTM_NEWROUTE, rtnl.RTM_DELROUTE):
+            route = rtnl.decode_route(data, off, length)
+            if route is None:
+                return 0
+            if mtype == rtnl.RTM_NEWROUTE:
+                self.state.put_route(route)
+            else:
+                self.state.drop_route(route)
+        elif mtype == rtnl.NLMSG_OVERRUN:
+            self.overrun = True
+        else:
+            return 0
+        return 1
+
+    def close(self) -> None:
+        self.events.close()
+
+
+class Reconciler:
+    """Owns the desired state, the caches and the per-resource health; runs passes."""
+
+    def __init__(self, state_dir: str, log: Any, engine: Engine | None = None,
+                 metrics: Any = None, on_libvirt_event: Callable[[str], None] | None = None) -> None:
+        self.state_dir = state_dir
+        self.log = log
+        self.engine = engine or Engine()
+        self.metrics = metrics
+        self.desired = DesiredState()
+        self.loaded = False
+        self.load_errors: list[str] = []
+        self.health = HealthBook()
+        self.net = NetCache(self.engine)
+        self.fw_tables: dict[str, Any] | None = None
+        self.fw_dirty = True
+        self.fw_watch: list[str] = []
+        self.sysctl_last: dict[str, str | None] = {}
+        self.lv_networks: Any = None
+        self.lv_taps: tuple[Any, ...] = ()
+        self.lv_dirty = True
+        self.on_libvirt_event = on_libvirt_event
+        self.last_plan = Plan()
+        self.last_pass: float | None = None
+        self.passes = 0
+        self.last_source = ""
+
+    # -- configuration ----------------------------------------------------------------
+
+    def reload(self, source: str) -> bool:
+        """Load the state directory; on any error keep enforcing the last valid state."""
+        try:
+            desired = load_state_dir(self.state_dir)
+            from vnetd.checks import check_state
+
+            warnings = check_state(desired)
+        except ConfigError as exc:
+            self.load_errors = [str(i) for i in exc.issues]
+            self.log.error("config.invalid", source=source, errors=self.load_errors, error_count=len(exc.issues),
+                           keeping="last valid state" if self.loaded else "nothing (no valid state yet)")
+            if self.metrics:
+                self.metrics.config_errors.inc()
+            return False
+        previous = self.desired
+        self.desired = desired
+        self.loaded = True
+        self.load_errors = []
+        for warning in warnings:
+            event, _, message = warning.partition(": ")
+            self.log.warning(event if event.startswith("firewall.") else "config.warning", message=message)
+        self._log_forgotten(previous, desired)
+        self.fw_dirty = True
+        self.lv_dirty = True
+        self.log.info("config.loaded", source=source, files=list(desired.files),
+                      interfaces=len(desired.interfaces), routes=len(desired.routes),
+                      sysctls=len(desired.sysctls), chains=len(desired.chains),
+                      networks=len(desired.libvirt.networks) if desired.libvirt else 0)
+        return True
+
+    def _log_forgotten(self, old: DesiredState, new: DesiredState) -> None:
+        """Removing something from the files stops managing it (SPEC: forgetting vs deleting)."""
+        gone = sorted(set(resources_of(old)) - set(resources_of(new)))
+        for resource in gone:
+            if resource.startswith("firewall/"):
+                self.log.info("resource.pruned", resource=resource, note="vnetd's tagged rules are removed")
+            else:
+                self.log.info("resource.released", resource=resource,
+                              note="no longer managed; left as it is (use state: absent to delete)")
+
+    # -- observing --------------------------------------------------------------------
+
+    def observe(self, desired: DesiredState) -> Observed:
+        """The cached observer handed to Engine.converge."""
+        self.net.drain()
+        if self.net.overrun:
+            self.log.warning("netlink.overrun", action="full resync")
+            self.net.resync()
+        observed = Observed(net=self.net.state)
+        if desired.sysctls:
+            observed.sysctls = self.engine.backends.sysctl.read(s.key for s in desired.sysctls)
+            self.sysctl_last = dict(observed.sysctls)
+        firewall = self.engine.backends.firewall
+        if desired.chains or self.fw_tables or self.fw_dirty:
+            if self.fw_dirty or self.fw_tables is None:
+                self.fw_tables = firewall.observe(desired.chains)
+                self.fw_watch = firewall.tables_to_read(desired.chains)
+                self.fw_dirty = False
+            if desired.chains or any(self._has_tags(t) for t in self.fw_tables.values()):
+                observed.firewall = self.fw_tables
+                observed.rule_fingerprints = firewall.fingerprints(desired.chains)
+        if desired.libvirt is not None:
+            self._observe_libvirt(desired, observed)
+        return observed
+
+    @staticmethod
+    def _has_tags(table: Any) -> bool:
+        return any(r.tag for c in table.chains.values() for r in c.rules)
+
+    def _observe_libvirt(self, desired: DesiredState, observed: Observed) -> None:
+        assert desired.libvirt is not None
+        libvirt = self.engine.backends.libvirt(desired.libvirt.uri)
+        if not libvirt.connected:
+            self.lv_networks = None
+            return
+        if self.lv_dirty or self.lv_networks is None:
+            try:
+                self.lv_networks, self.lv_taps = libvirt.observe()
+                self.lv_dirty = False
+            except BackendError as exc:
+                self.log.warning("libvirt.observe_failed", error=str(exc))
+                self.lv_networks = None
+                return
+        observed.networks = self.lv_networks
+        observed.guest_taps = self.lv_taps
+
+    # -- cheap checks for what sends no events ------------------------------------------
+
+    def check_unevented(self) -> list[str]:
+        """Netfilter and sysctl: what changed since the last pass (cheap, no parsing)."""
+        reasons = []
+        if self.fw_watch or self.desired.chains:
+            try:
+                changed = self.engine.backends.firewall.changed(self.fw_watch)
+            except BackendError as exc:
+                self.log.warning("firewall.check_failed", error=str(exc))
+                changed = self.fw_watch
+            if changed:
+                self.fw_dirty = True
+                reasons.append("netfilter")
+        if self.desired.sysctls:
+            now = self.engine.backends.sysctl.read(s.key for s in self.desired.sysctls)
+            if now != self.sysctl_last:
+                reasons.append("sysctl")
+        return reasons
+
+    # -- the pass ---------------------------------------------------------------------
+
+    def run_pass(self, sources: set[str]) -> PassSummary:
+        source = ",".join(sorted(sources)) or "timer"
+        self.last_source = source
+        if not self.loaded:
+            return PassSummary(source, None)
+        now = time.monotonic()
+        held: list[str] = []
+        drifted_reported: set[str] = set()
+
+        def filter_plan(plan: Plan) -> Plan:
+            keep = []
+            for action in plan.actions:
+                if self.health.held(action.resource, now):
+                    if action.resource not in held:
+                        held.append(action.resource)
+                    continue
+                keep.append(action)
+                key = f"{action.resource}\0{action.field}"
+                if key not in drifted_reported:
+                    drifted_reported.add(key)
+                    self.log.info("drift.detected", resource=action.resource, field=action.field,
+                                  want=_jsonable(action.want), have=_jsonable(action.have), source=source)
+            return Plan(tuple(keep), plan.problems)
+
+        def hook(action: Action, error: BackendError | None) -> None:
+            op = action.op
+            if isinstance(op, SyncChain | SetPolicy | PruneChain):
+                self.fw_dirty = True
+            if isinstance(op, EnsureNetwork | AttachTap):
+                self.lv_dirty = True
+            fields = dict(resource=action.resource, field=action.field, want=_jsonable(action.want),
+                          have=_jsonable(action.have), source=source)
+            if error is None:
+                self.log.info("action.applied", **fields)
+                if self.metrics:
+                    self.metrics.repairs.labels(kind=action.resource.split("/", 1)[0]).inc()
+            else:
+                hold = self.health.failed(action.resource, str(error), time.monotonic())
+                self.log.error("action.failed", error=error.message, errno=error.errno,
+                               retry_in_s=round(hold, 1), **fields)
+
+        start = time.perf_counter()
+        result = self.engine.converge(self.desired, observer=self.observe, hook=hook, plan_filter=filter_plan)
+        done = time.monotonic()
+        repaired = {a.resource for a in result.applied}
+        if not (sources & CONFIG_SOURCES):
+            for resource in sorted(repaired):
+                hold = self.health.repaired(resource, done)
+                if hold is not None:
+                    self.log.warning("conflict.suspected", resource=resource,
+                                     repairs_in_window=f">5 in {60}s", backoff_s=hold,
+                                     note="something keeps reverting this; vnetd leaves it alone for a while")
+        else:
+            for resource in repaired:
+                self.health.settled(resource, done)
+        remaining = {a.resource for a in result.final_plan.actions}
+        for resource in resources_of(self.desired):
+            if resource not in remaining and resource not in repaired:
+                self.health.settled(resource, done)
+        for problem in result.final_plan.problems:
+            self.log.warning("resource.problem", resource=problem.resource, message=problem.message)
+        self.last_plan = result.final_plan
+        self.last_pass = done
+        self.passes += 1
+        duration_ms = (time.perf_counter() - start) * 1000
+        if self.metrics:
+            self.metrics.pass_duration.observe(duration_ms / 1000)
+        log = self.log.info if (result.applied or result.failed or held or result.final_plan.actions) else self.log.debug
+        log("reconcile.done", source=source, duration_ms=round(duration_ms, 2), changes=len(result.applied),
+            failed=len(result.failed), drifted=len(result.final_plan.actions), backed_off=len(held),
+            problems=len(result.final_plan.problems), rounds=result.rounds)
+        return PassSummary(source, result, held)
+
+    # -- status -----------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        now = time.monotonic()
+        wall = time.time()
+        drifted = {a.resource for a in self.last_plan.actions}
+        resources = []
+        counts: dict[str, int] = {h.value: 0 for h in Health}
+        for resource in resources_of(self.desired):
+            health = self.health.health(resource, resource in drifted, now)
+            counts[health.value] += 1
+            state = self.health.resources.get(resource)
+            last_repair = None
+            if state is not None and state.last_repair is not None:
+                last_repair = round(wall - (now - state.last_repair), 3)
+            resources.append({"resource": resource, "state": health.value, "last_repair": last_repair,
+                              "error": state.last_error if state else None})
+        return {
+            "state_dir": self.state_dir,
+            "files": list(self.desired.files),
+            "config_valid": not self.load_errors,
+            "last_load_errors": self.load_errors,
+            "passes": self.passes,
+            "last_pass_age_s": round(now - self.last_pass, 3) if self.last_pass else None,
+            "last_source": self.last_source,
+            "counts": counts,
+            "resources": resources,
+        }
+
+    def summary_line(self) -> str:
+        counts = self.status()["counts"]
+        parts = [f"{n} {state}" for state, n in counts.items() if n]
+        text = ", ".join(parts) or "nothing managed"
+        if self.load_errors:
+            text += f"; config invalid ({len(self.load_errors)} errors)"
+        return text
+
+    def close(self) -> None:
+        self.net.close()
+
+
+def resources_of(desired: DesiredState) -> list[str]:
+    """Every resource name the desired state manages (for status and forgetting)."""
+    out = [i.resource for i in desired.interfaces]
+    out += [r.resource for r in desired.routes]
+    out += [s.resource for s in desired.sysctls]
+    out += [c.resource for c in desired.chains]
+    if desired.libvirt is not None:
+        out += [n.resource for n in desired.libvirt.networks]
+    return out
+
+
+def _jsonable(value: object) -> object:
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    return str(value)

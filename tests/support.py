@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
+
 import os
 import signal
 import subprocess
@@ -105,9 +107,10 @@ class Netns:
 
 
     def iptables_save(self, table: str | None = None) -> str:
+        """The legacy tables as iptables-legacy-save prints them, without comments and counters."""
         args = ["iptables-legacy-save"] + (["-t", table] if table else [])
         lines = self.exec(*args).stdout.splitlines()
-        return "\n".join(line for line in lines if not line.startswith("#")) + "\n"
+        return "\n".join(re.sub(r"\[\d+:\d+\]$", "[0:0]", line) for line in lines if not line.startswith("#")) + "\n"
 
     def veth(self, name: str, peer: str, peer_ns: Netns | None = None) -> None:
         if peer_ns is None:

@@ -56,7 +56,9 @@ class NetCache:
         self.events = rtnl.RtnlSocket(groups=rtnl.EVENT_GROUPS, rcvbuf=EVENT_RCVBUF)
         self.state = NetState()
         self.overrun = False
+        self.routes_stale = False
         self.events_seen = 0
+
 
     def resync(self) -> None:
         """Re-read everything: drop queued notifications (older than the dump), then dump."""
@@ -67,10 +69,15 @@ class NetCache:
     def drain(self, apply: bool = True) -> int:
         """Read every queued notification into the cache; returns how many changed it."""
         changed = 0
+        self.routes_stale = False
         while True:
             try:
                 data = self.events.sock.recv(1 << 20, socket.MSG_DONTWAIT)
             except BlockingIOError:
+                if self.routes_stale and apply:
+                    # The kernel flushes IPv4 routes whose address or link went away
+                    # without sending RTM_DELROUTE: re-read the routes instead.
+                    self.state.routes = set(self.engine.backends.net.dump_routes())
                 return changed
             except OSError as exc:
                 if exc.errno == errno.ENOBUFS:  # the kernel dropped notifications: the cache is stale
@@ -85,9 +92,14 @@ class NetCache:
     def _apply(self, data: bytes, mtype: int, off: int, length: int) -> int:
         self.events_seen += 1
         if mtype == rtnl.RTM_NEWLINK:
-            self.state.put_link(rtnl.decode_link(data, off, length))
+            link = rtnl.decode_link(data, off, length)
+            old = self.state.links.get(link.index)
+            if old is not None and old.up and not link.up:
+                self.routes_stale = True
+            self.state.put_link(link)
         elif mtype == rtnl.RTM_DELLINK:
             self.state.drop_link(rtnl.decode_link(data, off, length).index)
+            self.routes_stale = True
         elif mtype in (rtnl.RTM_NEWADDR, rtnl.RTM_DELADDR):
             addr = rtnl.decode_address(data, off, length)
             if addr is None:
@@ -96,6 +108,7 @@ class NetCache:
                 self.state.put_address(addr)
             else:
                 self.state.drop_address(addr)
+                self.routes_stale = True
         elif mtype in (rtnl.RTM_NEWROUTE, rtnl.RTM_DELROUTE):
             route = rtnl.decode_route(data, off, length)
             if route is None:

@@ -20,7 +20,6 @@ from vnetd.errors import BackendError
 from vnetd.model.state import DesiredState
 from vnetd.plan.actions import (
     Action,
-    AttachTap,
     EnsureNetwork,
     Plan,
     PruneChain,
@@ -107,6 +106,27 @@ class Backends:
 
 
 Observer = Callable[[DesiredState], Observed]
+
+
+def _kind(action: Action) -> str:
+    op = action.op
+    if isinstance(op, SyncChain | SetPolicy | PruneChain):
+        return "firewall"
+    if isinstance(op, SetSysctl | EnsureNetwork):
+        return "other"
+    return "netlink"  # links, addresses, routes, and guests' taps
+
+
+def _runs(actions: tuple[Action, ...]) -> list[tuple[str, list[Action]]]:
+    """Split actions, in order, into runs that one backend carries out together."""
+    runs: list[tuple[str, list[Action]]] = []
+    for action in actions:
+        kind = _kind(action)
+        if runs and runs[-1][0] == kind:
+            runs[-1][1].append(action)
+        else:
+            runs.append((kind, [action]))
+    return runs
 ActionHook = Callable[[Action, BackendError | None], None]
 
 
@@ -148,35 +168,41 @@ class Engine:
 
     def execute(self, actions: tuple[Action, ...], observed: Observed, hook: ActionHook | None = None
                 ) -> tuple[list[Action], list[tuple[Action, BackendError]]]:
+        """Run actions in order. Consecutive netlink actions go to the kernel together
+        (pipelined), consecutive firewall actions in one commit per table; an action
+        of a resource that already failed in this pass is skipped."""
         applied: list[Action] = []
         failed: list[tuple[Action, BackendError]] = []
         broken: set[str] = set()
-        firewall_batch: list[Action] = []
-        for action in actions:
-            if isinstance(action.op, SyncChain | SetPolicy | PruneChain):
-                firewall_batch.append(action)
-                continue
-            if firewall_batch:
-                self._firewall(firewall_batch, applied, failed, broken, hook)
-                firewall_batch = []
-            if action.resource in broken:
-                continue
-            try:
-                self._execute_one(action, observed)
-            except BackendError as exc:
-                failed.append((action, exc))
+
+        def record(action: Action, error: BackendError | None) -> None:
+            if error is None:
+                applied.append(action)
+            else:
+                failed.append((action, error))
                 broken.add(action.resource)
-                if hook:
-                    hook(action, exc)
-                continue
-            applied.append(action)
             if hook:
-                hook(action, None)
-        if firewall_batch:
-            self._firewall(firewall_batch, applied, failed, broken, hook)
+                hook(action, error)
+
+        for kind, group in _runs(actions):
+            todo = [a for a in group if a.resource not in broken]
+            if kind == "firewall":
+                for action, error in self.backends.firewall.apply(todo):
+                    record(action, error)
+            elif kind == "netlink":
+                for action, error in self.backends.net.execute_batch(todo, observed.net):
+                    record(action, error)
+            else:
+                for action in todo:
+                    try:
+                        self._execute_other(action)
+                    except BackendError as exc:
+                        record(action, exc)
+                    else:
+                        record(action, None)
         return applied, failed
 
-    def _execute_one(self, action: Action, observed: Observed) -> None:
+    def _execute_other(self, action: Action) -> None:
         op = action.op
         if isinstance(op, SetSysctl):
             self.backends.sysctl.write(op.key, op.value, action.resource)
@@ -185,21 +211,6 @@ class Engine:
             if libvirt is None:
                 raise BackendError("libvirt", action.resource, "libvirt is not connected")
             libvirt.execute(op, action.resource)
-        else:  # links, addresses, routes, and guests' taps (AttachTap is a netlink operation)
-            self.backends.net.execute(op, observed.net, action.resource)
-
-
-    def _firewall(self, batch: list[Action], applied: list[Action], failed: list[tuple[Action, BackendError]],
-                  broken: set[str], hook: ActionHook | None) -> None:
-        """All chain changes of a pass go to the firewall backend together: one commit per table."""
-        for action, error in self.backends.firewall.apply([a for a in batch if a.resource not in broken]):
-            if error is None:
-                applied.append(action)
-            else:
-                failed.append((action, error))
-                broken.add(action.resource)
-            if hook:
-                hook(action, error)
 
     def converge(self, desired: DesiredState, observer: Observer | None = None,
                  hook: ActionHook | None = None, plan_filter: Callable[[Plan], Plan] | None = None) -> PassResult:

@@ -36,6 +36,9 @@ from vnetd.backends.xtables import (
     CompiledRule,
     RuleCompiler,
     RuleCompileError,
+    shared_compiler,
+
+    clean_entry,
     comment_match,
     encode_header,
     entry_tag,
@@ -138,7 +141,7 @@ class RawTables:
         raise BackendError("xtables", f"firewall/{table}", "table kept changing while being read", errno.EAGAIN)
 
 
-def _entries(blob: memoryview) -> list[tuple[int, int, int]]:
+def _entries(blob: bytes | memoryview) -> list[tuple[int, int, int]]:
     """(offset, target_offset, next_offset) of every entry."""
     out = []
     off, end = 0, len(blob)
@@ -164,7 +167,7 @@ class WalkedEntry:
     meaning: str | None  # standard target meaning (see _standard_meaning); None: extension
 
 
-def walk_table(info: TableInfo, blob: memoryview) -> Iterator[WalkedEntry]:
+def walk_table(info: TableInfo, blob: bytes | memoryview) -> Iterator[WalkedEntry]:
     """The entries of a table blob with the chain each belongs to, in kernel order.
 
     Layout (what libiptc writes): built-in chains start at their hook entry and end
@@ -208,15 +211,15 @@ def walk_table(info: TableInfo, blob: memoryview) -> Iterator[WalkedEntry]:
 RENDER_LIMIT = 200
 
 
-def parse_table(name: str, info: TableInfo, blob: memoryview,
-                usersizes: dict[str, tuple[int, ...]] | None = None,
+def parse_table(name: str, info: TableInfo, blob: bytes | memoryview,
                 render_chains: Iterable[str] = ()) -> ObservedTable:
     """Chains in order, policies, and each rule's tag and fingerprint.
 
-    Foreign rules of the chains in ``render_chains`` also get their text (what the
-    plan shows when it removes or moves past them).
+    ``blob`` must come from a zero-filled buffer (RawTables does that), so entries
+    are clean and need no masking (see xtables.clean_entry). Foreign rules of the
+    chains in ``render_chains`` also get their text (for the plan's output).
     """
-    usersizes = usersizes or {}
+    blob = bytes(blob)
     render = set(render_chains)
     rendered: dict[str, int] = {}
     chains: dict[str, tuple[bool, list[str | None], list[ObservedRule]]] = {}
@@ -229,17 +232,16 @@ def parse_table(name: str, info: TableInfo, blob: memoryview,
             continue
         entry = blob[e.offset : e.offset + e.size]
         tag = entry_tag(entry)
-        goto = bool(blob[e.offset + 82] & IPT_F_GOTO)
-        fp = fingerprint(entry, usersizes.get(tag) if tag else None, std_target=e.meaning, goto=goto)
+        fp = fingerprint(entry, e.meaning, bool(entry[82] & IPT_F_GOTO))
         text = None
         if tag is None and e.chain in render and rendered.get(e.chain, 0) < RENDER_LIMIT:
             rendered[e.chain] = rendered.get(e.chain, 0) + 1
-            text = render_entry(bytes(entry), e.meaning)
+            text = render_entry(entry, e.meaning)
         rules.append(ObservedRule(tag, fp, text))
     return ObservedTable(name, {c: ObservedChain(c, b, p[0], tuple(r)) for c, (b, p, r) in chains.items()})
 
 
-def _standard_meaning(blob: memoryview, off: int, t_off: int, n_off: int, jump_to: dict[int, str]) -> str | None:
+def _standard_meaning(blob: bytes | memoryview, off: int, t_off: int, n_off: int, jump_to: dict[int, str]) -> str | None:
     """ACCEPT/DROP/QUEUE/RETURN, a chain name, "" (fall through), or None (extension target)."""
     if blob[off + t_off + 2] != 0:
         return None
@@ -295,6 +297,7 @@ class FirewallBackend:
         self._compiler: RuleCompiler | None = None
         self._snapshots: dict[str, Snapshot] = {}
         self._compiled: dict[str, CompiledRule] = {}
+        self._compiled_for: tuple[ChainSpec, ...] | None = None
         self.lock_waits = 0.0
 
     def close(self) -> None:
@@ -303,7 +306,7 @@ class FirewallBackend:
     @property
     def compiler(self) -> RuleCompiler:
         if self._compiler is None:
-            self._compiler = RuleCompiler()
+            self._compiler = shared_compiler()
         return self._compiler
 
     # -- reading --------------------------------------------------------------------
@@ -317,7 +320,10 @@ class FirewallBackend:
         return False
 
     def compile_all(self, chains: Iterable[ChainSpec]) -> dict[str, CompiledRule]:
+        """Every declared rule compiled, by tag (plus the owner mark); cached per desired state."""
         chains = tuple(chains)
+        if self._compiled_for is chains:  # the same desired state as the last call
+            return self._compiled
         compiled: dict[str, CompiledRule] = {}
         for chain in chains:
             user_chains = {c.name for c in chains if c.table == chain.table and not c.builtin}
@@ -328,8 +334,9 @@ class FirewallBackend:
                     raise BackendError("xtables", chain.resource, f"cannot compile {rule.text!r}: {exc}") from exc
                 compiled[c.tag] = c
         mark = owner_mark_entry()
-        compiled[OWNER_MARK] = CompiledRule(OWNER_MARK, mark, fingerprint(mark, None, std_target=""), (), "")
+        compiled[OWNER_MARK] = CompiledRule(OWNER_MARK, mark, fingerprint(mark, std_target=""), (), "")
         self._compiled = compiled
+        self._compiled_for = chains
         return compiled
 
     def fingerprints(self, chains: Iterable[ChainSpec]) -> dict[str, bytes]:
@@ -341,8 +348,7 @@ class FirewallBackend:
 
     def observe(self, chains: Iterable[ChainSpec]) -> dict[str, ObservedTable]:
         chains = tuple(chains)
-        compiled = self.compile_all(chains)
-        usersizes = {tag: c.usersizes for tag, c in compiled.items()}
+        self.compile_all(chains)
         observed: dict[str, ObservedTable] = {}
         for table in self.tables_to_read(chains):
             got = self._raw.read(table)
@@ -350,7 +356,7 @@ class FirewallBackend:
                 continue
             info, blob = got
             declared = [c.name for c in chains if c.table == table]
-            observed[table] = parse_table(table, info, blob, usersizes, declared)
+            observed[table] = parse_table(table, info, blob, declared)
             self._snapshots[table] = Snapshot(info, blob)
         return observed
 
@@ -454,7 +460,7 @@ class _Handle:
             meaning = (self.t.get_target(entry) or b"").decode()
             std = meaning if meaning in _STANDARD or self.t.is_chain(meaning) else None
             goto = bool(raw[82] & IPT_F_GOTO)
-            fp = fingerprint(raw, compiled.usersizes if compiled else None, std_target=std, goto=goto)
+            fp = fingerprint(clean_entry(raw, compiled.usersizes if compiled else None), std, goto)
             out.append((tag, fp))
             entry = self.t.next_rule(entry)
         return out
@@ -489,12 +495,20 @@ class _Handle:
         while k < len(want) and k < len(have) and have[k] == (want[k].tag, want[k].fingerprint):
             k += 1
         exclusive = op.mode == "exclusive"
+        remaining = len(have)
         for pos in range(len(have) - 1, k - 1, -1):
             tag = have[pos][0]
             if exclusive or (tag is not None and tag.startswith(TAG_PREFIX)):
                 self._delete_num(op.chain, pos)
+                remaining -= 1
+        # libiptc finds an insert position by walking the chain: append when nothing follows
+        tail = remaining == k
         for pos in range(k, len(want)):
-            self.t.insert_entry(op.chain, self._buffer(want[pos].entry), pos)
+            if tail:
+                self.t.append_entry(op.chain, self._buffer(want[pos].entry))
+            else:
+                self.t.insert_entry(op.chain, self._buffer(want[pos].entry), pos)
+
 
     def _prune(self, op: PruneChain) -> None:
         if not self.t.is_chain(op.chain):
@@ -543,7 +557,8 @@ def show_firewall(chains: Iterable[ChainSpec] = ()) -> dict[str, Any]:
             got = raw.read(table)
             if got is None:
                 continue
-            info, blob = got
+            info, view = got
+            blob = bytes(view)
             policies: dict[str, str | None] = {}
             shown: dict[str, list[str]] = {}
             for e in walk_table(info, blob):
@@ -552,7 +567,7 @@ def show_firewall(chains: Iterable[ChainSpec] = ()) -> dict[str, Any]:
                     continue
                 if e.size == 0:
                     continue
-                entry = bytes(blob[e.offset : e.offset + e.size])
+                entry = blob[e.offset : e.offset + e.size]
                 tag = entry_tag(entry)
                 if tag is None:
                     continue

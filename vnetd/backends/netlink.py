@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import errno
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 
 from vnetd.backends import rtnl
 from vnetd.errors import BackendError
@@ -18,6 +19,7 @@ from vnetd.model.interfaces import Address, Link, StpOptions
 from vnetd.model.netstate import NetState
 from vnetd.model.routes import Route
 from vnetd.plan.actions import (
+    Action,
     AddAddress,
     AddRoute,
     AttachTap,
@@ -25,6 +27,7 @@ from vnetd.plan.actions import (
 
     DeleteLink,
     Op,
+    Phase,
     RemoveAddress,
     RemoveRoute,
     SetBridgeOptions,
@@ -108,70 +111,124 @@ class NetlinkBackend:
     # -- apply ----------------------------------------------------------------------
 
     def execute(self, op: Op, state: NetState, resource: str) -> None:
-        """Carry out one link/address/route op; ``state`` is updated for new links."""
+        """Carry out one op (see execute_batch); raises BackendError if it fails."""
+        [(_action, error)] = self.execute_batch([Action(op, Phase.CREATE_LINKS, resource, "", None, None)], state)
+        if error is not None:
+            raise error
+
+    def execute_batch(self, actions: Sequence[Action], state: NetState) -> list[tuple[Action, BackendError | None]]:
+        """Carry out link/address/route ops in order, pipelined; one result per action.
+
+        Requests are queued and sent together; the queue is flushed early when an op
+        names a link that a queued request is creating (its ifindex is needed), and
+        ``state`` learns each created link. Once an action of a resource fails, the
+        later failures of the same resource in the batch are not reported again.
+        """
         sock = self._socket()
+        results: list[tuple[Action, BackendError | None]] = []
+        queue: list[_Queued] = []
+        creating: set[str] = set()
+        failed: set[str] = set()
+
+        def flush() -> None:
+            codes = sock.request_many([r for q in queue for r in q.requests])
+            i = 0
+            for q in queue:
+                mine = codes[i : i + len(q.requests)]
+                i += len(q.requests)
+                bad = next((c for c in mine if c and c not in q.ok), 0)
+                if not bad:
+                    if q.on_success is not None:
+                        q.on_success()
+                    results.append((q.action, None))
+                    continue
+                if q.action.resource in failed:
+                    continue
+                failed.add(q.action.resource)
+                results.append((q.action, _error(bad, q.action.resource, q.what, q.kind)))
+            queue.clear()
+            for name in creating:
+                link = self.get_link(name)
+                if link is not None:
+                    state.put_link(link)
+            creating.clear()
+
+        for action in actions:
+            try:
+                try:
+                    queued = self._queue(action, state, creating)
+                except _NeedIndex:
+                    flush()
+                    queued = self._queue(action, state, creating)
+            except BackendError as exc:
+                if action.resource not in failed:
+                    failed.add(action.resource)
+                    results.append((action, exc))
+                continue
+            queue.append(queued)
+            if isinstance(action.op, CreateLink):
+                creating.update(filter(None, (action.op.name, action.op.veth_peer)))
+        if queue:
+            flush()
+        return results
+
+    def _queue(self, action: Action, state: NetState, creating: set[str]) -> _Queued:
+        op = action.op
+        res = action.resource
+
+        def index(name: str, resource: str = res) -> int:
+            link = state.link(name)
+            if link is not None:
+                return link.index
+            if name in creating:
+                raise _NeedIndex(name)
+            raise BackendError("netlink", resource, f"{name}: no such device", errno.ENODEV)
+
         match op:
             case CreateLink():
-                self._create(op, state, resource)
+                vlan_base = index(op.vlan_base) if op.vlan_base else None
+                req = rtnl.link_create(op.name, op.kind, mac=op.mac, bridge_data=bridge_data(op.stp),
+                                       veth_peer=op.veth_peer, vlan_base=vlan_base, vlan_id=op.vlan_id)
+                return _Queued(action, [req], f"create {op.kind}", (errno.EEXIST,), kind=op.kind)
             case DeleteLink(name=name):
                 link = state.link(name)
-                if link is not None:
-                    self._check(sock.request(rtnl.link_delete(link.index)), resource, "delete link",
-                                ok=(errno.ENODEV,))
-                    state.drop_link(link.index)
+                if link is None:
+                    return _Queued(action, [], "delete link")
+                return _Queued(action, [rtnl.link_delete(link.index)], "delete link", (errno.ENODEV,),
+                               on_success=lambda: state.drop_link(link.index))
             case SetLinkUp(name=name, up=up):
-                self._check(sock.request(rtnl.link_set(self._index(name, state, resource), up=up)),
-                            resource, "set admin state")
+                return _Queued(action, [rtnl.link_set(index(name), up=up)], "set admin state")
             case SetMtu(name=name, mtu=mtu):
-                self._check(sock.request(rtnl.link_set(self._index(name, state, resource), mtu=mtu)),
-                            resource, f"set mtu {mtu}")
+                return _Queued(action, [rtnl.link_set(index(name), mtu=mtu)], f"set mtu {mtu}")
             case SetMac(name=name, mac=mac):
-                self._check(sock.request(rtnl.link_set(self._index(name, state, resource), mac=mac)),
-                            resource, f"set MAC {mac}")
+                return _Queued(action, [rtnl.link_set(index(name), mac=mac)], f"set MAC {mac}")
             case SetBridgeOptions(name=name, stp=stp):
-                msg = rtnl.link_set(self._index(name, state, resource), bridge_data=bridge_data(stp))
-                self._check(sock.request(msg), resource, "set bridge options")
+                return _Queued(action, [rtnl.link_set(index(name), bridge_data=bridge_data(stp))],
+                               "set bridge options")
             case SetMaster(name=name, master=master):
-                master_index = self._index(master, state, f"interface/{master}")
-                msg = rtnl.link_set(self._index(name, state, resource), master=master_index)
-                self._check(sock.request(msg), resource, f"attach to {master}")
-            case AddAddress(name=name, ip=ip):
-                msg = rtnl.address(True, self._index(name, state, resource), ip)
-                self._check(sock.request(msg), resource, f"add address {ip}", ok=(errno.EEXIST,))
-            case RemoveAddress(name=name, ip=ip):
-                msg = rtnl.address(False, self._index(name, state, resource), ip)
-                self._check(sock.request(msg), resource, f"remove address {ip}", ok=(errno.EADDRNOTAVAIL,))
-            case AddRoute():
-                oif = self._index(op.device, state, resource) if op.device else None
-                msg = rtnl.route(True, op.destination, table=op.table, gateway=op.gateway, oif=oif,
-                                 priority=op.metric, replace=op.replace)
-                self._check(sock.request(msg), resource, "add route")
+                master_index = index(master, f"interface/{master}")
+                return _Queued(action, [rtnl.link_set(index(name), master=master_index)], f"attach to {master}")
             case AttachTap(tap=tap, bridge=bridge, mtu=mtu):
-                index = self._index(tap, state, resource)
-                if mtu is not None:
-                    self._check(sock.request(rtnl.link_set(index, mtu=mtu)), resource, f"set mtu {mtu}")
-                master = self._index(bridge, state, f"interface/{bridge}")
-                self._check(sock.request(rtnl.link_set(index, master=master)), resource, f"attach to {bridge}")
+                tap_index = index(tap)
+                bridge_index = index(bridge, f"interface/{bridge}")
+                reqs = ([rtnl.link_set(tap_index, mtu=mtu)] if mtu is not None else [])
+                return _Queued(action, reqs + [rtnl.link_set(tap_index, master=bridge_index)], f"attach to {bridge}")
+            case AddAddress(name=name, ip=ip):
+                return _Queued(action, [rtnl.address(True, index(name), ip)], f"add address {ip}", (errno.EEXIST,))
+            case RemoveAddress(name=name, ip=ip):
+                return _Queued(action, [rtnl.address(False, index(name), ip)], f"remove address {ip}",
+                               (errno.EADDRNOTAVAIL,))
+            case AddRoute():
+                oif = index(op.device) if op.device else None
+                req = rtnl.route(True, op.destination, table=op.table, gateway=op.gateway, oif=oif,
+                                 priority=op.metric, replace=op.replace)
+                return _Queued(action, [req], "add route")
             case RemoveRoute():
-                msg = rtnl.route(False, op.destination, table=op.table, gateway=op.gateway, oif=op.oif,
+                req = rtnl.route(False, op.destination, table=op.table, gateway=op.gateway, oif=op.oif,
                                  priority=op.metric)
-                self._check(sock.request(msg), resource, "remove route", ok=(errno.ESRCH,))
+                return _Queued(action, [req], "remove route", (errno.ESRCH,))
             case _:
                 raise TypeError(f"not a netlink op: {op!r}")
-
-    def _create(self, op: CreateLink, state: NetState, resource: str) -> None:
-        vlan_base = self._index(op.vlan_base, state, resource) if op.vlan_base else None
-        msg = rtnl.link_create(op.name, op.kind, mac=op.mac, bridge_data=bridge_data(op.stp),
-                               veth_peer=op.veth_peer, vlan_base=vlan_base, vlan_id=op.vlan_id)
-        code = self._socket().request(msg)
-        if code == errno.EOPNOTSUPP:
-            raise BackendError("netlink", resource, f"the kernel does not support links of type {op.kind} "
-                               "(module not available?)", code)
-        self._check(code, resource, f"create {op.kind}", ok=(errno.EEXIST,))
-        for name in filter(None, (op.name, op.veth_peer)):
-            link = self.get_link(name)
-            if link is not None:
-                state.put_link(link)
 
     def refresh(self, state: NetState, names: Iterable[str]) -> None:
         """Re-read just these links into ``state`` (after creating them, for instance)."""
@@ -180,15 +237,23 @@ class NetlinkBackend:
             if link is not None:
                 state.put_link(link)
 
-    @staticmethod
-    def _index(name: str, state: NetState, resource: str) -> int:
-        link = state.link(name)
-        if link is None:
-            raise BackendError("netlink", resource, f"{name}: no such device", errno.ENODEV)
-        return link.index
 
-    @staticmethod
-    def _check(code: int, resource: str, what: str, ok: tuple[int, ...] = ()) -> None:
-        if code == 0 or code in ok:
-            return
-        raise BackendError("netlink", resource, f"{what} failed: {os.strerror(code)}", code)
+class _NeedIndex(Exception):
+    """An op names a link that a queued request is creating: flush the queue first."""
+
+
+@dataclass
+class _Queued:
+    action: Action
+    requests: list[rtnl.Request]
+    what: str
+    ok: tuple[int, ...] = ()
+    on_success: Callable[[], None] | None = None
+    kind: str | None = None
+
+
+def _error(code: int, resource: str, what: str, kind: str | None) -> BackendError:
+    if kind is not None and code == errno.EOPNOTSUPP:
+        return BackendError("netlink", resource, f"the kernel does not support links of type {kind} "
+                            "(module not available?)", code)
+    return BackendError("netlink", resource, f"{what} failed: {os.strerror(code)}", code)

@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
+
 import ipaddress
 import os
 import struct
@@ -154,6 +156,7 @@ class _Empty:
 # --------------------------------------------------------------------------- encoding
 
 
+@functools.lru_cache(maxsize=65536)
 def _addr(value: str | None) -> tuple[bytes, bytes]:
     if value is None:
         return bytes(4), bytes(4)
@@ -276,11 +279,11 @@ class RuleCompiler:
 
 
     def compile(self, chain: ChainSpec, rule: Rule, user_chains: Iterable[str] = ()) -> CompiledRule:
-        tag = chain.tag(rule)
         key = (chain.table, chain.name, rule.text)
         cached = self._rules.get(key)
         if cached is not None:
             return cached
+        tag = chain.tag(rule)
         proto = (rule.header.protocol.value, rule.header.protocol.inverted) if rule.header.protocol else None
         segments = [self._segment("match", m.name, m.options, proto) for m in rule.matches]
         segments.append(Segment(comment_match(tag), COMMENT_SIZE))
@@ -303,7 +306,7 @@ class RuleCompiler:
         next_offset = target_offset + len(target.data)
         entry = encode_header(rule, target_offset, next_offset) + b"".join(s.data for s in segments) + target.data
         usersizes = tuple(s.usersize for s in segments) + (target.usersize,)
-        fp = fingerprint(entry, usersizes, std_target=std, goto=rule.target.goto)
+        fp = fingerprint(entry, std_target=std, goto=rule.target.goto)
         compiled = CompiledRule(tag, entry, fp, usersizes, std)
         self._rules[key] = compiled
         return compiled
@@ -390,43 +393,61 @@ def iter_segments(entry: bytes | memoryview, target_offset: int, start: int = IP
         off += size
 
 
-def _canonical_header(segment: bytes | memoryview) -> bytes:
-    """A match/target header with its name cut at the NUL: the kernel copies only
-    ``strlen(name) + 1`` bytes back, so the rest of the name field is whatever the
-    reader's buffer held before (libiptc's malloc'ed buffer, for instance)."""
-    name = bytes(segment[2:31]).split(b"\0", 1)[0]
-    return bytes(segment[0:2]) + name.ljust(29, b"\0") + bytes(segment[31:32])
+def clean_entry(entry: bytes, usersizes: tuple[int, ...] | None) -> bytes:
+    """An entry with the bytes nobody owns zeroed, as the kernel returns them.
 
-
-def fingerprint(entry: bytes | memoryview, usersizes: tuple[int, ...] | None, *, std_target: str | None = None,
-                goto: bool = False) -> bytes:
-    """Mask what the kernel owns; reduce a standard target to its meaning.
-
-    ``usersizes`` gives, per match and for the target, how many bytes userspace owns
-    (None: all of them). ``std_target`` is the meaning of a standard target ("" for
-    fall-through), or None for an extension target.
+    The kernel copies only ``strlen(name) + 1`` bytes of each match/target name and
+    zeroes a match's kernel-private tail (beyond its usersize), writing into the
+    reader's buffer: a zero-filled buffer (vnetd's own reads, python-iptables'
+    compiled rules) is already clean, a reused or malloc'ed one (libiptc's) is not.
+    ``usersizes`` gives, per match and for the target, how many bytes userspace
+    owns (None: all of them).
     """
     target_offset, next_offset = struct.unpack_from("=HH", entry, 88)
-    parts = [bytes(entry[:84]), struct.pack("=HH", target_offset, next_offset)]
-    for i, (off, size, _name) in enumerate(iter_segments(entry, target_offset)):
-        keep = size if usersizes is None or i >= len(usersizes) - 1 else usersizes[i]
-        parts.append(_canonical_header(entry[off : off + XT_ENTRY_HEADER]))
-        parts.append(bytes(entry[off + XT_ENTRY_HEADER : off + keep]))
-        parts.append(b"\0" * (size - max(keep, XT_ENTRY_HEADER)))
+    out = bytearray(entry)
+    segments = [(off, size) for off, size, _name in iter_segments(entry, target_offset)]
+    segments.append((target_offset, next_offset - target_offset))
+    for i, (off, size) in enumerate(segments):
+        name_end = entry.find(b"\0", off + 2, off + 31)
+        if name_end != -1:
+            out[name_end : off + 31] = bytes(off + 31 - name_end)
+        if usersizes is not None and i < len(usersizes) and usersizes[i] < size:
+            keep = max(usersizes[i], XT_ENTRY_HEADER)
+            out[off + keep : off + size] = bytes(size - keep)
+    return bytes(out)
+
+
+def fingerprint(entry: bytes, std_target: str | None = None, goto: bool = False) -> bytes:
+    """What vnetd compares: a clean entry (see clean_entry) minus what the kernel owns.
+
+    Counters, comefrom and nfcache are left out; a standard target is reduced to its
+    meaning (``STD:ACCEPT``, ``STD:chain``, ``STD:`` falls through), because the kernel
+    stores a jump as an offset into the table.
+    """
+    target_offset, next_offset = struct.unpack_from("=HH", entry, 88)
     if std_target is not None:
-        parts.append(b"STD:" + std_target.encode() + (b"/goto" if goto else b""))
+        tail = b"STD:" + std_target.encode() + (b"/goto" if goto else b"")
     else:
-        tsize = next_offset - target_offset
-        keep = tsize if usersizes is None else usersizes[-1]
-        parts.append(_canonical_header(entry[target_offset : target_offset + XT_ENTRY_HEADER]))
-        parts.append(bytes(entry[target_offset + XT_ENTRY_HEADER : target_offset + keep]))
-        parts.append(b"\0" * (tsize - max(keep, XT_ENTRY_HEADER)))
-    return b"".join(parts)
+        tail = entry[target_offset:next_offset]
+    return entry[:84] + entry[88:92] + entry[IPT_ENTRY_SIZE:target_offset] + tail
 
 
-def entry_tag(entry: bytes | memoryview) -> str | None:
+_TAG = b"vnetd:"
+_COMMENT_HEADER = struct.pack("=H", COMMENT_SIZE) + b"comment\0"
+
+
+
+def entry_tag(entry: bytes) -> str | None:
     """The vnetd tag of an entry (text of its first ``comment`` match starting vnetd:)."""
+    if _TAG not in entry:  # the common case for foreign rules: no need to walk the matches
+        return None
     target_offset = struct.unpack_from("=H", entry, 88)[0]
+    # vnetd puts its tag last, right before the target: look there first
+    last = target_offset - COMMENT_SIZE
+    if last >= IPT_ENTRY_SIZE and entry[last : last + 10] == _COMMENT_HEADER:
+        text = entry[last + XT_ENTRY_HEADER : target_offset].split(b"\0", 1)[0]
+        if text.startswith(_TAG):
+            return text.decode("ascii", "replace")
     for off, size, name in iter_segments(entry, target_offset):
         if name == "comment" and size == COMMENT_SIZE:
             text = bytes(entry[off + XT_ENTRY_HEADER : off + size]).split(b"\0", 1)[0]
@@ -438,10 +459,21 @@ def entry_tag(entry: bytes | memoryview) -> str | None:
 # --------------------------------------------------------------------------- check
 
 
+_shared_compiler: RuleCompiler | None = None
+
+
+def shared_compiler() -> RuleCompiler:
+    """One compiler (and cache) per process: `check` and the backend compile each rule once."""
+    global _shared_compiler
+    if _shared_compiler is None:
+        _shared_compiler = RuleCompiler()
+    return _shared_compiler
+
+
 def validate_rules(chains: Iterable[ChainSpec]) -> None:
     """Compile every declared rule; raise ConfigError naming file, line and rule for each failure."""
     chains = tuple(chains)
-    compiler = RuleCompiler()
+    compiler = shared_compiler()
     issues: list[ConfigIssue] = []
     for chain in chains:
         user_chains = {c.name for c in chains if c.table == chain.table and not c.builtin}

@@ -11,7 +11,9 @@ compiled kernel entry with counters and kernel-private bytes masked (see
 
 from __future__ import annotations
 
+import functools
 import hashlib
+
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -119,6 +121,7 @@ class ChainSpec:
         return rule_tag(self.table, self.name, rule.text)
 
 
+@functools.lru_cache(maxsize=1 << 17)
 def rule_tag(table: str, chain: str, text: str) -> str:
     digest = hashlib.blake2b(f"{table}\0{chain}\0{text}".encode(), digest_size=8).hexdigest()
     return TAG_PREFIX + digest

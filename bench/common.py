@@ -1,0 +1,121 @@
+# SPDX-License-Identifier: MIT
+"""Helpers shared by the benchmarks: namespaces, timing, tables.
+
+Benchmarks measure; they assert nothing. Every figure in docs/BENCHMARKS.md is
+printed by one of these scripts (``bench/run_all.py`` regenerates the file).
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PY = sys.executable
+PREFIX = f"vb{os.getpid() % 100000}"
+
+
+def sh(*cmd: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(list(cmd), input=input, text=True, capture_output=True, check=check)
+
+
+class Namespace:
+    _n = 0
+
+    def __init__(self, label: str) -> None:
+        Namespace._n += 1
+        self.name = f"{PREFIX}-{Namespace._n}-{label}"
+        sh("ip", "netns", "add", self.name)
+        sh("ip", "-n", self.name, "link", "set", "lo", "up")
+
+    def batch(self, text: str) -> None:
+        sh("ip", "-n", self.name, "-batch", "-", input=text)
+
+    def delete(self) -> None:
+        for pid in sh("ip", "netns", "pids", self.name, check=False).stdout.split():
+            try:
+                os.kill(int(pid), 9)
+            except ProcessLookupError:
+                pass
+        sh("ip", "netns", "del", self.name, check=False)
+
+    def __enter__(self) -> Namespace:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.delete()
+
+
+def timed(func: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    func()
+    return time.perf_counter() - start
+
+
+def stats(values: Sequence[float]) -> tuple[float, float, float]:
+    return min(values), statistics.median(values), max(values)
+
+
+def ms(value: float) -> str:
+    return f"{value * 1000:.1f} ms" if value < 10 else f"{value:.1f} s"
+
+
+def percentile(values: Sequence[float], p: float) -> float:
+    ordered = sorted(values)
+    k = max(0, min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1))))
+    return ordered[k]
+
+
+def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    out += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(out)
+
+
+def machine() -> str:
+    cpu = "unknown cpu"
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{platform.node()}: {os.cpu_count()} cpus ({cpu}), kernel {platform.release()}, Python {platform.python_version()}"
+
+
+def state_dir(files: dict[str, str]) -> str:
+    import tempfile
+
+    directory = tempfile.mkdtemp(prefix="vnetd-bench-")
+    os.chmod(directory, 0o755)
+    for name, text in files.items():
+        path = os.path.join(directory, name)
+        with open(path, "w") as f:
+            f.write(text)
+        os.chmod(path, 0o644)
+    return directory
+
+
+def vnetd(*args: str, netns: str, state: str) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    return subprocess.run([PY, "-m", "vnetd", "--netns", netns, "--state-dir", state, *args], text=True,
+                          capture_output=True, env=env)
+
+
+def rss_kb(pid: int) -> int:
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

@@ -100,10 +100,24 @@ class RawTables:
         self._getsockopt = self._libc.getsockopt
         self._getsockopt.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_void_p,
                                      ctypes.POINTER(ctypes.c_uint32)]
+        self._memcmp = self._libc.memcmp
+        self._memcmp.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_size_t]
+        self._memcmp.restype = ctypes.c_int
         self._buffers: dict[str, ctypes.Array[ctypes.c_char]] = {}
 
     def close(self) -> None:
         self._sock.close()
+
+    def last_read_equals(self, table: str, data: bytes) -> bool:
+        """Whether the last blob read of ``table`` is byte-identical to ``data``.
+
+        A C memcmp: comparing a memoryview with bytes in Python goes element by
+        element (~8 ms for a 10,000-rule table, against ~0.5 ms).
+        """
+        buf = self._buffers.get(table)
+        if buf is None or len(buf) < 40 + len(data):
+            return False
+        return self._memcmp(ctypes.addressof(buf) + 40, data, len(data)) == 0
 
     def info(self, table: str) -> TableInfo | None:
         buf = ctypes.create_string_buffer(_GETINFO.size)
@@ -117,8 +131,14 @@ class RawTables:
         _name, hooks, *rest = _GETINFO.unpack(buf.raw)
         return TableInfo(hooks, tuple(rest[0:5]), tuple(rest[5:10]), rest[10], rest[11])
 
-    def read(self, table: str) -> tuple[TableInfo, memoryview] | None:
-        """The table's info and entry blob (a view into a buffer reused per table)."""
+    def read(self, table: str, clean: bool = True) -> tuple[TableInfo, memoryview] | None:
+        """The table's info and entry blob (a view into a buffer reused per table).
+
+        ``clean``: zero the buffer first. The kernel writes only ``strlen + 1`` bytes
+        of each name, so a reused buffer keeps old bytes in the padding; parsing
+        needs zeros there, a "same as last time?" comparison does not (the same
+        table leaves the same bytes in the same buffer).
+        """
         for _attempt in range(10):
             info = self.info(table)
             if info is None:
@@ -127,8 +147,8 @@ class RawTables:
             if buf is None or len(buf) < 40 + info.size:
                 buf = ctypes.create_string_buffer(40 + info.size + 4096)
                 self._buffers[table] = buf
-            # the kernel writes only the used bytes of each name: start from zeros
-            ctypes.memset(buf, 0, 40 + info.size)
+            if clean:
+                ctypes.memset(buf, 0, 40 + info.size)
             ctypes.memmove(buf, table.encode() + b"\0", len(table) + 1)
             struct.pack_into("=I", buf, 32, info.size)
             length = ctypes.c_uint32(40 + info.size)
@@ -254,15 +274,20 @@ def _standard_meaning(blob: bytes | memoryview, off: int, t_off: int, n_off: int
 
 
 class Snapshot:
-    """The last blob read of one table, counters masked: "changed since?" in one compare."""
+    """The last blob read of one table: "changed since?" without parsing anything.
+
+    An unchanged table usually comes back byte-identical (one memcmp); when traffic
+    moved the counters, the blob is compared again with the counters left out.
+    """
 
     def __init__(self, info: TableInfo, blob: memoryview) -> None:
         self.info = info
+        self.raw = bytes(blob)
         self.counters = [off + 96 for off, _t, _n in _entries(blob)]
         self.masked = self._mask(blob)
 
-    def _mask(self, blob: memoryview) -> bytes:
-        # copy the bytes between the 16-byte counters of each entry: one join, no per-byte work
+    def _mask(self, blob: memoryview | bytes) -> bytes:
+        # the bytes between the 16-byte counters of each entry, in one join
         parts = []
         prev = 0
         for c in self.counters:
@@ -271,10 +296,16 @@ class Snapshot:
         parts.append(blob[prev:])
         return b"".join(parts)
 
-    def same(self, info: TableInfo, blob: memoryview) -> bool:
+    def same(self, info: TableInfo, blob: memoryview, identical: bool) -> bool:
+        """``identical``: the caller found the blob byte-equal to ``raw`` (memcmp)."""
         if info != self.info:
             return False
-        return self._mask(blob) == self.masked
+        if identical:
+            return True
+        if self._mask(blob) != self.masked:
+            return False
+        self.raw = bytes(blob)  # only counters moved: compare against these from now on
+        return True
 
 
 # --------------------------------------------------------------------------- the backend
@@ -364,13 +395,18 @@ class FirewallBackend:
         """Tables whose content differs from the last observe (counters ignored)."""
         out = []
         for table in tables:
-            got = self._raw.read(table)
+            got = self._raw.read(table, clean=False)
             snap = self._snapshots.get(table)
             if got is None:
                 if snap is not None:
                     out.append(table)
                 continue
-            if snap is None or not snap.same(*got):
+            if snap is None:
+                out.append(table)
+                continue
+            info, blob = got
+            identical = info == snap.info and self._raw.last_read_equals(table, snap.raw)
+            if not snap.same(info, blob, identical):
                 out.append(table)
         return out
 

@@ -22,7 +22,10 @@ PREFIX = f"vb{os.getpid() % 100000}"
 
 
 def sh(*cmd: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(list(cmd), input=input, text=True, capture_output=True, check=check)
+    result = subprocess.run(list(cmd), input=input, text=True, capture_output=True)
+    if check and result.returncode != 0:
+        raise SystemExit(f"{cmd[0]} failed ({result.returncode}): {result.stderr[-2000:]}")
+    return result
 
 
 class Namespace:

@@ -69,6 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="how often everything is read in full (default 60)")
     run.add_argument("--metrics-listen", metavar="ADDR:PORT",
                      help="serve Prometheus metrics on this loopback address (off by default)")
+    run.add_argument("--conflict-repairs", type=int, default=5, metavar="N",
+                     help="a resource repaired more than N times in 60 s is being fought over: back off "
+                          "(default 5; 0 never backs off)")
+
 
     sub.add_parser("show", help="print the current state as a valid state file")
 

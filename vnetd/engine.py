@@ -27,7 +27,8 @@ from vnetd.plan.actions import (
     SetSysctl,
     SyncChain,
 )
-from vnetd.plan.planner import Observed, plan
+from vnetd.plan.planner import Observed, PlanMemo, plan
+
 
 MAX_ROUNDS = 3
 
@@ -133,6 +134,7 @@ ActionHook = Callable[[Action, BackendError | None], None]
 class Engine:
     def __init__(self, backends: Backends | None = None) -> None:
         self.backends = backends or Backends()
+        self.memo = PlanMemo()
 
     # -- observe --------------------------------------------------------------------
 
@@ -162,7 +164,7 @@ class Engine:
 
     def plan(self, desired: DesiredState, observer: Observer | None = None) -> tuple[Plan, Observed]:
         observed = (observer or self.observe)(desired)
-        return plan(desired, observed), observed
+        return plan(desired, observed, self.memo), observed
 
     # -- apply ----------------------------------------------------------------------
 

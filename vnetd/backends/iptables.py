@@ -329,6 +329,9 @@ class FirewallBackend:
         self._snapshots: dict[str, Snapshot] = {}
         self._compiled: dict[str, CompiledRule] = {}
         self._compiled_for: tuple[ChainSpec, ...] | None = None
+        self._fingerprints: dict[str, bytes] = {}
+        self._fingerprints_of: object = None
+
         self.lock_waits = 0.0
 
     def close(self) -> None:
@@ -371,7 +374,12 @@ class FirewallBackend:
         return compiled
 
     def fingerprints(self, chains: Iterable[ChainSpec]) -> dict[str, bytes]:
-        return {tag: c.fingerprint for tag, c in self.compile_all(chains).items()}
+        """Tag -> fingerprint of each declared rule (the same dict while the rules are the same)."""
+        compiled = self.compile_all(chains)
+        if self._fingerprints_of is not compiled:
+            self._fingerprints = {tag: c.fingerprint for tag, c in compiled.items()}
+            self._fingerprints_of = compiled
+        return self._fingerprints
 
     def tables_to_read(self, chains: Iterable[ChainSpec]) -> list[str]:
         declared = {c.table for c in chains}

@@ -122,7 +122,15 @@ _LINK_ATTRS = frozenset({IFLA_IFNAME, IFLA_MTU, IFLA_ADDRESS, IFLA_MASTER, IFLA_
                          IFLA_LINKINFO})
 
 
+def link_family(data: bytes, off: int) -> int:
+    """ifi_family of a link message: AF_BRIDGE (7) messages describe bridge *ports*
+    (sent to the same group on enslave/release, even an RTM_DELLINK when a port is
+    merely released) and must not be read as the link's own state."""
+    return data[off + 16]
+
+
 def decode_link(data: bytes, off: int, length: int) -> Link:
+
     """RTM_NEWLINK/RTM_DELLINK -> Link (only what vnetd compares or shows).
 
     The hottest loop of a full read (a link carries ~40 attributes, vnetd wants 7):

@@ -43,8 +43,10 @@ class ResourceState:
 class HealthBook:
     """What vnetd knows about each resource across passes."""
 
-    def __init__(self) -> None:
+    def __init__(self, conflict_repairs: int = CONFLICT_REPAIRS) -> None:
+        """``conflict_repairs``: repairs within the window that mean a fight (0: never back off)."""
         self.resources: dict[str, ResourceState] = {}
+        self.conflict_repairs = conflict_repairs
 
     def _get(self, resource: str) -> ResourceState:
         return self.resources.setdefault(resource, ResourceState())
@@ -65,7 +67,8 @@ class HealthBook:
         state.last_repair = now
         state.repairs.append(now)
         recent = [t for t in state.repairs if now - t <= CONFLICT_WINDOW]
-        if len(recent) > CONFLICT_REPAIRS:
+        if self.conflict_repairs and len(recent) > self.conflict_repairs:
+
             hold = min(CONFLICT_BASE * 2 ** state.conflicts, CONFLICT_MAX)
             state.conflicts += 1
             state.conflict = True

@@ -116,7 +116,9 @@ class Daemon:
         self.notifier = Notifier()
         self.metrics = Metrics()
         self.metrics_addr = metrics_addr
-        self.reconciler = Reconciler(args.state_dir, self.log, metrics=self.metrics)
+        self.reconciler = Reconciler(args.state_dir, self.log, metrics=self.metrics,
+                                     conflict_repairs=args.conflict_repairs)
+
         self.stopping = False
         self.snapshot: dict[str, Any] = {}
         self.snapshot_at = 0.0

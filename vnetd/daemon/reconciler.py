@@ -77,7 +77,8 @@ class NetCache:
                 if self.routes_stale and apply:
                     # The kernel flushes IPv4 routes whose address or link went away
                     # without sending RTM_DELROUTE: re-read the routes instead.
-                    self.state.routes = set(self.engine.backends.net.dump_routes())
+                    self.state.replace_routes(self.engine.backends.net.dump_routes())
+
                 return changed
             except OSError as exc:
                 if exc.errno == errno.ENOBUFS:  # the kernel dropped notifications: the cache is stale
@@ -91,7 +92,10 @@ class NetCache:
 
     def _apply(self, data: bytes, mtype: int, off: int, length: int) -> int:
         self.events_seen += 1
+        if mtype in (rtnl.RTM_NEWLINK, rtnl.RTM_DELLINK) and rtnl.link_family(data, off) == socket.AF_BRIDGE:
+            return 0  # a bridge-port notification, not the link itself
         if mtype == rtnl.RTM_NEWLINK:
+
             link = rtnl.decode_link(data, off, length)
             old = self.state.links.get(link.index)
             if old is not None and old.up and not link.up:
@@ -131,7 +135,8 @@ class Reconciler:
     """Owns the desired state, the caches and the per-resource health; runs passes."""
 
     def __init__(self, state_dir: str, log: Any, engine: Engine | None = None,
-                 metrics: Any = None, on_libvirt_event: Callable[[str], None] | None = None) -> None:
+                 metrics: Any = None, on_libvirt_event: Callable[[str], None] | None = None,
+                 conflict_repairs: int = 5) -> None:
         self.state_dir = state_dir
         self.log = log
         self.engine = engine or Engine()
@@ -139,7 +144,7 @@ class Reconciler:
         self.desired = DesiredState()
         self.loaded = False
         self.load_errors: list[str] = []
-        self.health = HealthBook()
+        self.health = HealthBook(conflict_repairs)
         self.net = NetCache(self.engine)
         self.fw_tables: dict[str, Any] | None = None
         self.fw_dirty = True
@@ -314,7 +319,8 @@ class Reconciler:
                 hold = self.health.repaired(resource, done)
                 if hold is not None:
                     self.log.warning("conflict.suspected", resource=resource,
-                                     repairs_in_window=f">5 in {60}s", backoff_s=hold,
+                                     repairs_in_window=f">{self.health.conflict_repairs} in 60s", backoff_s=hold,
+
                                      note="something keeps reverting this; vnetd leaves it alone for a while")
         else:
             for resource in repaired:

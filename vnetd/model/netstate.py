@@ -21,6 +21,15 @@ class NetState:
     names: dict[str, int] = field(default_factory=dict)
     addresses: dict[int, set[Address]] = field(default_factory=dict)
     routes: set[Route] = field(default_factory=set)
+    #: bumped on every change of content (not on a notification that changes nothing)
+    version: int = 0
+    _token: tuple[int, object] | None = field(default=None, repr=False, compare=False)
+
+    def version_token(self) -> object:
+        """An object that stays the same (identical) while the content does (see PlanMemo)."""
+        if self._token is None or self._token[0] != self.version:
+            self._token = (self.version, object())
+        return self._token[1]
 
     @classmethod
     def build(cls, links: Iterable[Link], addresses: Iterable[Address], routes: Iterable[Route]) -> NetState:
@@ -52,28 +61,48 @@ class NetState:
 
     def put_link(self, link: Link) -> None:
         old = self.links.get(link.index)
+        if old == link:
+            return
         if old is not None and old.name != link.name and self.names.get(old.name) == link.index:
             del self.names[old.name]
         self.links[link.index] = link
         self.names[link.name] = link.index
+        self.version += 1
 
     def drop_link(self, index: int) -> None:
         old = self.links.pop(index, None)
-        if old is not None and self.names.get(old.name) == index:
+        if old is None:
+            return
+        if self.names.get(old.name) == index:
             del self.names[old.name]
         self.addresses.pop(index, None)
         self.routes = {r for r in self.routes if r.oif != index}
+        self.version += 1
 
     def put_address(self, addr: Address) -> None:
-        self.addresses.setdefault(addr.index, set()).add(addr)
+        known = self.addresses.setdefault(addr.index, set())
+        if addr not in known:
+            known.add(addr)
+            self.version += 1
 
     def drop_address(self, addr: Address) -> None:
         known = self.addresses.get(addr.index)
-        if known is not None:
+        if known is not None and addr in known:
             known.discard(addr)
+            self.version += 1
 
     def put_route(self, route: Route) -> None:
-        self.routes.add(route)
+        if route not in self.routes:
+            self.routes.add(route)
+            self.version += 1
 
     def drop_route(self, route: Route) -> None:
-        self.routes.discard(route)
+        if route in self.routes:
+            self.routes.discard(route)
+            self.version += 1
+
+    def replace_routes(self, routes: Iterable[Route]) -> None:
+        new = set(routes)
+        if new != self.routes:
+            self.routes = new
+            self.version += 1

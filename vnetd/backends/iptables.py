@@ -284,7 +284,6 @@ class Snapshot:
         self.info = info
         self.raw = bytes(blob)
         self.counters = [off + 96 for off, _t, _n in _entries(blob)]
-        self.masked = self._mask(blob)
 
     def _mask(self, blob: memoryview | bytes) -> bytes:
         # the bytes between the 16-byte counters of each entry, in one join
@@ -302,7 +301,7 @@ class Snapshot:
             return False
         if identical:
             return True
-        if self._mask(blob) != self.masked:
+        if self._mask(blob) != self._mask(self.raw):
             return False
         self.raw = bytes(blob)  # only counters moved: compare against these from now on
         return True
@@ -577,11 +576,16 @@ class _Handle:
         try:
             self.t.commit()
         except self.iptc.IPTCError as exc:
+            self.t.close()
             code = ctypes.get_errno()
             if code == errno.EAGAIN or "Resource temporarily unavailable" in str(exc):
                 raise _Retry() from exc
             raise BackendError("xtables", f"firewall/{self.table}", f"the kernel refused the table: {exc}",
                                code or None) from exc
+        # python-iptables keeps the Table (and libiptc's copy of the whole table) cached
+        # for the life of the process: free it, the next apply reads the table afresh
+        self.t.close()
+
 
 
 # --------------------------------------------------------------------------- show

@@ -24,6 +24,8 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import functools
+import hashlib
+
 
 import ipaddress
 import os
@@ -429,7 +431,10 @@ def fingerprint(entry: bytes, std_target: str | None = None, goto: bool = False)
         tail = b"STD:" + std_target.encode() + (b"/goto" if goto else b"")
     else:
         tail = entry[target_offset:next_offset]
-    return entry[:84] + entry[88:92] + entry[IPT_ENTRY_SIZE:target_offset] + tail
+    # a 16-byte digest: two copies of every rule (declared, observed) would otherwise
+    # keep ~1 KB per rule in the daemon
+    return hashlib.blake2b(entry[:84] + entry[88:92] + entry[IPT_ENTRY_SIZE:target_offset] + tail,
+                           digest_size=16).digest()
 
 
 _TAG = b"vnetd:"

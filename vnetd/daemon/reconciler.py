@@ -19,7 +19,9 @@ that finds nothing to do.
 
 from __future__ import annotations
 
+import ctypes
 import errno
+
 import socket
 import time
 from collections.abc import Callable
@@ -185,6 +187,7 @@ class Reconciler:
         self._log_forgotten(previous, desired)
         self.fw_dirty = True
         self.lv_dirty = True
+        release_memory()  # the YAML node tree of a big state is garbage now
         self.log.info("config.loaded", source=source, files=list(desired.files),
                       interfaces=len(desired.interfaces), routes=len(desired.routes),
                       sysctls=len(desired.sysctls), chains=len(desired.chains),
@@ -331,6 +334,8 @@ class Reconciler:
                 self.health.settled(resource, done)
         for problem in result.final_plan.problems:
             self.log.warning("resource.problem", resource=problem.resource, message=problem.message)
+        if result.applied:
+            release_memory()  # table copies and netlink buffers of the apply are garbage now
         self.last_plan = result.final_plan
         self.last_pass = done
         self.passes += 1
@@ -393,6 +398,15 @@ def resources_of(desired: DesiredState) -> list[str]:
     if desired.libvirt is not None:
         out += [n.resource for n in desired.libvirt.networks]
     return out
+
+
+def release_memory() -> None:
+    """Give freed heap back to the kernel (glibc keeps it otherwise): a daemon's RSS
+    then reflects what it holds, not the peak of its largest parse."""
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def _jsonable(value: object) -> object:

@@ -8,6 +8,7 @@ slow periodic resync. Either way the planner reads the same structure.
 
 from __future__ import annotations
 
+import collections
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
@@ -23,6 +24,8 @@ class NetState:
     routes: set[Route] = field(default_factory=set)
     #: bumped on every change of content (not on a notification that changes nothing)
     version: int = 0
+    #: (version, link name) of recent changes to a link or its addresses (see plan.planner)
+    log: collections.deque[tuple[int, str]] = field(default_factory=lambda: collections.deque(maxlen=4096))
     _token: tuple[int, object] | None = field(default=None, repr=False, compare=False)
 
     def version_token(self) -> object:
@@ -59,15 +62,36 @@ class NetState:
 
     # -- updates (dump results and notifications) ----------------------------------
 
+    def _touch(self, name: str) -> None:
+        self.version += 1
+        self.log.append((self.version, name))
+
+    def changed_since(self, version: int) -> set[str] | None:
+        """Names of links changed after ``version``; None if that is too long ago to tell."""
+        if version == self.version:
+            return set()
+        if not self.log or self.log[0][0] > version + 1:
+            return None
+        return {name for v, name in self.log if v > version}
+
+    def _touch_index(self, index: int) -> None:
+        link = self.links.get(index)
+        if link is not None:
+            self._touch(link.name)
+        else:
+            self.version += 1
+
     def put_link(self, link: Link) -> None:
         old = self.links.get(link.index)
         if old == link:
             return
-        if old is not None and old.name != link.name and self.names.get(old.name) == link.index:
-            del self.names[old.name]
+        if old is not None and old.name != link.name:
+            if self.names.get(old.name) == link.index:
+                del self.names[old.name]
+            self._touch(old.name)
         self.links[link.index] = link
         self.names[link.name] = link.index
-        self.version += 1
+        self._touch(link.name)
 
     def drop_link(self, index: int) -> None:
         old = self.links.pop(index, None)
@@ -77,19 +101,19 @@ class NetState:
             del self.names[old.name]
         self.addresses.pop(index, None)
         self.routes = {r for r in self.routes if r.oif != index}
-        self.version += 1
+        self._touch(old.name)
 
     def put_address(self, addr: Address) -> None:
         known = self.addresses.setdefault(addr.index, set())
         if addr not in known:
             known.add(addr)
-            self.version += 1
+            self._touch_index(addr.index)
 
     def drop_address(self, addr: Address) -> None:
         known = self.addresses.get(addr.index)
         if known is not None and addr in known:
             known.discard(addr)
-            self.version += 1
+            self._touch_index(addr.index)
 
     def put_route(self, route: Route) -> None:
         if route not in self.routes:

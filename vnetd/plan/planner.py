@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from vnetd.model.firewall import ObservedTable
-from vnetd.model.interfaces import VIRTUAL_TYPES, AdminState
+from vnetd.model.interfaces import VIRTUAL_TYPES, AdminState, Interface
 
 from vnetd.model.libvirt import GuestTap, ObservedNetwork
 from vnetd.model.netstate import NetState
@@ -52,6 +52,7 @@ class PlanMemo:
 
     def __init__(self) -> None:
         self._entries: dict[str, tuple[tuple[object, ...], Section]] = {}
+        self.interfaces: _GroupMemo | None = None
 
     def get(self, name: str, inputs: tuple[object, ...], compute: Callable[[], Section]) -> Section:
         entry = self._entries.get(name)
@@ -62,6 +63,84 @@ class PlanMemo:
         return result
 
 
+def interface_groups(interfaces: tuple[Interface, ...]) -> list[tuple[Interface, ...]]:
+    """Interfaces whose plans depend on each other: a bridge and its ports, a veth
+    pair, a VLAN and its parent. Each group is planned on its own (the union of the
+    groups' plans is the plan of the whole), so one drifting port re-plans its
+    bridge, not 2,500 interfaces."""
+    parent = {i.name: i.name for i in interfaces}
+
+    def find(name: str) -> str:
+        while parent[name] != name:
+            parent[name] = parent[parent[name]]
+            name = parent[name]
+        return name
+
+    def union(a: str, b: str | None) -> None:
+        if b is not None and b in parent:
+            parent[find(a)] = find(b)
+
+    for iface in interfaces:
+        for port in (iface.bridge.ports or ()) if iface.bridge else ():
+            union(iface.name, port)
+        union(iface.name, iface.veth_peer)
+        union(iface.name, iface.vlan_base)
+    groups: dict[str, list[Interface]] = {}
+    for iface in interfaces:
+        groups.setdefault(find(iface.name), []).append(iface)
+    return [tuple(g) for g in groups.values()]
+
+
+def _names_of(group: tuple[Interface, ...]) -> tuple[str, ...]:
+    names: list[str] = []
+    for iface in group:
+        names.append(iface.name)
+        if iface.bridge and iface.bridge.ports:
+            names += iface.bridge.ports
+        if iface.veth_peer:
+            names.append(iface.veth_peer)
+        if iface.vlan_base:
+            names.append(iface.vlan_base)
+    return tuple(dict.fromkeys(names))
+
+
+def _plan_interfaces_grouped(desired: DesiredState, net: NetState, memo: PlanMemo) -> Section:
+    """Interfaces, planned group by group; a group is planned again only when the
+    desired state changed or a link it names changed since the last plan."""
+    state = memo.interfaces
+    if state is None or state.desired is not desired.interfaces or state.net is not net:
+        groups = interface_groups(desired.interfaces)
+        state = _GroupMemo(desired.interfaces, net, groups)
+        memo.interfaces = state
+        dirty: set[int] | None = None
+    else:
+        names = net.changed_since(state.version)
+        dirty = None if names is None else {g for n in names for g in state.by_name.get(n, ())}
+    for i, group in enumerate(state.groups):
+        if dirty is None or i in dirty:
+            state.results[i] = plan_interfaces(group, net)
+    state.version = net.version
+    actions: list[Action] = []
+    problems: list[Problem] = []
+    for group_actions, group_problems in state.results:
+        actions += group_actions
+        problems += group_problems
+    return actions, problems
+
+
+class _GroupMemo:
+    def __init__(self, desired: tuple[Interface, ...], net: NetState, groups: list[tuple[Interface, ...]]) -> None:
+        self.desired = desired
+        self.net = net
+        self.groups = groups
+        self.version = -1
+        self.results: list[Section] = [([], []) for _ in groups]
+        self.by_name: dict[str, list[int]] = {}
+        for i, group in enumerate(groups):
+            for name in _names_of(group):
+                self.by_name.setdefault(name, []).append(i)
+
+
 def plan(desired: DesiredState, observed: Observed, memo: PlanMemo | None = None) -> Plan:
     memo = memo or PlanMemo()
     actions: list[Action] = []
@@ -69,10 +148,10 @@ def plan(desired: DesiredState, observed: Observed, memo: PlanMemo | None = None
     net = observed.net
     version = net.version_token()
     created = {i.name for i in desired.interfaces if i.type in VIRTUAL_TYPES and i.state is not AdminState.ABSENT}
-    sections = [
-        memo.get("interfaces", (desired.interfaces, version), lambda: plan_interfaces(desired.interfaces, net)),
-        memo.get("routes", (desired.routes, version), lambda: plan_routes(desired.routes, net, created)),
-    ]
+    sections = [_plan_interfaces_grouped(desired, net, memo)]
+    if desired.routes:
+        sections.append(memo.get("routes", (desired.routes, version),
+                                 lambda: plan_routes(desired.routes, net, created)))
     if observed.sysctls is not None:
         from vnetd.plan.sysctl import plan_sysctls
 

@@ -178,7 +178,6 @@ def test_sighup_reloads_and_sigterm_exits_zero(running: tuple[Netns, StateDir, D
 def test_status_socket_answers_root_and_refuses_others(running: tuple[Netns, StateDir, DaemonProcess]) -> None:
     ns, _state, daemon = running
     assert daemon.wait_until(lambda: converged(ns))
-    time.sleep(0.6)  # the status snapshot is refreshed after passes, at most twice a second
     out = vnetd("status", "--json", "--socket", daemon.socket)
     assert out.returncode == 0, out.stderr
     status = json.loads(out.stdout)

@@ -20,9 +20,11 @@ import argparse
 import fcntl
 import ipaddress
 import os
+import queue
 import select
 import signal
 import sys
+import threading
 import time
 from typing import Any
 
@@ -30,8 +32,16 @@ from vnetd import log as vlog
 from vnetd.errors import ConfigError
 
 INSECURE_MARKERS = ("refusing an insecure", "does not exist", "is not a directory", "cannot open state directory")
-HOLD_AFTER_NOOP = 0.05  # minimum spacing of passes that only found held-back resources
+HOLD_AFTER_NOOP = 0.05
+STATUS_EVERY = 5.0  # seconds between sd_notify STATUS= updates
+STATUS_WAIT = 5.0  # how long `vnetd status` waits for a busy main loop  # minimum spacing of passes that only found held-back resources
 MAX_SETTLE = 3.0
+
+
+class _StatusRequest:
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.result: dict[str, Any] | None = None
 
 
 class PidFile:
@@ -97,7 +107,18 @@ def run_daemon(args: argparse.Namespace) -> int:
             from vnetd import netns
 
             netns.enter(args.netns)
-        return Daemon(args, metrics_addr).run()
+        daemon = Daemon(args, metrics_addr)
+        profile = os.environ.get("VNETD_PROFILE")  # developers: where the daemon's CPU goes
+        if profile:
+            import cProfile
+
+            profiler = cProfile.Profile()
+            try:
+                return profiler.runcall(daemon.run)  # type: ignore[no-any-return]
+            finally:
+                profiler.dump_stats(profile)
+        return daemon.run()
+
     finally:
         if pidfile is not None:
             pidfile.remove()
@@ -122,6 +143,7 @@ class Daemon:
         self.stopping = False
         self.snapshot: dict[str, Any] = {}
         self.snapshot_at = 0.0
+        self.status_requests: queue.Queue[_StatusRequest] = queue.Queue()
 
     # -- signals ----------------------------------------------------------------------
 
@@ -182,6 +204,9 @@ class Daemon:
                 except InterruptedError:
                     readable = []
                 reasons = self.wake.take()
+                if "status" in reasons:
+                    reasons.discard("status")
+                    self._answer_status_requests()
                 now = time.monotonic()
                 if rec.net.events.sock in readable and rec.net.drain():
                     reasons.add("netlink")
@@ -217,9 +242,12 @@ class Daemon:
                     self._libvirt_reconnect(reasons)
                     next_check = now + self.args.check_interval
                 if now >= next_resync:
+                    # netlink may have lost notifications: read it all again; netfilter's
+                    # check is exact (the whole table compared), so it needs no full re-read
                     rec.net.resync()
-                    rec.fw_dirty = rec.lv_dirty = True
+                    rec.lv_dirty = True
                     reasons.add("resync")
+
                     next_resync = now + self.args.resync_interval
                 if release is not None and now >= release:
                     reasons.add("retry")
@@ -247,11 +275,20 @@ class Daemon:
             self.metrics.passes.labels(source=reason).inc()
         summary = rec.run_pass(reasons)
         now = time.monotonic()
-        if now - self.snapshot_at > 0.5 or summary.result is None or summary.result.applied:
-            self.snapshot = rec.status()
+        if self.notifier.enabled and (now - self.snapshot_at > STATUS_EVERY or reasons & {"files", "reload"}):
             self.snapshot_at = now
             self.notifier.status(rec.summary_line())
         return summary
+
+    def _answer_status_requests(self) -> None:
+        """Status is computed by the main thread (it owns the state), only when asked."""
+        while True:
+            try:
+                request = self.status_requests.get_nowait()
+            except queue.Empty:
+                return
+            request.result = self.reconciler.status()
+            request.done.set()
 
     def _loads_cleanly(self) -> bool:
         from vnetd.desired.loader import load_state_dir
@@ -263,9 +300,18 @@ class Daemon:
         return True
 
     def _status(self) -> dict[str, Any]:
-        return self.snapshot or {"state_dir": self.args.state_dir, "files": [], "config_valid": True,
-                                 "last_load_errors": [], "passes": 0, "last_pass_age_s": None,
-                                 "last_source": "", "counts": {}, "resources": []}
+        """Called by the control socket's thread: ask the main loop and wait for it."""
+        request = _StatusRequest()
+        self.status_requests.put(request)
+        self.wake.post("status")
+        if request.done.wait(STATUS_WAIT) and request.result is not None:
+            self.snapshot = request.result
+            return request.result
+        stale = dict(self.snapshot or {"state_dir": self.args.state_dir, "files": [], "config_valid": True,
+                                       "last_load_errors": [], "passes": 0, "last_pass_age_s": None,
+                                       "last_source": "", "counts": {}, "resources": []})
+        stale["stale"] = "the daemon is busy in a long pass; this is its last known status"
+        return stale
 
     def _metrics(self) -> bytes:
         return self.metrics.render(self._status().get("counts", {}))  # type: ignore[no-any-return]

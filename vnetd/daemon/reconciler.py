@@ -63,10 +63,12 @@ class NetCache:
 
 
     def resync(self) -> None:
-        """Re-read everything: drop queued notifications (older than the dump), then dump."""
+        """Re-read everything: drop queued notifications (older than the dump), then dump
+        and bring the cache in line (in place: what did not change stays as it was)."""
         self.drain(apply=False)
-        self.state = self.engine.backends.net.observe()
+        self.state.sync_from(self.engine.backends.net.observe())
         self.overrun = False
+
 
     def drain(self, apply: bool = True) -> int:
         """Read every queued notification into the cache; returns how many changed it."""
@@ -334,8 +336,9 @@ class Reconciler:
                 self.health.settled(resource, done)
         for problem in result.final_plan.problems:
             self.log.warning("resource.problem", resource=problem.resource, message=problem.message)
-        if result.applied:
-            release_memory()  # table copies and netlink buffers of the apply are garbage now
+        if len(result.applied) >= 100:
+            release_memory()  # a big apply leaves table copies and netlink buffers behind
+
         self.last_plan = result.final_plan
         self.last_pass = done
         self.passes += 1

@@ -125,7 +125,24 @@ class NetState:
             self.routes.discard(route)
             self.version += 1
 
+    def sync_from(self, fresh: NetState) -> None:
+        """Become equal to ``fresh`` (a full re-read), changing only what differs, so
+        that a periodic resync that finds nothing new invalidates nothing."""
+        for index in [i for i in self.links if i not in fresh.links]:
+            self.drop_link(index)
+        for link in fresh.links.values():
+            self.put_link(link)
+        for index in set(self.addresses) | set(fresh.addresses):
+            have = self.addresses.get(index, set())
+            want = fresh.addresses.get(index, set())
+            for addr in have - want:
+                self.drop_address(addr)
+            for addr in want - have:
+                self.put_address(addr)
+        self.replace_routes(fresh.routes)
+
     def replace_routes(self, routes: Iterable[Route]) -> None:
+
         new = set(routes)
         if new != self.routes:
             self.routes = new

@@ -35,8 +35,10 @@ def link_type(link: Link) -> str:
 def interfaces_section(net: NetState) -> list[dict[str, Any]]:
     out = []
     for link in sorted(net.links.values(), key=lambda lk: lk.index):
-        entry: dict[str, Any] = {"name": link.name, "type": link_type(link),
-                                 "state": "up" if link.up else "down", "mtu": link.mtu}
+        entry: dict[str, Any] = {"name": link.name, "type": link_type(link), "state": "up" if link.up else "down"}
+        if 68 <= link.mtu <= 65535:  # loopback's 65536 is outside what a state file may set
+            entry["mtu"] = link.mtu
+
         if link.mac and entry["type"] != "loopback":
             entry["mac-address"] = link.mac.upper()
         if link.kind == "veth" and link.link_netnsid is None and link.link in net.links:

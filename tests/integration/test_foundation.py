@@ -147,3 +147,18 @@ def test_foreign_links_routes_and_addresses_survive(host: tuple[Netns, StateDir]
     before = ns.settled_snapshot()
     assert vnetd("apply", netns=ns, state_dir=state_dir).returncode == 0
     assert ns.snapshot() == before
+
+
+def test_show_output_fed_back_plans_nothing(host: tuple[Netns, StateDir], make_state_dir) -> None:  # type: ignore[no-untyped-def]
+    ns, state_dir = host
+    ns.veth("vnet0", "guest0")  # something vnetd does not manage, on a bridge
+    ns.ip("link", "set", "vnet0", "master", "brdmz", "up")
+    shown = vnetd("show", netns=ns, state_dir=state_dir)
+    assert shown.returncode == 0, shown.stderr
+    assert "name: br0" in shown.stdout and "physdev" in shown.stdout
+    fed_back = make_state_dir()
+    fed_back.write("00-show.yaml", shown.stdout)
+    assert vnetd("check", state_dir=fed_back).returncode == 0
+    plan = vnetd("plan", netns=ns, state_dir=fed_back)
+    assert plan.returncode == 0, plan.stdout + plan.stderr
+    assert "nothing to do" in plan.stdout

@@ -67,7 +67,7 @@ def _parse_interface(node: yaml.Node, path: str, ctx: FileContext) -> Interface 
     if iftype is not None and state is AdminState.ABSENT and iftype not in VIRTUAL_TYPES:
         ctx.error(m.value_node("state"), join(path, "state"),
                   f"'absent' deletes virtual interfaces only ({', '.join(sorted(VIRTUAL_TYPES))}); "
-                  f"a {iftype} device cannot be deleted, use state: down")
+                  f"an interface of type {iftype} cannot be deleted, use state: down")
     mtu = m.integer("mtu", 68, 65535)
     mac = m.string("mac-address", validate.mac_address)
     m.string("description")  # accepted for nmstate compatibility, not managed

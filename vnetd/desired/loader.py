@@ -99,9 +99,9 @@ def read_state_dir(path: str, *, require_root: bool = True) -> tuple[list[Source
             return [], [ConfigIssue(path, 0, "", f"{len(names)} state files; at most {MAX_FILES} are read")]
         files = []
         for name in names:
-            source, problem = _read_one(dir_fd, path, real_dir, name, require_root)
-            if problem is not None:
-                issues.append(problem)
+            source, issue = _read_one(dir_fd, path, real_dir, name, require_root)
+            if issue is not None:
+                issues.append(issue)
             elif source is not None:
                 files.append(source)
         return files, issues
@@ -114,8 +114,9 @@ def _read_one(
 ) -> tuple[SourceFile | None, ConfigIssue | None]:
     shown = os.path.join(path, name)
     try:
-        lst = os.lstat(name, dir_fd=dir_fd)
         target = name
+        resolved: str | None = None
+        lst = os.lstat(name, dir_fd=dir_fd)
         if stat.S_ISLNK(lst.st_mode):
             resolved = os.path.realpath(os.path.join(real_dir, name))
             if os.path.dirname(resolved) != real_dir:
@@ -124,6 +125,8 @@ def _read_one(
             target = os.path.basename(resolved)
         fd = os.open(target, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=dir_fd)
     except FileNotFoundError:
+        if resolved is not None:  # a dangling symlink would otherwise drop its declarations silently
+            return None, ConfigIssue(shown, 0, "", f"is a symlink to {resolved}, which does not exist")
         return None, None  # removed while we were reading: not an error, the watcher will see it
     except OSError as exc:
         return None, ConfigIssue(shown, 0, "", f"cannot open: {exc.strerror}")
@@ -175,6 +178,10 @@ def parse_file(source: SourceFile) -> tuple[_Parsed, list[ConfigIssue]]:
     parsed = _Parsed([], [], [], [], [])
     try:
         root = yaml.compose(source.text, Loader=_Loader)
+    except yaml.reader.ReaderError as exc:  # a control character: no mark, a position instead
+        return parsed, [ConfigIssue(source.name, _reader_line(source.text, exc.position), "",
+                                    f"YAML syntax error: character {_codepoint(exc.character)} "
+                                    f"is not allowed in YAML text")]
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark is not None else 0
@@ -184,12 +191,23 @@ def parse_file(source: SourceFile) -> tuple[_Parsed, list[ConfigIssue]]:
         return parsed, [ConfigIssue(source.name, 0, "", f"YAML error: {exc}")]
     except RecursionError:
         return parsed, [ConfigIssue(source.name, 0, "", "YAML is nested too deeply")]
-    if root is None:
-        return parsed, []  # an empty file (or only comments) declares nothing
+    if root is None or (isinstance(root, yaml.ScalarNode) and root.tag == "tag:yaml.org,2002:null"):
+        return parsed, []  # an empty file (only comments, a bare '---' or '~') declares nothing
     top = as_map(root, "", ctx, SECTIONS, "a state file (top level)")
     if top is not None:
         _dispatch(top, ctx, parsed)
     return parsed, ctx.finish()
+
+
+def _reader_line(text: str, position: int) -> int:
+    """libyaml counts the position in bytes of the UTF-8 text, PyYAML in characters."""
+    if _Loader is yaml.SafeLoader:
+        return text[:position].count("\n") + 1
+    return text.encode()[:position].count(b"\n") + 1
+
+
+def _codepoint(character: object) -> str:
+    return f"U+{character:04X}" if isinstance(character, int) else repr(character)
 
 
 def _dispatch(top: MapView, ctx: FileContext, parsed: _Parsed) -> None:
@@ -227,8 +245,8 @@ def load_sources(sources: Sequence[SourceFile], issues: Iterable[ConfigIssue] = 
     all_issues += _duplicates("interface", ((i.name, i.origin) for i in merged.interfaces))
     all_issues += _duplicates("chain", ((f"{c.table} {c.name}", c.origin) for c in merged.chains))
     all_issues += _duplicates("sysctl key", ((s.key, s.origin) for s in merged.sysctls))
-    all_issues += _duplicates("route", ((r.resource + (" (absent)" if r.absent else ""), r.origin)
-                                        for r in merged.routes))
+    all_issues += _duplicates("route", ((_route_key(r), r.origin) for r in merged.routes))
+    all_issues += _absent_routes_declared(merged.routes)
     networks: list[NetworkSpec] = [n for spec, _ in merged.libvirt for n in spec.networks]
     all_issues += _duplicates("libvirt network", ((n.name, n.origin) for n in networks))
     all_issues += _duplicates("libvirt uri", (("uri", s.origin) for s, has_uri in merged.libvirt if has_uri))
@@ -249,6 +267,37 @@ def load_sources(sources: Sequence[SourceFile], issues: Iterable[ConfigIssue] = 
         libvirt=libvirt,
         files=tuple(s.name for s in sources),
     )
+
+
+def _route_key(route: RouteSpec) -> str:
+    """Present routes clash on the kernel's key (destination, table, metric) whatever their next
+    hops: two of them would replace each other on every pass. Absent ones are filters."""
+    if route.absent:
+        return route.resource.removeprefix("route/") + " (absent)"
+    return f"{route.destination} table {route.table_id} metric {_metric(route)}"
+
+
+def _metric(route: RouteSpec) -> int:
+    """The metric the kernel gives a route written without one."""
+    return route.metric if route.metric is not None else (0 if route.family == 4 else 1024)
+
+
+def _absent_routes_declared(routes: Sequence[RouteSpec]) -> list[ConfigIssue]:
+    """An absent route that matches a declared one: each pass would delete and re-add it."""
+    issues = []
+    present: dict[tuple[object, int], list[RouteSpec]] = {}
+    for route in routes:
+        if not route.absent:
+            present.setdefault((route.destination, route.table_id), []).append(route)
+    for gone in (r for r in routes if r.absent):
+        for want in present.get((gone.destination, gone.table_id), ()):
+            if gone.next_hop_address in (None, want.next_hop_address) \
+                    and gone.next_hop_interface in (None, want.next_hop_interface) \
+                    and gone.metric in (None, _metric(want)):
+                here = gone.origin or Origin("?", 0)
+                issues.append(ConfigIssue(here.file, here.line, "", f"{gone.resource} is declared absent "
+                                          f"but {want.resource} is declared at {want.origin}"))
+    return issues
 
 
 def _duplicates(what: str, items: Iterable[tuple[str, Origin | None]]) -> list[ConfigIssue]:

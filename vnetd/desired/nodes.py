@@ -221,7 +221,8 @@ def as_map(
 ) -> MapView | None:
     if isinstance(node, yaml.MappingNode):
         return MapView(node, path, ctx, allowed, what)
-    ctx.error(node, path, f"expected a mapping, got {describe(node)}")
+    keys = f" with the keys {', '.join(allowed)}" if allowed else ""  # say what would be valid
+    ctx.error(node, path, f"expected a mapping{keys}, got {describe(node)}")
     return None
 
 

@@ -8,7 +8,7 @@ import ipaddress
 import yaml
 
 from vnetd.desired import validate
-from vnetd.desired.nodes import FileContext, as_list, as_map, join
+from vnetd.desired.nodes import FileContext, as_map, join
 from vnetd.model.common import Origin
 from vnetd.model.routes import RouteSpec
 

@@ -164,12 +164,12 @@ def parse_rule(text: str) -> Rule:
             negate = True
             i += 1
             continue
+        if word in _FORBIDDEN and not tok.quoted:  # before the option test: -4 and -6 look like numbers
+            raise RuleSyntaxError(f"{word} is not allowed in a rule: {_FORBIDDEN[word]}")
         if not _is_option(tok):
             if negate:
                 raise RuleSyntaxError(f"'! {word}': put '!' before the option, e.g. '! --dport 22'")
             raise RuleSyntaxError(f"unexpected {word!r}: expected an option such as -s, -p, -m or -j")
-        if word in _FORBIDDEN:
-            raise RuleSyntaxError(f"{word} is not allowed in a rule: {_FORBIDDEN[word]}")
         if word in _HEADER:
             field = _HEADER[word]
             value = _value(tokens, i, word)
@@ -213,11 +213,14 @@ def parse_rule(text: str) -> Rule:
             i += 2
             continue
         if word.startswith("--"):
+            if word == "--" or "=" in word:  # getopt would take these; iptables-save never writes them
+                raise RuleSyntaxError(f"{word!r} is not an option; write '--name value', e.g. '--dport 22'")
             if current is None:
                 current = _implicit_match(header, explicit, modules, word)
             values: list[str] = []
             j = i + 1
-            while j < len(tokens) and not _is_option(tokens[j]) and not (tokens[j].text == "!" and not tokens[j].quoted):
+            while j < len(tokens) and not _is_option(tokens[j]) \
+                    and not (tokens[j].text == "!" and not tokens[j].quoted):
                 values.append(tokens[j].text)
                 j += 1
             if j < len(tokens) and tokens[j].text == "!" and not tokens[j].quoted and not values \

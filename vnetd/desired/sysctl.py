@@ -76,5 +76,6 @@ def parse_sysctl(node: yaml.Node, ctx: FileContext) -> list[SysctlSpec]:
         if len(value) > MAX_VALUE_LENGTH or not value.strip() or "\n" in value or "\0" in value:
             ctx.error(vnode, path, "expected a single-line value of at most 256 characters")
             continue
-        result.append(SysctlSpec(canonical_key(key), normalize_value(value), Origin(ctx.file, vnode.start_mark.line + 1)))
+        origin = Origin(ctx.file, vnode.start_mark.line + 1)
+        result.append(SysctlSpec(canonical_key(key), normalize_value(value), origin))
     return result

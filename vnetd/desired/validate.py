@@ -44,8 +44,18 @@ def normalize_mac(value: str) -> str:
     return value.replace("-", ":").lower()
 
 
+def _scoped(value: str) -> str | None:
+    """ipaddress accepts IPv6 scope ids (fe80::1%eth0), which netlink has no field for."""
+    if "%" in value:
+        return (f"{value!r} carries a scope id ('%...'); write the plain address and name the "
+                "interface separately (the interface the address is listed under, or next-hop-interface)")
+    return None
+
+
 def ip_interface(value: str) -> str | None:
     """An address with prefix, host bits allowed (192.168.10.212/24)."""
+    if (problem := _scoped(value)) is not None:
+        return problem
     if "/" not in value:
         return f"{value!r} has no prefix length; expected ADDRESS/PREFIX like 192.168.10.212/24"
     try:
@@ -56,6 +66,8 @@ def ip_interface(value: str) -> str | None:
 
 
 def ip_address(value: str) -> str | None:
+    if (problem := _scoped(value)) is not None:
+        return problem
     try:
         ipaddress.ip_address(value)
     except ValueError:
@@ -65,6 +77,8 @@ def ip_address(value: str) -> str | None:
 
 def ip_network(value: str) -> str | None:
     """A route destination: a network without host bits (10.0.0.0/24, 0.0.0.0/0)."""
+    if (problem := _scoped(value)) is not None:
+        return problem
     if "/" not in value:
         return f"{value!r} has no prefix length; expected a network like 10.0.0.0/24 or 0.0.0.0/0"
     try:

@@ -1,0 +1,877 @@
+# SPDX-License-Identifier: MIT
+"""The loader (SPEC sections 2 and 5): drop-in directory -> DesiredState, or every
+problem of every file with FILE:LINE, the field path and what would be valid.
+
+Pure: no namespace, no kernel; state directories are made under pytest's tmp_path
+(root-owned, 0755, files 0644, as vnetd requires). ``BROKEN`` is the catalogue of
+broken interface/route files (issue 2); ``tests/integration/test_bad_input.py`` runs
+it through ``vnetd check/plan/apply`` against a real namespace.
+"""
+
+from __future__ import annotations
+
+import os
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.support import ROOT, StateDir
+from vnetd.desired.loader import SourceFile, is_state_file, load_sources, load_state_dir
+from vnetd.desired.nodes import MAX_ISSUES_PER_FILE
+from vnetd.errors import ConfigError, ConfigIssue
+from vnetd.model.interfaces import AdminState, IfType
+
+EXAMPLES = ROOT / "etc"
+
+
+def issues_of(state: StateDir | Path | str) -> list[ConfigIssue]:
+    with pytest.raises(ConfigError) as info:
+        load_state_dir(str(state))
+    assert info.value.issues, "a ConfigError must carry its issues"
+    return list(info.value.issues)
+
+
+def shown(issues: list[ConfigIssue]) -> str:
+    return "\n".join(str(i) for i in issues)
+
+
+# --------------------------------------------------------------------------- the catalogue
+
+
+@dataclass(frozen=True)
+class Broken:
+    """One broken state directory and the error it must produce.
+
+    ``file`` is where the error is reported ("" for the directory itself), ``line``
+    its line (0: the whole file), ``path`` the field path; every string of ``says``
+    must be in the message (``{dir}`` stands for the state directory).
+    """
+
+    id: str
+    files: tuple[tuple[str, str], ...]
+    file: str
+    line: int
+    path: str
+    says: tuple[str, ...]
+    file_mode: int = 0o644
+    dir_mode: int = 0o755
+    count: int = 1  # how many issues the directory yields in all
+
+    def write(self, state: StateDir) -> None:
+        for name, text in self.files:
+            state.write(name, text, mode=self.file_mode if name == self.file else 0o644)
+        os.chmod(state.path, self.dir_mode)
+
+    def where(self, state: StateDir) -> str:
+        place = str(state.path / self.file) if self.file else str(state.path)
+        return f"{place}:{self.line}" if self.line else place
+
+    def expected(self, state: StateDir) -> tuple[str, ...]:
+        """What `vnetd check` prints on stderr: the located line, then each fragment."""
+        field = f" {self.path}:" if self.path else ""
+        return (f"error: {self.where(state)}:{field} ",
+                *(s.replace("{dir}", str(state.path)) for s in self.says))
+
+    def matches(self, issue: ConfigIssue, state: StateDir) -> bool:
+        text = str(issue)
+        return (text.startswith(f"{self.where(state)}:") and issue.path == self.path
+                and all(s.replace("{dir}", str(state.path)) in issue.message for s in self.says))
+
+
+def bad(id: str, text: str, line: int, path: str, *says: str, **kw: object) -> Broken:
+    """A one-file case (10-bad.yaml)."""
+    return Broken(id, (("10-bad.yaml", text),), "10-bad.yaml", line, path, says, **kw)  # type: ignore[arg-type]
+
+
+ETH1 = """\
+    interfaces:
+    - name: eth1
+      type: ethernet
+    """
+
+BROKEN: list[Broken] = [
+    bad("yaml-syntax-error", """\
+        interfaces:
+        - name: eth1
+          type: [ethernet
+        """, 4, "", "YAML syntax error", "did not find expected ',' or ']'"),
+    bad("yaml-tab-indent", "interfaces:\n\t- name: eth1\n", 2, "", "YAML syntax error",
+        "found character that cannot start any token"),
+    bad("unknown-top-level-key", """\
+        interface:
+        - name: eth1
+          type: ethernet
+        """, 1, "interface", "unknown key", "valid keys: interfaces, routes, sysctl, firewall, libvirt"),
+    bad("unknown-interface-key", """\
+        interfaces:
+        - name: eth1
+          type: ethernet
+          mtux: 9000
+        """, 4, "interfaces[0].mtux", "unknown key in an interface", "valid keys: name, type, state, mtu"),
+    bad("mtu-as-string", """\
+        interfaces:
+        - name: eth1
+          type: ethernet
+          mtu: "9000"
+        """, 4, "interfaces[0].mtu", "expected an integer 68-65535, got a string ('9000')"),
+    bad("mtu-as-list", """\
+        interfaces:
+        - name: eth1
+          type: ethernet
+          mtu: [1]
+        """, 4, "interfaces[0].mtu", "expected an integer 68-65535, got a list"),
+    bad("mtu-50", """\
+        interfaces:
+        - name: eth1
+          type: ethernet
+          mtu: 50
+        """, 4, "interfaces[0].mtu", "50 is out of range", "68-65535"),
+    bad("mtu-70000", """\
+        interfaces:
+        - name: eth1
+          type: ethernet
+          state: up
+          mtu: 70000
+        """, 5, "interfaces[0].mtu", "70000 is out of range", "68-65535"),
+    bad("bad-cidr", """\
+        interfaces:
+        - name: eth1
+          type: ethernet
+          ipv4:
+            enabled: true
+            address: [192.0.2.300/24]
+        """, 6, "interfaces[0].ipv4.address[0]", "'192.0.2.300/24' is not a valid address/prefix"),
+    bad("address-without-prefix", """\
+        interfaces:
+        - name: eth1
+          type: ethernet
+          ipv4:
+            address:
+            - 192.0.2.10
+        """, 6, "interfaces[0].ipv4.address[0]", "has no prefix length",
+        "expected ADDRESS/PREFIX like 192.168.10.212/24"),
+    bad("ipv6-address-under-ipv4", """\
+        interfaces:
+        - name: eth1
+          type: ethernet
+          ipv4:
+            address:
+            - ip: 2001:db8::1
+              prefix-length: 24
+        """, 6, "interfaces[0].ipv4.address[0]", "2001:db8::1/24 is not an IPv4 address",
+        "listed under ipv4"),
+    bad("ipv6-scope-id", """\
+        interfaces:
+        - name: eth1
+          type: ethernet
+          ipv6:
+            address: ['fe80::1%eth1/64']
+        """, 5, "interfaces[0].ipv6.address[0]", "carries a scope id", "write the plain address"),
+    bad("name-16-chars", """\
+        interfaces:
+        - name: abcdefghijklmnop
+          type: dummy
+        """, 2, "interfaces[0].name", "is 16 bytes long; the kernel allows 1-15"),
+    bad("name-with-slash", """\
+        interfaces:
+        - name: eth1/0
+          type: ethernet
+        """, 2, "interfaces[0].name", "contains ['/']", "'/', ':', whitespace and non-ASCII are not allowed"),
+    bad("name-with-colon", """\
+        interfaces:
+        - name: "eth1:0"
+          type: ethernet
+        """, 2, "interfaces[0].name", "contains [':']", "are not allowed"),
+    bad("name-with-space", """\
+        interfaces:
+        - name: "eth 1"
+          type: ethernet
+        """, 2, "interfaces[0].name", "contains [' ']", "are not allowed"),
+    bad("empty-name", """\
+        interfaces:
+        - name: ""
+          type: dummy
+        """, 2, "interfaces[0].name", "must not be empty (1-15 characters)"),
+    bad("name-missing", """\
+        interfaces:
+        - type: dummy
+          mtu: 1500
+        """, 2, "interfaces[0].name", "required: the interface name (1-15 characters)"),
+    bad("unknown-type", """\
+        interfaces:
+        - name: bond0
+          type: bond
+        """, 3, "interfaces[0].type", "'bond' is not valid", "expected one of: ethernet, linux-bridge, veth, vlan"),
+    bad("port-is-its-own-bridge", """\
+        interfaces:
+        - name: br0
+          type: linux-bridge
+          bridge:
+            port:
+            - name: br0
+        """, 6, "interfaces[0].bridge.port[0]", "'br0' cannot be a port of itself"),
+    bad("port-listed-twice", """\
+        interfaces:
+        - name: br0
+          type: linux-bridge
+          bridge:
+            port:
+            - name: eth1
+            - name: eth1
+        """, 7, "interfaces[0].bridge.port[1]", "port 'eth1' is listed twice"),
+    Broken("port-in-two-bridges", (
+        ("10-a.yaml", """\
+            interfaces:
+            - name: br0
+              type: linux-bridge
+              bridge:
+                port: [{name: eth1}]
+            """),
+        ("20-b.yaml", """\
+            # the same uplink, written again for a second bridge
+            interfaces:
+            - name: br1
+              type: linux-bridge
+              bridge:
+                port:
+                - name: eth1
+            """)),
+        "20-b.yaml", 3, "interfaces[br1].bridge.port",
+        ("'eth1' is already a port of bridge 'br0' ({dir}/10-a.yaml:2)", "enslaved to one bridge only")),
+    bad("bridge-as-port", """\
+        interfaces:
+        - name: br0
+          type: linux-bridge
+          bridge:
+            port: [{name: br1}]
+        - name: br1
+          type: linux-bridge
+        """, 2, "interfaces[br0].bridge.port", "'br1' is a bridge; a bridge cannot be a port of another bridge"),
+    Broken("interface-in-two-files", (
+        ("10-a.yaml", ETH1),
+        ("20-b.yaml", """\
+            # eth1 again, with an MTU
+            interfaces:
+            - name: eth1
+              type: ethernet
+              mtu: 9000
+            """)),
+        "20-b.yaml", 3, "",
+        ("interface 'eth1' is defined twice: at {dir}/10-a.yaml:2 and at {dir}/20-b.yaml:3",)),
+    Broken("world-writable-file", (("10-bad.yaml", ETH1),), "10-bad.yaml", 0, "",
+           ("refusing an insecure state file: writable by others (mode 0646)",
+            "fix with: chown root:root {dir}/10-bad.yaml && chmod go-w {dir}/10-bad.yaml"), file_mode=0o646),
+    Broken("group-writable-dir", (("10-a.yaml", ETH1),), "", 0, "",
+           ("refusing an insecure state directory: writable by group (mode 0775)",
+            "fix with: chown root:root {dir} && chmod go-w {dir}"), dir_mode=0o775),
+    bad("bad-mac", """\
+        interfaces:
+        - name: eth1
+          type: ethernet
+          mac-address: 52:54:00:0a:fa
+        """, 4, "interfaces[0].mac-address", "is not a MAC address",
+        "expected six hex pairs like 52:54:00:0a:fa:3e"),
+    bad("multicast-mac", """\
+        interfaces:
+        - name: eth1
+          type: ethernet
+          mac-address: 01:00:5e:00:00:fb
+        """, 4, "interfaces[0].mac-address", "is a multicast address; a device needs a unicast MAC"),
+    bad("absent-ethernet", """\
+        interfaces:
+        - name: eth1
+          type: ethernet
+          state: absent
+        """, 4, "interfaces[0].state", "'absent' deletes virtual interfaces only",
+        "cannot be deleted, use state: down"),
+    bad("bridge-section-on-veth", """\
+        interfaces:
+        - name: veth0
+          type: veth
+          veth: {peer: veth1}
+          bridge:
+            options: {stp: {enabled: false}}
+        """, 5, "interfaces[0].bridge", "'bridge' is only valid with type: linux-bridge"),
+    bad("vlan-without-id", """\
+        interfaces:
+        - name: eth1.10
+          type: vlan
+          vlan:
+            base-iface: eth1
+        """, 5, "interfaces[0].vlan.id", "required: the VLAN id (1-4094)"),
+    bad("vlan-id-5000", """\
+        interfaces:
+        - name: eth1.5000
+          type: vlan
+          vlan:
+            base-iface: eth1
+            id: 5000
+        """, 6, "interfaces[0].vlan.id", "5000 is out of range", "1-4094"),
+    bad("vlan-section-missing", """\
+        interfaces:
+        - name: eth1.10
+          type: vlan
+        """, 2, "interfaces[0].vlan", "required for type: vlan: {base-iface: NAME, id: 1-4094}"),
+    bad("forward-delay-1-with-stp", """\
+        interfaces:
+        - name: br0
+          type: linux-bridge
+          bridge:
+            options:
+              stp:
+                enabled: true
+                forward-delay: 1
+        """, 8, "interfaces[0].bridge.options.stp.forward-delay",
+        "with STP enabled the kernel needs a forward delay of 2-30 seconds"),
+    bad("route-host-bits-set", """\
+        routes:
+          config:
+          - destination: 198.51.100.7/24
+            next-hop-address: 192.0.2.1
+        """, 3, "routes.config[0].destination", "has host bits set; did you mean 198.51.100.0/24?"),
+    bad("route-without-next-hop", """\
+        routes:
+          config:
+          - destination: 198.51.100.0/24
+            metric: 100
+        """, 3, "routes.config[0]", "a route needs next-hop-address, next-hop-interface or both"),
+    bad("route-next-hop-family-mismatch", """\
+        routes:
+          config:
+          - destination: 198.51.100.0/24
+            next-hop-address: 2001:db8::1
+        """, 4, "routes.config[0].next-hop-address",
+        "2001:db8::1 is IPv6 but the destination 198.51.100.0/24 is IPv4"),
+    bad("route-table-255", """\
+        routes:
+          config:
+          - destination: 198.51.100.0/24
+            next-hop-interface: eth1
+            table-id: 255
+        """, 5, "routes.config[0].table-id", "table 255 is the kernel's (local)",
+        "use the main table (254) or your own"),
+    bad("routes-written-as-list", """\
+        routes:
+        - destination: 198.51.100.0/24
+          next-hop-address: 192.0.2.1
+        """, 2, "routes", "expected a mapping with the keys config, got a list"),
+    Broken("route-twice-with-other-next-hop", (
+        ("10-a.yaml", """\
+            routes:
+              config:
+              - destination: 198.51.100.0/24
+                next-hop-address: 192.0.2.1
+            """),
+        ("20-b.yaml", """\
+            routes:
+              config:
+              - destination: 198.51.100.0/24
+                next-hop-address: 192.0.2.2
+            """)),
+        "20-b.yaml", 3, "",
+        ("route '198.51.100.0/24 table 254 metric 0' is defined twice: at {dir}/10-a.yaml:3 "
+         "and at {dir}/20-b.yaml:3",)),
+    bad("route-absent-and-declared", """\
+        routes:
+          config:
+          - destination: 198.51.100.0/24
+            next-hop-address: 192.0.2.1
+          - destination: 198.51.100.0/24
+            state: absent
+        """, 5, "", "route/198.51.100.0/24 is declared absent but route/198.51.100.0/24 via 192.0.2.1 "
+        "is declared at {dir}/10-bad.yaml:3"),
+    bad("dhcp-true", """\
+        interfaces:
+        - name: eth1
+          type: ethernet
+          ipv4:
+            enabled: true
+            dhcp: true
+        """, 6, "interfaces[0].ipv4.dhcp", "vnetd manages static addresses only; remove 'dhcp: true'"),
+    bad("key-is-a-list", """\
+        interfaces:
+        - name: eth1
+          type: ethernet
+          [mtu]: 9000
+        """, 4, "interfaces[0]", "keys must be plain strings, got a list"),
+    bad("key-is-null", """\
+        interfaces:
+        - name: eth1
+          type: ethernet
+          ~: 9000
+        """, 4, "interfaces[0]", "keys must be plain strings, got nothing (null)"),
+    bad("key-is-a-boolean", """\
+        interfaces:
+        - name: eth1
+          type: ethernet
+          yes: 9000
+        """, 4, "interfaces[0]", "keys must be plain strings, got a boolean ('yes')"),
+    bad("duplicate-key", """\
+        interfaces:
+        - name: eth1
+          type: ethernet
+          mtu: 1500
+          mtu: 9000
+        """, 5, "interfaces[0].mtu", "duplicate key (first written at line 4)"),
+    bad("top-level-list", """\
+        - name: eth1
+          type: ethernet
+        """, 1, "", "expected a mapping with the keys interfaces, routes, sysctl, firewall, libvirt, got a list"),
+    bad("interfaces-as-mapping", """\
+        interfaces:
+          eth1: {type: ethernet}
+        """, 2, "interfaces", "expected a list, got a mapping"),
+    bad("multiple-documents", """\
+        interfaces:
+        - name: eth1
+          type: ethernet
+        ---
+        interfaces:
+        - name: eth2
+          type: ethernet
+        """, 4, "", "YAML syntax error", "expected a single document in the stream but found another document"),
+    bad("deep-flow-nesting", "interfaces: " + "[" * 5000 + "]" * 5000 + "\n", 1, "",
+        "YAML syntax error", "exceeded maximum nesting depth"),
+    bad("deep-block-nesting", "interfaces:\n" + "".join("  " * i + "-\n" for i in range(1, 1200)), 1000, "",
+        "YAML syntax error", "exceeded maximum nesting depth"),
+]
+
+
+@pytest.mark.parametrize("case", BROKEN, ids=[c.id for c in BROKEN])
+def test_broken_interfaces_and_routes(case: Broken, state_dir: StateDir) -> None:
+    case.write(state_dir)
+    issues = issues_of(state_dir)
+    assert any(case.matches(i, state_dir) for i in issues), shown(issues)
+    assert len(issues) == case.count, shown(issues)
+    assert all(i.message for i in issues)
+
+
+def test_catalogue_is_large_and_distinct() -> None:
+    assert len(BROKEN) >= 30
+    assert len({c.id for c in BROKEN}) == len(BROKEN)
+    assert len({c.files for c in BROKEN}) == len(BROKEN)
+
+
+# --------------------------------------------------------------------------- alias bombs
+
+
+def _bomb(prefix: str, indent: str, key: str) -> str:
+    """Nine references per level, 20 levels: 9**20 leaves if anything expanded it."""
+    lines = [prefix, f"{indent}{key.format(0)} &l0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+    for n in range(1, 20):
+        lines.append(f"{indent}{key.format(n)} &l{n} [" + ", ".join([f"*l{n - 1}"] * 9) + "]")
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(("text", "path", "says"), [
+    (_bomb("interfaces:", "", "-"), "interfaces[19]", "expected a mapping with the keys name"),
+    (_bomb("sysctl:", "  ", "net.k{}:"), "sysctl[net.k19]", "expected a value as in sysctl.conf"),
+    (_bomb("firewall:\n  filter:\n    FORWARD:\n      rules:", "      ", "-"), "firewall.filter.FORWARD.rules[19]",
+     "expected a rule in iptables-save syntax"),
+], ids=["interfaces", "sysctl", "rules"])
+def test_alias_bomb_is_rejected_without_expanding(state_dir: StateDir, text: str, path: str, says: str) -> None:
+    state_dir.write("10-bomb.yaml", text)
+    issues = issues_of(state_dir)
+    assert len(issues) == 20, shown(issues)  # one per level: nothing was walked below the first
+    last = [i for i in issues if i.path == path]
+    assert last and says in last[0].message and "got a list" in last[0].message
+
+
+@pytest.mark.timeout(60)
+def test_aliases_of_valid_values_are_fine(state_dir: StateDir) -> None:
+    state_dir.write("10-a.yaml", """\
+        interfaces:
+        - {name: eth1, type: ethernet, mtu: &jumbo 9000}
+        - {name: br0, type: linux-bridge, mtu: *jumbo}
+        """)
+    state = load_state_dir(str(state_dir))
+    assert [i.mtu for i in state.interfaces] == [9000, 9000]
+
+
+# --------------------------------------------------------------------------- examples, order, merging
+
+
+@pytest.mark.parametrize("directory", ["vnetd.d", "examples/gateway", "examples/dmz-guest"])
+def test_bundled_examples_load(directory: str, state_dir: StateDir) -> None:
+    state_dir.copy_from(EXAMPLES / directory)
+    state = load_state_dir(str(state_dir))
+    assert state.files == tuple(str(state_dir.path / f.name) for f in sorted((EXAMPLES / directory).glob("*.yaml")))
+    if directory == "vnetd.d":
+        assert [i.name for i in state.interfaces] == ["eth1", "br0", "brdmz"]
+        br0 = state.interfaces[1]
+        assert br0.type is IfType.BRIDGE and br0.mtu == 9000 and br0.bridge is not None
+        assert br0.bridge.ports == ("eth1",) and br0.bridge.stp.forward_delay == 0
+        assert [str(a) for a in br0.ipv4.addresses] == ["192.168.10.212/24"]  # type: ignore[union-attr]
+        assert [(s.key, s.value) for s in state.sysctls] == [("net.bridge.bridge-nf-call-iptables", "1")]
+        assert [(c.table, c.name, [r.text for r in c.rules]) for c in state.chains] == [
+            ("filter", "FORWARD", ["-m physdev --physdev-is-bridged -j ACCEPT"])]
+        assert state.libvirt is not None and state.libvirt.reattach
+        assert [n.name for n in state.libvirt.networks] == ["default"]
+    elif directory == "examples/gateway":
+        assert [i.name for i in state.interfaces] == ["eth0", "eth1"]
+        assert {(c.table, c.name) for c in state.chains} == {("nat", "POSTROUTING"), ("filter", "INPUT"),
+                                                              ("filter", "FORWARD")}
+        assert [(s.key, s.value) for s in state.sysctls] == [("net.ipv4.ip_forward", "1")]
+    else:
+        assert [str(r.destination) for r in state.routes] == ["0.0.0.0/0"]
+        assert str(state.routes[0].next_hop_address) == "10.0.0.10"
+
+
+def test_drop_ins_are_read_in_lexical_order(state_dir: StateDir) -> None:
+    for name, iface in (("20-b.yaml", "dummy20"), ("9-c.yaml", "dummy9"), ("10-a.yaml", "dummy10"),
+                        ("10-a.yml", "dummy10y"), ("A.yaml", "dummyA")):
+        state_dir.write(name, f"interfaces:\n- {{name: {iface}, type: dummy}}\n")
+    state = load_state_dir(str(state_dir))
+    assert [Path(f).name for f in state.files] == ["10-a.yaml", "10-a.yml", "20-b.yaml", "9-c.yaml", "A.yaml"]
+    assert [i.name for i in state.interfaces] == ["dummy10", "dummy10y", "dummy20", "dummy9", "dummyA"]
+
+
+LEFTOVERS = ["10-a.yaml~", "10-a.yaml.swp", ".10-a.yaml.swp", "10-a.yaml.tmp", "10-a.yaml.rpmnew",
+             "10-a.yaml.rpmsave", "10-a.yaml.dpkg-old", "10-a.yaml.dpkg-new", "10-a.yaml.dpkg-dist",
+             "10-a.dpkg-new.yaml", "#10-a.yaml#", ".#10-a.yaml", ".hidden.yaml", "10-a.yaml.bak",
+             "10-a.yaml.orig", "x.tmp", "x~"]
+NOT_YAML = ["README", "10-a.json", "10-a.conf", "10-a.yaml.txt", "yaml", "10-a.YAML.disabled"]
+
+
+@pytest.mark.parametrize("name", LEFTOVERS + NOT_YAML)
+def test_is_state_file_skips_leftovers_and_other_files(name: str) -> None:
+    assert not is_state_file(name)
+
+
+@pytest.mark.parametrize("name", ["10-a.yaml", "10-a.yml", "a.b.yaml", "x~y.yaml"])
+def test_is_state_file_takes_yaml_drop_ins(name: str) -> None:
+    assert is_state_file(name)
+
+
+def test_leftovers_hidden_and_other_files_are_not_read(state_dir: StateDir) -> None:
+    state_dir.write("10-a.yaml", ETH1)
+    for name in LEFTOVERS + NOT_YAML:
+        state_dir.write(name, "interfaces: [ this is not even YAML\n", mode=0o666)  # insecure too: never opened
+    state = load_state_dir(str(state_dir))
+    assert state.files == (str(state_dir.path / "10-a.yaml"),)
+    assert [i.name for i in state.interfaces] == ["eth1"]
+
+
+def test_files_are_merged(state_dir: StateDir) -> None:
+    state_dir.write("10-links.yaml", """\
+        interfaces:
+        - name: eth1
+          type: ethernet
+          mtu: 9000
+        """)
+    state_dir.write("20-bridge.yaml", """\
+        interfaces:
+        - name: br0
+          type: linux-bridge
+          bridge:
+            port: [{name: eth1}]
+        routes:
+          config:
+          - destination: 198.51.100.0/24
+            next-hop-address: 192.0.2.1
+        """)
+    state_dir.write("30-sysctl.yaml", "sysctl:\n  net.ipv4.ip_forward: 1\n")
+    state_dir.write("40-firewall.yaml", """\
+        firewall:
+          filter:
+            FORWARD:
+              rules: [-i br0 -j ACCEPT]
+          nat:
+            POSTROUTING:
+              rules: [-o eth1 -j MASQUERADE]
+        """)
+    state_dir.write("50-libvirt.yaml", "libvirt:\n  networks:\n  - name: default\n")
+    state_dir.write("60-more-routes.yaml", """\
+        routes:
+          config:
+          - destination: 203.0.113.0/24
+            next-hop-interface: br0
+        """)
+    state = load_state_dir(str(state_dir))
+    assert [i.name for i in state.interfaces] == ["eth1", "br0"]
+    assert [str(r.destination) for r in state.routes] == ["198.51.100.0/24", "203.0.113.0/24"]
+    assert [s.key for s in state.sysctls] == ["net.ipv4.ip_forward"]
+    assert [(c.table, c.name) for c in state.chains] == [("filter", "FORWARD"), ("nat", "POSTROUTING")]
+    assert state.libvirt is not None and [n.name for n in state.libvirt.networks] == ["default"]
+    origins = {i.name: i.origin for i in state.interfaces}
+    assert str(origins["br0"]) == f"{state_dir.path / '20-bridge.yaml'}:2"
+
+
+# --------------------------------------------------------------------------- duplicates across files
+
+
+DUPLICATES = {
+    # kind: (first file, second file, first line, second line, message start)
+    "interface": (ETH1, "\n" + ETH1, 2, 3, "interface 'eth1' is defined twice"),
+    "chain": ("firewall:\n  filter:\n    FORWARD:\n      rules: [-j ACCEPT]\n",
+              "firewall:\n  filter:\n    INPUT: {}\n    FORWARD:\n      mode: exclusive\n", 3, 4,
+              "chain 'filter FORWARD' is defined twice"),
+    "sysctl key": ("sysctl:\n  net.ipv4.ip_forward: 1\n", "sysctl:\n  net.ipv4.conf.all.rp_filter: 1\n"
+                   "  net/ipv4/ip_forward: 0\n", 2, 3, "sysctl key 'net.ipv4.ip_forward' is defined twice"),
+    "libvirt network": ("libvirt:\n  networks:\n  - name: default\n",
+                        "libvirt:\n  networks:\n  - name: isolated\n  - name: default\n    state: inactive\n",
+                        3, 4, "libvirt network 'default' is defined twice"),
+    "route": ("routes:\n  config:\n  - destination: 198.51.100.0/24\n    next-hop-address: 192.0.2.1\n",
+              "# again\nroutes:\n  config:\n  - destination: 198.51.100.0/24\n    next-hop-address: 192.0.2.1\n",
+              3, 4, "route '198.51.100.0/24 table 254 metric 0' is defined twice"),
+}
+
+
+@pytest.mark.parametrize("kind", list(DUPLICATES))
+def test_duplicate_across_files_names_both_places(kind: str, state_dir: StateDir) -> None:
+    first, second, line1, line2, says = DUPLICATES[kind]
+    state_dir.write("10-a.yaml", first)
+    state_dir.write("20-b.yaml", second)
+    issues = issues_of(state_dir)
+    assert len(issues) == 1, shown(issues)
+    a, b = state_dir.path / "10-a.yaml", state_dir.path / "20-b.yaml"
+    assert str(issues[0]) == f"{b}:{line2}: {says}: at {a}:{line1} and at {b}:{line2}"
+
+
+# --------------------------------------------------------------------------- every error of a run
+
+
+def test_every_error_of_every_file_is_reported(state_dir: StateDir) -> None:
+    state_dir.write("10-three.yaml", """\
+        interfaces:
+        - name: eth1
+          type: ethernet
+          mtu: 50
+          mac-address: zz:zz
+        - name: abcdefghijklmnopq
+          type: dummy
+        """)
+    state_dir.write("20-two.yaml", """\
+        sysctl:
+          kernel.panic: 1
+        routes:
+          config:
+          - destination: 198.51.100.1/24
+            next-hop-address: 192.0.2.1
+        """)
+    state_dir.write("30-fine.yaml", "interfaces:\n- {name: eth2, type: ethernet}\n")
+    state_dir.write("40-insecure.yaml", ETH1, mode=0o664)
+    issues = issues_of(state_dir)
+    three, two, insecure = (str(state_dir.path / n) for n in ("10-three.yaml", "20-two.yaml", "40-insecure.yaml"))
+    assert [(i.file, i.line, i.path) for i in issues] == [
+        (insecure, 0, ""),  # read problems come first, then each file in order
+        (three, 4, "interfaces[0].mtu"),
+        (three, 5, "interfaces[0].mac-address"),
+        (three, 6, "interfaces[1].name"),
+        (two, 2, "sysctl[kernel.panic]"),
+        (two, 5, "routes.config[0].destination"),
+    ], shown(issues)
+
+
+def test_a_file_with_three_problems_yields_three_issues(state_dir: StateDir) -> None:
+    state_dir.write("10-a.yaml", """\
+        interfaces:
+        - name: br0
+          type: linux-bridge
+          mtu: 50
+          state: sideways
+          bridge:
+            options:
+              stp: {enabled: true, forward-delay: 1}
+        """)
+    issues = issues_of(state_dir)
+    assert [(i.line, i.path) for i in issues] == [
+        (5, "interfaces[0].state"), (4, "interfaces[0].mtu"), (8, "interfaces[0].bridge.options.stp.forward-delay"),
+    ], shown(issues)
+
+
+def test_issues_per_file_are_capped_with_a_summary(state_dir: StateDir) -> None:
+    bad_names = "".join(f"- {{name: 'bad name {n}', type: dummy}}\n" for n in range(MAX_ISSUES_PER_FILE + 50))
+    state_dir.write("10-a.yaml", "interfaces:\n" + bad_names)
+    issues = issues_of(state_dir)
+    assert len(issues) == MAX_ISSUES_PER_FILE + 1
+    assert issues[-1].message == "... and 50 more issues"
+
+
+def test_the_error_names_file_line_path_and_what_is_valid(state_dir: StateDir) -> None:
+    state_dir.write("10-a.yaml", "interfaces:\n- name: eth1\n  type: ethernet\n- name: br0\n"
+                                 "  type: linux-bridge\n  mtu: 50\n")
+    (issue,) = issues_of(state_dir)
+    assert str(issue) == (f"{state_dir.path / '10-a.yaml'}:6: interfaces[1].mtu: "
+                          "50 is out of range; expected an integer 68-65535")
+
+
+# --------------------------------------------------------------------------- security of the directory
+
+
+@pytest.mark.parametrize(("mode", "owner", "problem"), [
+    (0o775, 0, "writable by group (mode 0775)"),
+    (0o757, 0, "writable by others (mode 0757)"),
+    (0o777, 0, "writable by group and others (mode 0777)"),
+    (0o755, 65534, "owned by uid 65534, not root"),
+], ids=["group-writable", "world-writable", "both", "other-owner"])
+def test_insecure_directory_is_refused(state_dir: StateDir, mode: int, owner: int, problem: str) -> None:
+    state_dir.write("10-a.yaml", ETH1)
+    os.chmod(state_dir.path, mode)
+    os.chown(state_dir.path, owner, -1)
+    (issue,) = issues_of(state_dir)
+    d = state_dir.path
+    assert str(issue) == (f"{d}: refusing an insecure state directory: {problem}; "
+                          f"fix with: chown root:root {d} && chmod go-w {d}")
+
+
+@pytest.mark.parametrize(("mode", "owner", "problem"), [
+    (0o664, 0, "writable by group (mode 0664)"),
+    (0o646, 0, "writable by others (mode 0646)"),
+    (0o644, 65534, "owned by uid 65534, not root"),
+], ids=["group-writable", "world-writable", "other-owner"])
+def test_insecure_file_is_refused(state_dir: StateDir, mode: int, owner: int, problem: str) -> None:
+    state_dir.write("10-a.yaml", ETH1)
+    path = state_dir.write("20-b.yaml", "interfaces:\n- {name: eth2, type: ethernet}\n", mode=mode)
+    os.chown(path, owner, -1)
+    (issue,) = issues_of(state_dir)
+    assert str(issue) == (f"{path}: refusing an insecure state file: {problem}; "
+                          f"fix with: chown root:root {path} && chmod go-w {path}")
+
+
+def test_checks_can_be_disabled_for_tools(state_dir: StateDir) -> None:
+    state_dir.write("10-a.yaml", ETH1, mode=0o666)
+    os.chmod(state_dir.path, 0o777)
+    state = load_state_dir(str(state_dir), require_root=False)
+    assert [i.name for i in state.interfaces] == ["eth1"]
+
+
+def test_symlink_out_of_the_directory_is_refused(state_dir: StateDir, tmp_path: Path) -> None:
+    outside = tmp_path / "elsewhere.yaml"
+    outside.write_text(ETH1)
+    os.chmod(outside, 0o644)
+    (state_dir.path / "10-a.yaml").symlink_to(outside)
+    (state_dir.path / "20-b.yaml").symlink_to("../elsewhere.yaml")
+    (state_dir.path / "30-c.yaml").symlink_to("/etc/passwd")
+    issues = issues_of(state_dir)
+    refused = "outside the state directory; refusing to follow it"
+    assert [str(i) for i in issues] == [
+        f"{state_dir.path / '10-a.yaml'}: is a symlink to {outside}, {refused}",
+        f"{state_dir.path / '20-b.yaml'}: is a symlink to {outside}, {refused}",
+        f"{state_dir.path / '30-c.yaml'}: is a symlink to /etc/passwd, {refused}",
+    ]
+
+
+def test_symlink_inside_the_directory_is_followed(state_dir: StateDir) -> None:
+    state_dir.write(".eth1.real", ETH1)
+    state_dir.write(".eth2.real", "interfaces:\n- {name: eth2, type: ethernet}\n")
+    (state_dir.path / "10-a.yaml").symlink_to(".eth1.real")  # relative
+    (state_dir.path / "20-b.yaml").symlink_to(state_dir.path / ".eth2.real")  # absolute
+    state = load_state_dir(str(state_dir))
+    assert [i.name for i in state.interfaces] == ["eth1", "eth2"]
+    assert state.files == (str(state_dir.path / "10-a.yaml"), str(state_dir.path / "20-b.yaml"))
+
+
+def test_symlink_to_an_insecure_file_is_refused(state_dir: StateDir) -> None:
+    state_dir.write(".real", ETH1, mode=0o666)
+    (state_dir.path / "10-a.yaml").symlink_to(".real")
+    (issue,) = issues_of(state_dir)
+    assert "refusing an insecure state file: writable by group and others (mode 0666)" in issue.message
+
+
+def test_dangling_symlink_is_an_error(state_dir: StateDir) -> None:
+    (state_dir.path / "10-a.yaml").symlink_to("gone.yaml")
+    (issue,) = issues_of(state_dir)
+    assert str(issue) == f"{state_dir.path / '10-a.yaml'}: is a symlink to {state_dir.path / 'gone.yaml'}, " \
+                         "which does not exist"
+
+
+def test_missing_directory_and_plain_file(tmp_path: Path) -> None:
+    (issue,) = issues_of(tmp_path / "nowhere")
+    assert str(issue) == f"{tmp_path / 'nowhere'}: state directory does not exist"
+    plain = tmp_path / "plain"
+    plain.write_text("")
+    (issue,) = issues_of(plain)
+    assert str(issue) == f"{plain}: is not a directory"
+
+
+@pytest.mark.timeout(60)
+def test_directory_and_fifo_named_yaml_are_not_read(state_dir: StateDir) -> None:
+    (state_dir.path / "10-dir.yaml").mkdir()
+    os.mkfifo(state_dir.path / "20-fifo.yaml")  # must not block the reader
+    issues = issues_of(state_dir)
+    assert [str(i) for i in issues] == [f"{state_dir.path / '10-dir.yaml'}: is not a regular file",
+                                       f"{state_dir.path / '20-fifo.yaml'}: is not a regular file"]
+
+
+# --------------------------------------------------------------------------- contents that are not YAML text
+
+
+@pytest.mark.parametrize("text", ["", "\n\n", "# only a comment\n", "---\n# nothing yet\n", "~\n",
+                                  "interfaces:\nroutes:\n", "interfaces: []\nfirewall: {}\nsysctl: {}\n"],
+                         ids=["empty", "blank", "comment", "document-marker", "null", "null-sections",
+                              "empty-sections"])
+def test_empty_files_declare_nothing(state_dir: StateDir, text: str) -> None:
+    state_dir.write("10-a.yaml", text)
+    state = load_state_dir(str(state_dir))
+    assert state.files == (str(state_dir.path / "10-a.yaml"),)
+    assert not (state.interfaces or state.routes or state.sysctls or state.chains or state.libvirt)
+
+
+def write_bytes(state: StateDir, name: str, data: bytes) -> Path:
+    path = state.path / name
+    path.write_bytes(data)
+    os.chmod(path, 0o644)
+    return path
+
+
+@pytest.mark.parametrize("data", [
+    b"interfaces:\n- name: eth1\0\n",
+    bytes(range(256)) * 4,
+    b"\x7fELF\x02\x01\x01\x00" + bytes(64),
+    "interfaces:\n".encode("utf-16"),
+], ids=["nul-byte", "all-bytes", "elf", "utf-16"])
+def test_binary_files_are_refused(state_dir: StateDir, data: bytes) -> None:
+    path = write_bytes(state_dir, "10-a.yaml", data)
+    (issue,) = issues_of(state_dir)
+    assert str(issue) == f"{path}: is binary (contains NUL bytes), not a YAML text file"
+
+
+def test_non_utf8_text_is_refused_with_its_line(state_dir: StateDir) -> None:
+    path = write_bytes(state_dir, "10-a.yaml", "interfaces:\n- name: eth1\n  description: caf\u00e9\n"
+                       .encode("latin-1"))
+    (issue,) = issues_of(state_dir)
+    assert str(issue) == f"{path}:3: is not UTF-8 text (byte 43)"
+
+
+def test_control_characters_are_a_yaml_error(state_dir: StateDir) -> None:
+    path = write_bytes(state_dir, "10-a.yaml", b"interfaces:\n- name: \x01\x02\x1b[31m\n")
+    (issue,) = issues_of(state_dir)
+    assert str(issue) == f"{path}:2: YAML syntax error: character U+0001 is not allowed in YAML text"
+
+
+def test_utf8_bom_and_crlf_are_accepted(state_dir: StateDir) -> None:
+    write_bytes(state_dir, "10-a.yaml", "\ufeffinterfaces:\r\n- name: eth1\r\n  type: ethernet\r\n".encode())
+    state = load_state_dir(str(state_dir))
+    assert [i.name for i in state.interfaces] == ["eth1"]
+
+
+def test_unicode_in_a_name_is_refused(state_dir: StateDir) -> None:
+    state_dir.write("10-a.yaml", "interfaces:\n- name: \u00e9th1\n  type: ethernet\n")
+    (issue,) = issues_of(state_dir)
+    assert issue.path == "interfaces[0].name" and "non-ASCII are not allowed" in issue.message
+
+
+def test_python_tags_construct_nothing(state_dir: StateDir, tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    state_dir.write("10-a.yaml", f"""\
+        interfaces: !!python/object/apply:os.system ['touch {marker}']
+        sysctl: !!python/object/apply:os.system ['touch {marker}']
+        """)
+    issues = issues_of(state_dir)
+    assert not marker.exists()
+    assert [i.path for i in issues] == ["interfaces[0]", "sysctl"], shown(issues)
+
+
+def test_load_sources_takes_already_read_files() -> None:
+    sources = [SourceFile("/virtual/10-a.yaml", textwrap.dedent(ETH1)),
+               SourceFile("/virtual/20-b.yaml", "interfaces:\n- {name: eth1, type: ethernet, state: down}\n")]
+    with pytest.raises(ConfigError) as info:
+        load_sources(sources)
+    assert str(info.value) == ("/virtual/20-b.yaml:2: interface 'eth1' is defined twice: "
+                               "at /virtual/10-a.yaml:2 and at /virtual/20-b.yaml:2")
+    state = load_sources(sources[1:])
+    assert state.interfaces[0].state is AdminState.DOWN

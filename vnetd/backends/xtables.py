@@ -166,6 +166,7 @@ def _addr(value: str | None) -> tuple[bytes, bytes]:
     return net.network_address.packed, net.netmask.packed
 
 
+@functools.lru_cache(maxsize=4096)
 def _iface(value: str | None) -> tuple[bytes, bytes]:
     """Interface name and mask exactly as xtables_parse_interface fills them."""
     if not value:
@@ -213,6 +214,7 @@ def encode_header(rule: Rule, target_offset: int, next_offset: int) -> bytes:
                        protocol_number(rule), flags, inv, 0, target_offset, next_offset, 0)
 
 
+@functools.lru_cache(maxsize=1024)
 def xt_header(size: int, name: str, revision: int = 0) -> bytes:
     return _XT_HEADER.pack(size, name.encode(), revision)
 
@@ -224,7 +226,9 @@ def comment_match(text: str) -> bytes:
     return xt_header(COMMENT_SIZE, "comment") + raw.ljust(256, b"\0")
 
 
+@functools.lru_cache(maxsize=4096)
 def standard_target(name: str) -> bytes:
+
     """ACCEPT/DROP/RETURN/QUEUE, a chain to jump to, or "" (no target: fall through)."""
     return xt_header(STANDARD_TARGET_SIZE, name) + bytes(8)
 

@@ -17,6 +17,7 @@ compiles every rule through python-iptables during ``check``.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from dataclasses import dataclass
 
@@ -90,8 +91,10 @@ def tokenize(text: str) -> list[Token]:
     """Split like iptables-restore: whitespace, "double" or 'single' quotes, \\-escapes."""
     if len(text) > MAX_RULE_LENGTH:
         raise RuleSyntaxError(f"rule is {len(text)} characters long; at most {MAX_RULE_LENGTH}")
-    if any(not c.isprintable() and c not in "\t" for c in text):
+    if not text.replace("\t", " ").isprintable():
         raise RuleSyntaxError("rule contains control characters")
+    if '"' not in text and "'" not in text and "\\" not in text:  # the common case: plain words
+        return [Token(word, False) for word in text.split()]
     tokens: list[Token] = []
     i, n = 0, len(text)
     while i < n:
@@ -135,6 +138,9 @@ def _is_option(tok: Token) -> bool:
 
 
 def _is_number(text: str) -> bool:
+    """An integer as int() reads one ("-1", "+2"); cheap for the option tokens it is asked about."""
+    if not text.strip().lstrip("+-")[:1].isdigit():
+        return False
     try:
         int(text)
     except ValueError:
@@ -175,7 +181,9 @@ def parse_rule(text: str) -> Rule:
             value = _value(tokens, i, word)
             if field in header:
                 raise RuleSyntaxError(f"{word} is given twice")
-            header[field] = HeaderField(_canonical_header(field, value, negate), negate)
+            canonical = _canonical_header(field, value, negate)
+            if not (canonical == "0.0.0.0/0" and not negate):  # any address: iptables-save leaves it out
+                header[field] = HeaderField(canonical, negate)
             negate = False
             i += 2
             continue
@@ -286,27 +294,38 @@ def _check_protocol_matches(header: RuleHeader, matches: tuple[RuleModule, ...])
                 raise RuleSyntaxError(f"-m {m.name} needs '-p {m.name}' (the kernel refuses it otherwise)")
 
 
+@functools.lru_cache(maxsize=65536)
+def _canonical_address(value: str) -> str:
+    """10.0.0.5/24 -> 10.0.0.0/24, 192.0.2.1 -> 192.0.2.1/32, as iptables-save prints them."""
+    if "," in value:
+        raise RuleSyntaxError(f"{value!r}: one address per rule (write one rule per address)")
+    try:
+        net = ipaddress.ip_network(value, strict=False)
+    except ValueError:
+        raise RuleSyntaxError(
+            f"{value!r} is not an IPv4 address or network (hostnames are not resolved; "
+            "write e.g. 10.0.0.0/24)") from None
+    if net.version != 4:
+        raise RuleSyntaxError(f"{value!r} is IPv6; vnetd manages the IPv4 tables (iptables) only")
+    return f"{net.network_address}/{net.prefixlen}"
+
+
+@functools.lru_cache(maxsize=4096)
+def _canonical_interface(value: str) -> str:
+    name = value[:-1] if value.endswith("+") else value
+    if name == "" and value == "+":
+        return value
+    problem = validate.interface_name(name)
+    if problem:
+        raise RuleSyntaxError(problem)
+    return value
+
+
 def _canonical_header(field: str, value: str, negate: bool) -> str:
     if field in ("source", "destination"):
-        if "," in value:
-            raise RuleSyntaxError(f"{value!r}: one address per rule (write one rule per address)")
-        try:
-            net = ipaddress.ip_network(value, strict=False)
-        except ValueError:
-            raise RuleSyntaxError(
-                f"{value!r} is not an IPv4 address or network (hostnames are not resolved; "
-                "write e.g. 10.0.0.0/24)") from None
-        if net.version != 4:
-            raise RuleSyntaxError(f"{value!r} is IPv6; vnetd manages the IPv4 tables (iptables) only")
-        return str(net) if "/" in str(net) else f"{net}/32"
+        return _canonical_address(value)
     if field in ("in_interface", "out_interface"):
-        name = value[:-1] if value.endswith("+") else value
-        if name == "" and value == "+":
-            return value
-        problem = validate.interface_name(name)
-        if problem:
-            raise RuleSyntaxError(problem)
-        return value
+        return _canonical_interface(value)
     # protocol
     lowered = value.lower()
     if lowered in PROTOCOL_NUMBERS:

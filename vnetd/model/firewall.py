@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import re
+
 
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -20,6 +22,7 @@ from enum import StrEnum
 from vnetd.model.common import Origin
 
 TAG_PREFIX = "vnetd:"
+_PLAIN = re.compile(r"[\w\-.:/,=+@%^]+", re.ASCII)
 #: Comment of the marker rule (no target, a no-op) that makes a user chain vnetd's.
 OWNER_MARK = "vnetd:owned-chain"
 
@@ -129,7 +132,7 @@ def rule_tag(table: str, chain: str, text: str) -> str:
 
 def quote(value: str) -> str:
     """Quote a value the way iptables-save does (only when it needs it)."""
-    if value and all(c.isalnum() or c in "-_.:/,=+@%^" for c in value):
+    if value and _PLAIN.fullmatch(value):
         return value
     escaped = value.replace("\\", "\\\\").replace('"', '\\"')
     return f'"{escaped}"'

@@ -121,7 +121,14 @@ def show_state(state_dir: str, netns: str | None) -> str:
     firewall = show_firewall(desired.chains if desired is not None else ())
     if firewall:
         sections["firewall"] = firewall
+    if desired is not None and desired.libvirt is not None:
+        from vnetd.backends.libvirt import show_libvirt
+
+        networks = show_libvirt(desired.libvirt.uri)
+        if networks is not None:
+            sections["libvirt"] = networks
     where = f"network namespace {netns}" if netns else "this host"
+
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
     return render_state(sections, f"vnetd show: current state of {where}, {stamp}")
 

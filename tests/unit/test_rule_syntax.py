@@ -391,9 +391,12 @@ BROKEN_XTABLES: list[Broken] = [
              "unknown match 'nosuchmatch' (no libxt/libipt extension of that name)"),
     xt_rule("xt-unknown-option-of-known-match", "-p tcp -m tcp --nosuch 1 -j ACCEPT",
              "-m tcp has no option --nosuch"),
-    xt_rule("xt-bad-option-value", "-m state --state BOGUS -j ACCEPT", "-m state --state BOGUS"),
-    xt_rule("xt-port-out-of-range", "-p tcp --dport 99999 -j ACCEPT", "-m tcp --dport 99999", "invalid value"),
-    xt_rule("xt-unknown-target-option", "-j LOG --nosuch", "-j LOG --nosuch"),
+    xt_rule("xt-bad-option-value", "-m state --state BOGUS -j ACCEPT", "-m state: --state BOGUS"),
+    xt_rule("xt-port-out-of-range", "-p tcp --dport 99999 -j ACCEPT", "-m tcp: --dport 99999 is not a valid value"),
+    xt_rule("xt-unknown-target-option", "-j LOG --nosuch", "-j LOG has no option --nosuch"),
+    xt_rule("xt-multiport-without-protocol", "-m multiport --dports 22,80 -j ACCEPT",
+            "multiport needs -p tcp"),
+    xt_rule("xt-jump-to-missing-chain", "-j NOSUCHCHAIN", "no chain of that name in the filter table"),
     xt_rule("xt-options-on-accept", "-j ACCEPT --log-prefix x", "-j ACCEPT takes no options"),
 ]
 

@@ -25,15 +25,14 @@ import ctypes
 import ctypes.util
 import functools
 import hashlib
-
-
 import ipaddress
 import os
+import re
 import struct
 import subprocess
 import sys
 import sysconfig
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -373,13 +372,26 @@ class RuleCompiler:
         return Segment(data, module.usersize)
 
 
+_PYIPTC_NOISE = re.compile(r"b'([^']*)'")
+
+
 def _explain(kind: str, name: str, exc: BaseException, option: RuleOption | None = None) -> str:
+    """python-iptables' errors, readable: bytes reprs and libxtables' numeric codes removed."""
     what = f"-m {name}" if kind == "match" else f"-j {name}"
-    text = str(exc).strip() or type(exc).__name__
-    if "invalid parameter" in text and option is not None:
+    text = _PYIPTC_NOISE.sub(r"\1", str(exc).strip()) or type(exc).__name__
+    if ("invalid parameter" in text or "no such parameter" in text) and option is not None:
         return f"{what} has no option --{option.name}"
+
     if option is not None:
-        return f"{what} --{option.name} {' '.join(option.values)}: {text}"
+        shown = f"--{option.name} {' '.join(option.values)}".strip()
+        if "parameter error" in text or "invalid value" in text or "error -" in text:
+            hint = ""
+            if name == "multiport" and not option.inverted:
+                hint = " (multiport needs -p tcp, udp, udplite, sctp or dccp)"
+            return f"{what}: {shown} is not a valid value{hint}"
+        return f"{what}: {shown}: {text}"
+    if "error -" in text or "parameter" in text:
+        return f"{what}: its options are incomplete or inconsistent ({text})"
     return f"{what}: {text}"
 
 
@@ -479,34 +491,59 @@ def shared_compiler() -> RuleCompiler:
     return _shared_compiler
 
 
-def validate_rules(chains: Iterable[ChainSpec]) -> None:
-    """Compile every declared rule; raise ConfigError naming file, line and rule for each failure."""
+def _issue(chain: ChainSpec, i: int, rule: Rule, message: str) -> ConfigIssue:
+    origin = rule.origin
+    return ConfigIssue(origin.file if origin else "?", origin.line if origin else 0,
+                       f"firewall.{chain.table}.{chain.name}.rules[{i}]", f"{message} (rule: {rule.text})")
+
+
+def validate_rules(chains: Iterable[ChainSpec], existing_chains: Callable[[str], set[str] | None] | None = None
+                   ) -> list[str]:
+    """Compile every declared rule; raise ConfigError naming file, line and rule for each failure.
+
+    A jump to a chain neither declared in the same table nor known to the kernel
+    (``existing_chains(table)``; None when the table cannot be read) would make the
+    whole table's commit fail: an error when the kernel's chains are known, a
+    warning (returned) when they are not.
+    """
     chains = tuple(chains)
     compiler = shared_compiler()
     issues: list[ConfigIssue] = []
+    warnings: list[str] = []
     for chain in chains:
         user_chains = {c.name for c in chains if c.table == chain.table and not c.builtin}
         for i, rule in enumerate(chain.rules):
             try:
-                compiler.compile(chain, rule, user_chains)
+                compiled = compiler.compile(chain, rule, user_chains)
             except RuleCompileError as exc:
-                origin = rule.origin
-                issues.append(ConfigIssue(origin.file if origin else "?", origin.line if origin else 0,
-                                          f"firewall.{chain.table}.{chain.name}.rules[{i}]",
-                                          f"{exc} (rule: {rule.text})"))
+                issues.append(_issue(chain, i, rule, str(exc)))
+                continue
+            target = compiled.target_name
+            if not target or target in STANDARD_NAMES or target in user_chains:
+                continue
+            known = existing_chains(chain.table) if existing_chains else None
+            if known is None:
+                warnings.append(f"{chain.resource}: '-j {target}' jumps to a chain the state files do not declare; "
+                                "it must exist when the rule is written")
+            elif target not in known:
+                issues.append(_issue(chain, i, rule, f"'{'-g' if rule.target.goto else '-j'} {target}': no such "
+                                     f"target, and no chain of that name in the {chain.table} table (declare it "
+                                     "under the table, or check the spelling)"))
     if issues:
         raise ConfigError(issues)
+    return warnings
 
 
 # --------------------------------------------------------------------------- display
 
 
 def _render_header(entry: bytes) -> list[str]:
-    src, dst, smsk, dmsk, iniface, outiface, inmask, outmask, proto, flags, inv, *_ = _ENTRY.unpack_from(entry)
+    src, dst, smsk, dmsk, iniface, outiface, _inmask, _outmask, proto, flags, inv, *_ = _ENTRY.unpack_from(entry)
     parts = []
     for flag, addr, mask, bit in (("-s", src, smsk, IPT_INV_SRCIP), ("-d", dst, dmsk, IPT_INV_DSTIP)):
         if mask != bytes(4) or inv & bit:
-            net = ipaddress.IPv4Network((ipaddress.IPv4Address(addr), ipaddress.IPv4Address(mask).exploded), strict=False)
+            net = ipaddress.IPv4Network((ipaddress.IPv4Address(addr), ipaddress.IPv4Address(mask).exploded),
+                                        strict=False)
             parts.append(f"{'! ' if inv & bit else ''}{flag} {net}")
     for flag, name, bit in (("-i", iniface, IPT_INV_VIA_IN), ("-o", outiface, IPT_INV_VIA_OUT)):
         text = name.split(b"\0", 1)[0].decode("ascii", "replace")
@@ -548,7 +585,7 @@ def render_entry(entry: bytes, meaning: str | None, *, drop_tag: bool = True) ->
     try:
         iptc = iptc_module()
         rule = offline_rule_class()()
-    except Exception:  # noqa: BLE001 - display only: fall back to names
+    except Exception:
         iptc = rule = None
     for off, size, name in iter_segments(entry, target_offset):
         text = ""
@@ -560,7 +597,7 @@ def render_entry(entry: bytes, meaning: str | None, *, drop_tag: bool = True) ->
         elif iptc is not None:
             try:
                 text = _render_module(iptc, rule, "match", entry[off : off + size])
-            except Exception:  # noqa: BLE001 - display only
+            except Exception:
                 text = "(options not shown)"
         parts.append(f"-m {name}" + (f" {text}" if text else ""))
     goto = bool(entry[82] & IPT_F_GOTO)
@@ -573,7 +610,7 @@ def render_entry(entry: bytes, meaning: str | None, *, drop_tag: bool = True) ->
         if iptc is not None:
             try:
                 text = _render_module(iptc, rule, "target", entry[target_offset:next_offset])
-            except Exception:  # noqa: BLE001 - display only
+            except Exception:
                 text = "(options not shown)"
         parts.append(f"-j {name}" + (f" {text}" if text else ""))
     return " ".join(parts)

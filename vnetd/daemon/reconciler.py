@@ -270,7 +270,14 @@ class Reconciler:
             now = self.engine.backends.sysctl.read(s.key for s in self.desired.sysctls)
             if now != self.sysctl_last:
                 reasons.append("sysctl")
+        if self.desired.libvirt is not None:
+            libvirt = self.engine.backends.current_libvirt
+            # libvirt sends no event when a network's autostart is switched
+            if libvirt is not None and libvirt.connected and libvirt.changed():
+                self.lv_dirty = True
+                reasons.append("libvirt")
         return reasons
+
 
     # -- the pass ---------------------------------------------------------------------
 

@@ -9,7 +9,7 @@ from vnetd.desired import validate
 from vnetd.desired.nodes import FileContext, MapView, as_map, as_string, join
 from vnetd.desired.rules import RuleSyntaxError, parse_rule
 from vnetd.model.common import Origin
-from vnetd.model.firewall import BUILTIN_CHAINS, POLICIES, TABLES, ChainMode, ChainSpec, Rule
+from vnetd.model.firewall import BUILTIN_CHAINS, POLICIES, TABLES, TAG_PREFIX, ChainMode, ChainSpec, Rule
 
 _CHAIN_KEYS = ("policy", "mode", "rules")
 _MODES = tuple(m.value for m in ChainMode)
@@ -81,6 +81,11 @@ def _parse_chain(
             rule = parse_rule(text)
         except RuleSyntaxError as exc:
             ctx.error(item, rpath, f"{exc} (rule: {text})")
+            continue
+        if any(m.name == "comment" and any(v.startswith(TAG_PREFIX) for o in m.options for v in o.values)
+               for m in rule.matches):
+            ctx.error(item, rpath, f"comments starting with '{TAG_PREFIX}' are vnetd's own tags (one is added to "
+                      f"every rule it writes); choose another comment (rule: {text})")
             continue
         if rule.text in seen:
             ctx.error(item, rpath, f"the same rule is already listed at line {seen[rule.text]}")

@@ -162,10 +162,17 @@ def plan(desired: DesiredState, observed: Observed, memo: PlanMemo | None = None
         firewall, fingerprints = observed.firewall, observed.rule_fingerprints
         sections.append(memo.get("firewall", (desired.chains, firewall, fingerprints),
                                  lambda: plan_firewall(desired.chains, firewall, fingerprints)))
-    if observed.networks is not None and desired.libvirt is not None:
-        from vnetd.plan.libvirt import plan_libvirt
+    if desired.libvirt is not None:
+        if observed.networks is None:
+            # nothing of libvirt's can be checked: that is not "converged"
+            sections.append(([], [Problem(f"libvirt/{desired.libvirt.uri}",
+                                          f"libvirt at {desired.libvirt.uri} is not reachable; its networks and "
+                                          "guests' taps are not checked")]))
+        else:
+            from vnetd.plan.libvirt import plan_libvirt
 
-        sections.append(plan_libvirt(desired.libvirt, observed.networks, observed.guest_taps, desired, net))
+            sections.append(plan_libvirt(desired.libvirt, observed.networks, observed.guest_taps, desired, net))
+
     for section_actions, section_problems in sections:
         actions += section_actions
         problems += section_problems

@@ -169,15 +169,19 @@ def _machine_lock(timeout: float = 900.0) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def sandboxed_libvirtd(root: Path) -> Iterator[Libvirtd]:
+def sandboxed_libvirtd(root: Path, ns: Netns | None = None) -> Iterator[Libvirtd]:
+    """``ns``: run it in this (the caller's) namespace instead of one of its own."""
     with _machine_lock():
         created: list[str] = []
-        name = f"{PREFIX}-{next(_counter)}-libvirtd"
-        sh("ip", "netns", "add", name)
-        ns = Netns(name)
+        own = ns is None
+        if ns is None:
+            name = f"{PREFIX}-{next(_counter)}-libvirtd"
+            sh("ip", "netns", "add", name)
+            ns = Netns(name)
+            ns.ip("link", "set", "lo", "up")
+        name = ns.name
         daemon = Libvirtd(ns, root)
         try:
-            ns.ip("link", "set", "lo", "up")
             root.mkdir(parents=True, exist_ok=True)
             (root / "libvirtd.conf").write_text(CONFIG)
             for path in PATHS:
@@ -195,11 +199,12 @@ def sandboxed_libvirtd(root: Path) -> Iterator[Libvirtd]:
                     daemon.remove_networks()
             finally:
                 daemon.stop()
-            leftover = sh("ip", "netns", "pids", name, check=False).stdout.split()
-            if leftover:
-                cmds = [sh("ps", "-o", "pid=,args=", "-p", pid, check=False).stdout.strip() for pid in leftover]
-                problems.append(f"processes left in {name} after libvirtd stopped: {cmds}")
-            delete_netns(name)
+            if own:
+                leftover = sh("ip", "netns", "pids", name, check=False).stdout.split()
+                if leftover:
+                    cmds = [sh("ps", "-o", "pid=,args=", "-p", pid, check=False).stdout.strip() for pid in leftover]
+                    problems.append(f"processes left in {name} after libvirtd stopped: {cmds}")
+                delete_netns(name)
             for path in reversed(created):
                 with contextlib.suppress(OSError):
                     os.rmdir(path)

@@ -84,8 +84,35 @@ def dmz_ok(a: Article) -> bool:
             and "UP" in link(d, "eth0").get("flags", []))
 
 
+def libvirt_ok(a: Article) -> bool:
+    """Set-up 1: libvirt's NAT network defined, active, autostarted, with its bridge."""
+    if a.libvirtd is None:
+        return True
+    conn = a.libvirtd.connect()
+    try:
+        net = conn.networkLookupByName("default")
+        return bool(net.isActive()) and bool(net.autostart()) and a.hypervisor.link("virbr0") is not None
+    except Exception:  # noqa: BLE001 - libvirt's errors: not (yet) as declared
+        return False
+    finally:
+        conn.close()
+
+
 def all_ok(a: Article) -> bool:
-    return hypervisor_ok(a) and gateway_ok(a) and dmz_ok(a)
+    return hypervisor_ok(a) and gateway_ok(a) and dmz_ok(a) and libvirt_ok(a)
+
+
+def _libvirt_network(a: Article, action: str) -> None:
+    assert a.libvirtd is not None
+    conn = a.libvirtd.connect()
+    try:
+        net = conn.networkLookupByName("default")
+        if action == "destroy":
+            net.destroy()
+        elif action == "autostart-off":
+            net.setAutostart(0)
+    finally:
+        conn.close()
 
 
 # --------------------------------------------------------------------------- faults
@@ -174,6 +201,12 @@ FAULTS = [
           lambda a: a.dmz.ip("addr", "flush", "dev", "eth0")),
     Fault("DMZ interface set down", "dmz", "`ip link set eth0 down`",
           lambda a: a.dmz.ip("link", "set", "eth0", "down")),
+    Fault("libvirt's default network destroyed", "hypervisor", "`virsh net-destroy default` (real libvirtd)",
+          lambda a: _libvirt_network(a, "destroy")),
+    Fault("libvirt network autostart turned off", "hypervisor", "`virsh net-autostart --disable default`",
+          lambda a: _libvirt_network(a, "autostart-off")),
+    Fault("libvirt's bridge deleted under the active network", "hypervisor", "`ip link del virbr0`",
+          lambda a: a.hypervisor.ip("link", "del", "virbr0")),
     Fault("state file replaced by an invalid one", "gateway",
           "20-firewall.yaml made invalid (nothing changes, the last valid state is kept), then fixed twice",
           _invalid_file_then_fix),
@@ -220,13 +253,29 @@ def article(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Article]:
     def make_state_dir() -> StateDir:
         return StateDir(tmp_path_factory.mktemp(f"article{next(counter)}"))
 
+    from tests.libvirtd_support import DEFAULT_XML, sandboxed_libvirtd
+
     a = build(make_netns, make_state_dir)
     try:
-        start_daemons(a)
-        yield a
+        with sandboxed_libvirtd(tmp_path_factory.mktemp("libvirtd"), ns=a.hypervisor) as libvirtd:
+            a.libvirtd = libvirtd
+            xml = "".join(f"      {line}\n" for line in DEFAULT_XML.splitlines())
+            a.states["hypervisor"].write("30-libvirt.yaml", f"""\
+libvirt:
+  uri: {libvirtd.uri}
+  networks:
+  - name: default
+    state: active
+    autostart: true
+    xml: |
+{xml}""")
+            try:
+                start_daemons(a)
+                yield a
+            finally:
+                for daemon in a.daemons.values():
+                    daemon.stop()
     finally:
-        for daemon in a.daemons.values():
-            daemon.stop()
         for name in reversed(made):
             delete_netns(name)
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from tests.daemon_support import DaemonProcess
 from tests.support import ROOT, Netns, StateDir
@@ -120,6 +121,7 @@ class Article:
     dmz: Netns
     states: dict[str, StateDir]
     daemons: dict[str, DaemonProcess]
+    libvirtd: Any = None  # the real libvirtd in the hypervisor's namespace (tests/libvirtd_support.py)
 
     def ns(self, host: str) -> Netns:
         return {"hypervisor": self.hypervisor, "gateway": self.gateway, "dmz": self.dmz,

@@ -20,7 +20,6 @@ import argparse
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -28,9 +27,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import PY, ROOT, Namespace, cpu_seconds, ms, percentile, rss_kb, sh, state_dir, table  # noqa: E402
-from bench.firewall import state_yaml as firewall_yaml  # noqa: E402
-from bench.foundation import ports_batch, state_yaml as bridges_yaml  # noqa: E402
+from bench.common import PY, ROOT, Namespace, cpu_seconds, ms, percentile, rss_kb, sh, state_dir, table
+from bench.firewall import state_yaml as firewall_yaml
+from bench.foundation import ports_batch
+from bench.foundation import state_yaml as bridges_yaml
 
 ARTICLE = {name: (ROOT / "etc" / "vnetd.d" / name).read_text() for name in ("10-uplink-br0.yaml", "20-dmz-brdmz.yaml")}
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import PY, Namespace, ms, sh, state_dir, stats, table, timed, vnetd  # noqa: E402
+from bench.common import PY, Namespace, ms, sh, state_dir, stats, table, timed, vnetd
 
 PORTS = (22, 80, 443, 8080, 3306)
 

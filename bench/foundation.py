@@ -16,12 +16,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import PY, ROOT, Namespace, ms, sh, state_dir, stats, table, timed, vnetd  # noqa: E402
+from bench.common import PY, Namespace, ms, sh, state_dir, stats, table, timed, vnetd
 
 
 def ports_batch(bridges: int, peer: str) -> str:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import PY, ROOT, machine  # noqa: E402
+from bench.common import PY, ROOT, machine
 
 INTRO = """# Benchmarks
 

@@ -12,12 +12,13 @@ from __future__ import annotations
 import itertools
 import json
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.support import PREFIX, Netns, StateDir, _counter, delete_netns, sh
+
 
 @pytest.fixture
 def make_netns() -> Iterator[object]:

@@ -177,6 +177,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 def cmd_apply(args: argparse.Namespace) -> int:
     import json
+    import logging
 
     from vnetd import log
     from vnetd.checks import check_state
@@ -190,16 +191,21 @@ def cmd_apply(args: argparse.Namespace) -> int:
     logger = log.get_logger()
     text = args.format == "text"
 
+    out = sys.stdout
+    log_applied = logger.is_enabled_for(logging.INFO) if hasattr(logger, "is_enabled_for") else True
+
     def report(action: Action, error: BackendError | None) -> None:
-        fields = dict(resource=action.resource, field=action.field, want=str(action.want), have=str(action.have))
         if error is None:
-            logger.info("action.applied", **fields)
+            if log_applied:
+                logger.info("action.applied", resource=action.resource, field=action.field,
+                            want=str(action.want), have=str(action.have))
             if text:
-                print(f"applied: {action.describe()}")
+                out.write(f"applied: {action.describe()}\n")
         else:
-            logger.error("action.failed", error=str(error), **fields)
+            logger.error("action.failed", error=str(error), resource=action.resource, field=action.field,
+                         want=str(action.want), have=str(action.have))
             if text:
-                print(f"failed: {action.describe()}: {error}")
+                out.write(f"failed: {action.describe()}: {error}\n")
 
     engine = Engine()
     try:

@@ -29,7 +29,6 @@ from vnetd.plan.actions import (
 )
 from vnetd.plan.planner import Observed, PlanMemo, plan
 
-
 MAX_ROUNDS = 3
 
 

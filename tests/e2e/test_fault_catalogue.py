@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from tests.daemon_support import DaemonProcess
-from tests.e2e.topology import GW_IN, GW_OUT, HYPERVISOR, Article, build, start_daemons
+from tests.e2e.topology import GW_IN, HYPERVISOR, Article, build, start_daemons
 from tests.support import ROOT, Netns
 from tests.traffic import eventually
 
@@ -92,7 +92,7 @@ def libvirt_ok(a: Article) -> bool:
     try:
         net = conn.networkLookupByName("default")
         return bool(net.isActive()) and bool(net.autostart()) and a.hypervisor.link("virbr0") is not None
-    except Exception:  # noqa: BLE001 - libvirt's errors: not (yet) as declared
+    except Exception:
         return False
     finally:
         conn.close()

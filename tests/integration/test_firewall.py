@@ -292,3 +292,17 @@ def test_concurrent_iptables_writer_loses_nothing(host: tuple[Netns, Netns, Netn
     assert len(ports) == 1000
     forward = ns.exec("iptables-legacy", "-S", "FORWARD").stdout
     assert "physdev" in forward
+
+
+def test_all_firewall_sections_removed_prunes_every_vnetd_rule(gateway: Gateway) -> None:
+    """No firewall: section left at all: vnetd still finds its tagged rules and removes them."""
+    gateway.state.write("10-interfaces.yaml", GATEWAY_INTERFACES.split("firewall:")[0])
+    gateway.state.remove("20-firewall.yaml")
+    foreign = "-A INPUT -s 192.0.2.0/24 -j ACCEPT"
+    gateway.gw.exec("iptables-legacy", "-A", "INPUT", "-s", "192.0.2.0/24", "-j", "ACCEPT")
+    code, plan = gateway.plan()
+    assert code == 2 and {c["resource"] for c in plan["changes"]} >= {"firewall/filter/FORWARD", "firewall/nat/POSTROUTING"}
+    gateway.apply()
+    saved = gateway.gw.iptables_save()
+    assert "vnetd:" not in saved
+    assert foreign in saved  # what vnetd did not write stays

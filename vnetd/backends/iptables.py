@@ -34,10 +34,8 @@ from vnetd.backends.xtables import (
     IPT_F_GOTO,
     VERDICTS,
     CompiledRule,
-    RuleCompiler,
     RuleCompileError,
-    shared_compiler,
-
+    RuleCompiler,
     clean_entry,
     comment_match,
     encode_header,
@@ -45,8 +43,8 @@ from vnetd.backends.xtables import (
     fingerprint,
     iptc_module,
     render_entry,
+    shared_compiler,
     standard_target,
-
 )
 from vnetd.backends.xtlock import xtables_lock
 from vnetd.errors import BackendError
@@ -117,7 +115,7 @@ class RawTables:
         buf = self._buffers.get(table)
         if buf is None or len(buf) < 40 + len(data):
             return False
-        return self._memcmp(ctypes.addressof(buf) + 40, data, len(data)) == 0
+        return bool(self._memcmp(ctypes.addressof(buf) + 40, data, len(data)) == 0)
 
     def info(self, table: str) -> TableInfo | None:
         buf = ctypes.create_string_buffer(_GETINFO.size)
@@ -244,7 +242,7 @@ def parse_table(name: str, info: TableInfo, blob: bytes | memoryview,
     rendered: dict[str, int] = {}
     chains: dict[str, tuple[bool, list[str | None], list[ObservedRule]]] = {}
     for e in walk_table(info, blob):
-        builtin, policy, rules = chains.setdefault(e.chain, (e.builtin, [None], []))
+        _builtin, policy, rules = chains.setdefault(e.chain, (e.builtin, [None], []))
         if e.size == 0:
             continue
         if e.policy:
@@ -261,7 +259,9 @@ def parse_table(name: str, info: TableInfo, blob: bytes | memoryview,
     return ObservedTable(name, {c: ObservedChain(c, b, p[0], tuple(r)) for c, (b, p, r) in chains.items()})
 
 
-def _standard_meaning(blob: bytes | memoryview, off: int, t_off: int, n_off: int, jump_to: dict[int, str]) -> str | None:
+def _standard_meaning(
+    blob: bytes | memoryview, off: int, t_off: int, n_off: int, jump_to: dict[int, str]
+) -> str | None:
     """ACCEPT/DROP/QUEUE/RETURN, a chain name, "" (fall through), or None (extension target)."""
     if blob[off + t_off + 2] != 0:
         return None
@@ -348,7 +348,7 @@ class FirewallBackend:
         """Any vnetd-tagged rule in any instantiated table (cheap: a byte search)."""
         for table in loaded_tables():
             got = self._raw.read(table)
-            if got is not None and TAG_PREFIX.encode() in got[1]:
+            if got is not None and TAG_PREFIX.encode() in bytes(got[1]):  # (`in` on a memoryview looks for ints)
                 return True
         return False
 

@@ -24,7 +24,6 @@ from vnetd.plan.actions import (
     AddRoute,
     AttachTap,
     CreateLink,
-
     DeleteLink,
     Op,
     Phase,

@@ -245,7 +245,7 @@ def decode_route(data: bytes, off: int, length: int) -> Route | None:
 
 def nlmsg_error(data: bytes, off: int) -> int:
     """The (positive) errno of an NLMSG_ERROR message; 0 is an ACK."""
-    return -_I32.unpack_from(data, off + 16)[0]
+    return -int(_I32.unpack_from(data, off + 16)[0])
 
 
 # --------------------------------------------------------------------------- encoding

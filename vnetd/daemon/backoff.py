@@ -69,7 +69,7 @@ class HealthBook:
         recent = [t for t in state.repairs if now - t <= CONFLICT_WINDOW]
         if self.conflict_repairs and len(recent) > self.conflict_repairs:
 
-            hold = min(CONFLICT_BASE * 2 ** state.conflicts, CONFLICT_MAX)
+            hold = float(min(CONFLICT_BASE * 2 ** state.conflicts, CONFLICT_MAX))
             state.conflicts += 1
             state.conflict = True
             state.hold_until = now + hold
@@ -79,7 +79,7 @@ class HealthBook:
 
     def failed(self, resource: str, error: str, now: float) -> float:
         state = self._get(resource)
-        hold = min(FAILURE_BASE * 2 ** state.failures, FAILURE_MAX)
+        hold = float(min(FAILURE_BASE * 2 ** state.failures, FAILURE_MAX))
         state.failures += 1
         state.last_error = error
         state.hold_until = now + hold

@@ -30,7 +30,7 @@ class StateDirWatcher:
         self.path = path
         directory = os.path.realpath(path)
 
-        class Handler(FileSystemEventHandler):  # type: ignore[misc]
+        class Handler(FileSystemEventHandler):
             def on_any_event(self, event: Any) -> None:
                 if event.event_type in ("opened", "closed_no_write"):
                     return  # reads (vnetd's own included) change nothing

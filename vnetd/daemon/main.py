@@ -32,9 +32,9 @@ from vnetd import log as vlog
 from vnetd.errors import ConfigError
 
 INSECURE_MARKERS = ("refusing an insecure", "does not exist", "is not a directory", "cannot open state directory")
-HOLD_AFTER_NOOP = 0.05
+HOLD_AFTER_NOOP = 0.05  # minimum spacing of passes that only found held-back resources
 STATUS_EVERY = 5.0  # seconds between sd_notify STATUS= updates
-STATUS_WAIT = 5.0  # how long `vnetd status` waits for a busy main loop  # minimum spacing of passes that only found held-back resources
+STATUS_WAIT = 5.0  # how long `vnetd status` waits for a busy main loop
 MAX_SETTLE = 3.0
 
 
@@ -114,7 +114,7 @@ def run_daemon(args: argparse.Namespace) -> int:
 
             profiler = cProfile.Profile()
             try:
-                return profiler.runcall(daemon.run)  # type: ignore[no-any-return]
+                return int(profiler.runcall(daemon.run))
             finally:
                 profiler.dump_stats(profile)
         return daemon.run()
@@ -200,7 +200,7 @@ class Daemon:
                     deadlines.append(next_watchdog)
                 timeout = max(0.0, min(deadlines) - now)
                 try:
-                    readable, _, _ = select.select([self.wake, rec.net.events.sock], [], [], timeout)
+                    readable, _, _ = select.select([self.wake.fileno(), rec.net.events.fileno()], [], [], timeout)
                 except InterruptedError:
                     readable = []
                 reasons = self.wake.take()
@@ -208,7 +208,7 @@ class Daemon:
                     reasons.discard("status")
                     self._answer_status_requests()
                 now = time.monotonic()
-                if rec.net.events.sock in readable and rec.net.drain():
+                if rec.net.events.fileno() in readable and rec.net.drain():
                     reasons.add("netlink")
                 if rec.net.overrun:
                     reasons.add("netlink")
@@ -314,7 +314,7 @@ class Daemon:
         return stale
 
     def _metrics(self) -> bytes:
-        return self.metrics.render(self._status().get("counts", {}))  # type: ignore[no-any-return]
+        return self.metrics.render(self._status().get("counts", {}))
 
     # -- libvirt ----------------------------------------------------------------------
 

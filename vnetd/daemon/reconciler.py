@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import ctypes
 import errno
-
 import socket
 import time
 from collections.abc import Callable
@@ -352,7 +351,8 @@ class Reconciler:
         duration_ms = (time.perf_counter() - start) * 1000
         if self.metrics:
             self.metrics.pass_duration.observe(duration_ms / 1000)
-        log = self.log.info if (result.applied or result.failed or held or result.final_plan.actions) else self.log.debug
+        busy = result.applied or result.failed or held or result.final_plan.actions
+        log = self.log.info if busy else self.log.debug
         log("reconcile.done", source=source, duration_ms=round(duration_ms, 2), changes=len(result.applied),
             failed=len(result.failed), drifted=len(result.final_plan.actions), backed_off=len(held),
             problems=len(result.final_plan.problems), rounds=result.rounds)

@@ -46,7 +46,7 @@ class Metrics:
 
         for state, n in counts.items():
             self.resources.labels(state=state).set(n)
-        return generate_latest(self.registry)  # type: ignore[no-any-return]
+        return bytes(generate_latest(self.registry))
 
 
 class ControlServer:

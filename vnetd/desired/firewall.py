@@ -61,6 +61,7 @@ def _parse_chain(
             ctx.error(key_node, path, f"{chain} is not a built-in chain of the {table} table "
                       f"(those are {', '.join(BUILTIN_CHAINS[table])}); pick another name for a user chain")
     vnode = tview.value_node(chain)
+    assert vnode is not None
     c = as_map(vnode, path, ctx, _CHAIN_KEYS, "a chain")
     if c is None:
         return None

@@ -42,9 +42,28 @@ MAX_FILES = 1000
 SECTIONS = ("interfaces", "routes", "sysctl", "firewall", "libvirt")
 
 try:  # libyaml: 20x faster, and it limits nesting depth itself
-    _Loader: type = yaml.CSafeLoader
+    _Base: type = yaml.CSafeLoader
 except AttributeError:  # pragma: no cover - PyYAML without libyaml
-    _Loader = yaml.SafeLoader
+    _Base = yaml.SafeLoader
+
+_SCALAR_TAGS: dict[tuple[str, bool, bool], str] = {}
+
+
+class _Loader(_Base):  # type: ignore[misc]
+    """libyaml's parser with a memo on PyYAML's (Python) tag resolver: state files
+    repeat the same scalars thousands of times ("up", "linux-bridge", "9000"), and
+    resolving a plain scalar's implicit tag is a loop of regular expressions."""
+
+    def resolve(self, kind: type, value: str, implicit: tuple[bool, bool]) -> str:
+        if kind is not yaml.ScalarNode or len(value) > 64:
+            return super().resolve(kind, value, implicit)  # type: ignore[no-any-return]
+        key = (value, implicit[0], implicit[1])
+        tag = _SCALAR_TAGS.get(key)
+        if tag is None:
+            tag = super().resolve(kind, value, implicit)
+            if len(_SCALAR_TAGS) < 100_000:
+                _SCALAR_TAGS[key] = tag
+        return tag
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,7 +220,7 @@ def parse_file(source: SourceFile) -> tuple[_Parsed, list[ConfigIssue]]:
 
 def _reader_line(text: str, position: int) -> int:
     """libyaml counts the position in bytes of the UTF-8 text, PyYAML in characters."""
-    if _Loader is yaml.SafeLoader:
+    if _Base is yaml.SafeLoader:
         return text[:position].count("\n") + 1
     return text.encode()[:position].count(b"\n") + 1
 

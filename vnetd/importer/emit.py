@@ -141,7 +141,7 @@ def plain_ok(text: str, flow: bool = False) -> bool:
         return False  # legal inside a plain scalar, but quoting reads more clearly
     if flow and any(c in _FLOW_SPECIALS for c in text):
         return False
-    return bool(_RESOLVER.resolve(yaml.ScalarNode, text, (True, False)) == _STR_TAG)
+    return bool(_RESOLVER.resolve(yaml.ScalarNode, text, (True, False)) == _STR_TAG)  # type: ignore[no-untyped-call]
 
 
 def scalar(value: Scalar, flow: bool = False) -> str:

@@ -14,8 +14,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import re
-
-
 from dataclasses import dataclass, field
 from enum import StrEnum
 

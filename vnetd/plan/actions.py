@@ -7,8 +7,9 @@ bridges it creates exist, and the applier resolves names when it runs.
 
 from __future__ import annotations
 
+import dataclasses
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import IntEnum
 
 from vnetd.model.firewall import ChainMode, Rule
@@ -193,7 +194,7 @@ class Action:
     field: str
     want: object
     have: object
-    order: int = field(default=0, compare=False)  # tie-break inside a phase (MTU depth)
+    order: int = dataclasses.field(default=0, compare=False)  # tie-break inside a phase (MTU depth)
 
     def describe(self) -> str:
         return f"{self.resource}: {self.field} want {_fmt(self.want)}, have {_fmt(self.have)}"

@@ -54,7 +54,7 @@ def describe_rules(rules: Iterable[ObservedRule], texts: Mapping[str, str],
     for i, rule in enumerate(rules):
         if rule.tag == OWNER_MARK:
             continue
-        if rule.tag in texts:
+        if rule.tag is not None and rule.tag in texts:
             text = texts[rule.tag]
             if fingerprints.get(rule.tag) != rule.fingerprint:
                 text += " (modified in the kernel)"

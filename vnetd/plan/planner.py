@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 
 from vnetd.model.firewall import ObservedTable
 from vnetd.model.interfaces import VIRTUAL_TYPES, AdminState, Interface
-
 from vnetd.model.libvirt import GuestTap, ObservedNetwork
 from vnetd.model.netstate import NetState
 from vnetd.model.state import DesiredState
@@ -56,7 +55,8 @@ class PlanMemo:
 
     def get(self, name: str, inputs: tuple[object, ...], compute: Callable[[], Section]) -> Section:
         entry = self._entries.get(name)
-        if entry is not None and len(entry[0]) == len(inputs) and all(a is b for a, b in zip(entry[0], inputs)):
+        if entry is not None and len(entry[0]) == len(inputs) \
+                and all(a is b for a, b in zip(entry[0], inputs, strict=True)):
             return entry[1]
         result = compute()
         self._entries[name] = (inputs, result)

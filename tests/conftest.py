@@ -17,27 +17,17 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import PREFIX, Netns, StateDir, _counter, delete_netns, sh
+from tests.support import PREFIX, Netns, NetnsFactory, StateDir, sh
 
 
 @pytest.fixture
-def make_netns() -> Iterator[object]:
+def make_netns() -> Iterator[NetnsFactory]:
     """Factory: make_netns() -> Netns; every namespace is deleted after the test."""
-    made: list[str] = []
-
-    def make(label: str = "") -> Netns:
-        name = f"{PREFIX}-{next(_counter)}{('-' + label) if label else ''}"[:40]
-        sh("ip", "netns", "add", name)
-        made.append(name)
-        ns = Netns(name)
-        ns.ip("link", "set", "lo", "up")
-        return ns
-
+    factory = NetnsFactory()
     try:
-        yield make
+        yield factory
     finally:
-        for name in reversed(made):
-            delete_netns(name)
+        factory.cleanup()
 
 
 @pytest.fixture

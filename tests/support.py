@@ -134,6 +134,26 @@ def delete_netns(name: str) -> None:
         time.sleep(0.05)
 
 
+class NetnsFactory:
+    """Makes namespaces named for this test session and deletes them all afterwards."""
+
+    def __init__(self) -> None:
+        self.made: list[str] = []
+
+    def __call__(self, label: str = "") -> Netns:
+        name = f"{PREFIX}-{next(_counter)}{('-' + label) if label else ''}"[:40]
+        sh("ip", "netns", "add", name)
+        self.made.append(name)
+        ns = Netns(name)
+        ns.ip("link", "set", "lo", "up")
+        return ns
+
+    def cleanup(self) -> None:
+        for name in reversed(self.made):
+            delete_netns(name)
+        self.made.clear()
+
+
 class StateDir:
     """A state directory as vnetd requires it: root-owned, not group/world-writable."""
 

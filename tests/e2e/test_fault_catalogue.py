@@ -236,17 +236,9 @@ def summarize(daemon: DaemonProcess, since: int) -> str:
 def article(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Article]:
     """Built once for the module: the faults run one after the other on the same hosts,
     each ending with everything repaired, as an administrator's day would."""
-    from tests.support import PREFIX, StateDir, _counter, delete_netns, sh
+    from tests.support import NetnsFactory, StateDir
 
-    made: list[str] = []
-
-    def make_netns(label: str = "") -> Netns:
-        name = f"{PREFIX}-{next(_counter)}-{label}"[:40]
-        sh("ip", "netns", "add", name)
-        made.append(name)
-        ns = Netns(name)
-        ns.ip("link", "set", "lo", "up")
-        return ns
+    make_netns = NetnsFactory()
 
     counter = iter(range(100))
 
@@ -276,8 +268,7 @@ libvirt:
                 for daemon in a.daemons.values():
                     daemon.stop()
     finally:
-        for name in reversed(made):
-            delete_netns(name)
+        make_netns.cleanup()
 
 
 def test_traffic_flows_as_designed(article: Article) -> None:

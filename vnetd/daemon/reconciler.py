@@ -34,7 +34,7 @@ from vnetd.engine import Engine, PassResult
 from vnetd.errors import BackendError, ConfigError
 from vnetd.model.netstate import NetState
 from vnetd.model.state import DesiredState
-from vnetd.plan.actions import Action, AttachTap, EnsureNetwork, Plan, PruneChain, SetPolicy, SyncChain
+from vnetd.plan.actions import Action, AttachTap, EnsureNetwork, Plan, PruneChain, SetPolicy, SyncChain, jsonable
 from vnetd.plan.planner import Observed
 
 #: Sources whose passes apply the administrator's own changes (never counted as drift repairs).
@@ -301,7 +301,7 @@ class Reconciler:
                 if key not in drifted_reported:
                     drifted_reported.add(key)
                     self.log.info("drift.detected", resource=action.resource, field=action.field,
-                                  want=_jsonable(action.want), have=_jsonable(action.have), source=source)
+                                  want=jsonable(action.want), have=jsonable(action.have), source=source)
             return Plan(tuple(keep), plan.problems)
 
         def hook(action: Action, error: BackendError | None) -> None:
@@ -310,8 +310,8 @@ class Reconciler:
                 self.fw_dirty = True
             if isinstance(op, EnsureNetwork | AttachTap):
                 self.lv_dirty = True
-            fields = dict(resource=action.resource, field=action.field, want=_jsonable(action.want),
-                          have=_jsonable(action.have), source=source)
+            fields = dict(resource=action.resource, field=action.field, want=jsonable(action.want),
+                          have=jsonable(action.have), source=source)
             if error is None:
                 self.log.info("action.applied", **fields)
                 if self.metrics:
@@ -417,11 +417,3 @@ def release_memory() -> None:
         ctypes.CDLL(None).malloc_trim(0)
     except (OSError, AttributeError):
         pass
-
-
-def _jsonable(value: object) -> object:
-    if value is None or isinstance(value, bool | int | float | str):
-        return value
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    return str(value)

@@ -176,11 +176,12 @@ Op = (CreateLink | DeleteLink | SetLinkUp | SetMtu | SetMac | SetBridgeOptions |
       | PruneChain | EnsureNetwork | AttachTap)
 
 
-def _show(value: object) -> object:
+def jsonable(value: object) -> object:
+    """A want/have value as JSON can carry it (addresses and networks as text)."""
     if value is None or isinstance(value, bool | int | str | float):
         return value
     if isinstance(value, list | tuple):
-        return [_show(v) for v in value]
+        return [jsonable(v) for v in value]
     return str(value)
 
 
@@ -203,8 +204,8 @@ class Action:
         return {
             "resource": self.resource,
             "field": self.field,
-            "want": _show(self.want),
-            "have": _show(self.have),
+            "want": jsonable(self.want),
+            "have": jsonable(self.have),
             "action": type(self.op).__name__,
         }
 

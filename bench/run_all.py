@@ -56,16 +56,30 @@ def run(script: str, *args: str) -> str:
     return out.stdout
 
 
+RESULTS = ROOT / "bench" / "results"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--only", choices=("foundation", "firewall", "daemon"), action="append",
+                        help="re-run only these; the others are taken from bench/results/ (their last run)")
     args = parser.parse_args()
     quick = args.quick
+    runs = {
+        "foundation": ("foundation.py", "--repeat", "3" if quick else "5"),
+        "firewall": ("firewall.py", "--repeat", "3" if quick else "5"),
+        "daemon": ("daemon.py", "--injections", "200", "--netfilter-injections", "20" if quick else "50",
+                   "--idle-seconds", "60" if quick else "600"),
+    }
+    RESULTS.mkdir(exist_ok=True)
     parts = [INTRO.format(date=datetime.date.today().isoformat(), machine=machine())]
-    parts.append(run("foundation.py", "--repeat", "3" if quick else "5"))
-    parts.append(run("firewall.py", "--repeat", "3" if quick else "5"))
-    parts.append(run("daemon.py", "--injections", "200", "--netfilter-injections", "20" if quick else "50",
-                     "--idle-seconds", "60" if quick else "600"))
+    for name, command in runs.items():
+        result = RESULTS / f"{name}.md"
+        if not args.only or name in args.only or not result.exists():
+            stamp = f"*Run on {datetime.date.today().isoformat()}.*\n\n"
+            result.write_text(stamp + run(*command))
+        parts.append(result.read_text())
     parts.append(NOTES)
     (ROOT / "docs" / "BENCHMARKS.md").write_text("\n".join(parts))
     print((ROOT / "docs" / "BENCHMARKS.md").read_text())

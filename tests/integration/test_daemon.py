@@ -376,3 +376,21 @@ def test_insecure_state_directory_refuses_to_start(netns: Netns, state_dir: Stat
     assert "insecure state directory" in result.stderr
     os.chmod(state_dir.path, 0o755)
     sh("true")
+
+
+def test_opt_in_metrics_listener_on_loopback(make_netns: Callable[..., Netns], state_dir: StateDir) -> None:
+    ns = make_netns("metrics")
+    ns.veth("eth1", "uplink")
+    state_dir.write("10-uplink-br0.yaml", HOST)
+    daemon = DaemonProcess(ns, state_dir, "--metrics-listen", "127.0.0.1:9714")
+    try:
+        daemon.wait_ready()
+        fetch = "import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:9714/metrics').read().decode())"
+        out = ns.exec(PY, "-c", fetch).stdout
+        assert "vnetd_repairs_total" in out and "vnetd_pass_duration_seconds_count" in out
+    finally:
+        assert daemon.stop() == 0
+    refused = subprocess.run([PY, "-m", "vnetd", "--netns", ns.name, "--state-dir", str(state_dir), "run",
+                              "--metrics-listen", "0.0.0.0:9714"], capture_output=True, text=True, timeout=30,
+                             env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert refused.returncode != 0 and "loopback" in refused.stderr

@@ -306,3 +306,35 @@ def test_all_firewall_sections_removed_prunes_every_vnetd_rule(gateway: Gateway)
     saved = gateway.gw.iptables_save()
     assert "vnetd:" not in saved
     assert foreign in saved  # what vnetd did not write stays
+
+
+USER_CHAIN = """
+firewall:
+  filter:
+    GUESTS:
+      rules:
+      - -s 198.51.100.0/24 -j ACCEPT
+      - -j RETURN
+    FORWARD:
+      rules:
+      - -i vnet+ -j GUESTS
+"""
+
+
+def test_user_chain_is_created_owned_and_deleted_when_undeclared(netns: Netns, state_dir: StateDir) -> None:
+    state_dir.write("10-chains.yaml", USER_CHAIN)
+    assert vnetd("apply", netns=netns, state_dir=state_dir).returncode == 0
+    rules = netns.exec("iptables-legacy", "-S").stdout.splitlines()
+    assert "-N GUESTS" in rules
+    guests = [r for r in rules if r.startswith("-A GUESTS")]
+    assert "vnetd:owned-chain" in guests[0] and "-j" not in guests[0]  # the owner mark: a no-op first rule
+    assert any("-j GUESTS" in r for r in rules if r.startswith("-A FORWARD"))
+    # a foreign chain of the same table is never touched
+    netns.exec("iptables-legacy", "-N", "ADMIN")
+    netns.exec("iptables-legacy", "-A", "ADMIN", "-j", "DROP")
+    state_dir.remove("10-chains.yaml")
+    result = vnetd("apply", netns=netns, state_dir=state_dir)
+    assert result.returncode == 0, result.stdout + result.stderr
+    rules = netns.exec("iptables-legacy", "-S").stdout.splitlines()
+    assert "-N GUESTS" not in rules and not any("GUESTS" in r for r in rules)
+    assert "-N ADMIN" in rules and "-A ADMIN -j DROP" in rules

@@ -576,15 +576,20 @@ class _Handle:
         try:
             self.t.commit()
         except self.iptc.IPTCError as exc:
-            self.t.close()
+            self.release()
             code = ctypes.get_errno()
             if code == errno.EAGAIN or "Resource temporarily unavailable" in str(exc):
                 raise _Retry() from exc
             raise BackendError("xtables", f"firewall/{self.table}", f"the kernel refused the table: {exc}",
                                code or None) from exc
-        # python-iptables keeps the Table (and libiptc's copy of the whole table) cached
-        # for the life of the process: free it, the next apply reads the table afresh
+        self.release()
+
+    def release(self) -> None:
+        """Free libiptc's copy of the table. python-iptables caches one Table object per
+        table for the life of the process (``Table._cache``); a closed one left in that
+        cache would crash the next user of it, so it leaves the cache too."""
         self.t.close()
+        self.iptc.Table._cache.pop(self.table, None)
 
 
 

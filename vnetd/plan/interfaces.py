@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 
 from vnetd.model.interfaces import (
     KERNEL_KIND,
@@ -42,12 +43,15 @@ from vnetd.plan.actions import (
 )
 
 #: Kernel kinds that a declared ``ethernet`` may be (a NIC has no kind; tests use veths).
-_EXISTING_KINDS = {
+_EXISTING_KINDS: dict[IfType, set[str | None]] = {
     IfType.ETHERNET: {None, "veth"},
     IfType.LOOPBACK: {None},
     IfType.TUN: {"tun"},
 }
 _LINK_LOCAL_V6 = ipaddress.ip_network("fe80::/10")
+
+#: the MTU of a link the kernel creates (bridge, veth, dummy), for planning before it exists
+_NEW_LINK_MTU = 1500
 
 # kernel defaults of a new bridge, in centiseconds, for planning before it exists
 _NEW_BRIDGE = BridgeInfo(stp_state=0, forward_delay=1500, hello_time=200, max_age=2000, priority=32768)
@@ -60,18 +64,23 @@ def plan_interfaces(desired: Iterable[Interface], observed: NetState) -> tuple[l
     by_name = {i.name: i for i in desired}
     # links that will exist after this plan's creations (created veth peers included)
     created: set[str] = set()
+    # veth ends that the CreateLink of their peer makes, whichever end is listed first
+    created_pairs: set[str] = set()
     for iface in desired:
-        if iface.state is AdminState.ABSENT:
+        if iface.state is AdminState.ABSENT or observed.link(iface.name) is not None \
+                or iface.type not in VIRTUAL_TYPES:
             continue
-        if observed.link(iface.name) is None and iface.type in VIRTUAL_TYPES and iface.name not in created:
-            created.add(iface.name)
-            if iface.type is IfType.VETH and iface.veth_peer:
-                created.add(iface.veth_peer)
+        if iface.type is IfType.VETH and iface.name not in created_pairs:
+            if not iface.veth_peer or observed.link(iface.veth_peer) is not None:
+                continue  # cannot be created (a Problem below), unless its peer's CreateLink makes it
+            created_pairs.add(iface.veth_peer)
+            created.add(iface.veth_peer)
+        created.add(iface.name)
 
     def exists(name: str) -> bool:
         return observed.link(name) is not None or name in created
 
-    created_pairs: set[str] = set()
+    clashes: set[str] = set()
     for iface in desired:
         link = observed.link(iface.name)
         res = iface.resource
@@ -83,33 +92,45 @@ def plan_interfaces(desired: Iterable[Interface], observed: NetState) -> tuple[l
                 problems.append(Problem(res, f"no such device; a {iface.type} interface is never created by vnetd"))
                 continue
             if iface.name in created_pairs:
-                pass  # created as the peer of a veth planned earlier
+                # created as the peer of another veth: CreateLink carries only that end's MAC
+                if iface.mac is not None:
+                    actions.append(Action(SetMac(iface.name, iface.mac), Phase.LINK_PROPERTIES, res,
+                                          "mac-address", iface.mac, None))
             elif iface.type is IfType.VETH and not iface.veth_peer:
                 problems.append(Problem(res, "missing, and a veth cannot be created without 'veth.peer'"))
+                continue
+            elif iface.type is IfType.VETH and iface.veth_peer and observed.link(iface.veth_peer) is not None:
+                # the kernel would refuse the pair (EEXIST, which creating tolerates): say so instead
+                problems.append(Problem(res, f"missing, and its peer name {iface.veth_peer!r} is taken by an "
+                                             "existing link; a veth pair is created with both ends"))
                 continue
             elif iface.type is IfType.VLAN and iface.vlan_base and not exists(iface.vlan_base):
                 problems.append(Problem(res, f"missing, and its parent {iface.vlan_base!r} does not exist"))
                 continue
             else:
-                kind = KERNEL_KIND[iface.type]  # type: ignore[index]
+                kind = KERNEL_KIND[iface.type]
                 actions.append(Action(
                     CreateLink(iface.name, kind, iface.mac, iface.bridge.stp if iface.bridge else None,
                                iface.veth_peer, iface.vlan_base, iface.vlan_id),
                     Phase.CREATE_STACKED if iface.type is IfType.VLAN else Phase.CREATE_LINKS,
                     res, "exists", iface.type.value if iface.type else None, None))
-                if iface.type is IfType.VETH and iface.veth_peer:
-                    created_pairs.add(iface.veth_peer)
         elif not _type_matches(iface, link):
             problems.append(Problem(res, f"exists as {link.kind or 'a device without a kind (a NIC)'}, "
                                          f"but is declared {iface.type}; vnetd does not delete and re-create it"))
+            clashes.add(iface.name)
             continue
         elif iface.type is IfType.VLAN and iface.vlan_id is not None and link.vlan_id != iface.vlan_id:
             problems.append(Problem(res, f"VLAN id is {link.vlan_id}, declared {iface.vlan_id}; "
                                          "a VLAN's id cannot change: delete it (state: absent) to re-create it"))
             continue
+        if iface.bridge is not None and link is not None:
+            conflict = _stp_conflict(iface.bridge.stp, link.bridge or _NEW_BRIDGE)
+            if conflict:
+                problems.append(Problem(res, conflict))
         _plan_properties(iface, link, by_name, actions)
         _plan_addresses(iface, link, observed, actions)
-    _plan_ports(desired, observed, exists, actions, problems)
+    _plan_ports(tuple(i for i in desired if i.name not in clashes), observed, exists, actions, problems)
+    _settle_bridge_mtus(desired, observed, actions)
     return actions, problems
 
 
@@ -125,7 +146,12 @@ def _plan_absent(iface: Interface, link: Link | None, actions: list[Action], pro
     if link is None:
         return
     virtual_kinds = set(KERNEL_KIND.values())
-    if iface.type is not None and iface.type in VIRTUAL_TYPES:
+    if iface.type is not None and iface.type not in VIRTUAL_TYPES:
+        # declared a NIC (stand-in NICs are veths): never deleted, whatever its kind
+        problems.append(Problem(iface.resource, f"declared absent as {iface.type}; vnetd deletes virtual "
+                                                "interfaces only"))
+        return
+    if iface.type is not None:
         wanted_kind = KERNEL_KIND[iface.type]
         if link.kind != wanted_kind:
             problems.append(Problem(iface.resource, f"declared absent as {iface.type}, but the device is "
@@ -167,11 +193,20 @@ def _plan_properties(
                                   order=depth if raising else -depth))
     want_up = iface.state is AdminState.UP
     have_up = link.up if link is not None else False
-    if link is None or have_up != want_up:
-        if link is not None or want_up:
-            actions.append(Action(SetLinkUp(name, want_up), Phase.ADMIN_STATE, res, "state",
-                                  iface.state.value, ("up" if have_up else "down") if link else None,
-                                  order=_depth(iface)))
+    # a new link is down: only one that should be up needs an action
+    if (link is None and want_up) or (link is not None and have_up != want_up):
+        actions.append(Action(SetLinkUp(name, want_up), Phase.ADMIN_STATE, res, "state",
+                              iface.state.value, ("up" if have_up else "down") if link else None,
+                              order=_depth(iface)))
+
+
+def _stp_conflict(want: StpOptions, have: BridgeInfo) -> str | None:
+    """A forward delay below 2 s is refused while STP is on, and STP that is not
+    written is not managed: vnetd will not turn it off to make room."""
+    if want.forward_delay is not None and want.forward_delay < 2 and want.enabled is None and have.stp_state:
+        return (f"forward-delay {want.forward_delay} needs STP off, and STP is on; "
+                "write stp.enabled: false to have vnetd turn it off")
+    return None
 
 
 def _stp_changes(want: StpOptions, have: BridgeInfo) -> list[tuple[str, object, object, StpOptions, int]]:
@@ -185,13 +220,15 @@ def _stp_changes(want: StpOptions, have: BridgeInfo) -> list[tuple[str, object, 
     if want.enabled is not None and want.enabled != have_enabled:
         changes.append(("enabled", want.enabled, have_enabled, StpOptions(enabled=want.enabled),
                         2 if want.enabled else 0))
-    for field, wanted, current, make in (
-        ("forward-delay", want.forward_delay, round(have.forward_delay / 100),
+    blocked = _stp_conflict(want, have) is not None
+    options: list[tuple[str, int | None, int, Callable[[int], StpOptions]]] = [
+        ("forward-delay", None if blocked else want.forward_delay, round(have.forward_delay / 100),
          lambda v: StpOptions(forward_delay=v)),
         ("hello-time", want.hello_time, round(have.hello_time / 100), lambda v: StpOptions(hello_time=v)),
         ("max-age", want.max_age, round(have.max_age / 100), lambda v: StpOptions(max_age=v)),
         ("priority", want.priority, have.priority, lambda v: StpOptions(priority=v)),
-    ):
+    ]
+    for field, wanted, current, make in options:
         if wanted is not None and wanted != current:
             changes.append((field, wanted, current, make(wanted), 1))
     return changes
@@ -199,14 +236,18 @@ def _stp_changes(want: StpOptions, have: BridgeInfo) -> list[tuple[str, object, 
 
 def _plan_addresses(iface: Interface, link: Link | None, observed: NetState, actions: list[Action]) -> None:
     current = {a.ip for a in observed.addresses_of(link.index)} if link is not None else set()
+    # a link taken down loses its IPv6 addresses (net.ipv6.conf.*.keep_addr_on_down=0, the
+    # default), after this plan has looked at them: they are added again once it is down
+    goes_down = link is not None and link.up and iface.state is AdminState.DOWN
     for config, version in ((iface.ipv4, 4), (iface.ipv6, 6)):
         if config is None or config.addresses is None:
             continue
-        _plan_family(iface, config, version, current, actions)
+        _plan_family(iface, config, version, current, actions, flushed=goes_down and version == 6)
 
 
 def _plan_family(
-    iface: Interface, config: IpConfig, version: int, current: set[IpInterface], actions: list[Action]
+    iface: Interface, config: IpConfig, version: int, current: set[IpInterface], actions: list[Action],
+    flushed: bool = False,
 ) -> None:
     field = f"ipv{version}.address"
     have = sorted((ip for ip in current if ip.version == version
@@ -214,14 +255,18 @@ def _plan_family(
     want = list(config.addresses or ())
     have_str = [str(ip) for ip in have]
     want_str = [str(ip) for ip in want]
-    for ip in have:
-        if ip not in want:
-            actions.append(Action(RemoveAddress(iface.name, ip), Phase.REMOVE_ADDRESSES, iface.resource,
-                                  field, want_str, have_str))
+    removed = [ip for ip in have if ip not in want]
+    for ip in removed:
+        actions.append(Action(RemoveAddress(iface.name, ip), Phase.REMOVE_ADDRESSES, iface.resource,
+                              field, want_str, have_str))
+    # removing a subnet's primary IPv4 address removes its secondaries too (unless
+    # net.ipv4.conf.*.promote_secondaries=1): the wanted ones of that subnet are added
+    # again (EEXIST, when promoted, is "already so")
+    orphaned = {ip.network for ip in removed if version == 4}
     for ip in want:
-        if ip not in current:
+        if flushed or ip not in current or ip.network in orphaned:
             actions.append(Action(AddAddress(iface.name, ip), Phase.ADD_ADDRESSES, iface.resource,
-                                  field, want_str, have_str))
+                                  field, want_str, [] if flushed else have_str))
 
 
 def _plan_ports(
@@ -257,3 +302,54 @@ def _plan_ports(
             have = observed.name_of(port_link.master)
             actions.append(Action(SetMaster(port, iface.name), Phase.ENSLAVE, resource, "controller",
                                   iface.name, have))
+
+
+def _settle_bridge_mtus(desired: tuple[Interface, ...], observed: NetState, actions: list[Action]) -> None:
+    """Set a bridge's declared MTU after its ports stop changing, when it would not follow.
+
+    The kernel gives a bridge whose MTU was never set the smallest MTU of its ports
+    whenever a port joins, leaves or changes its MTU (``br_mtu_auto_adjust``), and
+    setting an MTU to the value a link has marks nothing: a new bridge declared 1500
+    drops to 1280 when a 1280 port joins. When this plan moves or changes a port of a
+    bridge and the ports it can see would not give the bridge its declared MTU, the
+    bridge's MTU is (re)set last. Only the ports its group names are looked at (ports
+    not named stay at or above a following bridge's MTU), so a group's plan stays a
+    function of the group's links (see plan.planner.PlanMemo).
+    """
+    moving = {a.op.name: a.op.master for a in actions if isinstance(a.op, SetMaster)}
+    created = {a.op.name for a in actions if isinstance(a.op, CreateLink)}
+    new_mtu = {a.op.name: a.op.mtu for a in actions if isinstance(a.op, SetMtu)}
+    for iface in desired:
+        if iface.type is not IfType.BRIDGE or iface.state is AdminState.ABSENT or iface.mtu is None:
+            continue
+        link = observed.link(iface.name)
+        if (link is None and iface.name not in created) or (link is not None and link.kind != "bridge"):
+            continue
+        listed = set((iface.bridge.ports or ()) if iface.bridge else ())
+        # the ports this bridge's group names: listed ones and the other ends of listed veths
+        names = listed | {i.veth_peer for i in desired if i.name in listed and i.veth_peer} \
+            | {i.name for i in desired if i.veth_peer in listed}
+        on_bridge = set()
+        for name in names:
+            port_link = observed.link(name)
+            if link is not None and port_link is not None and port_link.master == link.index:
+                on_bridge.add(name)
+        final = {p for p in on_bridge if moving.get(p, iface.name) == iface.name}
+        final |= {p for p, master in moving.items() if master == iface.name}
+        if final == on_bridge and not any(p in new_mtu for p in final):
+            continue
+
+        def mtu_of(port: str) -> int:
+            port_link = observed.link(port)
+            return new_mtu.get(port, port_link.mtu if port_link is not None else _NEW_LINK_MTU)
+
+        follow = min((mtu_of(p) for p in final), default=None)
+        if follow == iface.mtu:
+            continue
+        own = next((i for i, a in enumerate(actions) if isinstance(a.op, SetMtu) and a.op.name == iface.name
+                    and a.phase is Phase.MTU_DOWN), None)
+        if own is not None:
+            actions[own] = replace(actions[own], order=1)  # after the ports (order 0)
+        else:
+            actions.append(Action(SetMtu(iface.name, iface.mtu), Phase.MTU_DOWN, iface.resource, "mtu",
+                                  iface.mtu, follow, order=1))

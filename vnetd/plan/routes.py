@@ -12,10 +12,10 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterable
 
-
+from vnetd.model.interfaces import IpInterface
 from vnetd.model.netstate import NetState
 from vnetd.model.routes import KERNEL_ROUTE_PROTOCOL, Route, RouteSpec
-from vnetd.plan.actions import Action, AddRoute, Phase, Problem, RemoveRoute
+from vnetd.plan.actions import Action, AddRoute, Phase, Problem, RemoveAddress, RemoveRoute
 
 
 def default_metric(family: int) -> int:
@@ -32,12 +32,36 @@ def matches(spec: RouteSpec, route: Route, observed: NetState) -> bool:
     return spec.metric is None or route.priority == spec.metric
 
 
-def plan_routes(desired: Iterable[RouteSpec], observed: NetState, created: Collection[str] = ()
-                ) -> tuple[list[Action], list[Problem]]:
-    """``created``: interfaces this plan creates (a route may use them as next-hop-interface)."""
+def flushed_links(actions: Iterable[Action], observed: NetState) -> set[str]:
+    """Links whose IPv4 routes the kernel removes while these interface actions run.
+
+    A link that loses its last IPv4 address loses every IPv4 route through it
+    (``fib_disable_ip``); removing a subnet's primary address removes its secondaries
+    too (unless promote_secondaries), so a link keeping only those loses them as well.
+    """
+    removed: dict[str, set[IpInterface]] = {}
+    for action in actions:
+        if isinstance(action.op, RemoveAddress) and action.op.ip.version == 4:
+            removed.setdefault(action.op.name, set()).add(action.op.ip)
+    flushed = set()
+    for name, gone in removed.items():
+        link = observed.link(name)
+        networks = {ip.network for ip in gone}
+        if link is not None and all(a.ip in gone or a.ip.network in networks
+                                    for a in observed.addresses_of(link.index) if a.ip.version == 4):
+            flushed.add(name)
+    return flushed
+
+
+def plan_routes(desired: Iterable[RouteSpec], observed: NetState, created: Collection[str] = (),
+                flushed: Collection[str] = ()) -> tuple[list[Action], list[Problem]]:
+    """``created``: interfaces this plan creates (a route may use them as next-hop-interface);
+    ``flushed``: links whose IPv4 routes the kernel removes during this plan (``flushed_links``
+    of the interface actions): a route through one of them is planned as missing."""
     actions: list[Action] = []
     problems: list[Problem] = []
     routes = sorted(observed.routes, key=lambda r: (r.table, str(r.destination), r.priority))
+    staying = [r for r in routes if not (r.family == 4 and observed.name_of(r.oif) in flushed)]
     for spec in desired:
         res = spec.resource
         if spec.absent:
@@ -47,17 +71,18 @@ def plan_routes(desired: Iterable[RouteSpec], observed: NetState, created: Colle
                         RemoveRoute(route.destination, route.table, route.gateway, route.oif, route.priority),
                         Phase.REMOVE_ROUTES, res, "state", "absent", _describe(route, observed)))
             continue
-        if any(matches(spec, r, observed) for r in routes):
+        if any(matches(spec, r, observed) for r in staying):
             continue
         if spec.next_hop_interface is not None and observed.link(spec.next_hop_interface) is None \
                 and spec.next_hop_interface not in created:
             problems.append(Problem(res, f"next-hop-interface {spec.next_hop_interface!r} does not exist"))
             continue
         metric = spec.metric if spec.metric is not None else default_metric(spec.family)
+        # a route through a flushed link may survive (promoted secondaries): replace, not EEXIST
         clash = next((r for r in routes if r.destination == spec.destination and r.table == spec.table_id
                       and r.priority == metric), None)
         want = _describe_spec(spec)
-        have = _describe(clash, observed) if clash else None
+        have = _describe(clash, observed) if clash in staying else None
         actions.append(Action(
             AddRoute(spec.destination, spec.table_id, spec.next_hop_address, spec.next_hop_interface,
                      spec.metric, replace=clash is not None),

@@ -382,6 +382,32 @@ BROKEN: list[Broken] = [
             state: absent
         """, 5, "", "route/198.51.100.0/24 is declared absent but route/198.51.100.0/24 via 192.0.2.1 "
         "is declared at {dir}/10-bad.yaml:3"),
+    bad("route-through-a-link-declared-down", """\
+        interfaces:
+        - name: eth1
+          type: ethernet
+          state: down
+        routes:
+          config:
+          - destination: 198.51.100.0/24
+            next-hop-interface: eth1
+        """, 7, "", "goes through 'eth1', which is declared down",
+        "the kernel refuses a route through a link that is not up"),
+    bad("ipv6-address-with-two-prefixes", """\
+        interfaces:
+        - name: eth1
+          type: ethernet
+          ipv6:
+            address: [2001:db8::1/64, 2001:db8::1/80]
+        """, 5, "interfaces[0].ipv6.address[1]", "2001:db8::1 is listed with two prefix lengths"),
+    bad("ipv6-addresses-below-mtu-1280", """\
+        interfaces:
+        - name: eth1
+          type: ethernet
+          mtu: 1200
+          ipv6:
+            address: [2001:db8::1/64]
+        """, 4, "interfaces[0].mtu", "IPv6 needs an MTU of at least 1280"),
     bad("dhcp-true", """\
         interfaces:
         - name: eth1

@@ -520,7 +520,7 @@ def test_a_per_interface_key_of_an_interface_the_plan_creates_is_an_action() -> 
 
 def test_a_missing_key_is_a_problem() -> None:
     specs = (SysctlSpec("net.bridge.bridge-nf-call-iptables", "1"), SysctlSpec("net.ipv4.conf.br7.forwarding", "1"))
-    actions, problems = plan_sysctls(specs, {s.key: None for s in specs}, declared_interfaces={"br0"})
+    actions, problems = plan_sysctls(specs, {s.key: None for s in specs}, created={"br0"})
     assert actions == []
     assert [p.resource for p in problems] == ["sysctl/net.bridge.bridge-nf-call-iptables",
                                               "sysctl/net.ipv4.conf.br7.forwarding"]
@@ -534,8 +534,6 @@ def test_a_sysctl_with_another_value_is_written() -> None:
     assert plan_sysctls((spec,), {spec.key: "1"}) == ([], [])
 
 
-@pytest.mark.xfail(strict=True, reason="planner.py passes every declared interface name to plan_sysctls, "
-                                       "not the ones this plan creates")
 @pytest.mark.parametrize("iface", [eth("eth3"), bridge("br9", state=ABSENT)], ids=["missing-nic", "absent"])
 def test_a_key_of_an_interface_the_plan_does_not_create_is_a_problem(iface: Interface) -> None:
     spec = SysctlSpec(f"net.ipv4.conf.{iface.name}.forwarding", "1")
@@ -544,11 +542,9 @@ def test_a_key_of_an_interface_the_plan_does_not_create_is_a_problem(iface: Inte
     assert "sysctl/net.ipv4.conf." + iface.name + ".forwarding" in [pr.resource for pr in p.problems]
 
 
-# --------------------------------------------------------------------------- known limits of grouping
+# --------------------------------------------------------------------------- planning in groups
 
 
-@pytest.mark.xfail(strict=True, reason="planner.py plans a bridge with its listed ports only; the kernel "
-                                       "makes a bridge follow every port (br_mtu_auto_adjust)")
 def test_a_bridge_keeps_its_mtu_when_an_unlisted_declared_port_changes() -> None:
     observed = net(bridge_link(3, "br0", mtu=1500), nic(2, "eth1", mtu=1500, master=3))
     desired = DesiredState(interfaces=(bridge("br0", mtu=1500), eth("eth1", mtu=1280)))
@@ -566,8 +562,6 @@ def test_a_bridge_keeps_its_mtu_when_a_listed_port_changes() -> None:
     converge(p, desired, FakeKernel(observed))
 
 
-@pytest.mark.xfail(strict=True, reason="planner.py's interface_groups ignores undeclared names: a bridge "
-                                       "listing the undeclared peer of a declared veth is planned apart from it")
 def test_the_undeclared_peer_of_a_new_veth_can_be_a_port() -> None:
     observed = net(bridge_link(3, "br0"))
     desired = DesiredState(interfaces=(Interface("va0", IfType.VETH, veth_peer="vb0"), bridge("br0", "vb0")))

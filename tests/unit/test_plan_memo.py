@@ -35,7 +35,8 @@ def desired_states(draw: st.DrawFn) -> DesiredState:
             free.remove(p)
         interfaces.append(Interface(bridge, IfType.BRIDGE, draw(st.sampled_from([AdminState.UP, AdminState.DOWN])),
                                     mtu=draw(st.sampled_from([None, 1500, 9000])),
-                                    bridge=BridgeConfig(ports=tuple(ports)),
+                                    # ports None: the bridge's ports are not managed
+                                    bridge=BridgeConfig(ports=tuple(ports) if draw(st.booleans()) else None),
                                     ipv4=IpConfig(True, (ipaddress.ip_interface(f"192.0.2.{len(interfaces) + 1}/24"),))
                                     if draw(st.booleans()) else None))
     for nic in draw(st.lists(st.sampled_from(NICS), unique=True, max_size=4)):
@@ -115,7 +116,7 @@ def test_group_plans_add_up_to_the_whole_plan(desired: DesiredState) -> None:
     net = initial(NICS[:3] + BRIDGES[:1])
     whole = plan_interfaces(desired.interfaces, net)
     parts: tuple[list, list] = ([], [])  # type: ignore[type-arg]
-    for group in interface_groups(desired.interfaces):
+    for group in interface_groups(desired.interfaces, net):
         a, p = plan_interfaces(group, net)
         parts[0].extend(a)
         parts[1].extend(p)
@@ -144,3 +145,22 @@ def test_a_notification_that_changes_nothing_does_not_bump_the_version() -> None
     assert link is not None
     net.put_link(Link(link.index, "eth0", None, True, 9000, None, None))
     assert net.changed_since(version) == {"eth0"}
+
+
+def test_a_declared_port_moving_between_bridges_regroups_the_plan() -> None:
+    """br0 does not list its ports: the kernel makes it follow eth1's MTU while eth1 is
+    on it, so eth1 is planned with whichever declared bridge holds it now."""
+    net = initial(["eth1", "br0", "br1"])
+    desired = DesiredState(interfaces=(
+        Interface("br0", IfType.BRIDGE, AdminState.UP, mtu=1500, bridge=BridgeConfig(ports=None)),
+        Interface("br1", IfType.BRIDGE, AdminState.UP, bridge=BridgeConfig(ports=None)),
+        Interface("eth1", IfType.ETHERNET, AdminState.UP, mtu=9000)))
+    assert sorted(len(g) for g in interface_groups(desired.interfaces, net)) == [1, 1, 1]
+    memo = PlanMemo()
+    observed = Observed(net=net)
+    assert key(plan(desired, observed, memo)) == key(plan(desired, Observed(net=net)))
+    apply_change(net, ("master", "eth1", 0))  # eth1 joins br0
+    assert sorted(len(g) for g in interface_groups(desired.interfaces, net)) == [1, 2]
+    memoized = plan(desired, observed, memo)
+    assert key(memoized) == key(plan(desired, Observed(net=net)))
+    assert ("interface/br0", "mtu", "SetMtu(name='br0', mtu=1500)") in key(memoized)  # after eth1 rises to 9000

@@ -43,8 +43,8 @@ from vnetd.plan.actions import (
     SetMaster,
     SetMtu,
 )
-from vnetd.plan.planner import Observed, PlanMemo, interface_groups, plan
-from vnetd.plan.routes import flushed_links, matches
+from vnetd.plan.planner import Observed, PlanMemo, plan
+from vnetd.plan.routes import matches
 
 NICS = ("eth0", "eth1", "eth2", "eth3")
 PAIRS = (("va0", "vb0"), ("va1", "vb1"))
@@ -366,51 +366,6 @@ def same_foreign(before: NetState, after: NetState, desired: DesiredState) -> No
     assert routes(after) == routes(before)
 
 
-def bridge_follows_another_group(desired: DesiredState, observed: NetState) -> bool:
-    """A declared bridge with a declared MTU whose current port is planned in another group.
-
-    Known limitation of vnetd/plan/planner.py (reported): interfaces are planned group by
-    group (a bridge with its *listed* ports), but the kernel makes a bridge whose MTU was
-    never set follow every current port, listed or not; a port planned in another group
-    changing MTU or leaving moves the bridge's MTU, and the bridge's group cannot see it.
-    """
-    groups = interface_groups(desired.interfaces)
-    group_of: dict[str, int] = {}
-    for i, group in enumerate(groups):
-        for iface in group:
-            for name in (iface.name, iface.veth_peer, *((iface.bridge.ports or ()) if iface.bridge else ())):
-                if name is not None:
-                    group_of.setdefault(name, i)
-    mine = named(desired)
-    for iface in desired.interfaces:
-        link = observed.link(iface.name)
-        if iface.type is not IfType.BRIDGE or iface.mtu is None or link is None:
-            continue
-        for port in observed.ports_of(link.index):
-            if port.name in mine and group_of.get(port.name) != group_of[iface.name]:
-                return True
-    return False
-
-
-def routes_flushed_unplanned(desired: DesiredState, first: Plan, observed: NetState) -> bool:
-    """A declared route held only through a link that loses its last IPv4 address, and not
-    planned again.
-
-    Known limitation of vnetd/plan/planner.py (reported): the kernel removes the IPv4 routes
-    of a link that loses its last IPv4 address; plan_routes can plan them again
-    (``flushed=flushed_links(interface actions)``) but planner.py does not pass it yet.
-    """
-    flushed = flushed_links(first.actions, observed)
-    planned = {a.resource for a in first.actions if isinstance(a.op, AddRoute)}
-    for spec in desired.routes:
-        if spec.absent or spec.resource in planned:
-            continue
-        held = [r for r in observed.routes if matches(spec, r, observed)]
-        if held and all(r.family == 4 and observed.name_of(r.oif) in flushed for r in held):
-            return True
-    return False
-
-
 # --------------------------------------------------------------------------- properties
 
 
@@ -426,12 +381,6 @@ def test_one_pass_converges_and_touches_nothing_foreign(scenario: tuple[DesiredS
     check_ownership(fresh, desired, before)
     if fresh.problems:
         event("first plan has problems")
-        return
-    if bridge_follows_another_group(desired, before):
-        event("skipped: a bridge's MTU follows a port planned in another group (planner.py)")
-        return
-    if routes_flushed_unplanned(desired, fresh, before):
-        event("skipped: a declared route goes with a link's last IPv4 address (planner.py)")
         return
     event("plan empty" if fresh.empty else "plan has actions")
     failures = kernel.run(fresh.actions)

@@ -261,14 +261,11 @@ def test_a_route_that_may_survive_the_flush_is_replaced_not_added(promote: bool)
     assert plan(desired, Observed(net=kernel.observe())) == Plan()
 
 
-@pytest.mark.xfail(strict=True, reason="planner.py does not pass flushed_links(interface actions) to plan_routes")
 def test_renumbering_a_link_keeps_its_declared_routes() -> None:
     desired, observed = _renumbered()
     converge(desired, observed)
 
 
-@pytest.mark.xfail(strict=True, reason="planner.py's 'created' for routes lists declared interfaces only, "
-                                       "not the undeclared peer a new veth brings")
 def test_a_route_through_the_undeclared_peer_of_a_new_veth_is_an_action() -> None:
     desired = DesiredState(interfaces=(Interface("va0", IfType.VETH, veth_peer="vb0"),),
                            routes=(RouteSpec(DEST, None, "vb0"),))

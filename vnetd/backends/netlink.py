@@ -44,8 +44,10 @@ RECYCLE_AFTER = 20_000
 def bridge_data(stp: StpOptions | None) -> list[tuple[str, int]]:
     """IFLA_BR_* attributes for the options that are set (seconds -> centiseconds).
 
-    STP goes first when it is being turned off and last when turned on: the kernel
-    validates timers against the STP state at the moment it reads them.
+    Their order does not matter: the kernel applies timers before the STP state
+    whatever the order in the message (br_changelink), checking them against the
+    STP state the bridge had before the request. That is why the planner turns STP
+    off in an action of its own before timers change (plan.interfaces._stp_changes).
     """
     if stp is None:
         return []
@@ -58,10 +60,9 @@ def bridge_data(stp: StpOptions | None) -> list[tuple[str, int]]:
         timers.append(("IFLA_BR_MAX_AGE", stp.max_age * 100))
     if stp.priority is not None:
         timers.append(("IFLA_BR_PRIORITY", stp.priority))
-    if stp.enabled is None:
-        return timers
-    state = [("IFLA_BR_STP_STATE", 1 if stp.enabled else 0)]
-    return timers + state if stp.enabled else state + timers
+    if stp.enabled is not None:
+        timers.append(("IFLA_BR_STP_STATE", 1 if stp.enabled else 0))
+    return timers
 
 
 class NetlinkBackend:
@@ -221,7 +222,9 @@ class NetlinkBackend:
                 oif = index(op.device) if op.device else None
                 req = rtnl.route(True, op.destination, table=op.table, gateway=op.gateway, oif=oif,
                                  priority=op.metric, replace=op.replace)
-                return _Queued(action, [req], "add route")
+                # EEXIST: a route under the same key appeared since the plan; the next
+                # pass sees it and replaces it if it is not the declared one
+                return _Queued(action, [req], "add route", (errno.EEXIST,))
             case RemoveRoute():
                 req = rtnl.route(False, op.destination, table=op.table, gateway=op.gateway, oif=op.oif,
                                  priority=op.metric)

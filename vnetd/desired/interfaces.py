@@ -78,6 +78,10 @@ def _parse_interface(node: yaml.Node, path: str, ctx: FileContext) -> Interface 
     veth_peer = _parse_veth(m, path, iftype, ctx)
     vlan_base, vlan_id = _parse_vlan(m, path, iftype, ctx)
 
+    if mtu is not None and mtu < 1280 and ipv6 is not None and ipv6.addresses:
+        ctx.error(m.value_node("mtu"), join(path, "mtu"),
+                  "IPv6 needs an MTU of at least 1280, and this interface lists IPv6 addresses "
+                  "(the kernel refuses them below it)")
     if len(ctx.issues) != errors_before or name is None:
         return None
     return Interface(
@@ -115,6 +119,11 @@ def _parse_ip(m: MapView, key: str, version: int, ctx: FileContext) -> IpConfig 
                 continue
             if addr in addresses:
                 ctx.error(item, path, f"{addr} is listed twice")
+                continue
+            other = next((a for a in addresses if a.ip == addr.ip), None) if version == 6 else None
+            if other is not None:
+                ctx.error(item, path, f"{addr.ip} is listed with two prefix lengths ({other} and {addr}); "
+                                      "the kernel holds an IPv6 address once")
                 continue
             addresses.append(addr)
         if enabled is False and addresses:

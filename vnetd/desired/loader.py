@@ -26,7 +26,7 @@ from vnetd.desired.sysctl import parse_sysctl
 from vnetd.errors import ConfigError, ConfigIssue
 from vnetd.model.common import Origin
 from vnetd.model.firewall import ChainSpec
-from vnetd.model.interfaces import Interface
+from vnetd.model.interfaces import AdminState, Interface
 from vnetd.model.libvirt import LibvirtSpec, NetworkSpec
 from vnetd.model.routes import RouteSpec
 from vnetd.model.state import DesiredState
@@ -266,6 +266,7 @@ def load_sources(sources: Sequence[SourceFile], issues: Iterable[ConfigIssue] = 
     all_issues += _duplicates("sysctl key", ((s.key, s.origin) for s in merged.sysctls))
     all_issues += _duplicates("route", ((_route_key(r), r.origin) for r in merged.routes))
     all_issues += _absent_routes_declared(merged.routes)
+    all_issues += _routes_through_unusable_links(merged.routes, merged.interfaces)
     networks: list[NetworkSpec] = [n for spec, _ in merged.libvirt for n in spec.networks]
     all_issues += _duplicates("libvirt network", ((n.name, n.origin) for n in networks))
     all_issues += _duplicates("libvirt uri", (("uri", s.origin) for s, has_uri in merged.libvirt if has_uri))
@@ -316,6 +317,22 @@ def _absent_routes_declared(routes: Sequence[RouteSpec]) -> list[ConfigIssue]:
                 here = gone.origin or Origin("?", 0)
                 issues.append(ConfigIssue(here.file, here.line, "", f"{gone.resource} is declared absent "
                                           f"but {want.resource} is declared at {want.origin}"))
+    return issues
+
+
+def _routes_through_unusable_links(routes: Sequence[RouteSpec], interfaces: Sequence[Interface]) -> list[ConfigIssue]:
+    """A route through an interface declared down or absent: the kernel refuses it
+    ("Nexthop device is not up"), so it would fail on every pass."""
+    state = {i.name: i.state for i in interfaces}
+    issues = []
+    for route in routes:
+        declared = state.get(route.next_hop_interface or "")
+        if route.absent or declared is None or declared is AdminState.UP:
+            continue
+        here = route.origin or Origin("?", 0)
+        issues.append(ConfigIssue(here.file, here.line, "",
+                                  f"{route.resource} goes through {route.next_hop_interface!r}, which is declared "
+                                  f"{declared.value}; the kernel refuses a route through a link that is not up"))
     return issues
 
 

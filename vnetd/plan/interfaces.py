@@ -312,8 +312,9 @@ def _settle_bridge_mtus(desired: tuple[Interface, ...], observed: NetState, acti
     setting an MTU to the value a link has marks nothing: a new bridge declared 1500
     drops to 1280 when a 1280 port joins. When this plan moves or changes a port of a
     bridge and the ports it can see would not give the bridge its declared MTU, the
-    bridge's MTU is (re)set last. Only the ports its group names are looked at (ports
-    not named stay at or above a following bridge's MTU), so a group's plan stays a
+    bridge's MTU is (re)set last. Only the group's own interfaces are looked at: a
+    bridge's group holds every declared interface on it (plan.planner.interface_groups),
+    and undeclared ports are not moved or changed by vnetd, so a group's plan stays a
     function of the group's links (see plan.planner.PlanMemo).
     """
     moving = {a.op.name: a.op.master for a in actions if isinstance(a.op, SetMaster)}
@@ -326,9 +327,9 @@ def _settle_bridge_mtus(desired: tuple[Interface, ...], observed: NetState, acti
         if (link is None and iface.name not in created) or (link is not None and link.kind != "bridge"):
             continue
         listed = set((iface.bridge.ports or ()) if iface.bridge else ())
-        # the ports this bridge's group names: listed ones and the other ends of listed veths
-        names = listed | {i.veth_peer for i in desired if i.name in listed and i.veth_peer} \
-            | {i.name for i in desired if i.veth_peer in listed}
+        # the ports this group names: listed ones, declared ones and veth peers
+        names = listed | {i.name for i in desired} | {i.veth_peer for i in desired if i.veth_peer}
+        names.discard(iface.name)
         on_bridge = set()
         for name in names:
             port_link = observed.link(name)

@@ -11,13 +11,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from vnetd.model.firewall import ObservedTable
-from vnetd.model.interfaces import VIRTUAL_TYPES, AdminState, Interface
+from vnetd.model.interfaces import Interface
 from vnetd.model.libvirt import GuestTap, ObservedNetwork
 from vnetd.model.netstate import NetState
 from vnetd.model.state import DesiredState
-from vnetd.plan.actions import Action, Plan, Problem, ordered
+from vnetd.plan.actions import Action, CreateLink, Plan, Problem, ordered
 from vnetd.plan.interfaces import plan_interfaces
-from vnetd.plan.routes import plan_routes
+from vnetd.plan.routes import flushed_links, plan_routes
 
 
 @dataclass
@@ -63,59 +63,89 @@ class PlanMemo:
         return result
 
 
-def interface_groups(interfaces: tuple[Interface, ...]) -> list[tuple[Interface, ...]]:
+def interface_groups(
+    interfaces: tuple[Interface, ...], observed: NetState | None = None
+) -> list[tuple[Interface, ...]]:
     """Interfaces whose plans depend on each other: a bridge and its ports, a veth
     pair, a VLAN and its parent. Each group is planned on its own (the union of the
     groups' plans is the plan of the whole), so one drifting port re-plans its
-    bridge, not 2,500 interfaces."""
-    parent = {i.name: i.name for i in interfaces}
+    bridge, not 2,500 interfaces.
+
+    Names join a group whether declared or not (a bridge listing the undeclared peer
+    of a declared veth plans with that veth), and so does a declared interface that
+    is a port of a declared bridge in ``observed``, listed or not: the kernel makes a
+    bridge follow every port's MTU (see plan.interfaces._settle_bridge_mtus).
+    """
+    parent: dict[str, str] = {}
 
     def find(name: str) -> str:
+        parent.setdefault(name, name)
         while parent[name] != name:
             parent[name] = parent[parent[name]]
             name = parent[name]
         return name
 
     def union(a: str, b: str | None) -> None:
-        if b is not None and b in parent:
+        if b is not None:
             parent[find(a)] = find(b)
 
     for iface in interfaces:
-        for port in (iface.bridge.ports or ()) if iface.bridge else ():
+        find(iface.name)
+        for port in _related(iface):
             union(iface.name, port)
-        union(iface.name, iface.veth_peer)
-        union(iface.name, iface.vlan_base)
+    if observed is not None:
+        for name, master in current_masters(interfaces, observed).items():
+            if master in parent:
+                union(name, master)
     groups: dict[str, list[Interface]] = {}
     for iface in interfaces:
         groups.setdefault(find(iface.name), []).append(iface)
     return [tuple(g) for g in groups.values()]
 
 
+def current_masters(interfaces: tuple[Interface, ...], observed: NetState) -> dict[str, str | None]:
+    """Each declared interface's current master (by name) in ``observed``."""
+    masters: dict[str, str | None] = {}
+    for iface in interfaces:
+        masters[iface.name] = _master_name(iface.name, observed)
+    return masters
+
+
+def _master_name(name: str, observed: NetState) -> str | None:
+    link = observed.link(name)
+    return observed.name_of(link.master) if link is not None and link.master else None
+
+
+def _related(iface: Interface) -> list[str]:
+    """The names an interface's own declaration ties it to."""
+    names = list((iface.bridge.ports or ()) if iface.bridge else ())
+    if iface.veth_peer:
+        names.append(iface.veth_peer)
+    if iface.vlan_base:
+        names.append(iface.vlan_base)
+    return names
+
+
 def _names_of(group: tuple[Interface, ...]) -> tuple[str, ...]:
-    names: list[str] = []
-    for iface in group:
-        names.append(iface.name)
-        if iface.bridge and iface.bridge.ports:
-            names += iface.bridge.ports
-        if iface.veth_peer:
-            names.append(iface.veth_peer)
-        if iface.vlan_base:
-            names.append(iface.vlan_base)
-    return tuple(dict.fromkeys(names))
+    return tuple(dict.fromkeys(name for iface in group for name in (iface.name, *_related(iface))))
 
 
 def _plan_interfaces_grouped(desired: DesiredState, net: NetState, memo: PlanMemo) -> Section:
     """Interfaces, planned group by group; a group is planned again only when the
-    desired state changed or a link it names changed since the last plan."""
+    desired state changed or a link it names changed since the last plan. A declared
+    interface changing master regroups everything (it is rare, and groups follow it)."""
     state = memo.interfaces
-    if state is None or state.desired is not desired.interfaces or state.net is not net:
-        groups = interface_groups(desired.interfaces)
-        state = _GroupMemo(desired.interfaces, net, groups)
+    names = None if state is None or state.desired is not desired.interfaces or state.net is not net \
+        else net.changed_since(state.version)
+    if state is not None and names is not None \
+            and any(n in state.masters and _master_name(n, net) != state.masters[n] for n in names):
+        names = None
+    if state is None or names is None:
+        state = _GroupMemo(desired.interfaces, net)
         memo.interfaces = state
         dirty: set[int] | None = None
     else:
-        names = net.changed_since(state.version)
-        dirty = None if names is None else {g for n in names for g in state.by_name.get(n, ())}
+        dirty = {g for n in names for g in state.by_name.get(n, ())}
     for i, group in enumerate(state.groups):
         if dirty is None or i in dirty:
             state.results[i] = plan_interfaces(group, net)
@@ -129,16 +159,28 @@ def _plan_interfaces_grouped(desired: DesiredState, net: NetState, memo: PlanMem
 
 
 class _GroupMemo:
-    def __init__(self, desired: tuple[Interface, ...], net: NetState, groups: list[tuple[Interface, ...]]) -> None:
+    def __init__(self, desired: tuple[Interface, ...], net: NetState) -> None:
         self.desired = desired
         self.net = net
-        self.groups = groups
+        self.masters = current_masters(desired, net)
+        self.groups = interface_groups(desired, net)
         self.version = -1
-        self.results: list[Section] = [([], []) for _ in groups]
+        self.results: list[Section] = [([], []) for _ in self.groups]
         self.by_name: dict[str, list[int]] = {}
-        for i, group in enumerate(groups):
+        for i, group in enumerate(self.groups):
             for name in _names_of(group):
                 self.by_name.setdefault(name, []).append(i)
+
+
+def created_links(actions: list[Action]) -> set[str]:
+    """Links these actions create: each CreateLink's name and, for a veth, its peer."""
+    created: set[str] = set()
+    for action in actions:
+        if isinstance(action.op, CreateLink):
+            created.add(action.op.name)
+            if action.op.veth_peer:
+                created.add(action.op.veth_peer)
+    return created
 
 
 def plan(desired: DesiredState, observed: Observed, memo: PlanMemo | None = None) -> Plan:
@@ -147,15 +189,22 @@ def plan(desired: DesiredState, observed: Observed, memo: PlanMemo | None = None
     problems: list[Problem] = []
     net = observed.net
     version = net.version_token()
-    created = {i.name for i in desired.interfaces if i.type in VIRTUAL_TYPES and i.state is not AdminState.ABSENT}
-    sections = [_plan_interfaces_grouped(desired, net, memo)]
+    interfaces = _plan_interfaces_grouped(desired, net, memo)
+    sections = [interfaces]
+    created = None
     if desired.routes:
-        sections.append(memo.get("routes", (desired.routes, version),
-                                 lambda: plan_routes(desired.routes, net, created)))
+        # links created by this plan may carry routes; links losing their last IPv4
+        # address lose theirs, which are then planned again
+        created = created_links(interfaces[0])
+        flushed = flushed_links(interfaces[0], net)
+        sections.append(memo.get("routes", (desired.routes, desired.interfaces, version),
+                                 lambda: plan_routes(desired.routes, net, created or (), flushed)))
     if observed.sysctls is not None:
         from vnetd.plan.sysctl import plan_sysctls
 
-        sections.append(plan_sysctls(desired.sysctls, observed.sysctls, {i.name for i in desired.interfaces}))
+        if created is None:
+            created = created_links(interfaces[0])
+        sections.append(plan_sysctls(desired.sysctls, observed.sysctls, created))
     if observed.firewall is not None:
         from vnetd.plan.firewall import plan_firewall
 

@@ -19,14 +19,14 @@ def interface_of(key: str) -> str | None:
 
 
 def plan_sysctls(
-    desired: Iterable[SysctlSpec], observed: dict[str, str | None], declared_interfaces: Collection[str] = ()
+    desired: Iterable[SysctlSpec], observed: dict[str, str | None], created: Collection[str] = ()
 ) -> tuple[list[Action], list[Problem]]:
     actions: list[Action] = []
     problems: list[Problem] = []
     for spec in desired:
         have = observed.get(spec.key)
         if have is None:
-            if interface_of(spec.key) in declared_interfaces:
+            if interface_of(spec.key) in created:
                 # the interface is created by this plan; the key appears with it
                 actions.append(Action(SetSysctl(spec.key, spec.value), Phase.SYSCTL, spec.resource, "value",
                                       spec.value, None))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import platform
+import signal
 import statistics
 import subprocess
 import sys
@@ -19,6 +20,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
 PREFIX = f"vb{os.getpid() % 100000}"
+
+# a benchmark stopped with SIGTERM (a timeout, kill) unwinds its ``with Namespace``
+# blocks like Ctrl-C does, instead of leaving its namespaces behind
+signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
 
 def sh(*cmd: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:

@@ -216,16 +216,20 @@ class _Writer:
         if ref is not None:
             self.spans[id(ref)] = (ref, first, len(self.lines))
 
+    def aside(self, part: Blank | Comment, indent: int) -> None:
+        """Write a blank line or a comment, at ``indent``."""
+        if isinstance(part, Blank):
+            self.emit("")
+        else:
+            for line in _comment_lines(part, indent):
+                self.emit(line)
+
     def mapping(self, m: Mapping, indent: int, first_prefix: str | None = None) -> None:
         """Write a block mapping; ``first_prefix`` replaces the indent of its first line ("- ")."""
         pad = " " * indent
         for part in m.entries:
-            if isinstance(part, Blank):
-                self.emit("")
-                continue
-            if isinstance(part, Comment):
-                for line in _comment_lines(part, indent):
-                    self.emit(line)
+            if isinstance(part, (Blank, Comment)):
+                self.aside(part, indent)
                 continue
             lead = pad
             if first_prefix is not None:
@@ -259,12 +263,8 @@ class _Writer:
     def sequence(self, s: Sequence, indent: int) -> None:
         pad = " " * indent
         for part in s.items:
-            if isinstance(part, Blank):
-                self.emit("")
-                continue
-            if isinstance(part, Comment):
-                for line in _comment_lines(part, indent):
-                    self.emit(line)
+            if isinstance(part, (Blank, Comment)):
+                self.aside(part, indent)
                 continue
             trailing = f"  # {sanitize(part.comment)}" if part.comment else ""
             v = part.value

@@ -12,12 +12,19 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.support import PREFIX, Netns, NetnsFactory, StateDir, sh
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """A run stopped with SIGTERM (a CI time limit, kill) unwinds like Ctrl-C: pytest
+    still runs every fixture's teardown, so no namespace or daemon is left behind."""
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
 
 
 @pytest.fixture

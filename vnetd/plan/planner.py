@@ -7,7 +7,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from vnetd.model.firewall import ObservedTable
@@ -64,7 +64,7 @@ class PlanMemo:
 
 
 def interface_groups(
-    interfaces: tuple[Interface, ...], observed: NetState | None = None
+    interfaces: tuple[Interface, ...], masters: Mapping[str, str | None] | None = None
 ) -> list[tuple[Interface, ...]]:
     """Interfaces whose plans depend on each other: a bridge and its ports, a veth
     pair, a VLAN and its parent. Each group is planned on its own (the union of the
@@ -73,8 +73,8 @@ def interface_groups(
 
     Names join a group whether declared or not (a bridge listing the undeclared peer
     of a declared veth plans with that veth), and so does a declared interface that
-    is a port of a declared bridge in ``observed``, listed or not: the kernel makes a
-    bridge follow every port's MTU (see plan.interfaces._settle_bridge_mtus).
+    is now a port of a declared bridge (``masters``: current_masters), listed or not:
+    the kernel makes a bridge follow every port's MTU (plan.interfaces._settle_bridge_mtus).
     """
     parent: dict[str, str] = {}
 
@@ -93,10 +93,9 @@ def interface_groups(
         find(iface.name)
         for port in _related(iface):
             union(iface.name, port)
-    if observed is not None:
-        for name, master in current_masters(interfaces, observed).items():
-            if master in parent:
-                union(name, master)
+    for name, master in (masters or {}).items():
+        if master in parent:
+            union(name, master)
     groups: dict[str, list[Interface]] = {}
     for iface in interfaces:
         groups.setdefault(find(iface.name), []).append(iface)
@@ -163,7 +162,7 @@ class _GroupMemo:
         self.desired = desired
         self.net = net
         self.masters = current_masters(desired, net)
-        self.groups = interface_groups(desired, net)
+        self.groups = interface_groups(desired, self.masters)
         self.version = -1
         self.results: list[Section] = [([], []) for _ in self.groups]
         self.by_name: dict[str, list[int]] = {}

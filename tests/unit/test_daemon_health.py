@@ -51,3 +51,21 @@ def test_a_settled_resource_forgets_its_conflict_after_a_quiet_window() -> None:
     book.settled("r", now=200.0)
     assert book.health("r", drifted=False, now=200.0) is Health.CONVERGED
     assert all(book.repaired("r", now=300.0 + t) is None for t in range(5))
+
+
+def test_only_failing_or_fighting_resources_are_troubled() -> None:
+    """A pass settles only these: with 2,500 quiet interfaces it looks at none of them."""
+    book = HealthBook()
+    book.repaired("interface/eth1", now=0.0)
+    book.failed("interface/br0", "EBUSY", now=0.0)
+    for t in range(6):
+        book.repaired("interface/vnet0", now=float(t))
+    assert book.troubled == {"interface/br0", "interface/vnet0"}
+    book.settled("interface/br0", now=0.5)  # still held: stays troubled
+    assert "interface/br0" in book.troubled
+    book.settled("interface/br0", now=2.0)
+    book.settled("interface/vnet0", now=200.0)
+    assert book.troubled == set()
+    book.failed("interface/eth1", "EBUSY", now=300.0)
+    book.forget({"interface/br0"})
+    assert book.troubled == set()

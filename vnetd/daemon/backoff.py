@@ -47,6 +47,8 @@ class HealthBook:
         """``conflict_repairs``: repairs within the window that mean a fight (0: never back off)."""
         self.resources: dict[str, ResourceState] = {}
         self.conflict_repairs = conflict_repairs
+        #: resources failing or held for a conflict: the only ones a pass must look at
+        self.troubled: set[str] = set()
 
     def _get(self, resource: str) -> ResourceState:
         return self.resources.setdefault(resource, ResourceState())
@@ -56,7 +58,7 @@ class HealthBook:
         return state is not None and state.hold_until > now
 
     def next_release(self, now: float) -> float | None:
-        times = [s.hold_until for s in self.resources.values() if s.hold_until > now]
+        times = [s.hold_until for r in self.troubled if (s := self.resources[r]).hold_until > now]
         return min(times) if times else None
 
     def repaired(self, resource: str, now: float) -> float | None:
@@ -73,6 +75,7 @@ class HealthBook:
             state.conflicts += 1
             state.conflict = True
             state.hold_until = now + hold
+            self.troubled.add(resource)
             state.repairs.clear()
             return hold
         return None
@@ -83,6 +86,7 @@ class HealthBook:
         state.failures += 1
         state.last_error = error
         state.hold_until = now + hold
+        self.troubled.add(resource)
         return hold
 
     def settled(self, resource: str, now: float) -> None:
@@ -96,6 +100,8 @@ class HealthBook:
         if state.conflict and state.hold_until <= now and not any(now - t <= CONFLICT_WINDOW for t in state.repairs):
             state.conflict = False
             state.conflicts = 0
+        if not state.failures and not state.conflict:
+            self.troubled.discard(resource)
 
     def health(self, resource: str, drifted: bool, now: float) -> Health:
         state = self.resources.get(resource)
@@ -109,3 +115,4 @@ class HealthBook:
         for resource in list(self.resources):
             if resource not in keep:
                 del self.resources[resource]
+                self.troubled.discard(resource)

@@ -337,9 +337,8 @@ class Reconciler:
             for resource in repaired:
                 self.health.settled(resource, done)
         remaining = {a.resource for a in result.final_plan.actions}
-        for resource in resources_of(self.desired):
-            if resource not in remaining and resource not in repaired:
-                self.health.settled(resource, done)
+        for resource in sorted(self.health.troubled - remaining - repaired):
+            self.health.settled(resource, done)
         for problem in result.final_plan.problems:
             self.log.warning("resource.problem", resource=problem.resource, message=problem.message)
         if len(result.applied) >= 100:

@@ -132,12 +132,12 @@ def _names_of(group: tuple[Interface, ...]) -> tuple[str, ...]:
 def _plan_interfaces_grouped(desired: DesiredState, net: NetState, memo: PlanMemo) -> Section:
     """Interfaces, planned group by group; a group is planned again only when the
     desired state changed or a link it names changed since the last plan. A declared
-    interface changing master regroups everything (it is rare, and groups follow it)."""
+    interface that joins a declared bridge outside its group regroups everything (it is
+    rare); one leaving a bridge does not: a group larger than needed plans the same."""
     state = memo.interfaces
     names = None if state is None or state.desired is not desired.interfaces or state.net is not net \
         else net.changed_since(state.version)
-    if state is not None and names is not None \
-            and any(n in state.masters and _master_name(n, net) != state.masters[n] for n in names):
+    if state is not None and names is not None and any(state.joins_another_group(n) for n in names):
         names = None
     if state is None or names is None:
         state = _GroupMemo(desired.interfaces, net)
@@ -161,14 +161,22 @@ class _GroupMemo:
     def __init__(self, desired: tuple[Interface, ...], net: NetState) -> None:
         self.desired = desired
         self.net = net
-        self.masters = current_masters(desired, net)
-        self.groups = interface_groups(desired, self.masters)
+        self.groups = interface_groups(desired, current_masters(desired, net))
         self.version = -1
         self.results: list[Section] = [([], []) for _ in self.groups]
         self.by_name: dict[str, list[int]] = {}
+        self.group_of: dict[str, int] = {}
         for i, group in enumerate(self.groups):
             for name in _names_of(group):
                 self.by_name.setdefault(name, []).append(i)
+            for iface in group:
+                self.group_of[iface.name] = i
+
+    def joins_another_group(self, name: str) -> bool:
+        """Whether declared ``name`` is now a port of a declared bridge planned in another group."""
+        mine = self.group_of.get(name)
+        master = _master_name(name, self.net) if mine is not None else None
+        return master is not None and self.group_of.get(master, mine) != mine
 
 
 def created_links(actions: list[Action]) -> set[str]:

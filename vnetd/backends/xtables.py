@@ -381,7 +381,6 @@ def _explain(kind: str, name: str, exc: BaseException, option: RuleOption | None
     text = _PYIPTC_NOISE.sub(r"\1", str(exc).strip()) or type(exc).__name__
     if ("invalid parameter" in text or "no such parameter" in text) and option is not None:
         return f"{what} has no option --{option.name}"
-
     if option is not None:
         shown = f"--{option.name} {' '.join(option.values)}".strip()
         if "parameter error" in text or "invalid value" in text or "error -" in text:

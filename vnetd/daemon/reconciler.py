@@ -277,7 +277,6 @@ class Reconciler:
                 reasons.append("libvirt")
         return reasons
 
-
     # -- the pass ---------------------------------------------------------------------
 
     def run_pass(self, sources: set[str]) -> PassSummary:

@@ -314,9 +314,8 @@ def _absent_routes_declared(routes: Sequence[RouteSpec]) -> list[ConfigIssue]:
             if gone.next_hop_address in (None, want.next_hop_address) \
                     and gone.next_hop_interface in (None, want.next_hop_interface) \
                     and gone.metric in (None, _metric(want)):
-                here = gone.origin or Origin("?", 0)
-                issues.append(ConfigIssue(here.file, here.line, "", f"{gone.resource} is declared absent "
-                                          f"but {want.resource} is declared at {want.origin}"))
+                issues.append(_issue_at(gone.origin, f"{gone.resource} is declared absent "
+                                        f"but {want.resource} is declared at {want.origin}"))
     return issues
 
 
@@ -329,11 +328,16 @@ def _routes_through_unusable_links(routes: Sequence[RouteSpec], interfaces: Sequ
         declared = state.get(route.next_hop_interface or "")
         if route.absent or declared is None or declared is AdminState.UP:
             continue
-        here = route.origin or Origin("?", 0)
-        issues.append(ConfigIssue(here.file, here.line, "",
-                                  f"{route.resource} goes through {route.next_hop_interface!r}, which is declared "
-                                  f"{declared.value}; the kernel refuses a route through a link that is not up"))
+        issues.append(_issue_at(route.origin, f"{route.resource} goes through {route.next_hop_interface!r}, "
+                                f"which is declared {declared.value}; the kernel refuses a route through a link "
+                                "that is not up"))
     return issues
+
+
+def _issue_at(origin: Origin | None, message: str) -> ConfigIssue:
+    """An issue of the merged state, reported where its item was written."""
+    here = origin or Origin("?", 0)
+    return ConfigIssue(here.file, here.line, "", message)
 
 
 def _duplicates(what: str, items: Iterable[tuple[str, Origin | None]]) -> list[ConfigIssue]:

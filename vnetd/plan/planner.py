@@ -198,19 +198,16 @@ def plan(desired: DesiredState, observed: Observed, memo: PlanMemo | None = None
     version = net.version_token()
     interfaces = _plan_interfaces_grouped(desired, net, memo)
     sections = [interfaces]
-    created = None
+    # links this plan creates may carry routes and sysctl keys
+    created = created_links(interfaces[0])
     if desired.routes:
-        # links created by this plan may carry routes; links losing their last IPv4
-        # address lose theirs, which are then planned again
-        created = created_links(interfaces[0])
+        # links losing their last IPv4 address lose their routes: planned again
         flushed = flushed_links(interfaces[0], net)
         sections.append(memo.get("routes", (desired.routes, desired.interfaces, version),
-                                 lambda: plan_routes(desired.routes, net, created or (), flushed)))
+                                 lambda: plan_routes(desired.routes, net, created, flushed)))
     if observed.sysctls is not None:
         from vnetd.plan.sysctl import plan_sysctls
 
-        if created is None:
-            created = created_links(interfaces[0])
         sections.append(plan_sysctls(desired.sysctls, observed.sysctls, created))
     if observed.firewall is not None:
         from vnetd.plan.firewall import plan_firewall

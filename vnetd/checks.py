@@ -1,16 +1,27 @@
 # SPDX-License-Identifier: MIT
 """Checks of a loaded state against this machine (beyond what the loader can know).
 
-* Every firewall rule is compiled through libxtables (python-iptables): a match or
-  option it does not know is a ConfigError naming file, line and rule; so is a jump
-  to a chain that is neither declared nor present in the kernel's table.
-* Environment warnings: the host's iptables is the nft variant, nft holds rules in
+``check`` must refuse every rule ``apply`` would fail on, in the same round as the
+files' schema errors (one run of ``vnetd check`` lists every problem):
+
+* every firewall rule is compiled as the iptables command compiles it (libxtables:
+  mandatory and exclusive options, aliases, revisions; ``vnetd.backends.xtables``);
+* a jump to a chain that is neither declared nor present in the kernel's table;
+* what only the kernel checks (hooks, tables, protocols of a match), asked of the
+  kernel in a throw-away namespace (``vnetd.backends.kernelcheck``; root only);
+* environment warnings: the host's iptables is the nft variant, nft holds rules in
   this namespace (a split firewall).
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+from vnetd.errors import ConfigError, ConfigIssue
 from vnetd.model.state import DesiredState
+
+if TYPE_CHECKING:
+    from vnetd.backends.xtables import RuleCheck
 
 
 def existing_chains(table: str) -> set[str] | None:
@@ -35,13 +46,53 @@ def existing_chains(table: str) -> set[str] | None:
     return {entry.chain for entry in walk_table(*got)}
 
 
-def check_state(desired: DesiredState) -> list[str]:
-    """Raise ConfigError for rules the kernel tools cannot express; return warnings."""
+def check_state(desired: DesiredState, *, kernel: bool = True) -> tuple[list[ConfigIssue], list[str]]:
+    """Issues (rules iptables or the kernel would refuse) and warnings of a loaded state."""
+    issues: list[ConfigIssue] = []
     warnings: list[str] = []
     if desired.chains:
         from vnetd.backends.nftdetect import backend_warnings
         from vnetd.backends.xtables import validate_rules
 
-        warnings += validate_rules(desired.chains, existing_chains)
+        checked = validate_rules(desired.chains, existing_chains)
+        issues += checked.issues
+        warnings += checked.warnings
+        if kernel and checked.compiled:
+            issues += _kernel_issues(desired, checked, warnings)
         warnings += backend_warnings()
+    return issues, warnings
+
+
+def _kernel_issues(desired: DesiredState, checked: RuleCheck, warnings: list[str]) -> list[ConfigIssue]:
+    from vnetd.backends.kernelcheck import kernel_refusals
+    from vnetd.backends.xtables import rule_issue
+
+    refusals = kernel_refusals(desired.chains, checked.compiled, checked.foreign_chains)
+    if isinstance(refusals, str):
+        warnings.append(refusals)
+        return []
+    chains = {(c.table, c.name): c for c in desired.chains}
+    out = []
+    for refusal in refusals:
+        chain = chains[(refusal.table, refusal.chain)]
+        out.append(rule_issue(chain, refusal.index, chain.rules[refusal.index], refusal.reason))
+    return out
+
+
+def finish(desired: DesiredState, issues: list[ConfigIssue], *, kernel: bool = True) -> list[str]:
+    """Run the machine checks on a partially loaded state and raise one ConfigError with
+    the loader's issues and the checks' together; returns the warnings."""
+    more, warnings = check_state(desired, kernel=kernel)
+    everything = issues + more
+    if everything:
+        raise ConfigError(sorted(everything, key=lambda i: (i.file, i.line)))
     return warnings
+
+
+def load_checked(state_dir: str, *, kernel: bool = True) -> tuple[DesiredState, list[str]]:
+    """Load a state directory and check it against this machine: the state and its
+    warnings, or one ConfigError listing every problem of both."""
+    from vnetd.desired.loader import load_state_dir_partial
+
+    desired, issues = load_state_dir_partial(state_dir)
+    return desired, finish(desired, issues, kernel=kernel)

@@ -124,12 +124,6 @@ def print_config_error(exc: ConfigError) -> None:
     print(f"{n} error{'s' if n != 1 else ''} in the state files", file=sys.stderr)
 
 
-def load_desired(args: argparse.Namespace) -> Any:
-    from vnetd.desired.loader import load_state_dir
-
-    return load_state_dir(args.state_dir)
-
-
 def enter_netns(args: argparse.Namespace) -> None:
     if args.netns:
         from vnetd import netns
@@ -137,17 +131,28 @@ def enter_netns(args: argparse.Namespace) -> None:
         netns.enter(args.netns)
 
 
+def load_checked(args: argparse.Namespace) -> Any:
+    """The state files, loaded and checked against this machine (inside --netns).
+
+    The files are read before entering the namespace (a path does not depend on
+    it); the rules are checked inside it (its chains, its kernel). Every problem
+    of both steps comes in one ConfigError; warnings are printed.
+    """
+    from vnetd.checks import finish
+    from vnetd.desired.loader import load_state_dir_partial
+
+    desired, issues = load_state_dir_partial(args.state_dir)
+    enter_netns(args)
+    for warning in finish(desired, issues):
+        print(f"warning: {warning}", file=sys.stderr)
+    return desired
+
+
 # --------------------------------------------------------------------------- commands
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from vnetd.checks import check_state
-
-    desired = load_desired(args)
-    enter_netns(args)
-    warnings = check_state(desired)
-    for warning in warnings:
-        print(f"warning: {warning}", file=sys.stderr)
+    desired = load_checked(args)
     n_files = len(desired.files)
     print(f"{args.state_dir}: {n_files} file{'s' if n_files != 1 else ''} valid "
           f"({len(desired.interfaces)} interfaces, {len(desired.routes)} routes, {len(desired.sysctls)} sysctls, "
@@ -156,14 +161,10 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from vnetd.checks import check_state
     from vnetd.engine import Engine
     from vnetd.plan.render import plan_json, plan_text
 
-    desired = load_desired(args)
-    enter_netns(args)
-    for warning in check_state(desired):
-        print(f"warning: {warning}", file=sys.stderr)
+    desired = load_checked(args)
     engine = Engine()
     try:
         plan, _observed = engine.plan(desired)
@@ -180,14 +181,10 @@ def cmd_apply(args: argparse.Namespace) -> int:
     import logging
 
     from vnetd import log
-    from vnetd.checks import check_state
     from vnetd.engine import Engine
     from vnetd.plan.actions import Action
 
-    desired = load_desired(args)
-    enter_netns(args)
-    for warning in check_state(desired):
-        print(f"warning: {warning}", file=sys.stderr)
+    desired = load_checked(args)
     logger = log.get_logger()
     text = args.format == "text"
 

@@ -21,7 +21,7 @@ import pytest
 
 from tests.support import PREFIX, Netns, StateDir, _counter, delete_netns, sh, vnetd
 from tests.unit.test_loader import BROKEN, Broken
-from tests.unit.test_rule_syntax import BROKEN_FIREWALL, BROKEN_XTABLES
+from tests.unit.test_rule_syntax import BROKEN_FIREWALL, BROKEN_KERNEL, BROKEN_XTABLES
 
 pytestmark = pytest.mark.kernel
 
@@ -88,8 +88,10 @@ firewall:
 """
 PROBE_SYSCTLS = ("net.ipv4.ip_forward", "net.ipv4.ip_default_ttl")
 
-#: every interface/route case, every firewall/sysctl case, every case only libxtables catches
-CASES: list[Broken] = BROKEN + BROKEN_FIREWALL + BROKEN_XTABLES
+#: every interface/route case, every firewall/sysctl case the loader catches; the rules only
+#: libxtables or the kernel refuse go together in one file (test_every_refused_rule_...)
+CASES: list[Broken] = BROKEN + BROKEN_FIREWALL
+RULE_CASES: list[Broken] = BROKEN_XTABLES + BROKEN_KERNEL
 
 
 @pytest.fixture(scope="module")
@@ -161,3 +163,32 @@ def test_bad_input_is_refused_and_changes_nothing(case: Broken, baseline: Netns,
     assert after[0] == before[0], "links, addresses or routes changed"
     assert after[1] == before[1], "netfilter changed"
     assert after[2] == before[2], "a sysctl changed"
+
+
+def test_every_refused_rule_is_reported_in_one_round_and_changes_nothing(baseline: Netns, tmp_path: Path) -> None:
+    """All the rules libxtables or the kernel refuse, in one file: check, plan and apply
+    each report every one of them, at its line, and change nothing (each case's own
+    message is checked by tests/unit/test_rule_syntax.py)."""
+    state = StateDir(tmp_path / "vnetd.d")
+    state.write("05-pending.yaml", PENDING)
+    by_place: dict[tuple[str, str], list[str]] = {}
+    for case in RULE_CASES:
+        rule = case.files[0][1].splitlines()[-1].removeprefix("      - ")
+        table, chain = case.path.split(".")[1:3]
+        by_place.setdefault((table, chain), []).append(rule)
+    lines = ["firewall:"]
+    for table in dict.fromkeys(t for t, _ in by_place):
+        lines.append(f"  {table}:")
+        for (t, chain), rules in by_place.items():
+            if t == table:
+                lines += [f"    {chain}:", "      rules:"] + [f"      - {r}" for r in rules]
+    state.write("10-rules.yaml", "\n".join(lines) + "\n")
+    before = observe(baseline)
+    for command in ("check", "plan", "apply"):
+        result = vnetd(command, netns=baseline, state_dir=state)
+        assert result.returncode == 1, f"vnetd {command}: {result.stdout}{result.stderr}"
+        assert f"{len(RULE_CASES)} errors in the state files" in result.stderr, result.stderr
+        assert "Traceback" not in result.stderr
+        assert not result.stdout.strip(), f"vnetd {command} reported work on invalid files: {result.stdout}"
+    after = observe(baseline)
+    assert after == before, "the namespace changed"

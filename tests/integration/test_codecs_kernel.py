@@ -105,7 +105,7 @@ for table, chain_name, text in json.loads(sys.argv[2]):
     ours = compiler.compile(chain, rule)
     info, blob = RawTables().read(table)
     kernel = {r.tag: r.fingerprint for r in parse_table(table, info, blob).chains[chain_name].rules}
-    result[text] = ours.fingerprint == kernel.get(ours.tag)
+    result[text] = ours.fingerprints == (kernel.get(ours.tag),)
 print(json.dumps(result))
 """
 

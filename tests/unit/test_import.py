@@ -589,6 +589,7 @@ COMMIT
     assert "vnetd's marker of a chain it owns" in untranslated(text)
 
 
+@pytest.mark.kernel  # the kernel's own checks (root) refuse them
 def test_rules_the_loader_refuses_become_comments(tmp_path: Path) -> None:
     """The loader's own checks (target/chain combinations) feed back into comments."""
     path = write(tmp_path, "iptables", """\
@@ -613,6 +614,7 @@ COMMIT
     assert "PREROUTING: none of its rules is translated, so it is not declared" in notes
 
 
+@pytest.mark.kernel  # the kernel's own checks (root) refuse them
 def test_many_refused_rules(tmp_path: Path) -> None:
     """More refusals than the loader reports per file (200) still all end up as comments."""
     lines = ["*filter", ":INPUT ACCEPT [0:0]"]

@@ -889,7 +889,8 @@ def test_python_tags_construct_nothing(state_dir: StateDir, tmp_path: Path) -> N
         """)
     issues = issues_of(state_dir)
     assert not marker.exists()
-    assert [i.path for i in issues] == ["interfaces[0]", "sysctl"], shown(issues)
+    assert [(i.line, i.path) for i in issues] == [(1, ""), (2, ""), (1, "interfaces[0]"), (2, "sysctl")], shown(issues)
+    assert "explicit YAML tags (tag:yaml.org,2002:python/object/apply:os.system) are not allowed" in issues[0].message
 
 
 def test_load_sources_takes_already_read_files() -> None:

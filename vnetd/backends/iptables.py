@@ -26,19 +26,21 @@ import errno
 import os
 import socket
 import struct
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from vnetd.backends.xtables import (
+    COMMENT_SIZE,
     IPT_F_GOTO,
+    STANDARD_TARGET_SIZE,
     VERDICTS,
     CompiledRule,
     RuleCompileError,
     RuleCompiler,
     clean_entry,
     comment_match,
-    encode_header,
+    encode_plain_entry,
     entry_tag,
     fingerprint,
     iptc_module,
@@ -56,9 +58,6 @@ from vnetd.model.firewall import (
     ObservedChain,
     ObservedRule,
     ObservedTable,
-    Rule,
-    RuleHeader,
-    RuleTarget,
     rule_tag,
 )
 from vnetd.plan.actions import Action, PruneChain, SetPolicy, SyncChain
@@ -230,12 +229,16 @@ RENDER_LIMIT = 200
 
 
 def parse_table(name: str, info: TableInfo, blob: bytes | memoryview,
-                render_chains: Iterable[str] = ()) -> ObservedTable:
+                render_chains: Iterable[str] = (), masks: Mapping[str, tuple[int, ...]] | None = None
+                ) -> ObservedTable:
     """Chains in order, policies, and each rule's tag and fingerprint.
 
-    ``blob`` must come from a zero-filled buffer (RawTables does that), so entries
-    are clean and need no masking (see xtables.clean_entry). Foreign rules of the
-    chains in ``render_chains`` also get their text (for the plan's output).
+    ``blob`` must come from a zero-filled buffer (RawTables does that), so the
+    kernel has already zeroed what it keeps to itself beyond each extension's
+    usersize. ``masks`` (tag -> the declared rule's usersizes) also masks what the
+    kernel shows of its own state inside that size but beyond what userspace owns,
+    so a declared rule's kernel copy fingerprints like its compiled form. Foreign
+    rules of the chains in ``render_chains`` also get their text (for the plan's output).
     """
     blob = bytes(blob)
     render = set(render_chains)
@@ -250,6 +253,10 @@ def parse_table(name: str, info: TableInfo, blob: bytes | memoryview,
             continue
         entry = blob[e.offset : e.offset + e.size]
         tag = entry_tag(entry)
+        if tag is not None and masks is not None:
+            usersizes = masks.get(tag)
+            if usersizes is not None:
+                entry = clean_entry(entry, usersizes)
         fp = fingerprint(entry, e.meaning, bool(entry[82] & IPT_F_GOTO))
         text = None
         if tag is None and e.chain in render and rendered.get(e.chain, 0) < RENDER_LIMIT:
@@ -312,11 +319,13 @@ class Snapshot:
 
 def owner_mark_entry() -> bytes:
     """The no-op first rule of a chain vnetd owns: a comment, no target (falls through)."""
-    segment = comment_match(OWNER_MARK)
-    target = standard_target("")
-    header = encode_header(Rule(RuleHeader(), (), RuleTarget(None), ""), 112 + len(segment),
-                           112 + len(segment) + len(target))
-    return header + segment + target
+    return encode_plain_entry(comment_match(OWNER_MARK), standard_target(""))
+
+
+def owner_mark() -> CompiledRule:
+    entry = owner_mark_entry()
+    return CompiledRule(OWNER_MARK, (entry,), (fingerprint(entry, std_target=""),),
+                        (COMMENT_SIZE, STANDARD_TARGET_SIZE), "", False)
 
 
 class FirewallBackend:
@@ -328,7 +337,8 @@ class FirewallBackend:
         self._snapshots: dict[str, Snapshot] = {}
         self._compiled: dict[str, CompiledRule] = {}
         self._compiled_for: tuple[ChainSpec, ...] | None = None
-        self._fingerprints: dict[str, bytes] = {}
+        self._fingerprints: dict[str, tuple[bytes, ...]] = {}
+        self._masks: dict[str, tuple[int, ...]] = {}
         self._fingerprints_of: object = None
 
         self.lock_waits = 0.0
@@ -358,27 +368,45 @@ class FirewallBackend:
         if self._compiled_for is chains:  # the same desired state as the last call
             return self._compiled
         compiled: dict[str, CompiledRule] = {}
+        existing: dict[str, set[str]] = {}
         for chain in chains:
-            user_chains = {c.name for c in chains if c.table == chain.table and not c.builtin}
+            if chain.table not in existing:
+                existing[chain.table] = self.chain_names(chain.table)
+            jumpable = {c.name for c in chains if c.table == chain.table and not c.builtin} | existing[chain.table]
             for rule in chain.rules:
                 try:
-                    c = self.compiler.compile(chain, rule, user_chains)
+                    c = self.compiler.compile(chain, rule, jumpable)
                 except RuleCompileError as exc:
                     raise BackendError("xtables", chain.resource, f"cannot compile {rule.text!r}: {exc}") from exc
                 compiled[c.tag] = c
-        mark = owner_mark_entry()
-        compiled[OWNER_MARK] = CompiledRule(OWNER_MARK, mark, fingerprint(mark, std_target=""), (), "")
+        compiled[OWNER_MARK] = owner_mark()
         self._compiled = compiled
         self._compiled_for = chains
         return compiled
 
-    def fingerprints(self, chains: Iterable[ChainSpec]) -> dict[str, bytes]:
-        """Tag -> fingerprint of each declared rule (the same dict while the rules are the same)."""
+    def chain_names(self, table: str) -> set[str]:
+        """The chains of a table as the kernel has them now (none if it is not instantiated)."""
+        if table not in loaded_tables():
+            return set()
+        got = self._raw.read(table)
+        return set() if got is None else {e.chain for e in walk_table(*got)}
+
+    def fingerprints(self, chains: Iterable[ChainSpec]) -> dict[str, tuple[bytes, ...]]:
+        """Tag -> fingerprints of each declared rule's entries (the same dict while the rules are the same)."""
+        self._refresh_views(chains)
+        return self._fingerprints
+
+    def masks(self, chains: Iterable[ChainSpec]) -> dict[str, tuple[int, ...]]:
+        """Tag -> usersizes of each declared rule (what of a kernel copy is compared)."""
+        self._refresh_views(chains)
+        return self._masks
+
+    def _refresh_views(self, chains: Iterable[ChainSpec]) -> None:
         compiled = self.compile_all(chains)
         if self._fingerprints_of is not compiled:
-            self._fingerprints = {tag: c.fingerprint for tag, c in compiled.items()}
+            self._fingerprints = {tag: c.fingerprints for tag, c in compiled.items()}
+            self._masks = {tag: c.usersizes for tag, c in compiled.items()}
             self._fingerprints_of = compiled
-        return self._fingerprints
 
     def tables_to_read(self, chains: Iterable[ChainSpec]) -> list[str]:
         declared = {c.table for c in chains}
@@ -386,7 +414,7 @@ class FirewallBackend:
 
     def observe(self, chains: Iterable[ChainSpec]) -> dict[str, ObservedTable]:
         chains = tuple(chains)
-        self.compile_all(chains)
+        masks = self.masks(chains)
         observed: dict[str, ObservedTable] = {}
         for table in self.tables_to_read(chains):
             got = self._raw.read(table)
@@ -394,7 +422,7 @@ class FirewallBackend:
                 continue
             info, blob = got
             declared = [c.name for c in chains if c.table == table]
-            observed[table] = parse_table(table, info, blob, declared)
+            observed[table] = parse_table(table, info, blob, declared, masks)
             self._snapshots[table] = Snapshot(info, blob)
         return observed
 
@@ -492,7 +520,7 @@ class _Handle:
         return f"firewall/{self.table}/{chain}"
 
     def rules(self, chain: str) -> list[tuple[str | None, bytes]]:
-        """(tag, fingerprint) of the chain's rules as libiptc holds them."""
+        """(tag, fingerprint) of the chain's entries as libiptc holds them."""
         out = []
         entry = self.t.first_rule(chain)
         while entry:
@@ -523,11 +551,12 @@ class _Handle:
         except self.iptc.IPTCError as exc:
             raise BackendError("xtables", action.resource, f"libiptc: {exc}") from exc
 
-    def _want(self, op: SyncChain) -> list[CompiledRule]:
-        want = [] if op.builtin else [self.compiled[OWNER_MARK]]
+    def _want(self, op: SyncChain) -> list[tuple[str, bytes, bytes]]:
+        """(tag, fingerprint, entry) of every entry the chain must start with (or hold)."""
+        rules = [] if op.builtin else [self.compiled[OWNER_MARK]]
         for rule in op.rules:
-            want.append(self.compiled[rule_tag(op.table, op.chain, rule.text)])
-        return want
+            rules.append(self.compiled[rule_tag(op.table, op.chain, rule.text)])
+        return [(c.tag, fp, entry) for c in rules for fp, entry in zip(c.fingerprints, c.entries, strict=True)]
 
     def _sync(self, op: SyncChain) -> None:
         if not op.builtin and not self.t.is_chain(op.chain):
@@ -535,7 +564,7 @@ class _Handle:
         want = self._want(op)
         have = self.rules(op.chain)
         k = 0
-        while k < len(want) and k < len(have) and have[k] == (want[k].tag, want[k].fingerprint):
+        while k < len(want) and k < len(have) and have[k] == want[k][:2]:
             k += 1
         exclusive = op.mode == "exclusive"
         remaining = len(have)
@@ -548,9 +577,9 @@ class _Handle:
         tail = remaining == k
         for pos in range(k, len(want)):
             if tail:
-                self.t.append_entry(op.chain, self._buffer(want[pos].entry))
+                self.t.append_entry(op.chain, self._buffer(want[pos][2]))
             else:
-                self.t.insert_entry(op.chain, self._buffer(want[pos].entry), pos)
+                self.t.insert_entry(op.chain, self._buffer(want[pos][2]), pos)
 
 
     def _prune(self, op: PruneChain) -> None:
@@ -614,6 +643,7 @@ def show_firewall(chains: Iterable[ChainSpec] = ()) -> dict[str, Any]:
             blob = bytes(view)
             policies: dict[str, str | None] = {}
             shown: dict[str, list[str]] = {}
+            last: dict[str, str] = {}
             for e in walk_table(info, blob):
                 if e.policy:
                     policies[e.chain] = e.meaning
@@ -623,10 +653,12 @@ def show_firewall(chains: Iterable[ChainSpec] = ()) -> dict[str, Any]:
                 entry = blob[e.offset : e.offset + e.size]
                 tag = entry_tag(entry)
                 if tag is None:
+                    last.pop(e.chain, None)
                     continue
                 rules = shown.setdefault(e.chain, [])
-                if tag != OWNER_MARK:
-                    rules.append(texts.get(tag) or render_entry(entry, e.meaning))
+                if tag != OWNER_MARK and not (tag in texts and last.get(e.chain) == tag):
+                    rules.append(texts.get(tag) or render_entry(entry, e.meaning))  # once per -s a,b rule
+                last[e.chain] = tag
             if shown:
                 out[table] = {}
                 for chain, rules in shown.items():

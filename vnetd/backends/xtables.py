@@ -1,22 +1,27 @@
 # SPDX-License-Identifier: MIT
-"""Rules -> kernel entries (``struct ipt_entry`` blobs), through libxtables.
+"""Rules -> kernel entries (``struct ipt_entry`` blobs), exactly as iptables makes them.
 
-Every match and target extension is compiled by python-iptables, i.e. by the very
-libxtables parsers ``iptables`` uses, so vnetd accepts exactly what iptables
-accepts and stores exactly what iptables would. Three parts are encoded here
-because they are fixed kernel ABI with no options to parse: the ``ipt_entry``
-header (-s -d -i -o -p -f, byte-for-byte as iptables fills it), the ``comment``
-match carrying vnetd's tag, and standard targets (ACCEPT/DROP/RETURN/QUEUE and
-jumps to chains). Tests check each against python-iptables' own output.
+A rule's words go through the same code path as ``iptables -A CHAIN <words>``:
+the getopt loop of the iptables command over libxtables, with every extension's
+own parser and final check, implicit protocol matches, option abbreviations,
+aliases (``NOTRACK`` is ``CT --notrack``, ``state`` is ``conntrack``) and the
+revision the kernel supports (``vnetd/backends/_xtables.c``, a small C module,
+explains why this cannot be done from Python). So a rule means what iptables
+makes of the same words, a rule iptables refuses is refused with iptables' own
+message, and ``show`` prints rules as iptables-save does. The promise is proven
+rule by rule against iptables-legacy (tests/integration/test_iptables_conformance.py,
+docs/CONFORMANCE.md). One deliberate difference: host names in -s/-d are refused
+(iptables resolves them through DNS once; a firewall rule must not change
+meaning when a name does).
 
-Compiling a match costs ~70 us in python-iptables; identical segments (the same
-``-m tcp --dport 22`` under the same protocol) are compiled once and reused, which
-is what makes 10,000-rule tables cheap (docs/BENCHMARKS.md has the figures).
+vnetd adds its tag, a ``comment`` match (``vnetd:<hash>``), right before the
+target. Compiled rules are cached by text: a 10,000-rule state compiles once.
 
 A *fingerprint* is what vnetd compares: the entry with the bytes the kernel owns
-masked out (counters, comefrom, nfcache, kernel-private tails of matches/targets)
-and a standard target reduced to its meaning (``ACCEPT``, ``JUMP:chain``), since the
-kernel stores jumps as offsets into the table.
+masked out (counters, comefrom, nfcache, the kernel-private tail of each match
+and target beyond what userspace owns) and a standard target reduced to its
+meaning (``ACCEPT``, ``JUMP:chain``), since the kernel stores jumps as offsets
+into the table.
 """
 
 from __future__ import annotations
@@ -25,19 +30,18 @@ import ctypes
 import ctypes.util
 import functools
 import hashlib
-import ipaddress
 import os
 import re
 import struct
 import subprocess
 import sys
 import sysconfig
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Iterable, Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
-from vnetd.errors import ConfigError, ConfigIssue
-from vnetd.model.firewall import ChainSpec, Rule, RuleOption
+from vnetd.errors import ConfigIssue
+from vnetd.model.firewall import BUILTIN_CHAINS, ChainSpec, Rule
 
 IPT_ENTRY_SIZE = 112
 XT_ENTRY_HEADER = 32  # struct xt_entry_match / xt_entry_target header
@@ -54,8 +58,6 @@ STANDARD_NAMES = ("ACCEPT", "DROP", "QUEUE", "RETURN")
 _ENTRY = struct.Struct("=4s4s4s4s16s16s16s16sHBBIHHI16x")
 _XT_HEADER = struct.Struct("=H29sB")
 
-PROTOCOLS = {"icmp": 1, "igmp": 2, "tcp": 6, "udp": 17, "gre": 47, "esp": 50, "ah": 51,
-             "icmpv6": 58, "sctp": 132, "udplite": 136}
 
 
 class RuleCompileError(ValueError):
@@ -154,63 +156,78 @@ class _Empty:
         return b""
 
 
-# --------------------------------------------------------------------------- encoding
+# --------------------------------------------------------------------------- compiling
 
 
-@functools.lru_cache(maxsize=65536)
-def _addr(value: str | None) -> tuple[bytes, bytes]:
-    if value is None:
-        return bytes(4), bytes(4)
-    net = ipaddress.IPv4Network(value, strict=False)
-    return net.network_address.packed, net.netmask.packed
+_xt: Any = None
 
 
-@functools.lru_cache(maxsize=4096)
-def _iface(value: str | None) -> tuple[bytes, bytes]:
-    """Interface name and mask exactly as xtables_parse_interface fills them."""
-    if not value:
-        return bytes(16), bytes(16)
-    raw = value.encode()
-    if len(raw) + 1 > 16:
-        raise RuleCompileError(f"interface name {value!r} is too long")
-    name = raw.ljust(16, b"\0")
-    if raw.endswith(b"+"):
-        mask = b"\xff" * (len(raw) - 1)
-    else:
-        mask = b"\xff" * (len(raw) + 1)
-    return name, mask.ljust(16, b"\0")
+def libxtables() -> Any:
+    """The C module, initialised once (libxtables for IPv4, the system's extensions)."""
+    global _xt
+    if _xt is None:
+        from vnetd.backends import _xtables
+
+        _xtables.init()
+        _xt = _xtables
+    return _xt
 
 
-def protocol_number(rule: Rule) -> int:
-    proto = rule.header.protocol
-    if proto is None:
-        return 0
-    if proto.value.isdigit():
-        return int(proto.value)
-    return PROTOCOLS[proto.value]
+#: getopt's letter for flags of the iptables command that are not part of a rule
+COMMAND_FLAGS = {
+    "A": ("-A/--append", "the chain is the key the rule is written under; drop '-A CHAIN'"),
+    "I": ("-I/--insert", "rules are kept in the declared order; drop '-I CHAIN'"),
+    "D": ("-D/--delete", "to remove a rule, delete it from the file"),
+    "C": ("-C/--check", "vnetd checks its rules itself"),
+    "R": ("-R/--replace", "write the rule as it should be"),
+    "t": ("-t/--table", "the table is the key the chain is written under"),
+    "N": ("-N/--new-chain", "declare user chains as keys under the table"),
+    "X": ("-X/--delete-chain", "remove the chain from the file"),
+    "E": ("-E/--rename-chain", "declare the chain under its new name"),
+    "P": ("-P/--policy", "use 'policy:' on the chain"),
+    "F": ("-F/--flush", "use 'mode: exclusive' to own a chain"),
+    "Z": ("-Z/--zero", "counters are the kernel's"),
+    "L": ("-L/--list", "a listing command, not part of a rule"),
+    "S": ("-S/--list-rules", "a listing command, not part of a rule"),
+    "4": ("-4/--ipv4", "not part of a rule"),
+    "6": ("-6/--ipv6", "IPv6 rules are not written with iptables"),
+    "w": ("-w/--wait", "vnetd takes the xtables lock itself"),
+    "W": ("-W/--wait-interval", "vnetd takes the xtables lock itself"),
+    "v": ("-v/--verbose", "an output flag of the iptables program"),
+    "n": ("-n/--numeric", "an output flag of the iptables program"),
+    "x": ("-x/--exact", "an output flag of the iptables program"),
+    "0": ("--line-numbers", "an output flag of the iptables program"),
+    "V": ("-V/--version", "not part of a rule"),
+    "h": ("-h/--help", "not part of a rule"),
+    "M": ("-M/--modprobe", "vnetd never runs a program"),
+    "b": ("-b", "not part of a rule"),
+}
 
 
-def encode_header(rule: Rule, target_offset: int, next_offset: int) -> bytes:
-    h = rule.header
-    src, smsk = _addr(h.source.value if h.source else None)
-    dst, dmsk = _addr(h.destination.value if h.destination else None)
-    iniface, inmask = _iface(h.in_interface.value if h.in_interface else None)
-    outiface, outmask = _iface(h.out_interface.value if h.out_interface else None)
-    flags = 0
-    inv = 0
-    if h.fragment is not None:
-        flags |= IPT_F_FRAG
-        if not h.fragment:
-            inv |= IPT_INV_FRAG
-    if rule.target.goto:
-        flags |= IPT_F_GOTO
-    for item, bit in ((h.source, IPT_INV_SRCIP), (h.destination, IPT_INV_DSTIP),
-                      (h.in_interface, IPT_INV_VIA_IN), (h.out_interface, IPT_INV_VIA_OUT),
-                      (h.protocol, IPT_INV_PROTO)):
-        if item is not None and item.inverted:
-            inv |= bit
-    return _ENTRY.pack(src, dst, smsk, dmsk, iniface, outiface, inmask, outmask,
-                       protocol_number(rule), flags, inv, 0, target_offset, next_offset, 0)
+def _explain(message: str, rule: Rule) -> str:
+    """libxtables' message, with vnetd's reason for command flags and a quoting hint."""
+    if message.startswith("command flag ") and len(message) == 14:
+        flag, why = COMMAND_FLAGS.get(message[-1], (f"-{message[-1]}", "not part of a rule"))
+        return f"{flag} is not allowed in a rule: {why}"
+    if any(w.startswith("'") or w.endswith("'") for w in rule.words):
+        message += " (iptables-save syntax quotes with double quotes: --comment \"two words\")"
+    return message
+
+
+def insert_before_target(entry: bytes, segment: bytes) -> bytes:
+    """``entry`` with ``segment`` (a match) added after its last match."""
+    target_offset, next_offset = struct.unpack_from("=HH", entry, 88)
+    out = bytearray(entry[:target_offset] + segment + entry[target_offset:])
+    struct.pack_into("=HH", out, 88, target_offset + len(segment), next_offset + len(segment))
+    return bytes(out)
+
+
+def encode_plain_entry(segments: bytes, target: bytes) -> bytes:
+    """An entry with no header fields (any address, interface, protocol)."""
+    target_offset = IPT_ENTRY_SIZE + len(segments)
+    header = _ENTRY.pack(bytes(4), bytes(4), bytes(4), bytes(4), bytes(16), bytes(16), bytes(16), bytes(16),
+                         0, 0, 0, 0, target_offset, target_offset + len(target), 0)
+    return header + segments + target
 
 
 @functools.lru_cache(maxsize=1024)
@@ -227,171 +244,66 @@ def comment_match(text: str) -> bytes:
 
 @functools.lru_cache(maxsize=4096)
 def standard_target(name: str) -> bytes:
-
     """ACCEPT/DROP/RETURN/QUEUE, a chain to jump to, or "" (no target: fall through)."""
     return xt_header(STANDARD_TARGET_SIZE, name) + bytes(8)
 
 
 @dataclass(frozen=True, slots=True)
-class Segment:
-    data: bytes
-    usersize: int
-
-
-@dataclass(frozen=True, slots=True)
 class CompiledRule:
-    """A declared rule as libiptc takes it, and the fingerprint the kernel copy must have."""
+    """A declared rule as libiptc takes it, and the fingerprints the kernel's copies must have.
+
+    Usually one entry; ``-s a,b`` makes one per address, as iptables does.
+    """
 
     tag: str
-    entry: bytes
-    fingerprint: bytes
-    usersizes: tuple[int, ...]  # per match, then the target (for masking kernel copies)
+    entries: tuple[bytes, ...]
+    fingerprints: tuple[bytes, ...]
+    usersizes: tuple[int, ...]  # per match, then the target: bytes userspace owns (the rest is the kernel's)
     target_name: str | None  # standard meaning ("" falls through, a chain, ACCEPT...); None: extension
-
-
-_offline_rule: Any = None
-
-
-def offline_rule_class() -> Any:
-    """python-iptables' Rule, minus its habit of reading the kernel's tables.
-
-    Its Target constructor asks every table "is this a chain?", which instantiates
-    missing tables in the kernel; vnetd resolves jumps itself and only hands
-    extension targets to python-iptables.
-    """
-    global _offline_rule
-    if _offline_rule is None:
-        iptc = iptc_module()
-
-        class OfflineRule(iptc.Rule):  # type: ignore[misc,name-defined]
-            @property
-            def tables(self) -> list[object]:
-                return []
-
-        _offline_rule = OfflineRule
-    return _offline_rule
+    goto: bool
+    warnings: tuple[str, ...] = ()
 
 
 class RuleCompiler:
-    """Compiles rules with python-iptables, caching each distinct match/target segment."""
+    """Compiles rules through libxtables, caching each (table, chain, text)."""
 
     def __init__(self) -> None:
-        self._iptc = iptc_module()
-        self._segments: dict[tuple[object, ...], Segment] = {}
-        self._rules: dict[tuple[str, str, str], CompiledRule] = {}
+        self._xt = libxtables()
+        self._rules: dict[tuple[str, str, str, bool], CompiledRule | RuleCompileError] = {}
 
-        self._rule_class = offline_rule_class()
-
-
-    def compile(self, chain: ChainSpec, rule: Rule, user_chains: Iterable[str] = ()) -> CompiledRule:
-        key = (chain.table, chain.name, rule.text)
+    def compile(self, chain: ChainSpec, rule: Rule, chains: Collection[str] = ()) -> CompiledRule:
+        """``chains``: names that are chains of the table (a jump to one is a jump, not an extension)."""
+        jump = rule.jump
+        key = (chain.table, chain.name, rule.text, jump is not None and jump[0] in chains)
         cached = self._rules.get(key)
-        if cached is not None:
-            return cached
+        if cached is None:
+            cached = self._compile(chain, rule, chains)
+            self._rules[key] = cached
+        if isinstance(cached, RuleCompileError):
+            raise cached
+        return cached
+
+    def retain(self, chains: Iterable[ChainSpec]) -> None:
+        """Forget compiled rules that are no longer declared (a daemon's cache stays bounded)."""
+        keep = {(c.table, c.name, r.text) for c in chains for r in c.rules}
+        for key in [k for k in self._rules if k[:3] not in keep]:
+            del self._rules[key]
+
+    def _compile(self, chain: ChainSpec, rule: Rule, chains: Collection[str]) -> CompiledRule | RuleCompileError:
+        xt = self._xt
+        try:
+            entries, usersizes, kind, target, goto, warnings = xt.compile(
+                list(rule.words), chain.table, chain.name, frozenset(chains))
+        except xt.CompileError as exc:
+            return RuleCompileError(_explain(str(exc), rule))
         tag = chain.tag(rule)
-        proto = (rule.header.protocol.value, rule.header.protocol.inverted) if rule.header.protocol else None
-        segments = [self._segment("match", m.name, m.options, proto) for m in rule.matches]
-        segments.append(Segment(comment_match(tag), COMMENT_SIZE))
-        target_name = rule.target.name
-        std: str | None
-        if target_name is None:
-            target = Segment(standard_target(""), STANDARD_TARGET_SIZE)
-            std = ""
-        elif target_name in STANDARD_NAMES or rule.target.goto or target_name in user_chains \
-                or not self._is_extension_target(target_name):
-            if rule.target.options:
-                raise RuleCompileError(f"-j {target_name} takes no options")
-            target = Segment(standard_target(target_name), STANDARD_TARGET_SIZE)
-            std = target_name
-        else:
-            target = self._segment("target", target_name, rule.target.options, proto)
-            std = None
-        matches_size = sum(len(s.data) for s in segments)
-        target_offset = IPT_ENTRY_SIZE + matches_size
-        next_offset = target_offset + len(target.data)
-        entry = encode_header(rule, target_offset, next_offset) + b"".join(s.data for s in segments) + target.data
-        usersizes = tuple(s.usersize for s in segments) + (target.usersize,)
-        fp = fingerprint(entry, std_target=std, goto=rule.target.goto)
-        compiled = CompiledRule(tag, entry, fp, usersizes, std)
-        self._rules[key] = compiled
-        return compiled
-
-    def _is_extension_target(self, name: str) -> bool:
-        key = ("is-target", name)
-        known = self._segments.get(key)
-        if known is None:
-            from iptc.xtables import xtables
-
-            found = xtables(2).find_target(name)  # NFPROTO_IPV4
-            known = Segment(b"1" if found else b"", 0)
-            self._segments[key] = known
-        return bool(known.data)
-
-    def _segment(self, kind: str, name: str, options: tuple[RuleOption, ...], proto: object) -> Segment:
-        key = (kind, name, options, proto)
-        cached = self._segments.get(key)
-        if cached is not None:
-            return cached
-        try:
-            segment = self._compile_segment(kind, name, options, proto)
-        except RuleCompileError:
-            raise
-        except Exception as exc:  # python-iptables raises ValueError/AttributeError/XTablesError/...
-            raise RuleCompileError(_explain(kind, name, exc)) from exc
-        self._segments[key] = segment
-        return segment
-
-    def _compile_segment(self, kind: str, name: str, options: tuple[RuleOption, ...], proto: object) -> Segment:
-        iptc = self._iptc
-        rule = self._rule_class()
-        if isinstance(proto, tuple):
-            rule.protocol = ("!" if proto[1] else "") + proto[0]
-        try:
-            module = iptc.Match(rule, name) if kind == "match" else iptc.Target(rule, name)
-        except Exception as exc:
-            what = "match" if kind == "match" else "target"
-            raise RuleCompileError(f"unknown {what} {name!r} (no libxt/libipt extension of that name)") from exc
-        for option in options:
-            value: object
-            if len(option.values) <= 1:
-                value = ("!" if option.inverted else "") + (option.values[0] if option.values else "")
-            else:
-                value = (["!"] if option.inverted else []) + list(option.values)
-            try:
-                module.parse(option.name, value)
-            except Exception as exc:
-                raise RuleCompileError(_explain(kind, name, exc, option)) from exc
-        try:
-            module.final_check()
-        except Exception as exc:
-            raise RuleCompileError(_explain(kind, name, exc)) from exc
-        if kind == "match":
-            data = bytes(module.match_buf)[: module.size]
-        else:
-            data = ctypes.string_at(ctypes.addressof(module.target), module.size)
-        return Segment(data, module.usersize)
-
-
-_PYIPTC_NOISE = re.compile(r"b'([^']*)'")
-
-
-def _explain(kind: str, name: str, exc: BaseException, option: RuleOption | None = None) -> str:
-    """python-iptables' errors, readable: bytes reprs and libxtables' numeric codes removed."""
-    what = f"-m {name}" if kind == "match" else f"-j {name}"
-    text = _PYIPTC_NOISE.sub(r"\1", str(exc).strip()) or type(exc).__name__
-    if ("invalid parameter" in text or "no such parameter" in text) and option is not None:
-        return f"{what} has no option --{option.name}"
-    if option is not None:
-        shown = f"--{option.name} {' '.join(option.values)}".strip()
-        if "parameter error" in text or "invalid value" in text or "error -" in text:
-            hint = ""
-            if name == "multiport" and not option.inverted:
-                hint = " (multiport needs -p tcp, udp, udplite, sctp or dccp)"
-            return f"{what}: {shown} is not a valid value{hint}"
-        return f"{what}: {shown}: {text}"
-    if "error -" in text or "parameter" in text:
-        return f"{what}: its options are incomplete or inconsistent ({text})"
-    return f"{what}: {text}"
+        comment = comment_match(tag)
+        tagged = tuple(insert_before_target(e, comment) for e in entries)
+        sizes = (*usersizes[:-1], COMMENT_SIZE, usersizes[-1])
+        std = None if kind == "extension" else target
+        fps = tuple(fingerprint(clean_entry(e, sizes), std, goto) for e in tagged)
+        notes = tuple(line.strip() for line in warnings.splitlines() if line.strip())
+        return CompiledRule(tag, tagged, fps, sizes, std, bool(goto), notes)
 
 
 # --------------------------------------------------------------------------- fingerprints
@@ -490,126 +402,101 @@ def shared_compiler() -> RuleCompiler:
     return _shared_compiler
 
 
-def _issue(chain: ChainSpec, i: int, rule: Rule, message: str) -> ConfigIssue:
+def rule_issue(chain: ChainSpec, i: int, rule: Rule, message: str) -> ConfigIssue:
     origin = rule.origin
     return ConfigIssue(origin.file if origin else "?", origin.line if origin else 0,
                        f"firewall.{chain.table}.{chain.name}.rules[{i}]", f"{message} (rule: {rule.text})")
 
 
+@dataclass
+class RuleCheck:
+    """What compiling a state's rules found."""
+
+    issues: list[ConfigIssue] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    #: (table, chain, index) -> the rule compiled, for the rules that compiled cleanly
+    compiled: dict[tuple[str, str, int], CompiledRule] = field(default_factory=dict)
+    #: per table, chains the rules jump to that the state does not declare (another tool's)
+    foreign_chains: dict[str, set[str]] = field(default_factory=dict)
+
+
 def validate_rules(chains: Iterable[ChainSpec], existing_chains: Callable[[str], set[str] | None] | None = None
-                   ) -> list[str]:
-    """Compile every declared rule; raise ConfigError naming file, line and rule for each failure.
+                   ) -> RuleCheck:
+    """Compile every declared rule as iptables would; issues name file, line and rule.
 
     A jump to a chain neither declared in the same table nor known to the kernel
     (``existing_chains(table)``; None when the table cannot be read) would make the
     whole table's commit fail: an error when the kernel's chains are known, a
-    warning (returned) when they are not.
+    warning when they are not.
     """
     chains = tuple(chains)
     compiler = shared_compiler()
-    issues: list[ConfigIssue] = []
-    warnings: list[str] = []
+    result = RuleCheck()
+    issues, warnings = result.issues, result.warnings
+    known: dict[str, set[str] | None] = {}
     for chain in chains:
-        user_chains = {c.name for c in chains if c.table == chain.table and not c.builtin}
+        declared = {c.name for c in chains if c.table == chain.table and not c.builtin}
+        if chain.table not in known:
+            known[chain.table] = existing_chains(chain.table) if existing_chains else None
+        existing = known[chain.table]
+        jumpable = declared | (existing or set())
         for i, rule in enumerate(chain.rules):
             try:
-                compiled = compiler.compile(chain, rule, user_chains)
+                compiled = compiler.compile(chain, rule, jumpable)
             except RuleCompileError as exc:
-                issues.append(_issue(chain, i, rule, str(exc)))
+                issues.append(rule_issue(chain, i, rule, str(exc)))
                 continue
+            for note in compiled.warnings:
+                warnings.append(f"{chain.resource}: rule {i + 1} ({rule.text}): {note}")
+            problem = _jump_problem(chain, compiled, declared, existing)
+            if problem is not None:
+                issues.append(rule_issue(chain, i, rule, problem))
+                continue
+            result.compiled[(chain.table, chain.name, i)] = compiled
             target = compiled.target_name
-            if not target or target in STANDARD_NAMES or target in user_chains:
-                continue
-            known = existing_chains(chain.table) if existing_chains else None
-            if known is None:
-                warnings.append(f"{chain.resource}: '-j {target}' jumps to a chain the state files do not declare; "
-                                "it must exist when the rule is written")
-            elif target not in known:
-                issues.append(_issue(chain, i, rule, f"'{'-g' if rule.target.goto else '-j'} {target}': no such "
-                                     f"target, and no chain of that name in the {chain.table} table (declare it "
-                                     "under the table, or check the spelling)"))
-    if issues:
-        raise ConfigError(issues)
-    return warnings
+            if target and target not in STANDARD_NAMES and target not in declared:
+                result.foreign_chains.setdefault(chain.table, set()).add(target)
+                if existing is None:
+                    warnings.append(f"{chain.resource}: '-j {target}' jumps to a chain the state files "
+                                    "do not declare; it must exist when the rule is written")
+    compiler.retain(chains)
+    return result
+
+
+def _jump_problem(chain: ChainSpec, compiled: CompiledRule, declared: set[str], existing: set[str] | None
+                  ) -> str | None:
+    target = compiled.target_name
+    flag = "-g" if compiled.goto else "-j"
+    if not target or target in STANDARD_NAMES:
+        return None
+    if target == chain.name:
+        return f"'{flag} {target}': a chain cannot jump to itself"
+    if target in BUILTIN_CHAINS.get(chain.table, ()):
+        return f"'{flag} {target}': jumps to a built-in chain; iptables allows jumps to user chains only"
+    if target in declared or existing is None or target in existing:
+        return None
+    if compiled.goto:
+        return f"goto '{target}' is not a chain of the {chain.table} table (declare it under the table)"
+    return (f"'-j {target}': no such target, and no chain of that name in the {chain.table} table "
+            "(declare it under the table, or check the spelling)")
 
 
 # --------------------------------------------------------------------------- display
 
 
-def _render_header(entry: bytes) -> list[str]:
-    src, dst, smsk, dmsk, iniface, outiface, _inmask, _outmask, proto, flags, inv, *_ = _ENTRY.unpack_from(entry)
-    parts = []
-    for flag, addr, mask, bit in (("-s", src, smsk, IPT_INV_SRCIP), ("-d", dst, dmsk, IPT_INV_DSTIP)):
-        if mask != bytes(4) or inv & bit:
-            net = ipaddress.IPv4Network((ipaddress.IPv4Address(addr), ipaddress.IPv4Address(mask).exploded),
-                                        strict=False)
-            parts.append(f"{'! ' if inv & bit else ''}{flag} {net}")
-    for flag, name, bit in (("-i", iniface, IPT_INV_VIA_IN), ("-o", outiface, IPT_INV_VIA_OUT)):
-        text = name.split(b"\0", 1)[0].decode("ascii", "replace")
-        if text:
-            parts.append(f"{'! ' if inv & bit else ''}{flag} {text}")
-    if proto:
-        names = {v: k for k, v in PROTOCOLS.items()}
-        parts.append(f"{'! ' if inv & IPT_INV_PROTO else ''}-p {names.get(proto, proto)}")
-    if flags & IPT_F_FRAG:
-        parts.append("! -f" if inv & IPT_INV_FRAG else "-f")
-    return parts
+_TAG_COMMENT = re.compile(r' -m comment --comment "?vnetd:[0-9a-z-]+"?(?= |$)')
 
 
-def _render_module(iptc: Any, rule: Any, kind: str, data: bytes) -> str:
-    from iptc.xtables import xt_entry_match, xt_entry_target
+def render_entry(entry: bytes | memoryview, meaning: str | None, *, drop_tag: bool = True) -> str:
+    """An entry as iptables-save prints it, without ``-A CHAIN`` (vnetd's tag left out).
 
-    buf = ctypes.create_string_buffer(data, len(data))
-    struct_type = xt_entry_match if kind == "match" else xt_entry_target
-    raw = ctypes.cast(buf, ctypes.POINTER(struct_type))[0]
-    module = iptc.Match(rule, match=raw) if kind == "match" else iptc.Target(rule, target=raw)
-    parts = []
-    for key, values in module.get_all_parameters().items():
-        inverted = bool(values) and values[0] == "!"
-        vals = [v for v in values[1:]] if inverted else list(values)
-        parts.append(("! " if inverted else "") + " ".join([f"--{key}", *(_quote(v) for v in vals)]))
-    return " ".join(parts)
-
-
-def _quote(value: str) -> str:
-    from vnetd.model.firewall import quote
-
-    return quote(value)
-
-
-def render_entry(entry: bytes, meaning: str | None, *, drop_tag: bool = True) -> str:
-    """An entry as iptables-save would print it (best effort; for display only)."""
-    parts = _render_header(entry)
-    target_offset, next_offset = struct.unpack_from("=HH", entry, 88)
+    ``meaning``: what a standard target means (ACCEPT, a chain's name, "" for none);
+    None for an extension target. Printed by the extensions' own save functions.
+    """
     try:
-        iptc = iptc_module()
-        rule = offline_rule_class()()
-    except Exception:
-        iptc = rule = None
-    for off, size, name in iter_segments(entry, target_offset):
-        text = ""
-        if name == "comment":
-            comment = entry[off + XT_ENTRY_HEADER : off + size].split(b"\0", 1)[0].decode("utf-8", "replace")
-            if drop_tag and comment.startswith("vnetd:"):
-                continue
-            text = f"--comment {_quote(comment)}"
-        elif iptc is not None:
-            try:
-                text = _render_module(iptc, rule, "match", entry[off : off + size])
-            except Exception:
-                text = "(options not shown)"
-        parts.append(f"-m {name}" + (f" {text}" if text else ""))
-    goto = bool(entry[82] & IPT_F_GOTO)
-    if meaning is not None:
-        if meaning:
-            parts.append(f"{'-g' if goto else '-j'} {meaning}")
-    else:
-        name = entry[target_offset + 2 : target_offset + 31].split(b"\0", 1)[0].decode("ascii", "replace")
-        text = ""
-        if iptc is not None:
-            try:
-                text = _render_module(iptc, rule, "target", entry[target_offset:next_offset])
-            except Exception:
-                text = "(options not shown)"
-        parts.append(f"-j {name}" + (f" {text}" if text else ""))
-    return " ".join(parts)
+        text = str(libxtables().render(bytes(entry), meaning))
+    except (ValueError, OSError, ImportError) as exc:  # _xtables.CompileError is a ValueError
+        return f"(cannot be shown: {exc})"
+    if drop_tag:
+        text = _TAG_COMMENT.sub("", text)
+    return text.strip()

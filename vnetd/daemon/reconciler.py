@@ -29,7 +29,6 @@ from typing import Any
 
 from vnetd.backends import rtnl
 from vnetd.daemon.backoff import Health, HealthBook
-from vnetd.desired.loader import load_state_dir
 from vnetd.engine import Engine, PassResult
 from vnetd.errors import BackendError, ConfigError
 from vnetd.model.netstate import NetState
@@ -167,10 +166,9 @@ class Reconciler:
     def reload(self, source: str) -> bool:
         """Load the state directory; on any error keep enforcing the last valid state."""
         try:
-            desired = load_state_dir(self.state_dir)
-            from vnetd.checks import check_state
+            from vnetd.checks import load_checked
 
-            warnings = check_state(desired)
+            desired, warnings = load_checked(self.state_dir)
         except ConfigError as exc:
             self.load_errors = [str(i) for i in exc.issues]
             self.log.error("config.invalid", source=source, errors=self.load_errors, error_count=len(exc.issues),

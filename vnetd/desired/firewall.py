@@ -9,24 +9,10 @@ from vnetd.desired import validate
 from vnetd.desired.nodes import FileContext, MapView, as_map, as_string, join
 from vnetd.desired.rules import RuleSyntaxError, parse_rule
 from vnetd.model.common import Origin
-from vnetd.model.firewall import BUILTIN_CHAINS, POLICIES, TABLES, TAG_PREFIX, ChainMode, ChainSpec, Rule
+from vnetd.model.firewall import BUILTIN_CHAINS, POLICIES, TABLES, ChainMode, ChainSpec, Rule
 
 _CHAIN_KEYS = ("policy", "mode", "rules")
 _MODES = tuple(m.value for m in ChainMode)
-
-#: Targets that the kernel accepts only in some tables (checked here for a clear error).
-TARGET_TABLES = {
-    "MASQUERADE": ("nat",), "SNAT": ("nat",), "DNAT": ("nat",), "REDIRECT": ("nat",),
-    "NETMAP": ("nat",), "REJECT": ("filter", "mangle", "raw"), "CT": ("raw",), "NOTRACK": ("raw",),
-    "MARK": ("mangle", "raw", "nat", "filter"), "TOS": ("mangle",), "TTL": ("mangle",),
-    "DSCP": ("mangle",), "TPROXY": ("mangle",), "CLASSIFY": ("mangle",), "CONNMARK": ("mangle", "nat", "filter", "raw"),
-}
-#: Built-in chains the kernel accepts a target from (user chains are checked at commit).
-TARGET_CHAINS = {
-    "MASQUERADE": ("POSTROUTING",), "SNAT": ("POSTROUTING", "INPUT"),
-    "DNAT": ("PREROUTING", "OUTPUT"), "REDIRECT": ("PREROUTING", "OUTPUT"),
-}
-
 
 def parse_firewall(node: yaml.Node, ctx: FileContext) -> list[ChainSpec]:
     tables = as_map(node, "firewall", ctx, TABLES, "firewall (tables)")
@@ -83,35 +69,11 @@ def _parse_chain(
         except RuleSyntaxError as exc:
             ctx.error(item, rpath, f"{exc} (rule: {text})")
             continue
-        if any(m.name == "comment" and any(v.startswith(TAG_PREFIX) for o in m.options for v in o.values)
-               for m in rule.matches):
-            ctx.error(item, rpath, f"comments starting with '{TAG_PREFIX}' are vnetd's own tags (one is added to "
-                      f"every rule it writes); choose another comment (rule: {text})")
-            continue
         if rule.text in seen:
             ctx.error(item, rpath, f"the same rule is already listed at line {seen[rule.text]}")
             continue
         seen[rule.text] = line
-        problem = _target_problem(rule, table, chain, builtin)
-        if problem:
-            ctx.error(item, rpath, f"{problem} (rule: {text})")
-            continue
-        rules.append(Rule(rule.header, rule.matches, rule.target, rule.text, Origin(ctx.file, line)))
+        rules.append(Rule(rule.words, rule.text, Origin(ctx.file, line)))
     if len(ctx.issues) != before:
         return None
     return ChainSpec(table, chain, policy, mode, tuple(rules), Origin(ctx.file, key_node.start_mark.line + 1))
-
-
-def _target_problem(rule: Rule, table: str, chain: str, builtin: bool) -> str | None:
-    name = rule.target.name
-    if name is None:
-        return None
-    if name == chain:
-        return f"a chain cannot jump to itself ({name})"
-    tables = TARGET_TABLES.get(name)
-    if tables is not None and table not in tables:
-        return f"-j {name} is valid only in the {' or '.join(tables)} table"
-    chains = TARGET_CHAINS.get(name)
-    if chains is not None and builtin and chain not in chains:
-        return f"-j {name} is valid only in {' or '.join(chains)} (or a user chain called from there)"
-    return None

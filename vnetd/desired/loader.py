@@ -20,7 +20,7 @@ import yaml
 from vnetd.desired.firewall import parse_firewall
 from vnetd.desired.interfaces import cross_check, parse_interfaces
 from vnetd.desired.libvirt import parse_libvirt
-from vnetd.desired.nodes import FileContext, MapView, as_map
+from vnetd.desired.nodes import MAX_ISSUES_PER_FILE, FileContext, MapView, as_map
 from vnetd.desired.routes import parse_routes
 from vnetd.desired.sysctl import parse_sysctl
 from vnetd.errors import ConfigError, ConfigIssue
@@ -205,17 +205,52 @@ def parse_file(source: SourceFile) -> tuple[_Parsed, list[ConfigIssue]]:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark is not None else 0
         what = " ".join(p for p in (exc.context, exc.problem) if p)
-        return parsed, [ConfigIssue(source.name, line, "", f"YAML syntax error: {what}")]
+        return parsed, [ConfigIssue(source.name, line, "", f"YAML syntax error: {what}{_yaml_hint(what)}")]
     except yaml.YAMLError as exc:
         return parsed, [ConfigIssue(source.name, 0, "", f"YAML error: {exc}")]
     except RecursionError:
         return parsed, [ConfigIssue(source.name, 0, "", "YAML is nested too deeply")]
+    tagged = _explicit_tags(source) if "!" in source.text else []
     if root is None or (isinstance(root, yaml.ScalarNode) and root.tag == "tag:yaml.org,2002:null"):
-        return parsed, []  # an empty file (only comments, a bare '---' or '~') declares nothing
+        return parsed, tagged  # an empty file (only comments, a bare '---' or '~') declares nothing
     top = as_map(root, "", ctx, SECTIONS, "a state file (top level)")
     if top is not None:
         _dispatch(top, ctx, parsed)
-    return parsed, ctx.finish()
+    return parsed, tagged + ctx.finish()
+
+
+def _yaml_hint(problem: str) -> str:
+    """What usually causes a YAML syntax error in a state file."""
+    if "mapping values are not allowed" in problem:
+        return (" (a ': ' inside an unquoted value starts a mapping: quote the value, e.g. "
+                "- '-j LOG --log-prefix \"fw: \"')")
+    if "cannot start any token" in problem:
+        return (" (YAML does not allow tabs for indentation, nor @ or ` at the start of a value: "
+                "indent with spaces, quote the value)")
+    if "quoted scalar" in problem:
+        return " (a quote is not closed: a rule with \" inside is written in single quotes)"
+    return ""
+
+
+def _explicit_tags(source: SourceFile) -> list[ConfigIssue]:
+    """Values with an explicit YAML tag. ``- ! -s 192.0.2.0/24 -j DROP`` is the dangerous
+    one: YAML reads the leading '!' as a tag and drops it, so the rule would be applied
+    inverted. State files have no use for tags (``!!str``, ``!foo``): all are refused."""
+    issues = []
+    for event in yaml.parse(source.text, Loader=_Loader):
+        tag = getattr(event, "tag", None)
+        if tag is None or not isinstance(event, yaml.NodeEvent):
+            continue
+        line = event.start_mark.line + 1 if event.start_mark is not None else 0
+        if tag == "!":
+            message = ("quote the rule: YAML reads a leading '!' as a tag and drops it "
+                       "(write '- \"! -s 192.0.2.0/24 -j DROP\"')")
+        else:
+            message = f"explicit YAML tags ({tag}) are not allowed in state files; write the plain value, quoted"
+        issues.append(ConfigIssue(source.name, line, "", message))
+        if len(issues) >= MAX_ISSUES_PER_FILE:
+            break
+    return issues
 
 
 def _reader_line(text: str, position: int) -> int:
@@ -251,6 +286,17 @@ def _dispatch(top: MapView, ctx: FileContext, parsed: _Parsed) -> None:
 
 def load_sources(sources: Sequence[SourceFile], issues: Iterable[ConfigIssue] = ()) -> DesiredState:
     """Parse and merge already-read files; raises ConfigError with every issue."""
+    desired, all_issues = load_partial(sources, issues)
+    if all_issues:
+        raise ConfigError(all_issues)
+    return desired
+
+
+def load_partial(sources: Sequence[SourceFile], issues: Iterable[ConfigIssue] = ()
+                 ) -> tuple[DesiredState, list[ConfigIssue]]:
+    """Parse and merge what is valid, and every issue found: the state holds what parsed
+    cleanly (a chain with an error is left out), so that later checks (the rules'
+    compilation) can report their issues in the same round."""
     all_issues = list(issues)
     merged = _Parsed([], [], [], [], [])
     for source in sources:
@@ -272,8 +318,6 @@ def load_sources(sources: Sequence[SourceFile], issues: Iterable[ConfigIssue] = 
     all_issues += _duplicates("libvirt uri", (("uri", s.origin) for s, has_uri in merged.libvirt if has_uri))
     all_issues += _duplicates("libvirt guests", (("guests", s.origin) for s, _ in merged.libvirt if s.reattach))
     all_issues += cross_check(merged.interfaces)
-    if all_issues:
-        raise ConfigError(all_issues)
     libvirt = None
     if merged.libvirt:
         uri = next((s.uri for s, has_uri in merged.libvirt if has_uri), merged.libvirt[0][0].uri)
@@ -286,7 +330,7 @@ def load_sources(sources: Sequence[SourceFile], issues: Iterable[ConfigIssue] = 
         chains=tuple(merged.chains),
         libvirt=libvirt,
         files=tuple(s.name for s in sources),
-    )
+    ), all_issues
 
 
 def _route_key(route: RouteSpec) -> str:
@@ -358,3 +402,10 @@ def load_state_dir(path: str = DEFAULT_STATE_DIR, *, require_root: bool = True) 
     """Read, check and merge a state directory. Raises ConfigError listing every problem."""
     sources, issues = read_state_dir(path, require_root=require_root)
     return load_sources(sources, issues)
+
+
+def load_state_dir_partial(path: str = DEFAULT_STATE_DIR, *, require_root: bool = True
+                           ) -> tuple[DesiredState, list[ConfigIssue]]:
+    """Read and merge a state directory without raising (see load_partial)."""
+    sources, issues = read_state_dir(path, require_root=require_root)
+    return load_partial(sources, issues)

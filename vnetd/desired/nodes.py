@@ -10,6 +10,7 @@ built from untrusted input except plain scalars.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,6 +27,8 @@ _TAG_INT = "tag:yaml.org,2002:int"
 _TAG_BOOL = "tag:yaml.org,2002:bool"
 _TAG_NULL = "tag:yaml.org,2002:null"
 _TAG_FLOAT = "tag:yaml.org,2002:float"
+
+_DECIMAL = re.compile(r"[+-]?(0|[1-9][0-9]*)")
 
 _constructor = yaml.SafeLoader("")  # its converters only; construct_object would cache nodes
 _CONVERTERS: dict[str, Callable[[yaml.ScalarNode], Any]] = {
@@ -58,7 +61,13 @@ def describe(node: yaml.Node) -> str:
     value = str(node.value)
     if len(value) > 40:
         value = value[:37] + "..."
-    return f"{kind} ({value!r})" if node.tag != _TAG_NULL else kind
+    if node.tag == _TAG_NULL:
+        return kind
+    text = f"{kind} ({value!r})"
+    if not getattr(node, "style", None) and (node.tag in (_TAG_BOOL, _TAG_FLOAT)
+                           or (node.tag == _TAG_INT and not _DECIMAL.fullmatch(value))):
+        text += f"; YAML reads the unquoted {value} as {kind}: quote it"
+    return text
 
 
 @dataclass
@@ -184,6 +193,11 @@ class MapView:
         if got is None:
             return None
         value, node = got
+        if not _DECIMAL.fullmatch(str(node.value)):
+            # YAML 1.1 reads 01500 as octal (832), 0x5dc as hex, 1_500 and 25:00 (sexagesimal!) as numbers
+            self.ctx.error(node, join(self.path, key), f"write {node.value!r} as a decimal number: YAML 1.1 "
+                           f"reads it as {value}, which is probably not what was meant")
+            return None
         if not lo <= value <= hi:
             self.ctx.error(node, join(self.path, key), f"{value} is out of range; expected {expected}")
             return None
@@ -251,6 +265,6 @@ def as_sysctl_value(node: yaml.Node) -> str | None:
         if not math.isfinite(value):
             return None
         return str(node.value)
-    if node.tag == _TAG_INT:
-        return str(scalar_value(node))
+    # as written, like sysctl.conf: "0755" is handed to the kernel as 0755 (YAML 1.1
+    # would read it as 493), "1_000" as it stands (the kernel refuses it, and says so)
     return str(node.value)

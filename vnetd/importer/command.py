@@ -96,7 +96,8 @@ def build_document(imported: Imported) -> Mapping:
 
 
 def check(text: str, compile_rules: bool = True) -> tuple[DesiredState | None, list[ConfigIssue]]:
-    """Load ``text`` as `vnetd check` does: the loader, then python-iptables for the rules."""
+    """Load ``text`` as `vnetd check` does: the loader, then libxtables and (as root) the
+    kernel's own checks for the rules, on this machine."""
     from vnetd.desired.loader import SourceFile, load_sources
 
     try:
@@ -105,15 +106,13 @@ def check(text: str, compile_rules: bool = True) -> tuple[DesiredState | None, l
         return None, list(exc.issues)
     if compile_rules and desired.chains:
         try:
-            from vnetd.backends.xtables import RuleCompileError, validate_rules
-        except ImportError:  # python-iptables missing: `vnetd check` will compile them
+            from vnetd.checks import check_state
+
+            issues, _warnings = check_state(desired)
+        except (ImportError, OSError):  # no libxtables here: `vnetd check` will compile them
             return desired, []
-        try:
-            validate_rules(desired.chains)
-        except ConfigError as exc:
-            return None, list(exc.issues)
-        except (RuleCompileError, OSError):  # no libxtables here: `vnetd check` will say so
-            return desired, []
+        if issues:
+            return None, issues
     return desired, []
 
 

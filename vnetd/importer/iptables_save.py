@@ -47,13 +47,13 @@ import functools
 import os
 import re
 import sysconfig
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from vnetd.desired import validate
-from vnetd.desired.rules import STANDARD_TARGETS, RuleSyntaxError, parse_rule, render
+from vnetd.desired.rules import STANDARD_TARGETS, RuleSyntaxError, parse_rule, render, tokenize
 from vnetd.importer.emit import Comment, Entry, Mapping, Sequence
 from vnetd.importer.sources import MAX_RULES_BYTES, ImportProblem, read_text, split_lines
-from vnetd.model.firewall import BUILTIN_CHAINS, OWNER_MARK, POLICIES, TABLES, TAG_PREFIX, Rule, RuleModule
+from vnetd.model.firewall import BUILTIN_CHAINS, OWNER_MARK, POLICIES, TABLES, TAG_PREFIX, Rule
 
 #: tables iptables has that vnetd does not manage
 UNMANAGED_TABLES = {"security": "the security table (SELinux/SECMARK) is not managed by vnetd"}
@@ -327,51 +327,47 @@ def _chain_problem(table: str, name: str) -> str | None:
 def _ipv6_sign(draft: RuleDraft) -> bool:
     if draft.problem and "is IPv6" in draft.problem:
         return True
-    if draft.rule is not None and draft.rule.header.protocol is not None \
-            and draft.rule.header.protocol.value == "icmpv6":
-        return True
+    rule = draft.rule
+    if rule is not None:
+        if (rule.option("-p") or ("", False))[0] in ("icmpv6", "ipv6-icmp"):
+            return True
+        if any(":" in (rule.option(flag) or ("", False))[0] for flag in ("-s", "-d")):
+            return True
     return bool(re.search(r"icmp6|ipv6-icmp|icmpv6", draft.text))
 
 
-def _strip_vnetd_tag(draft: RuleDraft) -> None:
-    rule = draft.rule
-    assert rule is not None
-    modules: list[RuleModule] = []
+def _without_vnetd_tag(draft: RuleDraft) -> Rule:
+    """The rule, without ``-m comment --comment vnetd:...`` (iptables-save's form of
+    vnetd's tag, in a file saved from a host vnetd already manages)."""
+    words = [t.text for t in tokenize(draft.text)]
     tag: str | None = None
-    for module in rule.matches:
-        if module.name == "comment":
-            kept = tuple(o for o in module.options
-                         if not (o.name == "comment" and o.values and o.values[0].startswith(TAG_PREFIX)))
-            if len(kept) != len(module.options):
-                tag = next(o.values[0] for o in module.options if o not in kept)
-                if kept:
-                    modules.append(replace(module, options=kept))
-                continue
-        modules.append(module)
-    if tag is None:
-        return
+    for i in range(len(words) - 3):
+        if words[i : i + 3] == ["-m", "comment", "--comment"] and words[i + 3].startswith(TAG_PREFIX):
+            tag = words[i + 3]
+            del words[i : i + 4]
+            break
     if tag == OWNER_MARK:
         draft.problem = "vnetd's marker of a chain it owns: vnetd adds it itself"
-        return
-    matches = tuple(modules)
-    text = render(rule.header, matches, rule.target)
-    draft.rule = Rule(rule.header, matches, rule.target, text)
-    draft.notes.append(f"vnetd's tag {tag} removed from line {draft.line} (vnetd tags the rules it writes)")
-    draft.text = text
+    elif tag is not None:
+        draft.notes.append(f"vnetd's tag {tag} removed from line {draft.line} (vnetd tags the rules it writes)")
+        draft.text = render(words)
+    return parse_rule(render(words)) if tag != OWNER_MARK else Rule(tuple(words), render(words))
 
 
 def _looks_like_libvirt(draft: RuleDraft, table: str) -> bool:
     rule = draft.rule
     if rule is None:
         return False
-    h = rule.header
-    for f in (h.in_interface, h.out_interface):
-        if f is not None and re.match(r"^virbr[0-9]+", f.value):
+    for flag in ("-i", "-o"):
+        value = rule.option(flag)
+        if value is not None and re.match(r"^virbr[0-9]+", value[0]):
             return True
-    if rule.target.name is not None and rule.target.name.startswith("LIBVIRT_"):
+    jump = rule.jump
+    if jump is not None and jump[0].startswith("LIBVIRT_"):
         return True
-    return table == "nat" and draft.chain == "POSTROUTING" and h.source is not None \
-        and h.source.value == LIBVIRT_DEFAULT_NET and not h.source.inverted
+    source = rule.option("-s")
+    return table == "nat" and draft.chain == "POSTROUTING" and source is not None \
+        and source[0] == LIBVIRT_DEFAULT_NET and not source[1]
 
 
 def _analyse(table: TableDraft, path: str) -> None:
@@ -382,7 +378,7 @@ def _analyse(table: TableDraft, path: str) -> None:
         seen: dict[str, int] = {}
         for draft in chain.rules:
             try:
-                draft.rule = parse_rule(draft.text)
+                draft.rule = _without_vnetd_tag(draft)
             except RuleSyntaxError as exc:
                 draft.problem = f"vnetd cannot read this rule: {exc}"
             if _ipv6_sign(draft):
@@ -390,7 +386,6 @@ def _analyse(table: TableDraft, path: str) -> None:
                                     "vnetd manages the IPv4 tables only")
             if draft.rule is None:
                 continue
-            _strip_vnetd_tag(draft)
             if draft.problem is not None:
                 continue
             if _looks_like_libvirt(draft, table.name):
@@ -408,9 +403,10 @@ def _analyse(table: TableDraft, path: str) -> None:
 
 def _jump_problem(draft: RuleDraft, table: TableDraft) -> str | None:
     rule = draft.rule
-    if rule is None or rule.target.name is None or rule.target.name in STANDARD_TARGETS:
+    jump = rule.jump if rule is not None else None
+    if jump is None or jump[0] in STANDARD_TARGETS:
         return None
-    target = rule.target.name
+    target, goto = jump
     chain = table.chains.get(target)
     if chain is not None:
         if chain.builtin:
@@ -418,7 +414,7 @@ def _jump_problem(draft: RuleDraft, table: TableDraft) -> str | None:
         if chain.problem is not None or chain.untranslated is not None:
             return f"jumps to the chain {target}, which is not translated"
         return None
-    if rule.target.goto:
+    if goto:
         return f"-g {target}: the {table.name} table declares no chain {target}"
     if not is_target_extension(target):
         return (f"jumps to {target}, which is neither a chain of the {table.name} table nor an "

@@ -39,64 +39,40 @@ class ChainMode(StrEnum):
     EXCLUSIVE = "exclusive"
 
 
-@dataclass(frozen=True, slots=True)
-class RuleOption:
-    """``[!] --name value...`` of a match or target."""
-
-    name: str
-    values: tuple[str, ...] = ()
-    inverted: bool = False
-
-    def render(self) -> str:
-        bang = "! " if self.inverted else ""
-        vals = "".join(" " + quote(v) for v in self.values)
-        return f"{bang}--{self.name}{vals}"
-
-
-@dataclass(frozen=True, slots=True)
-class RuleModule:
-    """``-m name`` and its options."""
-
-    name: str
-    options: tuple[RuleOption, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class HeaderField:
-    value: str
-    inverted: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class RuleHeader:
-    """The fields of ``struct ipt_ip``: -s -d -i -o -p -f."""
-
-    source: HeaderField | None = None
-    destination: HeaderField | None = None
-    in_interface: HeaderField | None = None
-    out_interface: HeaderField | None = None
-    protocol: HeaderField | None = None
-    fragment: bool | None = None  # True: -f, False: ! -f
-
-
-@dataclass(frozen=True, slots=True)
-class RuleTarget:
-    """``-j NAME`` / ``-g CHAIN`` and target options; ``name`` None: no target."""
-
-    name: str | None
-    goto: bool = False
-    options: tuple[RuleOption, ...] = ()
+#: Header options as iptables-save writes them (the forms Rule.option looks for).
+HEADER_OPTIONS = ("-s", "-d", "-i", "-o", "-p")
 
 
 @dataclass(frozen=True, slots=True)
 class Rule:
-    """One declared rule, parsed; ``text`` is its canonical iptables-save form."""
+    """One declared rule: its words, as the iptables command gets them in argv, and
+    its canonical text (the words re-quoted, which is what its tag is made of).
 
-    header: RuleHeader
-    matches: tuple[RuleModule, ...]
-    target: RuleTarget
+    What the words *mean* is libxtables' business (``vnetd.backends.xtables``
+    compiles them exactly as iptables does); the helpers below only read the
+    plain forms iptables-save writes, for the importer and for messages.
+    """
+
+    words: tuple[str, ...]
     text: str
     origin: Origin | None = field(default=None, compare=False)
+
+    def option(self, flag: str) -> tuple[str, bool] | None:
+        """``(value, inverted)`` of a header option written as iptables-save does (``-s``...)."""
+        words = self.words
+        for i, word in enumerate(words[:-1]):
+            if word == flag:
+                return words[i + 1], i > 0 and words[i - 1] == "!"
+        return None
+
+    @property
+    def jump(self) -> tuple[str, bool] | None:
+        """``(name, goto)`` of ``-j NAME`` / ``-g NAME`` written as iptables-save does."""
+        words = self.words
+        for i, word in enumerate(words[:-1]):
+            if word in ("-j", "--jump", "-g", "--goto"):
+                return words[i + 1], word in ("-g", "--goto")
+        return None
 
 
 @dataclass(frozen=True, slots=True)

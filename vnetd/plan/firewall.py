@@ -28,13 +28,17 @@ from vnetd.model.firewall import (
 )
 from vnetd.plan.actions import Action, Phase, Problem, PruneChain, SetPolicy, SyncChain
 
+Fingerprints = Mapping[str, tuple[bytes, ...]]
+"""Tag -> the fingerprint of each kernel entry of that declared rule (one, or one per
+address of ``-s a,b``, as iptables makes them)."""
 
-def wanted(chain: ChainSpec, fingerprints: Mapping[str, bytes]) -> list[tuple[str, bytes]]:
+
+def wanted(chain: ChainSpec, fingerprints: Fingerprints) -> list[tuple[str, bytes]]:
     """The (tag, fingerprint) list the chain must start with (or consist of)."""
-    items = [] if chain.builtin else [(OWNER_MARK, fingerprints[OWNER_MARK])]
+    items = [] if chain.builtin else [(OWNER_MARK, fp) for fp in fingerprints[OWNER_MARK]]
     for rule in chain.rules:
         tag = chain.tag(rule)
-        items.append((tag, fingerprints[tag]))
+        items.extend((tag, fp) for fp in fingerprints[tag])
     return items
 
 
@@ -49,14 +53,14 @@ def in_sync(chain: ChainSpec, observed: ObservedChain, want: list[tuple[str, byt
 
 
 def describe_rules(rules: Iterable[ObservedRule], texts: Mapping[str, str],
-                   fingerprints: Mapping[str, bytes]) -> list[str]:
+                   fingerprints: Fingerprints) -> list[str]:
     out = []
     for i, rule in enumerate(rules):
         if rule.tag == OWNER_MARK:
             continue
         if rule.tag is not None and rule.tag in texts:
             text = texts[rule.tag]
-            if fingerprints.get(rule.tag) != rule.fingerprint:
+            if rule.fingerprint not in fingerprints.get(rule.tag, ()):
                 text += " (modified in the kernel)"
             out.append(text)
         elif rule.tag:
@@ -67,7 +71,7 @@ def describe_rules(rules: Iterable[ObservedRule], texts: Mapping[str, str],
 
 
 def plan_firewall(
-    desired: Iterable[ChainSpec], observed: Mapping[str, ObservedTable], fingerprints: Mapping[str, bytes]
+    desired: Iterable[ChainSpec], observed: Mapping[str, ObservedTable], fingerprints: Fingerprints
 ) -> tuple[list[Action], list[Problem]]:
     actions: list[Action] = []
     problems: list[Problem] = []
@@ -111,7 +115,7 @@ def plan_firewall(
     return actions, problems
 
 
-def _merge_view(obs: ObservedChain, n: int, texts: Mapping[str, str], fingerprints: Mapping[str, bytes]) -> list[str]:
+def _merge_view(obs: ObservedChain, n: int, texts: Mapping[str, str], fingerprints: Fingerprints) -> list[str]:
     """In merge mode show the head of the chain and any vnetd rule further down."""
     rules = list(obs.rules)
     shown = describe_rules(rules[: max(n, 1) + 1], texts, fingerprints)

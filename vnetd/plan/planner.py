@@ -29,8 +29,8 @@ class Observed:
     sysctls: dict[str, str | None] | None = None
     #: table name -> table; None when netfilter was not read
     firewall: dict[str, ObservedTable] | None = None
-    #: tag -> fingerprint of each declared rule as the kernel would hold it
-    rule_fingerprints: dict[str, bytes] = field(default_factory=dict)
+    #: tag -> fingerprints of each declared rule's entries as the kernel would hold them
+    rule_fingerprints: dict[str, tuple[bytes, ...]] = field(default_factory=dict)
     #: libvirt networks by name; None when libvirt was not reached
     networks: dict[str, ObservedNetwork] | None = None
     #: running guests' taps and the bridge each belongs on

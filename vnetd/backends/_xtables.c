@@ -1,0 +1,1116 @@
+// SPDX-License-Identifier: MIT
+/*
+ * vnetd.backends._xtables: the iptables rule language, compiled and printed by
+ * libxtables exactly as the iptables command does it.
+ *
+ * Why C: iptables' meaning of a rule is not in a library function one could call.
+ * It is a getopt_long loop (in the iptables binary) over the words of the rule,
+ * in which each "-m" loads an extension and merges its options into the option
+ * table, each unknown option goes to whichever loaded extension owns it (or loads
+ * the protocol's match implicitly), multi-word options read argv themselves, and
+ * errors leave through xt_params->exit_err, which must never return. After the
+ * loop every extension's final check runs (mandatory, "also" and mutually
+ * exclusive options), then the addresses are parsed. This module runs that same
+ * loop, over the same libxtables, with glibc's own getopt_long: abbreviations,
+ * option ownership, revisions (asked of the kernel), aliases (NOTRACK is CT,
+ * state is conntrack) and error messages are iptables' own.
+ *
+ * Errors: exit_err formats the message and longjmps back to the entry point;
+ * every entry point resets libxtables' per-rule state before and after. Nothing
+ * here ever exits the process or runs a program: the kernel's revision support is
+ * asked with getsockopt (libxtables' own helper may run modprobe), extension
+ * names are checked before libxtables builds a library path from them, and the
+ * extension directory is the system's (XTABLES_LIBDIR is ignored).
+ *
+ * Not thread-safe (getopt and libxtables keep global state): callers hold the GIL
+ * and this module never releases it.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <errno.h>
+#include <getopt.h>
+#include <netdb.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <net/if.h> /* before the kernel headers: glibc's definitions win (libc-compat) */
+#include <xtables.h>
+#include <linux/netfilter_ipv4/ip_tables.h>
+
+#define VX_ERRLEN 1024
+/* each extension's getopt ids start at a multiple of this (libxtables' private xshared.h) */
+#define XT_OPTION_OFFSET_SCALE 256
+#define VX_MAX_ARGS 512
+#define VX_MAX_ENTRIES 256 /* kernel entries one rule may expand to (-s a,b,c) */
+
+/* what a rule may set once (iptables' OPT_* bits for the rule options) */
+enum {
+    VX_OPT_SOURCE = 1 << 0,
+    VX_OPT_DESTINATION = 1 << 1,
+    VX_OPT_PROTOCOL = 1 << 2,
+    VX_OPT_JUMP = 1 << 3,
+    VX_OPT_VIANAMEIN = 1 << 4,
+    VX_OPT_VIANAMEOUT = 1 << 5,
+    VX_OPT_FRAGMENT = 1 << 6,
+    VX_OPT_COUNTERS = 1 << 7,
+};
+
+/* The global options of the iptables command, so that getopt_long resolves
+ * abbreviations and ambiguities of extension options exactly as iptables does.
+ * Those that are not part of a rule are refused in the loop. */
+static struct option vx_orig_opts[] = {
+    {"append", 1, NULL, 'A'},       {"delete", 1, NULL, 'D'},
+    {"check", 1, NULL, 'C'},        {"insert", 1, NULL, 'I'},
+    {"replace", 1, NULL, 'R'},      {"list", 2, NULL, 'L'},
+    {"list-rules", 2, NULL, 'S'},   {"flush", 2, NULL, 'F'},
+    {"zero", 2, NULL, 'Z'},         {"new-chain", 1, NULL, 'N'},
+    {"delete-chain", 2, NULL, 'X'}, {"rename-chain", 1, NULL, 'E'},
+    {"policy", 1, NULL, 'P'},       {"source", 1, NULL, 's'},
+    {"destination", 1, NULL, 'd'},  {"src", 1, NULL, 's'},
+    {"dst", 1, NULL, 'd'},          {"protocol", 1, NULL, 'p'},
+    {"in-interface", 1, NULL, 'i'}, {"jump", 1, NULL, 'j'},
+    {"table", 1, NULL, 't'},        {"match", 1, NULL, 'm'},
+    {"numeric", 0, NULL, 'n'},      {"out-interface", 1, NULL, 'o'},
+    {"verbose", 0, NULL, 'v'},      {"wait", 2, NULL, 'w'},
+    {"wait-interval", 2, NULL, 'W'}, {"exact", 0, NULL, 'x'},
+    {"fragments", 0, NULL, 'f'},    {"version", 0, NULL, 'V'},
+    {"help", 2, NULL, 'h'},         {"line-numbers", 0, NULL, '0'},
+    {"modprobe", 1, NULL, 'M'},     {"set-counters", 1, NULL, 'c'},
+    {"goto", 1, NULL, 'g'},         {"ipv4", 0, NULL, '4'},
+    {"ipv6", 0, NULL, '6'},         {NULL, 0, NULL, 0},
+};
+/* iptables' short options: a leading '-' returns non-options ("!") in order */
+static const char vx_optstring[] =
+    "-:A:C:D:E:F::I:L::M:N:P:VX::Z::c:d:i:j:o:p:s:t:R:S::W::46bfg:h::m:nvw::x";
+
+static void vx_exit_err(enum xtables_exittype status, const char *msg, ...)
+    __attribute__((noreturn, format(printf, 2, 3)));
+static int vx_compat_rev(const char *name, uint8_t revision, int opt);
+
+static struct xtables_globals vx_globals = {
+    .option_offset = 0,
+    .program_name = "iptables",
+    .program_version = XTABLES_VERSION,
+    .orig_opts = vx_orig_opts,
+    .exit_err = vx_exit_err,
+    .compat_rev = vx_compat_rev,
+};
+
+static jmp_buf *vx_jump;         /* where exit_err returns to; NULL outside a guarded call */
+static char vx_error[VX_ERRLEN]; /* the last error message */
+static bool vx_ready;
+static PyObject *CompileError;
+
+static void vx_exit_err(enum xtables_exittype status, const char *msg, ...)
+{
+    va_list ap;
+    size_t len;
+
+    va_start(ap, msg);
+    vsnprintf(vx_error, sizeof(vx_error), msg, ap);
+    va_end(ap);
+    len = strlen(vx_error);
+    while (len > 0 && (vx_error[len - 1] == '\n' || vx_error[len - 1] == ' '))
+        vx_error[--len] = '\0';
+    if (vx_jump != NULL)
+        longjmp(*vx_jump, status ? (int)status : 1);
+    /* Unreachable by construction (every entry point is guarded); never exit. */
+    fprintf(stderr, "vnetd: libxtables error outside a guarded call: %s\n", vx_error);
+    abort();
+}
+
+/* Like libxtables' xtables_compatible_revision, without ever running modprobe
+ * or exiting: ask the kernel whether it supports this revision. */
+static int vx_compat_rev(const char *name, uint8_t revision, int opt)
+{
+    struct xt_get_revision rev;
+    socklen_t len = sizeof(rev);
+    int fd, ret, err;
+
+    if (strlen(name) >= sizeof(rev.name))
+        return 0;
+    fd = socket(AF_INET, SOCK_RAW | SOCK_CLOEXEC, IPPROTO_RAW);
+    if (fd < 0)
+        return 1; /* not allowed to ask (not root): assume it is, as iptables does */
+    memset(&rev, 0, sizeof(rev));
+    strcpy(rev.name, name);
+    rev.revision = revision;
+    ret = getsockopt(fd, IPPROTO_IP, opt, &rev, &len);
+    err = errno;
+    close(fd);
+    if (ret >= 0)
+        return 1;
+    if (err == ENOENT || err == EPROTONOSUPPORT)
+        return 0;
+    if (err == ENOPROTOOPT)
+        return revision == 0; /* ip_tables not loaded: only revision 0 is certain */
+    return 1;
+}
+
+/* ------------------------------------------------------------------ capture */
+
+/* Extensions print warnings to stderr and save() functions print to stdout:
+ * both are swapped for memory streams while libxtables runs. */
+struct vx_capture {
+    FILE *saved;
+    FILE *stream;
+    char *buf;
+    size_t len;
+};
+
+static bool capture_start(struct vx_capture *cap, FILE **which)
+{
+    cap->buf = NULL;
+    cap->len = 0;
+    cap->stream = open_memstream(&cap->buf, &cap->len);
+    if (cap->stream == NULL)
+        return false;
+    cap->saved = *which;
+    fflush(*which);
+    *which = cap->stream;
+    return true;
+}
+
+static void capture_stop(struct vx_capture *cap, FILE **which)
+{
+    fflush(cap->stream);
+    *which = cap->saved;
+    fclose(cap->stream);
+}
+
+/* ------------------------------------------------------------------ state */
+
+struct vx_rule {
+    struct ipt_entry fw;
+    struct xtables_rule_match *matches;
+    struct xtables_target *target;
+    const char *jumpto;
+    char *protocol;
+    bool proto_used;
+    bool goto_set;
+    bool jump_is_chain;
+    unsigned int options;
+    int c;
+    char **argv;
+    const char *shost;
+    const char *dhost;
+    struct in_addr *saddrs, *smasks, *daddrs, *dmasks;
+    unsigned int nsaddrs, ndaddrs;
+    PyObject *chains; /* names that are chains in this table (a set), or Py_None */
+};
+
+static void reset_extensions(void)
+{
+    struct xtables_match *m;
+    struct xtables_target *t;
+
+    for (m = xtables_matches; m != NULL; m = m->next)
+        m->mflags = 0;
+    for (t = xtables_targets; t != NULL; t = t->next) {
+        t->tflags = 0;
+        t->used = 0;
+    }
+}
+
+static void rule_free(struct vx_rule *r)
+{
+    xtables_rule_matches_free(&r->matches);
+    if (r->target != NULL) {
+        free(r->target->t);
+        r->target->t = NULL;
+        free(r->target->udata);
+        r->target->udata = NULL;
+        if (r->target == r->target->next)
+            free(r->target);
+        r->target = NULL;
+    }
+    free(r->saddrs);
+    free(r->smasks);
+    free(r->daddrs);
+    free(r->dmasks);
+    r->saddrs = r->smasks = r->daddrs = r->dmasks = NULL;
+    xtables_free_opts(1);
+    reset_extensions();
+}
+
+static bool is_chain(struct vx_rule *r, const char *name)
+{
+    PyObject *key;
+    int found;
+
+    if (r->chains == NULL || r->chains == Py_None)
+        return false;
+    key = PyUnicode_FromString(name);
+    if (key == NULL) {
+        PyErr_Clear();
+        return false;
+    }
+    found = PySequence_Contains(r->chains, key);
+    Py_DECREF(key);
+    if (found < 0) {
+        PyErr_Clear();
+        return false;
+    }
+    return found == 1;
+}
+
+/* Extension names become part of a library path (libxt_NAME.so): letters,
+ * digits, '_' and '-' only. */
+static void check_extension_name(const char *what, const char *name)
+{
+    const char *p;
+
+    if (*name == '\0')
+        xtables_error(PARAMETER_PROBLEM, "%s name is empty", what);
+    for (p = name; *p; p++)
+        if (!isalnum((unsigned char)*p) && *p != '_' && *p != '-')
+            xtables_error(PARAMETER_PROBLEM, "%s name \"%s\" contains \"%c\"", what, name, *p);
+}
+
+static void set_option(struct vx_rule *r, unsigned int option, char letter, uint8_t invflag,
+                       bool invert)
+{
+    if (r->options & option)
+        xtables_error(PARAMETER_PROBLEM, "multiple -%c flags not allowed", letter);
+    r->options |= option;
+    if (invert) {
+        if (invflag == 0)
+            xtables_error(PARAMETER_PROBLEM, "cannot have ! before -%c", letter);
+        r->fw.ip.invflags |= invflag;
+    }
+}
+
+static void init_match(struct xtables_match *m)
+{
+    if (m->udata_size != 0) {
+        free(m->udata);
+        m->udata = xtables_calloc(1, m->udata_size);
+    }
+    if (m->init != NULL)
+        m->init(m->m);
+}
+
+static void init_target(struct xtables_target *t)
+{
+    if (t->udata_size != 0) {
+        free(t->udata);
+        t->udata = xtables_calloc(1, t->udata_size);
+    }
+    if (t->init != NULL)
+        t->init(t->t);
+}
+
+static void merge_options(unsigned int *offset, const struct xt_option_entry *x6,
+                          const struct option *extra)
+{
+    struct option *opts = xt_params->opts;
+
+    if (x6 != NULL)
+        opts = xtables_options_xfrm(xt_params->orig_opts, opts, x6, offset);
+    else if (extra != NULL)
+        opts = xtables_merge_options(xt_params->orig_opts, opts, extra, offset);
+    if (opts == NULL)
+        xtables_error(OTHER_PROBLEM, "can't alloc memory!");
+    xt_params->opts = opts;
+}
+
+static void command_match(struct vx_rule *r, bool invert)
+{
+    struct xtables_match *m;
+    size_t size;
+
+    if (invert)
+        xtables_error(PARAMETER_PROBLEM, "unexpected ! flag before --match");
+    check_extension_name("match", optarg);
+    m = xtables_find_match(optarg, XTF_LOAD_MUST_SUCCEED, &r->matches);
+    size = XT_ALIGN(sizeof(struct xt_entry_match)) + m->size;
+    m->m = xtables_calloc(1, size);
+    m->m->u.match_size = size;
+    strcpy(m->m->u.user.name, m->real_name != NULL ? m->real_name : m->name);
+    if (m->real_name != NULL && !(m->ext_flags & XTABLES_EXT_ALIAS))
+        fprintf(stderr, "Notice: the %s match is converted into %s match "
+                "in rule listing and saving.\n", m->name, m->real_name);
+    m->m->u.user.revision = m->revision;
+    init_match(m);
+    if (m == m->next)
+        return; /* a second instance of a match shares the first one's options */
+    merge_options(&m->option_offset, m->x6_options, m->extra_opts);
+}
+
+static const char *target_name(const char *name)
+{
+    const char *p;
+
+    if (strlen(name) < 1)
+        xtables_error(PARAMETER_PROBLEM, "Invalid target name (too short)");
+    if (strlen(name) >= XT_EXTENSION_MAXNAMELEN)
+        xtables_error(PARAMETER_PROBLEM, "Invalid target name `%s' (%u chars max)",
+                      name, XT_EXTENSION_MAXNAMELEN - 1);
+    for (p = name; *p; p++)
+        if (isspace((unsigned char)*p))
+            xtables_error(PARAMETER_PROBLEM, "Invalid target name `%s'", name);
+    return name;
+}
+
+static void command_jump(struct vx_rule *r, const char *jumpto)
+{
+    struct xtables_target *t;
+    size_t size;
+    const char *p;
+    bool loadable = true;
+
+    r->jumpto = target_name(jumpto);
+    /* a chain of that name wins over an extension, as in iptables ("using
+     * chain, not extension"); names that cannot be a library are chains */
+    for (p = jumpto; *p; p++)
+        if (!isalnum((unsigned char)*p) && *p != '_' && *p != '-')
+            loadable = false;
+    if (is_chain(r, jumpto) || !loadable) {
+        r->jump_is_chain = true;
+        return;
+    }
+    t = xtables_find_target(jumpto, XTF_TRY_LOAD);
+    if (t == NULL)
+        return; /* maybe a chain: decided after the loop */
+    r->target = t;
+    size = XT_ALIGN(sizeof(struct xt_entry_target)) + t->size;
+    t->t = xtables_calloc(1, size);
+    t->t->u.target_size = size;
+    if (t->real_name == NULL) {
+        strcpy(t->t->u.user.name, jumpto);
+    } else {
+        strcpy(t->t->u.user.name, t->real_name);
+        if (!(t->ext_flags & XTABLES_EXT_ALIAS))
+            fprintf(stderr, "Notice: The %s target is converted into %s target "
+                    "in rule listing and saving.\n", jumpto, t->real_name);
+    }
+    t->t->u.user.revision = t->revision;
+    init_target(t);
+    merge_options(&t->option_offset, t->x6_options, t->extra_opts);
+}
+
+static struct xtables_match *find_proto(const char *pname, enum xtables_tryload tryload,
+                                        struct xtables_rule_match **matches)
+{
+    unsigned int proto;
+    const char *name = NULL;
+    unsigned int i;
+
+    if (xtables_strtoui(pname, NULL, &proto, 0, UINT8_MAX)) {
+        for (i = 0; xtables_chain_protos[i].name != NULL; ++i)
+            if (xtables_chain_protos[i].num == proto) {
+                name = xtables_chain_protos[i].name;
+                break;
+            }
+        if (name == NULL && proto != 0) {
+            struct protoent *pent = getprotobynumber(proto);
+            if (pent != NULL)
+                name = pent->p_name;
+        }
+        if (name == NULL)
+            return NULL;
+    } else {
+        name = pname;
+    }
+    for (i = 0; name[i]; i++)
+        if (!isalnum((unsigned char)name[i]) && name[i] != '_' && name[i] != '-')
+            return NULL; /* not a possible extension name */
+    return xtables_find_match(name, tryload, matches);
+}
+
+/* '-p tcp' also means "load the tcp match if an option nobody owns follows" */
+static struct xtables_match *load_proto(struct vx_rule *r)
+{
+    if (r->protocol == NULL)
+        return NULL;
+    if (find_proto(r->protocol, XTF_DONT_LOAD, NULL) != NULL && r->proto_used)
+        return NULL;
+    return find_proto(r->protocol, XTF_TRY_LOAD, &r->matches);
+}
+
+static int command_default(struct vx_rule *r, bool invert)
+{
+    struct xtables_rule_match *mp;
+    struct xtables_target *t = r->target;
+    struct xtables_match *m;
+
+    if (t != NULL && (t->parse != NULL || t->x6_parse != NULL) &&
+        r->c >= (int)t->option_offset && r->c < (int)(t->option_offset + XT_OPTION_OFFSET_SCALE)) {
+        xtables_option_tpcall(r->c, r->argv, invert, t, &r->fw);
+        return 0;
+    }
+    for (mp = r->matches; mp != NULL; mp = mp->next) {
+        m = mp->match;
+        if (mp->completed || (m->x6_parse == NULL && m->parse == NULL))
+            continue;
+        if (r->c < (int)m->option_offset || r->c >= (int)(m->option_offset + XT_OPTION_OFFSET_SCALE))
+            continue;
+        xtables_option_mpcall(r->c, r->argv, invert, m, &r->fw);
+        return 0;
+    }
+    m = load_proto(r);
+    if (m != NULL) {
+        size_t size = XT_ALIGN(sizeof(struct xt_entry_match)) + m->size;
+
+        r->proto_used = true;
+        m->m = xtables_calloc(1, size);
+        m->m->u.match_size = size;
+        strcpy(m->m->u.user.name, m->name);
+        m->m->u.user.revision = m->revision;
+        init_match(m);
+        merge_options(&m->option_offset, m->x6_options, m->extra_opts);
+        optind--; /* run getopt again on the same word, now that the match knows it */
+        return 1;
+    }
+    if (r->c == ':')
+        xtables_error(PARAMETER_PROBLEM, "option \"%s\" requires an argument", r->argv[optind - 1]);
+    if (r->c == '?')
+        xtables_error(PARAMETER_PROBLEM, "unknown option \"%s\"", r->argv[optind - 1]);
+    xtables_error(PARAMETER_PROBLEM, "Unknown arg \"%s\"", optarg);
+    return 0;
+}
+
+static void parse_counters(struct vx_rule *r, int argc, char **argv)
+{
+    const char *pcnt = optarg;
+    const char *bcnt = strchr(pcnt + 1, ',');
+
+    if (bcnt != NULL)
+        bcnt++;
+    if (bcnt == NULL && optind < argc && argv[optind][0] != '-' && argv[optind][0] != '!')
+        bcnt = argv[optind++];
+    if (bcnt == NULL)
+        xtables_error(PARAMETER_PROBLEM, "-c requires packet and byte counter");
+    if (sscanf(pcnt, "%llu", (unsigned long long *)&r->fw.counters.pcnt) != 1)
+        xtables_error(PARAMETER_PROBLEM, "-c packet counter not numeric");
+    if (sscanf(bcnt, "%llu", (unsigned long long *)&r->fw.counters.bcnt) != 1)
+        xtables_error(PARAMETER_PROBLEM, "-c byte counter not numeric");
+}
+
+/* Addresses only: iptables would resolve a host name through DNS, once, and a
+ * name in a firewall rule silently changes meaning when its address does. */
+static void parse_addresses(const char *spec, struct in_addr **addrs, struct in_addr **masks,
+                            unsigned int *n)
+{
+    char buf[256];
+    const char *item = spec;
+
+    while (item != NULL && *item != '\0') {
+        const char *end = strchr(item, ',');
+        size_t len = end != NULL ? (size_t)(end - item) : strlen(item);
+        char *slash;
+
+        if (len >= sizeof(buf))
+            xtables_error(PARAMETER_PROBLEM, "address \"%.40s...\" is too long", item);
+        memcpy(buf, item, len);
+        buf[len] = '\0';
+        slash = strchr(buf, '/');
+        if (slash != NULL)
+            *slash = '\0';
+        if (xtables_numeric_to_ipaddr(buf) == NULL)
+            xtables_error(PARAMETER_PROBLEM, "host/network `%s' is not an IPv4 address "
+                          "(vnetd does not resolve host names: write the address)", buf);
+        item = end != NULL ? end + 1 : NULL;
+    }
+    xtables_ipparse_multiple(spec, addrs, masks, n);
+}
+
+static void parse_rule(struct vx_rule *r, int argc, char **argv, const char *table,
+                       const char *chain)
+{
+    bool invert = false;
+
+    r->jumpto = "";
+    r->argv = argv;
+    optind = 0; /* glibc: start afresh, forget the last scan */
+    opterr = 0;
+    reset_extensions();
+    xt_params->opts = xt_params->orig_opts;
+    while ((r->c = getopt_long(argc, argv, vx_optstring, xt_params->opts, NULL)) != -1) {
+        switch (r->c) {
+        case 'p': {
+            char *p;
+            uint16_t proto;
+
+            set_option(r, VX_OPT_PROTOCOL, 'p', XT_INV_PROTO, invert);
+            for (p = argv[optind - 1]; *p; p++)
+                *p = tolower((unsigned char)*p);
+            r->protocol = argv[optind - 1];
+            proto = xtables_parse_protocol(r->protocol);
+            if (proto == 0 && (r->fw.ip.invflags & XT_INV_PROTO))
+                xtables_error(PARAMETER_PROBLEM, "rule would never match protocol");
+            r->fw.ip.proto = proto;
+            break;
+        }
+        case 's':
+            set_option(r, VX_OPT_SOURCE, 's', IPT_INV_SRCIP, invert);
+            r->shost = argv[optind - 1];
+            break;
+        case 'd':
+            set_option(r, VX_OPT_DESTINATION, 'd', IPT_INV_DSTIP, invert);
+            r->dhost = argv[optind - 1];
+            break;
+        case 'i':
+            if (*optarg == '\0')
+                xtables_error(PARAMETER_PROBLEM, "Empty interface is likely to be undesired");
+            set_option(r, VX_OPT_VIANAMEIN, 'i', IPT_INV_VIA_IN, invert);
+            xtables_parse_interface(argv[optind - 1], r->fw.ip.iniface, r->fw.ip.iniface_mask);
+            break;
+        case 'o':
+            if (*optarg == '\0')
+                xtables_error(PARAMETER_PROBLEM, "Empty interface is likely to be undesired");
+            set_option(r, VX_OPT_VIANAMEOUT, 'o', IPT_INV_VIA_OUT, invert);
+            xtables_parse_interface(argv[optind - 1], r->fw.ip.outiface, r->fw.ip.outiface_mask);
+            break;
+        case 'f':
+            set_option(r, VX_OPT_FRAGMENT, 'f', IPT_INV_FRAG, invert);
+            r->fw.ip.flags |= IPT_F_FRAG;
+            break;
+        case 'j':
+            set_option(r, VX_OPT_JUMP, 'j', 0, invert);
+            command_jump(r, argv[optind - 1]);
+            break;
+        case 'g':
+            set_option(r, VX_OPT_JUMP, 'g', 0, invert);
+            r->goto_set = true;
+            r->jumpto = target_name(optarg);
+            if (strcmp(optarg, "ACCEPT") == 0 || strcmp(optarg, "DROP") == 0 ||
+                strcmp(optarg, "QUEUE") == 0 || strcmp(optarg, "RETURN") == 0)
+                xtables_error(PARAMETER_PROBLEM, "goto '%s' is not a chain", optarg);
+            r->jump_is_chain = true;
+            break;
+        case 'm':
+            command_match(r, invert);
+            break;
+        case 'c':
+            set_option(r, VX_OPT_COUNTERS, 'c', 0, invert);
+            parse_counters(r, argc, argv);
+            break;
+        case 1: /* a word that is not an option: only "!" may stand alone */
+            if (optarg[0] == '!' && optarg[1] == '\0') {
+                if (invert)
+                    xtables_error(PARAMETER_PROBLEM, "multiple consecutive ! not allowed");
+                invert = true;
+                optarg[0] = '\0';
+                continue;
+            }
+            xtables_error(PARAMETER_PROBLEM, "Bad argument `%s'", optarg);
+            break;
+        case 'A': case 'C': case 'D': case 'E': case 'F': case 'I': case 'L': case 'M':
+        case 'N': case 'P': case 'R': case 'S': case 'V': case 'W': case 'X': case 'Z':
+        case 'h': case 't': case 'w': case 'n': case 'v': case 'x': case '0': case '4':
+        case '6': case 'b':
+            /* the Python side words this: "command flag X" is matched there */
+            xtables_error(PARAMETER_PROBLEM, "command flag %c", r->c);
+            break;
+        default:
+            if (command_default(r, invert))
+                continue;
+            break;
+        }
+        invert = false;
+    }
+
+    if (strcmp(table, "nat") == 0 && strcmp(r->jumpto, "DROP") == 0)
+        xtables_error(PARAMETER_PROBLEM, "The \"nat\" table is not intended for filtering, "
+                      "the use of DROP is therefore inhibited.");
+    {
+        struct xtables_rule_match *mp;
+
+        for (mp = r->matches; mp != NULL; mp = mp->next)
+            xtables_option_mfcall(mp->match);
+    }
+    if (r->target != NULL)
+        xtables_option_tfcall(r->target);
+    if (optind < argc)
+        xtables_error(PARAMETER_PROBLEM, "unknown arguments found on commandline");
+    if (invert)
+        xtables_error(PARAMETER_PROBLEM, "nothing appropriate following !");
+
+    if (r->goto_set)
+        r->fw.ip.flags |= IPT_F_GOTO;
+    parse_addresses(r->shost != NULL ? r->shost : "0.0.0.0/0", &r->saddrs, &r->smasks, &r->nsaddrs);
+    parse_addresses(r->dhost != NULL ? r->dhost : "0.0.0.0/0", &r->daddrs, &r->dmasks, &r->ndaddrs);
+    if ((r->nsaddrs > 1 || r->ndaddrs > 1) && (r->fw.ip.invflags & (IPT_INV_SRCIP | IPT_INV_DSTIP)))
+        xtables_error(PARAMETER_PROBLEM, "! not allowed with multiple source or destination IP addresses");
+
+    if ((strcmp(chain, "PREROUTING") == 0 || strcmp(chain, "INPUT") == 0) &&
+        (r->options & VX_OPT_VIANAMEOUT))
+        xtables_error(PARAMETER_PROBLEM, "Can't use -o with %s", chain);
+    if ((strcmp(chain, "POSTROUTING") == 0 || strcmp(chain, "OUTPUT") == 0) &&
+        (r->options & VX_OPT_VIANAMEIN))
+        xtables_error(PARAMETER_PROBLEM, "Can't use -i with %s", chain);
+
+    /* no target, or a chain: the standard target carries the name, libiptc
+     * turns it into a verdict or a jump when the table is written */
+    if (r->target == NULL) {
+        struct xtables_target *std;
+        size_t size;
+
+        if (r->jumpto[0] != '\0' && !r->jump_is_chain)
+            r->jump_is_chain = true; /* no extension of that name: a chain, or nothing */
+        std = xtables_find_target(XT_STANDARD_TARGET, XTF_LOAD_MUST_SUCCEED);
+        size = sizeof(struct xt_entry_target) + std->size;
+        std->t = xtables_calloc(1, size);
+        std->t->u.target_size = size;
+        strcpy(std->t->u.user.name, r->jumpto);
+        if (!r->jump_is_chain)
+            std->t->u.user.revision = std->revision;
+        init_target(std);
+        r->target = std;
+    }
+}
+
+/* ------------------------------------------------------------------ entries */
+
+static PyObject *build_entries(struct vx_rule *r)
+{
+    struct xtables_rule_match *mp;
+    size_t msize = 0, size;
+    unsigned char *blob;
+    PyObject *entries, *usersizes;
+    unsigned int i, j, k = 0;
+
+    if ((size_t)r->nsaddrs * r->ndaddrs > VX_MAX_ENTRIES) {
+        PyErr_Format(CompileError, "%u source and %u destination addresses make %zu rules; at most %d",
+                     r->nsaddrs, r->ndaddrs, (size_t)r->nsaddrs * r->ndaddrs, VX_MAX_ENTRIES);
+        return NULL;
+    }
+    for (mp = r->matches; mp != NULL; mp = mp->next)
+        msize += mp->match->m->u.match_size;
+    size = XT_ALIGN(sizeof(struct ipt_entry)) + msize + r->target->t->u.target_size;
+    if (size > 0xffff) {
+        PyErr_SetString(CompileError, "rule is too large for one kernel entry");
+        return NULL;
+    }
+    blob = calloc(1, size);
+    if (blob == NULL)
+        return PyErr_NoMemory();
+    memcpy(blob, &r->fw, sizeof(struct ipt_entry));
+    ((struct ipt_entry *)blob)->target_offset = XT_ALIGN(sizeof(struct ipt_entry)) + msize;
+    ((struct ipt_entry *)blob)->next_offset = size;
+    size = XT_ALIGN(sizeof(struct ipt_entry));
+    usersizes = PyList_New(0);
+    for (mp = r->matches; mp != NULL; mp = mp->next) {
+        PyObject *n;
+
+        memcpy(blob + size, mp->match->m, mp->match->m->u.match_size);
+        size += mp->match->m->u.match_size;
+        n = PyLong_FromSize_t(XT_ALIGN(sizeof(struct xt_entry_match)) + mp->match->userspacesize);
+        PyList_Append(usersizes, n);
+        Py_XDECREF(n);
+    }
+    memcpy(blob + size, r->target->t, r->target->t->u.target_size);
+    size += r->target->t->u.target_size;
+    {
+        PyObject *n = PyLong_FromSize_t(XT_ALIGN(sizeof(struct xt_entry_target)) + r->target->userspacesize);
+        PyList_Append(usersizes, n);
+        Py_XDECREF(n);
+    }
+
+    entries = PyList_New((Py_ssize_t)r->nsaddrs * r->ndaddrs);
+    for (i = 0; entries != NULL && i < r->nsaddrs; i++) {
+        for (j = 0; j < r->ndaddrs; j++) {
+            struct ipt_entry *e = (struct ipt_entry *)blob;
+
+            e->ip.src = r->saddrs[i];
+            e->ip.smsk = r->smasks[i];
+            e->ip.dst = r->daddrs[j];
+            e->ip.dmsk = r->dmasks[j];
+            PyList_SET_ITEM(entries, k++, PyBytes_FromStringAndSize((const char *)blob, (Py_ssize_t)size));
+        }
+    }
+    free(blob);
+    if (entries == NULL || PyErr_Occurred()) {
+        Py_XDECREF(entries);
+        Py_DECREF(usersizes);
+        return NULL;
+    }
+    return Py_BuildValue("(NNsNN)", entries, usersizes,
+                         r->jump_is_chain ? "chain" : (r->target->t->u.user.name[0] == '\0' ||
+                                                       strcmp(r->target->name, "standard") == 0
+                                                           ? "standard" : "extension"),
+                         PyUnicode_FromString(r->jump_is_chain || strcmp(r->target->name, "standard") == 0
+                                                  ? r->jumpto : r->target->t->u.user.name),
+                         PyBool_FromLong(r->goto_set));
+}
+
+static bool ensure_ready(void)
+{
+    if (!vx_ready) {
+        PyErr_SetString(PyExc_RuntimeError, "vnetd.backends._xtables.init() was not called");
+        return false;
+    }
+    xtables_set_params(&vx_globals);
+    xtables_set_nfproto(NFPROTO_IPV4);
+    return true;
+}
+
+/* Runs parse_rule with exit_err landing here: 0, or the error status. A function
+ * of its own so that no caller's local variable lives across the setjmp. */
+static int guarded_parse(struct vx_rule *r, int argc, char **argv, const char *table, const char *chain)
+{
+    jmp_buf jb;
+    int status;
+
+    vx_jump = &jb;
+    status = setjmp(jb);
+    if (status == 0)
+        parse_rule(r, argc, argv, table, chain);
+    vx_jump = NULL;
+    return status;
+}
+
+/* compile(words, table, chain, chains) -> (entries, usersizes, kind, target, goto, warnings)
+ *
+ * words: the rule's words as iptables would get them in argv; chains: names that
+ * are chains of the table (a jump to one of them is a jump, not an extension).
+ * kind: "standard" (ACCEPT... or no target), "chain" (a jump to a chain, or to a
+ * name that is no extension: the caller checks it exists), "extension".
+ * Raises CompileError with iptables' own message. */
+static PyObject *vx_compile(PyObject *self, PyObject *args)
+{
+    PyObject *words, *chains, *result = NULL, *fast;
+    const char *table, *chain;
+    Py_ssize_t n, i;
+    char **argv;
+    struct vx_rule *r;
+    struct vx_capture cap;
+    int status;
+    bool captured;
+
+    (void)self;
+    if (!PyArg_ParseTuple(args, "OssO", &words, &table, &chain, &chains))
+        return NULL;
+    if (!ensure_ready())
+        return NULL;
+    fast = PySequence_Fast(words, "words must be a sequence of strings");
+    if (fast == NULL)
+        return NULL;
+    n = PySequence_Fast_GET_SIZE(fast);
+    if (n > VX_MAX_ARGS) {
+        Py_DECREF(fast);
+        PyErr_Format(CompileError, "a rule of %zd words is too long (at most %d)", n, VX_MAX_ARGS);
+        return NULL;
+    }
+    argv = calloc((size_t)n + 2, sizeof(char *));
+    r = calloc(1, sizeof(*r));
+    if (argv == NULL || r == NULL) {
+        Py_DECREF(fast);
+        free(argv);
+        free(r);
+        return PyErr_NoMemory();
+    }
+    argv[0] = strdup("iptables");
+    for (i = 0; i < n; i++) {
+        Py_ssize_t len;
+        const char *s = PyUnicode_AsUTF8AndSize(PySequence_Fast_GET_ITEM(fast, i), &len);
+
+        if (s == NULL || (size_t)len != strlen(s)) {
+            if (!PyErr_Occurred())
+                PyErr_SetString(CompileError, "a word of the rule contains a NUL character");
+            goto out;
+        }
+        argv[i + 1] = strdup(s);
+    }
+    r->chains = chains;
+
+    captured = capture_start(&cap, &stderr);
+    status = guarded_parse(r, (int)n + 1, argv, table, chain);
+    if (status == 0)
+        result = build_entries(r);
+    if (captured)
+        capture_stop(&cap, &stderr);
+    rule_free(r);
+    if (status != 0) {
+        Py_CLEAR(result);
+        PyErr_SetString(CompileError, vx_error);
+    } else if (result != NULL) {
+        PyObject *warnings = PyUnicode_DecodeUTF8(captured && cap.buf ? cap.buf : "",
+                                                  captured && cap.buf ? (Py_ssize_t)cap.len : 0,
+                                                  "replace");
+        PyObject *full = warnings ? Py_BuildValue("(OOOOON)", PyTuple_GET_ITEM(result, 0),
+                                                  PyTuple_GET_ITEM(result, 1), PyTuple_GET_ITEM(result, 2),
+                                                  PyTuple_GET_ITEM(result, 3), PyTuple_GET_ITEM(result, 4),
+                                                  warnings)
+                                  : NULL;
+        Py_DECREF(result);
+        result = full;
+    }
+    if (captured)
+        free(cap.buf);
+out:
+    for (i = 0; i < n + 1; i++)
+        free(argv[i]);
+    free(argv);
+    free(r);
+    Py_DECREF(fast);
+    return result;
+}
+
+/* ------------------------------------------------------------------ rendering */
+
+static const char *proto_name(uint16_t proto)
+{
+    unsigned int i;
+
+    for (i = 0; xtables_chain_protos[i].name != NULL; ++i)
+        if (xtables_chain_protos[i].num == proto)
+            return xtables_chain_protos[i].name;
+    if (proto != 0) {
+        struct protoent *pent = getprotobynumber(proto);
+        if (pent != NULL)
+            return pent->p_name;
+    }
+    return NULL;
+}
+
+static void save_addr(char letter, const struct in_addr *addr, const struct in_addr *mask, int invert)
+{
+    char buf[INET_ADDRSTRLEN], mbuf[INET_ADDRSTRLEN];
+    uint32_t hmask = ntohl(mask->s_addr);
+    int bits = -1, i;
+
+    if (!mask->s_addr && !invert && !addr->s_addr)
+        return;
+    for (i = 0; i <= 32; i++)
+        if (hmask == (i == 0 ? 0u : (uint32_t)(0xffffffffu << (32 - i)))) {
+            bits = i;
+            break;
+        }
+    if (bits >= 0)
+        snprintf(mbuf, sizeof(mbuf), "%d", bits);
+    else
+        inet_ntop(AF_INET, mask, mbuf, sizeof(mbuf));
+    printf("%s -%c %s/%s", invert ? " !" : "", letter, inet_ntop(AF_INET, addr, buf, sizeof(buf)), mbuf);
+}
+
+static void save_iface(char letter, const char *iface, const unsigned char *mask, int invert)
+{
+    unsigned int i;
+
+    if (mask[0] == 0)
+        return;
+    printf("%s -%c ", invert ? " !" : "", letter);
+    for (i = 0; i < IFNAMSIZ; i++) {
+        if (mask[i] != 0) {
+            if (iface[i] != '\0')
+                printf("%c", iface[i]);
+        } else {
+            if (iface[i - 1] != '\0')
+                printf("+");
+            break;
+        }
+    }
+}
+
+static void save_entry(const struct ipt_entry *e, const char *meaning);
+
+static int guarded_save(const struct ipt_entry *e, const char *meaning)
+{
+    jmp_buf jb;
+    int status;
+
+    vx_jump = &jb;
+    status = setjmp(jb);
+    if (status == 0)
+        save_entry(e, meaning);
+    vx_jump = NULL;
+    return status;
+}
+
+static void save_entry(const struct ipt_entry *e, const char *meaning)
+{
+    const struct xt_entry_target *t;
+    unsigned int off;
+
+    save_addr('s', &e->ip.src, &e->ip.smsk, e->ip.invflags & IPT_INV_SRCIP);
+    save_addr('d', &e->ip.dst, &e->ip.dmsk, e->ip.invflags & IPT_INV_DSTIP);
+    save_iface('i', e->ip.iniface, e->ip.iniface_mask, e->ip.invflags & IPT_INV_VIA_IN);
+    save_iface('o', e->ip.outiface, e->ip.outiface_mask, e->ip.invflags & IPT_INV_VIA_OUT);
+    if (e->ip.proto > 0) {
+        const char *name = proto_name(e->ip.proto);
+
+        if (e->ip.invflags & XT_INV_PROTO)
+            printf(" !");
+        if (name != NULL)
+            printf(" -p %s", name);
+        else
+            printf(" -p %u", e->ip.proto);
+    }
+    if (e->ip.flags & IPT_F_FRAG)
+        printf("%s -f", e->ip.invflags & IPT_INV_FRAG ? " !" : "");
+
+    for (off = sizeof(struct ipt_entry); off < e->target_offset;) {
+        const struct xt_entry_match *m = (const void *)((const char *)e + off);
+        struct xtables_match *match, *mt;
+
+        if (m->u.match_size < sizeof(*m) || off + m->u.match_size > e->target_offset)
+            xtables_error(OTHER_PROBLEM, "malformed match at offset %u", off);
+        match = xtables_find_match(m->u.user.name, XTF_TRY_LOAD, NULL);
+        if (match == NULL) {
+            printf(" -m %s [no extension]", m->u.user.name);
+        } else {
+            mt = xtables_find_match_revision(m->u.user.name, XTF_TRY_LOAD, match, m->u.user.revision);
+            printf(" -m %s", (mt ? mt : match)->alias ? (mt ? mt : match)->alias(m) : m->u.user.name);
+            if (mt != NULL && mt->save != NULL)
+                mt->save(&e->ip, m);
+            else if (match->save != NULL)
+                printf(" [unsupported revision]");
+        }
+        off += m->u.match_size;
+    }
+
+    t = (const void *)((const char *)e + e->target_offset);
+    if (t->u.user.name[0] != '\0') {
+        struct xtables_target *target, *tg;
+
+        target = xtables_find_target(t->u.user.name, XTF_TRY_LOAD);
+        if (target == NULL) {
+            printf(" -j %s [no extension]", t->u.user.name);
+            return;
+        }
+        tg = xtables_find_target_revision(t->u.user.name, XTF_TRY_LOAD, target, t->u.user.revision);
+        printf(" -j %s", (tg ? tg : target)->alias ? (tg ? tg : target)->alias(t) : t->u.user.name);
+        if (tg != NULL && tg->save != NULL)
+            tg->save(&e->ip, t);
+        else if (target->save != NULL)
+            printf(" [unsupported revision]");
+    } else if (meaning != NULL && meaning[0] != '\0') {
+        printf(" -%c %s", e->ip.flags & IPT_F_GOTO ? 'g' : 'j', meaning);
+    }
+}
+
+/* render(entry, meaning) -> the rule as iptables-save prints it, without "-A CHAIN".
+ * meaning: what a standard target means (ACCEPT, a chain name, "" for none). */
+static PyObject *vx_render(PyObject *self, PyObject *args)
+{
+    const char *data, *meaning = NULL;
+    Py_ssize_t len;
+    struct vx_capture out, err;
+    int status;
+    PyObject *result;
+    void *copy;
+
+    (void)self;
+    if (!PyArg_ParseTuple(args, "y#z", &data, &len, &meaning))
+        return NULL;
+    if (!ensure_ready())
+        return NULL;
+    if ((size_t)len < sizeof(struct ipt_entry) + sizeof(struct xt_entry_target)) {
+        PyErr_SetString(CompileError, "not an ipt_entry");
+        return NULL;
+    }
+    {
+        const struct ipt_entry *e = (const void *)data;
+        if (e->target_offset < sizeof(struct ipt_entry) || e->next_offset > len ||
+            e->target_offset + sizeof(struct xt_entry_target) > e->next_offset) {
+            PyErr_SetString(CompileError, "malformed ipt_entry");
+            return NULL;
+        }
+    }
+    copy = malloc((size_t)len); /* aligned for the extensions' struct reads */
+    if (copy == NULL)
+        return PyErr_NoMemory();
+    memcpy(copy, data, (size_t)len);
+    if (!capture_start(&out, &stdout)) {
+        free(copy);
+        return PyErr_NoMemory();
+    }
+    if (!capture_start(&err, &stderr)) {
+        capture_stop(&out, &stdout);
+        free(out.buf);
+        free(copy);
+        return PyErr_NoMemory();
+    }
+    status = guarded_save(copy, meaning);
+    capture_stop(&err, &stderr);
+    capture_stop(&out, &stdout);
+    free(err.buf);
+    free(copy);
+    xtables_free_opts(1);
+    if (status != 0) {
+        free(out.buf);
+        PyErr_SetString(CompileError, vx_error);
+        return NULL;
+    }
+    result = PyUnicode_DecodeUTF8(out.buf ? out.buf : "", out.buf ? (Py_ssize_t)out.len : 0, "replace");
+    free(out.buf);
+    return result;
+}
+
+/* init() -> None: libxtables for IPv4, with the system's extension directory. */
+static PyObject *vx_init(PyObject *self, PyObject *args)
+{
+    static const char *const env_names[] = {"XTABLES_LIBDIR", "IPTABLES_LIB_DIR", "IP6TABLES_LIB_DIR"};
+    char *saved[3] = {NULL, NULL, NULL};
+    size_t i;
+    const char *v;
+    int rc;
+
+    (void)self;
+    (void)args;
+    if (vx_ready)
+        Py_RETURN_NONE;
+    /* the extension directory comes from the library's build, never from the
+     * environment: whoever sets it would choose the code vnetd runs as root */
+    for (i = 0; i < 3; i++) {
+        if ((v = getenv(env_names[i])) != NULL)
+            saved[i] = strdup(v);
+        unsetenv(env_names[i]);
+    }
+    rc = xtables_init_all(&vx_globals, NFPROTO_IPV4);
+    for (i = 0; i < 3; i++) {
+        if (saved[i] != NULL)
+            setenv(env_names[i], saved[i], 1);
+        free(saved[i]);
+    }
+    if (rc < 0) {
+        PyErr_SetString(PyExc_OSError, "libxtables could not be initialised");
+        return NULL;
+    }
+    vx_ready = true;
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef vx_methods[] = {
+    {"init", vx_init, METH_NOARGS, "Initialise libxtables for IPv4 (idempotent)."},
+    {"compile", vx_compile, METH_VARARGS,
+     "compile(words, table, chain, chains) -> (entries, usersizes, kind, target, goto, warnings)"},
+    {"render", vx_render, METH_VARARGS,
+     "render(entry, meaning) -> the rule as iptables-save prints it, without '-A CHAIN'"},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef vx_module = {
+    PyModuleDef_HEAD_INIT, "vnetd.backends._xtables",
+    "iptables' rule language compiled and printed by libxtables, as the iptables command does.",
+    -1, vx_methods, NULL, NULL, NULL, NULL,
+};
+
+PyMODINIT_FUNC PyInit__xtables(void)
+{
+    PyObject *m = PyModule_Create(&vx_module);
+
+    if (m == NULL)
+        return NULL;
+    CompileError = PyErr_NewException("vnetd.backends._xtables.CompileError", PyExc_ValueError, NULL);
+    if (CompileError == NULL || PyModule_AddObject(m, "CompileError", CompileError) < 0) {
+        Py_XDECREF(CompileError);
+        Py_DECREF(m);
+        return NULL;
+    }
+    Py_INCREF(CompileError);
+    PyModule_AddIntConstant(m, "ENTRY_SIZE", (long)XT_ALIGN(sizeof(struct ipt_entry)));
+    PyModule_AddStringConstant(m, "XTABLES_VERSION", XTABLES_VERSION);
+    return m;
+}

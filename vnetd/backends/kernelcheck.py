@@ -1,0 +1,295 @@
+# SPDX-License-Identifier: MIT
+"""Would the kernel take these rules? Asked of the kernel itself, in a throw-away namespace.
+
+libxtables checks what a rule *says*; the kernel checks where it may stand: a
+match's protocol (``-m tcpmss`` needs ``-p tcp``), the hooks a match or target
+serves (``-m owner`` only in OUTPUT/POSTROUTING, ``DNAT`` only in nat
+PREROUTING/OUTPUT), the tables a target belongs to, option combinations only the
+kernel module knows. iptables learns of these when it writes the table and fails
+there; ``vnetd check`` must fail the same rules up front, or a file that passed
+``check`` would fail at ``apply`` (or every daemon pass).
+
+So the declared chains are written, as vnetd would write them, into the tables
+of a new network namespace that exists only for this check: a forked child
+process calls unshare(CLONE_NEWNET), commits each table through libiptc and
+reports. When a table is refused, halving finds the rules the kernel refuses
+(a few commits each), and the kernel's own reason is read from /dev/kmsg when
+that is allowed. Nothing of the host changes: the namespace, its tables and the
+child are gone when the check ends (kernel modules the rules need are loaded,
+as writing them would). Jumps to chains vnetd does not declare (another tool's)
+are written as empty chains.
+
+Not checked here, because they name objects of the real namespace or change
+something outside any namespace: ``-m set``/``-j SET`` (ipsets), ``-j LED``,
+``-j IDLETIMER``. They are checked when written.
+
+Needs root (a new network namespace); without it the check reports that it
+could not run, and ``check`` says so.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import json
+import os
+import select
+import signal
+import struct
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+from vnetd.backends.xtables import CompiledRule, iter_segments
+from vnetd.model.firewall import ChainSpec
+
+CLONE_NEWNET = 0x40000000
+#: Extensions whose kernel check depends on the real namespace or changes the host.
+UNCHECKABLE = frozenset({"set", "SET", "LED", "IDLETIMER"})
+TIMEOUT = 60.0
+MAX_REPLY = 1 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """A declared rule the kernel refuses: which one, and why."""
+
+    table: str
+    chain: str
+    index: int  # position in the chain's declared rules
+    reason: str
+
+
+def _extensions(entry: bytes) -> set[str]:
+    target_offset = struct.unpack_from("=H", entry, 88)[0]
+    names = {name for _off, _size, name in iter_segments(entry, target_offset)}
+    names.add(entry[target_offset + 2 : target_offset + 31].split(b"\0", 1)[0].decode("ascii", "replace"))
+    return names
+
+
+def checkable(compiled: CompiledRule) -> bool:
+    return not any(_extensions(e) & UNCHECKABLE for e in compiled.entries)
+
+
+def kernel_refusals(chains: Sequence[ChainSpec], compiled: Mapping[tuple[str, str, int], CompiledRule],
+                    foreign_chains: Mapping[str, Iterable[str]]) -> list[Refusal] | str:
+    """The declared rules the kernel refuses, or why the check could not run.
+
+    ``compiled``: (table, chain, index) -> the rule compiled (rules that did not
+    compile are left out); ``foreign_chains``: per table, chains the rules jump to
+    that vnetd does not declare.
+    """
+    if os.geteuid() != 0:
+        return "not root: the kernel's checks of each rule (hooks, tables, protocols) were skipped"
+    plan = _Plan.build(chains, compiled, foreign_chains)
+    if not plan.tables:
+        return []
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns
+        _child(plan, read_fd, write_fd)
+    os.close(write_fd)
+    try:
+        reply = _read_reply(read_fd, pid)
+    finally:
+        os.close(read_fd)
+    if isinstance(reply, str):
+        return reply
+    return [Refusal(t, c, i, reason) for t, c, i, reason in reply]
+
+
+# --------------------------------------------------------------------------- plan
+
+
+@dataclass(frozen=True, slots=True)
+class _Table:
+    name: str
+    chains: tuple[str, ...]  # user chains to create (declared and foreign placeholders)
+    rules: tuple[tuple[str, int, tuple[bytes, ...]], ...]  # (chain, declared index, entries) in order
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    tables: tuple[_Table, ...]
+
+    @staticmethod
+    def build(chains: Sequence[ChainSpec], compiled: Mapping[tuple[str, str, int], CompiledRule],
+              foreign_chains: Mapping[str, Iterable[str]]) -> _Plan:
+        tables = []
+        for table in dict.fromkeys(c.table for c in chains):
+            declared = [c for c in chains if c.table == table]
+            user = [c.name for c in declared if not c.builtin]
+            user += [n for n in foreign_chains.get(table, ()) if n not in user]
+            rules = []
+            for chain in declared:
+                for i in range(len(chain.rules)):
+                    rule = compiled.get((table, chain.name, i))
+                    if rule is not None and checkable(rule):
+                        rules.append((chain.name, i, rule.entries))
+            if rules:
+                tables.append(_Table(table, tuple(user), tuple(rules)))
+        return _Plan(tuple(tables))
+
+
+# --------------------------------------------------------------------------- parent
+
+
+def _read_reply(fd: int, pid: int) -> list[tuple[str, str, int, str]] | str:
+    chunks: list[bytes] = []
+    size = 0
+    deadline = time.monotonic() + TIMEOUT
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            return "the kernel check did not finish in time"
+        readable, _, _ = select.select([fd], [], [], left)
+        if not readable:
+            continue
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            break
+        size += len(chunk)
+        if size > MAX_REPLY:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            return "the kernel check answered too much"
+        chunks.append(chunk)
+    os.waitpid(pid, 0)
+    try:
+        reply = json.loads(b"".join(chunks) or b'"no answer"')
+    except ValueError:
+        return "the kernel check gave no readable answer"
+    if isinstance(reply, str):
+        return reply
+    return [(str(t), str(c), int(i), str(r)) for t, c, i, r in reply]
+
+
+# --------------------------------------------------------------------------- child
+
+
+def _child(plan: _Plan, read_fd: int, write_fd: int) -> None:
+    """Runs in the forked child: new namespace, commit, report, exit. Never returns."""
+    status = 0
+    try:
+        os.close(read_fd)
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_DFL)
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.unshare(CLONE_NEWNET) != 0:
+            reply: object = f"cannot make a namespace for the kernel check: {os.strerror(ctypes.get_errno())}"
+        else:
+            kmsg = _Kmsg()
+            refusals: list[tuple[str, str, int, str]] = []
+            for table in plan.tables:
+                refusals += _check_table(table, kmsg)
+            reply = refusals
+        os.write(write_fd, json.dumps(reply).encode())
+    except BaseException as exc:  # the child must always exit here, never unwind into the parent's code
+        try:
+            os.write(write_fd, json.dumps(f"the kernel check failed: {exc!r}").encode())
+        except OSError:
+            status = 1
+    finally:
+        os._exit(status)
+
+
+def _check_table(table: _Table, kmsg: _Kmsg) -> list[tuple[str, str, int, str]]:
+    everything = list(range(len(table.rules)))
+    if _commit(table, everything) is None:
+        return []
+    refused: list[tuple[str, str, int, str]] = []
+    for k in _failing(table, everything):
+        chain, index, _entries = table.rules[k]
+        kmsg.skip()
+        code = _commit(table, [k])
+        reason = kmsg.read()
+        why = os.strerror(code) if code else "refused"
+        detail = f": {reason}" if reason else " (dmesg may say why)"
+        refused.append((table.name, chain, index, f"the kernel refuses this rule in the {table.name} table "
+                                                  f"({why}){detail}"))
+    return refused
+
+
+def _failing(table: _Table, subset: list[int]) -> list[int]:
+    """The rules of ``subset`` the kernel refuses alone (halving: a few commits per culprit)."""
+    if len(subset) == 1:
+        return subset
+    half = len(subset) // 2
+    out = []
+    for part in (subset[:half], subset[half:]):
+        if _commit(table, part) is not None:
+            out += _failing(table, part)
+    return out
+
+
+def _commit(table: _Table, which: list[int]) -> int | None:
+    """Write the chains and the rules ``which`` into this namespace's table; None if
+    the kernel took them, else the errno of the refusal. The table is reset first."""
+    from vnetd.backends.xtables import iptc_module
+
+    iptc = iptc_module()
+    iptc.Table._cache.pop(table.name, None)
+    t = iptc.Table(table.name, autocommit=False)
+    try:
+        t.refresh()
+        names = [c.name for c in t.chains]
+        for name in names:
+            t.flush_entries(name)
+        for name in names:
+            if not t.builtin_chain(name):
+                t.delete_chain(name)
+        for name in table.chains:
+            t.create_chain(name)
+        for k in which:
+            chain, _index, entries = table.rules[k]
+            for entry in entries:
+                buf = (ctypes.c_ubyte * len(entry)).from_buffer_copy(entry)
+                t.append_entry(chain, buf)
+        try:
+            t.commit()
+        except iptc.IPTCError:
+            return ctypes.get_errno() or errno.EINVAL
+        return None
+    finally:
+        t.close()
+        iptc.Table._cache.pop(table.name, None)
+
+
+class _Kmsg:
+    """The kernel's log since the last skip(): x_tables says there why it refused a rule."""
+
+    def __init__(self) -> None:
+        try:
+            self.fd: int | None = os.open("/dev/kmsg", os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError:
+            self.fd = None
+        self.skip()
+
+    def skip(self) -> None:
+        if self.fd is not None:
+            try:
+                os.lseek(self.fd, 0, os.SEEK_END)
+            except OSError:
+                self.fd = None
+
+    def read(self) -> str:
+        if self.fd is None:
+            return ""
+        lines = []
+        while True:
+            try:
+                record = os.read(self.fd, 8192)
+            except BlockingIOError:
+                break
+            except OSError as exc:
+                if exc.errno == errno.EPIPE:  # overwritten records: go on with the next
+                    continue
+                break
+            if not record:
+                break
+            text = record.decode("utf-8", "replace").split(";", 1)[-1].strip()
+            if "x_tables" in text or "ip_tables" in text or text.startswith("xt_"):
+                lines.append(text.removeprefix("x_tables: ").removeprefix("ip_tables: "))
+        return "; ".join(lines[-3:])

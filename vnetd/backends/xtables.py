@@ -293,7 +293,7 @@ class RuleCompiler:
         xt = self._xt
         try:
             entries, usersizes, kind, target, goto, warnings = xt.compile(
-                list(rule.words), chain.table, chain.name, frozenset(chains))
+                rule.words, chain.table, chain.name, chains)
         except xt.CompileError as exc:
             return RuleCompileError(_explain(str(exc), rule))
         tag = chain.tag(rule)

@@ -28,7 +28,7 @@ import socket
 import struct
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vnetd.backends.xtables import (
     COMMENT_SIZE,
@@ -61,6 +61,9 @@ from vnetd.model.firewall import (
     rule_tag,
 )
 from vnetd.plan.actions import Action, PruneChain, SetPolicy, SyncChain
+
+if TYPE_CHECKING:
+    from vnetd.backends.firewall import FirewallBackend as FirewallSeam
 
 IPT_SO_GET_INFO = 64
 IPT_SO_GET_ENTRIES = 65
@@ -329,7 +332,11 @@ def owner_mark() -> CompiledRule:
 
 
 class FirewallBackend:
-    """One per process; holds the rule compiler cache and the last table snapshots."""
+    """The legacy iptables tables (``backends.firewall.FirewallBackend``). One per
+    process; holds the rule compiler cache and the last table snapshots. netfilter's
+    legacy tables send no change events: the daemon polls ``changed``."""
+
+    name = "iptables-legacy"
 
     def __init__(self) -> None:
         self._raw = RawTables()
@@ -345,6 +352,15 @@ class FirewallBackend:
 
     def close(self) -> None:
         self._raw.close()
+
+    def event_fileno(self) -> int | None:
+        return None  # the legacy tables announce nothing: polled with changed()
+
+    def drain_events(self) -> bool:
+        return False
+
+    def show(self, chains: Iterable[ChainSpec]) -> dict[str, Any]:
+        return show_firewall(chains)
 
     @property
     def compiler(self) -> RuleCompiler:
@@ -670,3 +686,8 @@ def show_firewall(chains: Iterable[ChainSpec] = ()) -> dict[str, Any]:
     finally:
         raw.close()
     return out
+
+
+def _conforms(backend: FirewallBackend) -> FirewallSeam:
+    """mypy checks here that the legacy backend implements the seam."""
+    return backend

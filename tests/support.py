@@ -31,6 +31,7 @@ _counter = itertools.count()
 #: what `ip -d -j` shows that the kernel changes by itself, whatever vnetd does:
 #: bridge timers, carrier-driven operational state, IPv6 duplicate address detection
 _VOLATILE = ("hello_timer", "tcn_timer", "topology_change_timer", "gc_timer", "operstate",
+             "forward_delay_timer", "message_age_timer", "hold_timer",  # a port's STP timers run by themselves
              "state")  # "state" is a bridge port's STP state (forwarding, disabled: carrier-driven)
 _CARRIER_FLAGS = ("NO-CARRIER", "LOWER_UP", "M-DOWN", "linkdown", "tentative")
 

@@ -21,6 +21,7 @@ EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_CHANGES = 2
 EXIT_NOT_RUNNING = 3
+EXIT_ROLLED_BACK = 4
 
 DESCRIPTION = """\
 vnetd keeps a host's network as its state files declare it: links, bridges and
@@ -31,7 +32,8 @@ interfaces and routes, plus sysctl:, firewall: and libvirt: sections).
 
 EPILOG = """\
 exit status: check 0 valid / 1 invalid; plan 0 nothing to do / 2 changes pending /
-1 error; apply 0 converged and verified / 1 not; status 0 ok / 3 not running.
+1 error; apply 0 converged and verified / 1 not (with --confirm: 0 confirmed /
+4 rolled back / 1 error); confirm, rollback 0 done / 1 no trial; status 0 ok / 3 not running.
 """
 
 
@@ -56,6 +58,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     apply = sub.add_parser("apply", help="reconcile once, verify, print what changed")
     apply.add_argument("--format", choices=("text", "json"), default="text")
+    apply.add_argument("--confirm", type=float, metavar="SECONDS",
+                       help="try the change: keep it only if `vnetd confirm` (or Enter) comes within SECONDS; "
+                            "a timeout, Ctrl-C, a lost terminal or a failed health probe restores what was "
+                            "there before")
+
+    sub.add_parser("confirm", help="keep the change of a pending `apply --confirm` trial")
+    sub.add_parser("rollback", help="undo the change of a pending `apply --confirm` trial now")
 
     run = sub.add_parser("run", help="run the daemon (foreground unless --daemon)")
     run.add_argument("--pidfile", metavar="PATH", help="write the daemon's pid here (locked while it runs)")
@@ -185,6 +194,9 @@ def cmd_apply(args: argparse.Namespace) -> int:
     from vnetd.plan.actions import Action
 
     desired = load_checked(args)
+    if args.confirm is not None:
+        return cmd_apply_confirm(args, desired)
+    refuse_during_trial()
     logger = log.get_logger()
     text = args.format == "text"
 
@@ -233,6 +245,56 @@ def cmd_apply(args: argparse.Namespace) -> int:
     return EXIT_OK if result.converged else EXIT_ERROR
 
 
+def refuse_during_trial() -> None:
+    """A plain apply during a trial would change what the trial's checkpoint records."""
+    from vnetd.trial import TrialPaths, read_record
+
+    try:
+        record = read_record(TrialPaths.here())
+    except (OSError, ValueError, VnetdError):
+        return
+    if record is not None:
+        raise SystemExit(f"vnetd: a trial is pending (pid {record.pid}); end it first with `vnetd confirm` "
+                         "or `vnetd rollback`")
+
+
+def cmd_apply_confirm(args: argparse.Namespace, desired: Any) -> int:
+    """``apply --confirm SECONDS``: a trial (vnetd.trial)."""
+    from vnetd.engine import Engine
+    from vnetd.plan.actions import Action
+    from vnetd.trial import Trial
+
+    if not 1 <= args.confirm <= 86400:
+        raise SystemExit("vnetd: --confirm wants 1-86400 seconds")
+
+    def report(action: Action, error: BackendError | None) -> None:
+        state = "applied" if error is None else "failed"
+        print(f"{state}: {action.describe()}" + (f": {error}" if error else ""), flush=True)
+
+    terminal = sys.stdin if sys.stdin is not None and sys.stdin.isatty() else None
+    engine = Engine()
+    try:
+        outcome = Trial(engine, desired, args.confirm, terminal=terminal).run(hook=report)
+    finally:
+        engine.backends.close()
+    if outcome.confirmed:
+        print(outcome.reason)
+        return EXIT_OK
+    return EXIT_ROLLED_BACK if outcome.restore is not None and outcome.restore.restored else EXIT_ERROR
+
+
+def cmd_end_trial(args: argparse.Namespace) -> int:
+    from vnetd.engine import Engine
+    from vnetd.trial import end_trial
+
+    enter_netns(args)
+    engine = Engine()
+    try:
+        return end_trial(engine, args.command, print)
+    finally:
+        engine.backends.close()
+
+
 def cmd_show(args: argparse.Namespace) -> int:
     from vnetd.show import show_state
 
@@ -269,6 +331,8 @@ COMMANDS = {
     "check": cmd_check,
     "plan": cmd_plan,
     "apply": cmd_apply,
+    "confirm": cmd_end_trial,
+    "rollback": cmd_end_trial,
     "run": cmd_run,
     "show": cmd_show,
     "status": cmd_status,

@@ -19,13 +19,11 @@ from dataclasses import dataclass, field
 from vnetd.errors import BackendError
 from vnetd.model.state import DesiredState
 from vnetd.plan.actions import (
+    FIREWALL_OPS,
     Action,
     EnsureNetwork,
     Plan,
-    PruneChain,
-    SetPolicy,
     SetSysctl,
-    SyncChain,
 )
 from vnetd.plan.planner import Observed, PlanMemo, plan
 
@@ -110,7 +108,7 @@ Observer = Callable[[DesiredState], Observed]
 
 def _kind(action: Action) -> str:
     op = action.op
-    if isinstance(op, SyncChain | SetPolicy | PruneChain):
+    if isinstance(op, FIREWALL_OPS):
         return "firewall"
     if isinstance(op, SetSysctl | EnsureNetwork):
         return "other"

@@ -50,6 +50,7 @@ from vnetd.backends.xtables import (
 )
 from vnetd.backends.xtlock import xtables_lock
 from vnetd.errors import BackendError
+from vnetd.model.checkpoint import ChainRecord
 from vnetd.model.firewall import (
     BUILTIN_CHAINS,
     OWNER_MARK,
@@ -60,7 +61,7 @@ from vnetd.model.firewall import (
     ObservedTable,
     rule_tag,
 )
-from vnetd.plan.actions import Action, PruneChain, SetPolicy, SyncChain
+from vnetd.plan.actions import FIREWALL_OPS, Action, PruneChain, RestoreChain, SetPolicy, SyncChain
 
 if TYPE_CHECKING:
     from vnetd.backends.firewall import FirewallBackend as FirewallSeam
@@ -283,6 +284,21 @@ def _standard_meaning(
     return jump_to.get(verdict, f"offset{verdict}")
 
 
+def _restorable_entry(entry: bytes, meaning: str | None) -> bytes:
+    """A kernel entry as libiptc takes it back: a standard target by name (the kernel
+    keeps an offset), counters, comefrom and nfcache zeroed."""
+    out = bytearray(entry)
+    out[84:88] = bytes(4)  # nfcache
+    out[92:112] = bytes(20)  # comefrom, counters
+    if meaning is None:
+        return bytes(out)
+    target_offset = struct.unpack_from("=H", entry, 88)[0]
+    target = standard_target(meaning)
+    out[target_offset:] = target
+    struct.pack_into("=H", out, 90, target_offset + len(target))
+    return bytes(out)
+
+
 class Snapshot:
     """The last blob read of one table: "changed since?" without parsing anything.
 
@@ -352,6 +368,37 @@ class FirewallBackend:
 
     def close(self) -> None:
         self._raw.close()
+
+    def record_chains(self, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], ChainRecord]:
+        """The chains as they are now, entries and policy, for a checkpoint (see
+        model.checkpoint): each entry as libiptc takes it back (standard targets by
+        name, counters and kernel-owned fields zeroed)."""
+        wanted = set(keys)
+        out: dict[tuple[str, str], ChainRecord] = {}
+        for table in sorted({t for t, _ in wanted}):
+            got = self._raw.read(table) if table in loaded_tables() else None
+            chains: dict[str, tuple[bool, str | None, list[tuple[bytes, str | None]]]] = {}
+            if got is not None:
+                info, view = got
+                blob = bytes(view)
+                for e in walk_table(info, blob):
+                    if (table, e.chain) not in wanted:
+                        continue
+                    builtin, policy, entries = chains.setdefault(e.chain, (e.builtin, None, []))
+                    if e.policy:
+                        chains[e.chain] = (builtin, e.meaning, entries)
+                    elif e.size:
+                        entries.append((_restorable_entry(blob[e.offset : e.offset + e.size], e.meaning), e.meaning))
+            for t, chain in sorted(wanted):
+                if t != table:
+                    continue
+                builtin = chain in BUILTIN_CHAINS.get(table, ())
+                if chain in chains:
+                    b, policy, entries = chains[chain]
+                    out[(t, chain)] = ChainRecord(self.name, t, chain, True, b, policy, tuple(entries))
+                else:
+                    out[(t, chain)] = ChainRecord(self.name, t, chain, builtin, builtin)
+        return out
 
     def event_fileno(self) -> int | None:
         return None  # the legacy tables announce nothing: polled with changed()
@@ -468,7 +515,7 @@ class FirewallBackend:
         by_table: dict[str, list[Action]] = {}
         for action in actions:
             op = action.op
-            assert isinstance(op, SyncChain | SetPolicy | PruneChain)
+            assert isinstance(op, FIREWALL_OPS)
             by_table.setdefault(op.table, []).append(action)
         results: list[tuple[Action, BackendError | None]] = []
         with xtables_lock() as waited:
@@ -482,6 +529,7 @@ class FirewallBackend:
         for _attempt in range(3):
             try:
                 handle = _Handle(table, self._compiled)
+                handle.create_restored_chains(actions)
                 for action in actions:
                     handle.edit(action)
                 handle.commit()
@@ -509,6 +557,8 @@ def _in_commit_order(actions: list[Action]) -> list[Action]:
             return 0 if not op.builtin else 1
         if isinstance(op, SetPolicy):
             return 2
+        if isinstance(op, RestoreChain):
+            return 1 if op.record.exists else 5
         assert isinstance(op, PruneChain)
         return 4 if op.delete_chain else 3
     return sorted(actions, key=key)
@@ -564,6 +614,8 @@ class _Handle:
                 self.t.set_policy(op.chain, op.policy)
             elif isinstance(op, PruneChain):
                 self._prune(op)
+            elif isinstance(op, RestoreChain):
+                self._restore(op.record)
         except self.iptc.IPTCError as exc:
             raise BackendError("xtables", action.resource, f"libiptc: {exc}") from exc
 
@@ -597,6 +649,29 @@ class _Handle:
             else:
                 self.t.insert_entry(op.chain, self._buffer(want[pos][2]), pos)
 
+
+    def create_restored_chains(self, actions: list[Action]) -> None:
+        """Chains a restore brings back exist before any of them is filled (they may jump
+        to each other)."""
+        for action in actions:
+            op = action.op
+            if isinstance(op, RestoreChain) and op.record.exists and not op.record.builtin \
+                    and not self.t.is_chain(op.chain):
+                self.t.create_chain(op.chain)
+
+    def _restore(self, record: ChainRecord) -> None:
+        """Exactly the recorded entries and policy (a checkpoint's chain); a chain that
+        did not exist is emptied and deleted."""
+        if not record.exists:
+            if self.t.is_chain(record.chain) and not record.builtin:
+                self.t.flush_entries(record.chain)
+                self.t.delete_chain(record.chain)
+            return
+        self.t.flush_entries(record.chain)
+        for entry, _meaning in record.entries:
+            self.t.append_entry(record.chain, self._buffer(entry))
+        if record.builtin and record.policy:
+            self.t.set_policy(record.chain, record.policy)
 
     def _prune(self, op: PruneChain) -> None:
         if not self.t.is_chain(op.chain):

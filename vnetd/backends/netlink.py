@@ -205,7 +205,9 @@ class NetlinkBackend:
             case SetBridgeOptions(name=name, stp=stp):
                 return _Queued(action, [rtnl.link_set(index(name), bridge_data=bridge_data(stp))],
                                "set bridge options")
-            case SetMaster(name=name, master=master):
+            case SetMaster(name=name, master=None):
+                return _Queued(action, [rtnl.link_set(index(name), master=0)], "release from its master")
+            case SetMaster(name=name, master=str(master)):
                 master_index = index(master, f"interface/{master}")
                 return _Queued(action, [rtnl.link_set(index(name), master=master_index)], f"attach to {master}")
             case AttachTap(tap=tap, bridge=bridge, mtu=mtu):
@@ -221,7 +223,7 @@ class NetlinkBackend:
             case AddRoute():
                 oif = index(op.device) if op.device else None
                 req = rtnl.route(True, op.destination, table=op.table, gateway=op.gateway, oif=oif,
-                                 priority=op.metric, replace=op.replace)
+                                 priority=op.metric, replace=op.replace, protocol=op.protocol, scope=op.scope)
                 # EEXIST: a route under the same key appeared since the plan; the next
                 # pass sees it and replaces it if it is not the declared one
                 return _Queued(action, [req], "add route", (errno.EEXIST,))

@@ -395,12 +395,18 @@ def route(
     oif: int | None,
     priority: int | None,
     replace: bool = False,
+    protocol: int | None = None,
+    scope: int | None = None,
 ) -> Request:
+    """RTM_NEWROUTE/DELROUTE. vnetd's own routes are static, scoped by their gateway;
+    a checkpoint's restore gives the protocol and scope the route had."""
     family = socket.AF_INET if destination.version == 4 else socket.AF_INET6
     small_table = table if table < 256 else RT_TABLE_UNSPEC
     if add:
-        scope = RT_SCOPE_UNIVERSE if gateway is not None else RT_SCOPE_LINK
-        header = _RTM.pack(family, destination.prefixlen, 0, 0, small_table, RTPROT_STATIC, scope, RTN_UNICAST, 0)
+        if scope is None:
+            scope = RT_SCOPE_UNIVERSE if gateway is not None else RT_SCOPE_LINK
+        header = _RTM.pack(family, destination.prefixlen, 0, 0, small_table,
+                           RTPROT_STATIC if protocol is None else protocol, scope, RTN_UNICAST, 0)
     else:  # as iproute2 does: protocol, type and scope left open (RT_SCOPE_NOWHERE matches any)
         header = _RTM.pack(family, destination.prefixlen, 0, 0, small_table, 0, RT_SCOPE_NOWHERE, 0, 0)
     parts = [header, _u32(RTA_TABLE, table)]

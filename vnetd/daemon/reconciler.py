@@ -33,7 +33,7 @@ from vnetd.engine import Engine, PassResult
 from vnetd.errors import BackendError, ConfigError
 from vnetd.model.netstate import NetState
 from vnetd.model.state import DesiredState
-from vnetd.plan.actions import Action, AttachTap, EnsureNetwork, Plan, PruneChain, SetPolicy, SyncChain, jsonable
+from vnetd.plan.actions import FIREWALL_OPS, Action, AttachTap, EnsureNetwork, Plan, jsonable
 from vnetd.plan.planner import Observed
 
 #: Sources whose passes apply the administrator's own changes (never counted as drift repairs).
@@ -303,7 +303,7 @@ class Reconciler:
 
         def hook(action: Action, error: BackendError | None) -> None:
             op = action.op
-            if isinstance(op, SyncChain | SetPolicy | PruneChain):
+            if isinstance(op, FIREWALL_OPS):
                 self.fw_dirty = True
             if isinstance(op, EnsureNetwork | AttachTap):
                 self.lv_dirty = True

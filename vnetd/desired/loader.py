@@ -13,11 +13,12 @@ from __future__ import annotations
 import os
 import stat
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import yaml
 
 from vnetd.desired.firewall import parse_firewall
+from vnetd.desired.health import parse_health
 from vnetd.desired.interfaces import cross_check, parse_interfaces
 from vnetd.desired.libvirt import parse_libvirt
 from vnetd.desired.nodes import MAX_ISSUES_PER_FILE, FileContext, MapView, as_map
@@ -26,6 +27,7 @@ from vnetd.desired.sysctl import parse_sysctl
 from vnetd.errors import ConfigError, ConfigIssue
 from vnetd.model.common import Origin
 from vnetd.model.firewall import ChainSpec
+from vnetd.model.health import ProbeSpec
 from vnetd.model.interfaces import AdminState, Interface
 from vnetd.model.libvirt import LibvirtSpec, NetworkSpec
 from vnetd.model.routes import RouteSpec
@@ -39,7 +41,7 @@ IGNORED_SUFFIXES = ("~", ".swp", ".swo", ".tmp", ".rpmnew", ".rpmsave", ".rpmori
 MAX_FILE_BYTES = 8 * 1024 * 1024
 MAX_FILES = 1000
 
-SECTIONS = ("interfaces", "routes", "sysctl", "firewall", "libvirt")
+SECTIONS = ("interfaces", "routes", "sysctl", "firewall", "libvirt", "health")
 
 try:  # libyaml: 20x faster, and it limits nesting depth itself
     _Base: type = yaml.CSafeLoader
@@ -190,6 +192,7 @@ class _Parsed:
     sysctls: list[SysctlSpec]
     chains: list[ChainSpec]
     libvirt: list[tuple[LibvirtSpec, bool]]
+    probes: list[ProbeSpec] = field(default_factory=list)
 
 
 def parse_file(source: SourceFile) -> tuple[_Parsed, list[ConfigIssue]]:
@@ -278,6 +281,8 @@ def _dispatch(top: MapView, ctx: FileContext, parsed: _Parsed) -> None:
             parsed.sysctls += parse_sysctl(node, ctx)
         elif key == "firewall":
             parsed.chains += parse_firewall(node, ctx)
+        elif key == "health":
+            parsed.probes += parse_health(node, ctx)
         elif key == "libvirt":
             spec, has_uri = parse_libvirt(node, ctx)
             if spec is not None:
@@ -307,6 +312,7 @@ def load_partial(sources: Sequence[SourceFile], issues: Iterable[ConfigIssue] = 
         merged.sysctls += parsed.sysctls
         merged.chains += parsed.chains
         merged.libvirt += parsed.libvirt
+        merged.probes += parsed.probes
     all_issues += _duplicates("interface", ((i.name, i.origin) for i in merged.interfaces))
     all_issues += _duplicates("chain", ((f"{c.table} {c.name}", c.origin) for c in merged.chains))
     all_issues += _duplicates("sysctl key", ((s.key, s.origin) for s in merged.sysctls))
@@ -318,6 +324,7 @@ def load_partial(sources: Sequence[SourceFile], issues: Iterable[ConfigIssue] = 
     all_issues += _duplicates("libvirt uri", (("uri", s.origin) for s, has_uri in merged.libvirt if has_uri))
     all_issues += _duplicates("libvirt guests", (("guests", s.origin) for s, _ in merged.libvirt if s.reattach))
     all_issues += cross_check(merged.interfaces)
+    all_issues += _duplicates("probe", ((p.name, p.origin) for p in merged.probes))
     libvirt = None
     if merged.libvirt:
         uri = next((s.uri for s, has_uri in merged.libvirt if has_uri), merged.libvirt[0][0].uri)
@@ -330,6 +337,7 @@ def load_partial(sources: Sequence[SourceFile], issues: Iterable[ConfigIssue] = 
         chains=tuple(merged.chains),
         libvirt=libvirt,
         files=tuple(s.name for s in sources),
+        probes=tuple(merged.probes),
     ), all_issues
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from vnetd.model.firewall import ChainSpec
+from vnetd.model.health import ProbeSpec
 from vnetd.model.interfaces import Interface
 from vnetd.model.libvirt import LibvirtSpec
 from vnetd.model.routes import RouteSpec
@@ -20,6 +21,7 @@ class DesiredState:
     chains: tuple[ChainSpec, ...] = ()
     libvirt: LibvirtSpec | None = None
     files: tuple[str, ...] = ()
+    probes: tuple[ProbeSpec, ...] = ()
 
     def interface(self, name: str) -> Interface | None:
         for iface in self.interfaces:

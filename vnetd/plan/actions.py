@@ -12,6 +12,7 @@ import json
 from dataclasses import dataclass
 from enum import IntEnum
 
+from vnetd.model.checkpoint import ChainRecord
 from vnetd.model.firewall import ChainMode, Rule
 from vnetd.model.interfaces import IpInterface, StpOptions
 from vnetd.model.routes import IpAddr, IpNetwork
@@ -84,7 +85,7 @@ class SetBridgeOptions:
 @dataclass(frozen=True, slots=True)
 class SetMaster:
     name: str
-    master: str
+    master: str | None  # None: release the port (nomaster)
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +108,9 @@ class AddRoute:
     device: str | None
     metric: int | None
     replace: bool = False
+    #: as recorded by a checkpoint (None: vnetd's own routes, static, scope by gateway)
+    protocol: int | None = None
+    scope: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,6 +159,16 @@ class PruneChain:
 
 
 @dataclass(frozen=True, slots=True)
+class RestoreChain:
+    """Put a chain back as a checkpoint recorded it: exactly its entries (foreign rules
+    included) and policy; a chain that did not exist is deleted."""
+
+    table: str
+    chain: str
+    record: ChainRecord
+
+
+@dataclass(frozen=True, slots=True)
 class EnsureNetwork:
     """libvirt network: define (from xml) / start / stop / autostart / restart / undefine."""
 
@@ -173,7 +187,10 @@ class AttachTap:
 
 Op = (CreateLink | DeleteLink | SetLinkUp | SetMtu | SetMac | SetBridgeOptions | SetMaster
       | AddAddress | RemoveAddress | AddRoute | RemoveRoute | SetSysctl | SyncChain | SetPolicy
-      | PruneChain | EnsureNetwork | AttachTap)
+      | PruneChain | RestoreChain | EnsureNetwork | AttachTap)
+
+#: ops the firewall backend carries out
+FIREWALL_OPS = (SyncChain, SetPolicy, PruneChain, RestoreChain)
 
 
 def jsonable(value: object) -> object:

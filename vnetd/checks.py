@@ -75,7 +75,7 @@ def _kernel_issues(desired: DesiredState, checked: RuleCheck, warnings: list[str
     out = []
     for refusal in refusals:
         chain = chains[(refusal.table, refusal.chain)]
-        out.append(rule_issue(chain, refusal.index, chain.rules[refusal.index], refusal.reason))
+        out.append(rule_issue(chain, refusal.index, chain.all_rules[refusal.index], refusal.reason))
     return out
 
 

@@ -338,3 +338,56 @@ def test_user_chain_is_created_owned_and_deleted_when_undeclared(netns: Netns, s
     rules = netns.exec("iptables-legacy", "-S").stdout.splitlines()
     assert "-N GUESTS" not in rules and not any("GUESTS" in r for r in rules)
     assert "-N ADMIN" in rules and "-A ADMIN -j DROP" in rules
+
+
+# --------------------------------------------------------------------------- chains from several files (issue 14)
+
+
+def rules_of(ns: Netns, chain: str) -> list[str]:
+    return [line for line in ns.iptables_save("filter").splitlines() if line.startswith(f"-A {chain} ")]
+
+
+def untagged(lines: list[str]) -> list[str]:
+    import re
+
+    return [re.sub(r' -m comment --comment "vnetd:[0-9a-z-]+"', "", line) for line in lines]
+
+
+def test_split_chain_with_appended_catch_all_keeps_foreign_rules_between(netns: Netns, state_dir: StateDir) -> None:
+    """10-base.yaml: SSH on top; 50-web.yaml: HTTP; 90-reject.yaml: the catch-all at the bottom,
+    below a libvirt-like rule another tool inserted, which stays where it is."""
+    netns.exec("iptables-legacy", "-I", "INPUT", "-i", "virbr0", "-p", "udp", "--dport", "67", "-j", "ACCEPT")
+    state_dir.write("10-base.yaml", "firewall:\n  filter:\n    INPUT:\n      rules: ['-p tcp --dport 22 -j ACCEPT']\n")
+    state_dir.write("50-web.yaml", "firewall:\n  filter:\n    INPUT:\n      rules: ['-p tcp --dport 80 -j ACCEPT']\n")
+    state_dir.write("90-reject.yaml", "firewall:\n  filter:\n    INPUT:\n      position: append\n"
+                                      "      rules: ['-j REJECT --reject-with icmp-host-prohibited']\n")
+    assert vnetd("apply", netns=netns, state_dir=state_dir).returncode == 0
+    assert untagged(rules_of(netns, "INPUT")) == [
+        "-A INPUT -p tcp -m tcp --dport 22 -j ACCEPT",
+        "-A INPUT -p tcp -m tcp --dport 80 -j ACCEPT",
+        "-A INPUT -i virbr0 -p udp -m udp --dport 67 -j ACCEPT",
+        "-A INPUT -j REJECT --reject-with icmp-host-prohibited",
+    ]
+    # another tool appends below the catch-all: vnetd moves its catch-all back to the bottom
+    netns.exec("iptables-legacy", "-A", "INPUT", "-i", "virbr0", "-p", "udp", "--dport", "53", "-j", "ACCEPT")
+    assert vnetd("plan", netns=netns, state_dir=state_dir).returncode == 2
+    assert vnetd("apply", netns=netns, state_dir=state_dir).returncode == 0
+    lines = untagged(rules_of(netns, "INPUT"))
+    assert lines[-1] == "-A INPUT -j REJECT --reject-with icmp-host-prohibited"
+    assert lines[2:4] == ["-A INPUT -i virbr0 -p udp -m udp --dport 67 -j ACCEPT",
+                          "-A INPUT -i virbr0 -p udp -m udp --dport 53 -j ACCEPT"]
+    assert vnetd("plan", netns=netns, state_dir=state_dir).returncode == 0
+
+
+def test_identical_foreign_rules_are_adopted_not_doubled(netns: Netns, state_dir: StateDir) -> None:
+    """An imported ruleset applied on the host it came from: the rules are there, untagged;
+    vnetd tags them where they stand instead of adding a second copy."""
+    for rule in (["-p", "tcp", "--dport", "22", "-j", "ACCEPT"], ["-s", "192.0.2.0/24", "-j", "DROP"]):
+        netns.exec("iptables-legacy", "-A", "FORWARD", *rule)
+    state_dir.write("10-fw.yaml", "firewall:\n  filter:\n    FORWARD:\n      rules:\n"
+                                  "      - -p tcp -m tcp --dport 22 -j ACCEPT\n      - -s 192.0.2.0/24 -j DROP\n")
+    assert vnetd("apply", netns=netns, state_dir=state_dir).returncode == 0
+    lines = rules_of(netns, "FORWARD")
+    assert len(lines) == 2 and all("vnetd:" in line for line in lines), lines
+    assert untagged(lines) == ["-A FORWARD -p tcp -m tcp --dport 22 -j ACCEPT", "-A FORWARD -s 192.0.2.0/24 -j DROP"]
+    assert vnetd("plan", netns=netns, state_dir=state_dir).returncode == 0

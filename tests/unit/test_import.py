@@ -848,3 +848,22 @@ def test_every_complaint_of_check_about_one_item_is_kept() -> None:
     notes = untranslated(text)
     assert "not translated: interface eth0 from ifcfg-eth0: vnetd check refuses it: interfaces[0].mtu" in notes
     assert "interfaces[0].mac-address: '01:00:00:00:00:00' is a multicast address" in notes
+
+
+def test_a_merge_chain_ending_with_a_catch_all_is_appended(tmp_path: Path) -> None:
+    """libvirt inserts its DHCP/DNS/NAT rules at the top of INPUT/FORWARD: an imported chain that
+    shares them ends with a REJECT that must stay below them (issue 14)."""
+    path = write(tmp_path, "iptables", """\
+*filter
+:INPUT ACCEPT [0:0]
+-A INPUT -i virbr0 -p udp -m udp --dport 67 -j ACCEPT
+-A INPUT -p tcp -m tcp --dport 22 -j ACCEPT
+-A INPUT -j REJECT --reject-with icmp-host-prohibited
+COMMIT
+""")
+    text, desired = run_import(iptables=path)
+    (chain,) = desired.chains
+    assert chain.mode.value == "merge" and chain.rules == ()
+    assert [r.text for r in chain.tail] == ["-p tcp -m tcp --dport 22 -j ACCEPT",
+                                            "-j REJECT --reject-with icmp-host-prohibited"]
+    assert "position: append" in text and "must stay below the rules libvirt inserts" in untranslated(text)

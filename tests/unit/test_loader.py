@@ -103,7 +103,7 @@ BROKEN: list[Broken] = [
         interface:
         - name: eth1
           type: ethernet
-        """, 1, "interface", "unknown key", "valid keys: interfaces, routes, sysctl, firewall, libvirt"),
+        """, 1, "interface", "unknown key", "valid keys: interfaces, routes, sysctl, firewall, libvirt, health"),
     bad("unknown-interface-key", """\
         interfaces:
         - name: eth1
@@ -444,7 +444,7 @@ BROKEN: list[Broken] = [
     bad("top-level-list", """\
         - name: eth1
           type: ethernet
-        """, 1, "", "expected a mapping with the keys interfaces, routes, sysctl, firewall, libvirt, got a list"),
+        """, 1, "", "expected a mapping with the keys interfaces, routes, sysctl, firewall, libvirt, health, got a list"),
     bad("interfaces-as-mapping", """\
         interfaces:
           eth1: {type: ethernet}
@@ -632,9 +632,6 @@ def test_files_are_merged(state_dir: StateDir) -> None:
 DUPLICATES = {
     # kind: (first file, second file, first line, second line, message start)
     "interface": (ETH1, "\n" + ETH1, 2, 3, "interface 'eth1' is defined twice"),
-    "chain": ("firewall:\n  filter:\n    FORWARD:\n      rules: [-j ACCEPT]\n",
-              "firewall:\n  filter:\n    INPUT: {}\n    FORWARD:\n      mode: exclusive\n", 3, 4,
-              "chain 'filter FORWARD' is defined twice"),
     "sysctl key": ("sysctl:\n  net.ipv4.ip_forward: 1\n", "sysctl:\n  net.ipv4.conf.all.rp_filter: 1\n"
                    "  net/ipv4/ip_forward: 0\n", 2, 3, "sysctl key 'net.ipv4.ip_forward' is defined twice"),
     "libvirt network": ("libvirt:\n  networks:\n  - name: default\n",

@@ -271,12 +271,12 @@ BROKEN_FIREWALL: list[Broken] = [
           filter:
             FORWARD:
               rule: [-j ACCEPT]
-        """, 4, "firewall.filter.FORWARD.rule", "unknown key in a chain; valid keys: policy, mode, rules"),
+        """, 4, "firewall.filter.FORWARD.rule", "unknown key in a chain; valid keys: policy, mode, position, rules"),
     bad("chain-without-body", """\
         firewall:
           filter:
             FORWARD:
-        """, 3, "firewall.filter.FORWARD", "expected a mapping with the keys policy, mode, rules, got nothing"),
+        """, 3, "firewall.filter.FORWARD", "expected a mapping with the keys policy, mode, position, rules, got nothing"),
     bad("sysctl-kernel-dot", """\
         sysctl:
           kernel.: 1
@@ -526,3 +526,45 @@ def test_sysctl_value_the_kernel_refuses_fails_apply_cleanly(netns: Netns, state
     assert "Traceback" not in result.stderr
     assert netns.sysctl("net.ipv4.ip_forward") == before == "0"
     assert netns.snapshot() == links
+
+
+# --------------------------------------------------------------------------- chains from several files (issue 14)
+
+
+def test_a_chain_split_over_files_is_merged_in_file_order(state_dir: StateDir) -> None:
+    state_dir.write("50-web.yaml", "firewall:\n  filter:\n    INPUT:\n      rules:\n"
+                                   "      - -p tcp --dport 80 -j ACCEPT\n")
+    state_dir.write("10-base.yaml", "firewall:\n  filter:\n    INPUT:\n      policy: DROP\n      rules:\n"
+                                    "      - -p tcp --dport 22 -j ACCEPT\n")
+    state_dir.write("90-last.yaml", "firewall:\n  filter:\n    INPUT:\n      position: append\n      rules:\n"
+                                    "      - -j REJECT\n")
+    (chain,) = load_state_dir(str(state_dir)).chains
+    assert [r.text for r in chain.rules] == ["-p tcp --dport 22 -j ACCEPT", "-p tcp --dport 80 -j ACCEPT"]
+    assert [r.text for r in chain.tail] == ["-j REJECT"]
+    assert chain.policy == "DROP" and chain.mode.value == "merge"
+    assert [r.origin.file.rsplit("/", 1)[-1] for r in chain.all_rules if r.origin] == [
+        "10-base.yaml", "50-web.yaml", "90-last.yaml"]
+
+
+@pytest.mark.parametrize(("first", "second", "says"), [
+    ("      mode: merge\n", "      mode: exclusive\n", "the mode of chain filter INPUT is written twice"),
+    ("      policy: DROP\n", "      policy: ACCEPT\n", "the policy of chain filter INPUT is written twice"),
+    ("      rules: [-j ACCEPT]\n", "      rules: [-j ACCEPT]\n", "the same rule is already listed at"),
+    ("      mode: exclusive\n", "      position: append\n      rules: [-j DROP]\n",
+     "position: append is for merge chains, and this chain is exclusive"),
+])
+def test_split_chain_conflicts_name_both_files(state_dir: StateDir, first: str, second: str, says: str) -> None:
+    state_dir.write("10-a.yaml", "firewall:\n  filter:\n    INPUT:\n" + first)
+    state_dir.write("20-b.yaml", "firewall:\n  filter:\n    INPUT:\n" + second)
+    issues = issues_of(state_dir)
+    assert len(issues) == 1 and says in issues[0].message, shown(issues)
+    assert issues[0].file.endswith("20-b.yaml")
+    if "written twice" in says:
+        assert "10-a.yaml:4" in issues[0].message
+
+
+def test_append_is_refused_on_an_exclusive_chain(state_dir: StateDir) -> None:
+    state_dir.write("10-a.yaml", "firewall:\n  filter:\n    INPUT:\n      mode: exclusive\n"
+                                 "      position: append\n      rules: [-j DROP]\n")
+    (issue,) = issues_of(state_dir)
+    assert issue.path == "firewall.filter.INPUT.position" and "is for merge chains" in issue.message

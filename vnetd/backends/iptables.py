@@ -59,6 +59,7 @@ from vnetd.model.firewall import (
     ObservedChain,
     ObservedRule,
     ObservedTable,
+    Rule,
     rule_tag,
 )
 from vnetd.plan.actions import FIREWALL_OPS, Action, PruneChain, RestoreChain, SetPolicy, SyncChain
@@ -343,8 +344,8 @@ def owner_mark_entry() -> bytes:
 
 def owner_mark() -> CompiledRule:
     entry = owner_mark_entry()
-    return CompiledRule(OWNER_MARK, (entry,), (fingerprint(entry, std_target=""),),
-                        (COMMENT_SIZE, STANDARD_TARGET_SIZE), "", False)
+    fp = fingerprint(entry, std_target="")
+    return CompiledRule(OWNER_MARK, (entry,), (fp,), (COMMENT_SIZE, STANDARD_TARGET_SIZE), "", False, (), (fp,))
 
 
 class FirewallBackend:
@@ -436,7 +437,7 @@ class FirewallBackend:
             if chain.table not in existing:
                 existing[chain.table] = self.chain_names(chain.table)
             jumpable = {c.name for c in chains if c.table == chain.table and not c.builtin} | existing[chain.table]
-            for rule in chain.rules:
+            for rule in chain.all_rules:
                 try:
                     c = self.compiler.compile(chain, rule, jumpable)
                 except RuleCompileError as exc:
@@ -564,6 +565,20 @@ def _in_commit_order(actions: list[Action]) -> list[Action]:
     return sorted(actions, key=key)
 
 
+@dataclass(frozen=True, slots=True)
+class _Wanted:
+    """One entry a chain must hold: its tag, fingerprint, bytes, and fingerprint without the tag."""
+
+    tag: str
+    fingerprint: bytes
+    entry: bytes
+    plain: bytes
+
+    @property
+    def key(self) -> tuple[str | None, bytes]:
+        return (self.tag, self.fingerprint)
+
+
 class _Retry(Exception):
     """The table changed under libiptc (EAGAIN): read it again and redo the edits."""
 
@@ -619,36 +634,75 @@ class _Handle:
         except self.iptc.IPTCError as exc:
             raise BackendError("xtables", action.resource, f"libiptc: {exc}") from exc
 
-    def _want(self, op: SyncChain) -> list[tuple[str, bytes, bytes]]:
-        """(tag, fingerprint, entry) of every entry the chain must start with (or hold)."""
-        rules = [] if op.builtin else [self.compiled[OWNER_MARK]]
-        for rule in op.rules:
-            rules.append(self.compiled[rule_tag(op.table, op.chain, rule.text)])
-        return [(c.tag, fp, entry) for c in rules for fp, entry in zip(c.fingerprints, c.entries, strict=True)]
+    def _want(self, op: SyncChain, rules: tuple[Rule, ...], mark: bool) -> list[_Wanted]:
+        """Every entry the rules make, in order (the owner mark first when ``mark``)."""
+        compiled = [self.compiled[OWNER_MARK]] if mark else []
+        compiled += [self.compiled[rule_tag(op.table, op.chain, rule.text)] for rule in rules]
+        return [_Wanted(c.tag, fp, entry, plain) for c in compiled
+                for fp, entry, plain in zip(c.fingerprints, c.entries, c.plain_fingerprints, strict=True)]
 
     def _sync(self, op: SyncChain) -> None:
+        """Merge: the declared rules first (``rules``) and last (``tail``), other tools'
+        rules untouched between them; exclusive: exactly the declared rules. Only vnetd's
+        entries move; a foreign entry identical to a missing declared one is adopted
+        (tagged where it stands) instead of doubled."""
         if not op.builtin and not self.t.is_chain(op.chain):
             self.t.create_chain(op.chain)
-        want = self._want(op)
+        top = self._want(op, op.rules, mark=not op.builtin)
+        bottom = self._want(op, op.tail, mark=False)
         have = self.rules(op.chain)
-        k = 0
-        while k < len(want) and k < len(have) and have[k] == want[k][:2]:
-            k += 1
         exclusive = op.mode == "exclusive"
-        remaining = len(have)
-        for pos in range(len(have) - 1, k - 1, -1):
+        if not exclusive:
+            have = self._adopt(op.chain, have, top + bottom)
+        k = 0
+        while k < len(top) and k < len(have) and have[k] == top[k].key:
+            k += 1
+        s = 0
+        while not exclusive and s < len(bottom) and s < len(have) - k \
+                and have[len(have) - 1 - s] == bottom[len(bottom) - 1 - s].key:
+            s += 1
+        end = len(have) - s
+        kept = 0
+        for pos in range(end - 1, k - 1, -1):
             tag = have[pos][0]
             if exclusive or (tag is not None and tag.startswith(TAG_PREFIX)):
                 self._delete_num(op.chain, pos)
-                remaining -= 1
-        # libiptc finds an insert position by walking the chain: append when nothing follows
-        tail = remaining == k
-        for pos in range(k, len(want)):
-            if tail:
-                self.t.append_entry(op.chain, self._buffer(want[pos][2]))
             else:
-                self.t.insert_entry(op.chain, self._buffer(want[pos][2]), pos)
+                kept += 1
+        length = k + kept + s
+        for pos in range(k, len(top)):
+            self._put(op.chain, top[pos].entry, pos, length)
+            length += 1
+        start = length - s
+        for i, item in enumerate(bottom[: len(bottom) - s]):
+            self._put(op.chain, item.entry, start + i, length)
+            length += 1
 
+    def _put(self, chain: str, entry: bytes, pos: int, length: int) -> None:
+        # libiptc finds an insert position by walking the chain: append when nothing follows
+        if pos == length:
+            self.t.append_entry(chain, self._buffer(entry))
+        else:
+            self.t.insert_entry(chain, self._buffer(entry), pos)
+
+    def _adopt(self, chain: str, have: list[tuple[str | None, bytes]], wanted: list[_Wanted]
+               ) -> list[tuple[str | None, bytes]]:
+        """Tag, in place, foreign entries identical to declared entries missing from the
+        chain (an imported ruleset applied on the live host that it came from)."""
+        present = {tag for tag, _fp in have if tag}
+        missing: dict[bytes, _Wanted] = {}
+        for item in wanted:
+            if item.tag not in present:
+                missing.setdefault(item.plain, item)
+        if not missing:
+            return have
+        out = list(have)
+        for pos, (tag, fp) in enumerate(have):
+            if tag is None and fp in missing:
+                item = missing.pop(fp)
+                self.t.replace_entry(chain, self._buffer(item.entry), pos)
+                out[pos] = item.key
+        return out
 
     def create_restored_chains(self, actions: list[Action]) -> None:
         """Chains a restore brings back exist before any of them is filled (they may jump
@@ -722,7 +776,7 @@ def show_firewall(chains: Iterable[ChainSpec] = ()) -> dict[str, Any]:
     A rule is shown as declared when its tag belongs to the current state files,
     otherwise rendered from the kernel's entry (tag comment left out).
     """
-    texts = {c.tag(r): r.text for c in chains for r in c.rules}
+    texts = {c.tag(r): r.text for c in chains for r in c.all_rules}
     raw = RawTables()
     out: dict[str, Any] = {}
     try:

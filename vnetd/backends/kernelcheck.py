@@ -122,7 +122,7 @@ class _Plan:
             user += [n for n in foreign_chains.get(table, ()) if n not in user]
             rules = []
             for chain in declared:
-                for i in range(len(chain.rules)):
+                for i in range(len(chain.all_rules)):
                     rule = compiled.get((table, chain.name, i))
                     if rule is not None and checkable(rule):
                         rules.append((chain.name, i, rule.entries))

@@ -262,6 +262,8 @@ class CompiledRule:
     target_name: str | None  # standard meaning ("" falls through, a chain, ACCEPT...); None: extension
     goto: bool
     warnings: tuple[str, ...] = ()
+    #: each entry's fingerprint without vnetd's tag: what an identical foreign rule has (adoption)
+    plain_fingerprints: tuple[bytes, ...] = ()
 
 
 class RuleCompiler:
@@ -285,7 +287,7 @@ class RuleCompiler:
 
     def retain(self, chains: Iterable[ChainSpec]) -> None:
         """Forget compiled rules that are no longer declared (a daemon's cache stays bounded)."""
-        keep = {(c.table, c.name, r.text) for c in chains for r in c.rules}
+        keep = {(c.table, c.name, r.text) for c in chains for r in c.all_rules}
         for key in [k for k in self._rules if k[:3] not in keep]:
             del self._rules[key]
 
@@ -302,8 +304,9 @@ class RuleCompiler:
         sizes = (*usersizes[:-1], COMMENT_SIZE, usersizes[-1])
         std = None if kind == "extension" else target
         fps = tuple(fingerprint(clean_entry(e, sizes), std, goto) for e in tagged)
+        plain = tuple(fingerprint(clean_entry(e, tuple(usersizes)), std, goto) for e in entries)
         notes = tuple(line.strip() for line in warnings.splitlines() if line.strip())
-        return CompiledRule(tag, tagged, fps, sizes, std, bool(goto), notes)
+        return CompiledRule(tag, tagged, fps, sizes, std, bool(goto), notes, plain)
 
 
 # --------------------------------------------------------------------------- fingerprints
@@ -440,7 +443,7 @@ def validate_rules(chains: Iterable[ChainSpec], existing_chains: Callable[[str],
             known[chain.table] = existing_chains(chain.table) if existing_chains else None
         existing = known[chain.table]
         jumpable = declared | (existing or set())
-        for i, rule in enumerate(chain.rules):
+        for i, rule in enumerate(chain.all_rules):
             try:
                 compiled = compiler.compile(chain, rule, jumpable)
             except RuleCompileError as exc:

@@ -1,5 +1,12 @@
 # SPDX-License-Identifier: MIT
-"""The ``firewall:`` section: table -> chain -> {policy, mode, rules}."""
+"""The ``firewall:`` section: table -> chain -> {policy, mode, position, rules}.
+
+A chain may be declared in several files; ``merge_chains`` puts the parts
+together in file-name order (``10-base.yaml`` holds SSH, ``50-web.yaml`` adds
+HTTP). ``position: append`` keeps a declaration's rules at the bottom of a
+merge chain, below other tools' rules (a trailing catch-all REJECT must stay
+below libvirt's DHCP and NAT rules, which libvirt inserts at the top).
+"""
 
 from __future__ import annotations
 
@@ -8,11 +15,14 @@ import yaml
 from vnetd.desired import validate
 from vnetd.desired.nodes import FileContext, MapView, as_map, as_string, join
 from vnetd.desired.rules import RuleSyntaxError, parse_rule
+from vnetd.errors import ConfigIssue
 from vnetd.model.common import Origin
 from vnetd.model.firewall import BUILTIN_CHAINS, POLICIES, TABLES, ChainMode, ChainSpec, Rule
 
-_CHAIN_KEYS = ("policy", "mode", "rules")
+_CHAIN_KEYS = ("policy", "mode", "position", "rules")
 _MODES = tuple(m.value for m in ChainMode)
+_POSITIONS = ("top", "append")
+
 
 def parse_firewall(node: yaml.Node, ctx: FileContext) -> list[ChainSpec]:
     tables = as_map(node, "firewall", ctx, TABLES, "firewall (tables)")
@@ -56,6 +66,10 @@ def _parse_chain(
         ctx.error(c.value_node("policy"), join(path, "policy"),
                   f"only built-in chains have a policy; {chain} is a user chain (end it with a rule instead)")
     mode = ChainMode(c.choice("mode", _MODES) or "merge")
+    position = c.choice("position", _POSITIONS) or "top"
+    if position == "append" and mode is ChainMode.EXCLUSIVE:
+        ctx.error(c.value_node("position"), join(path, "position"),
+                  "position: append is for merge chains (an exclusive chain holds only vnetd's rules)")
     rules: list[Rule] = []
     seen: dict[str, int] = {}
     items = c.sequence("rules") if "rules" in c else []
@@ -76,4 +90,54 @@ def _parse_chain(
         rules.append(Rule(rule.words, rule.text, Origin(ctx.file, line)))
     if len(ctx.issues) != before:
         return None
-    return ChainSpec(table, chain, policy, mode, tuple(rules), Origin(ctx.file, key_node.start_mark.line + 1))
+    def at(key: str) -> Origin | None:
+        node = c.key_node(key) if key in c else None
+        return Origin(ctx.file, node.start_mark.line + 1) if node is not None else None
+
+    top, tail = (tuple(rules), ()) if position == "top" else ((), tuple(rules))
+    return ChainSpec(table, chain, policy, mode, top, Origin(ctx.file, key_node.start_mark.line + 1), tail,
+                     at("mode"), at("policy"))
+
+
+def merge_chains(parts: list[ChainSpec]) -> tuple[list[ChainSpec], list[ConfigIssue]]:
+    """Chains declared in several files, as one each (file-name order); mode and policy
+    may be written in one file only, a rule once per chain."""
+    issues: list[ConfigIssue] = []
+    groups: dict[tuple[str, str], list[ChainSpec]] = {}
+    for part in parts:
+        groups.setdefault((part.table, part.name), []).append(part)
+    merged: list[ChainSpec] = []
+    for (table, name), group in groups.items():
+        first = group[0]
+        if len(group) == 1:
+            merged.append(first)
+            continue
+        mode_parts = [p for p in group if p.mode_at is not None]
+        policy_parts = [p for p in group if p.policy_at is not None]
+        for what, written in (("mode", mode_parts), ("policy", policy_parts)):
+            if len(written) > 1:
+                here = getattr(written[1], f"{what}_at")
+                issues.append(ConfigIssue(here.file, here.line, f"firewall.{table}.{name}.{what}",
+                                          f"the {what} of chain {table} {name} is written twice: at "
+                                          f"{getattr(written[0], f'{what}_at')} and at {here} (write it in one file)"))
+        mode = mode_parts[0].mode if mode_parts else ChainMode.MERGE
+        policy = policy_parts[0].policy if policy_parts else None
+        seen: dict[str, Origin | None] = {}
+        for part in group:
+            for rule in part.all_rules:
+                if rule.text in seen and rule.origin is not None:
+                    issues.append(ConfigIssue(rule.origin.file, rule.origin.line, f"firewall.{table}.{name}",
+                                              f"the same rule is already listed at {seen[rule.text]} "
+                                              f"(rule: {rule.text})"))
+                seen.setdefault(rule.text, rule.origin)
+        if mode is ChainMode.EXCLUSIVE and any(p.tail for p in group):
+            bad = next(p for p in group if p.tail)
+            where = bad.origin or Origin("?", 0)
+            issues.append(ConfigIssue(where.file, where.line, f"firewall.{table}.{name}.position",
+                                      "position: append is for merge chains, and this chain is exclusive "
+                                      f"(mode written at {mode_parts[0].mode_at})"))
+        merged.append(ChainSpec(table, name, policy, mode, tuple(r for p in group for r in p.rules), first.origin,
+                                tuple(r for p in group for r in p.tail),
+                                mode_parts[0].mode_at if mode_parts else None,
+                                policy_parts[0].policy_at if policy_parts else None))
+    return merged, issues

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import yaml
 
-from vnetd.desired.firewall import parse_firewall
+from vnetd.desired.firewall import merge_chains, parse_firewall
 from vnetd.desired.health import parse_health
 from vnetd.desired.interfaces import cross_check, parse_interfaces
 from vnetd.desired.libvirt import parse_libvirt
@@ -314,7 +314,8 @@ def load_partial(sources: Sequence[SourceFile], issues: Iterable[ConfigIssue] = 
         merged.libvirt += parsed.libvirt
         merged.probes += parsed.probes
     all_issues += _duplicates("interface", ((i.name, i.origin) for i in merged.interfaces))
-    all_issues += _duplicates("chain", ((f"{c.table} {c.name}", c.origin) for c in merged.chains))
+    merged.chains, chain_issues = merge_chains(merged.chains)
+    all_issues += chain_issues
     all_issues += _duplicates("sysctl key", ((s.key, s.origin) for s in merged.sysctls))
     all_issues += _duplicates("route", ((_route_key(r), r.origin) for r in merged.routes))
     all_issues += _absent_routes_declared(merged.routes)

@@ -198,7 +198,7 @@ def _write_exclusive(path: str, data: bytes) -> None:
 
 def summary(text: str, desired: DesiredState) -> str:
     untranslated = sum(1 for line in text.splitlines() if line.lstrip().startswith(f"# {NOT_TRANSLATED}"))
-    rules = sum(len(c.rules) for c in desired.chains)
+    rules = sum(len(c.all_rules) for c in desired.chains)
     return (f"{len(desired.interfaces)} interfaces, {len(desired.routes)} routes, {len(desired.sysctls)} "
             f"sysctls, {len(desired.chains)} chains with {rules} rules; {untranslated} "
             f"{'comments mark' if untranslated != 1 else 'comment marks'} what was not translated "

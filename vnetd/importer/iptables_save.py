@@ -452,6 +452,15 @@ def _rules_sequence(chain: ChainDraft, table: TableDraft) -> tuple[Sequence, int
     return seq, count
 
 
+def _ends_with_catch_all(chain: ChainDraft, table: TableDraft) -> bool:
+    """The last translated rule is a bare ``-j REJECT ...`` or ``-j DROP``."""
+    last = [d for d in chain.rules if d.rule is not None and _rule_problem(d, table) is None]
+    if not last:
+        return False
+    words = last[-1].rule.words if last[-1].rule is not None else ()
+    return len(words) >= 2 and words[0] in ("-j", "--jump") and words[1] in ("REJECT", "DROP")
+
+
 def _build_table(table: TableDraft, firewall: Mapping) -> None:
     if not table.managed:
         lines = [f"not translated: table {table.name} (line {table.line}): {UNMANAGED_TABLES[table.name]}"]
@@ -498,6 +507,10 @@ def _build_table(table: TableDraft, firewall: Mapping) -> None:
         if chain.libvirt:
             c.note("mode merge, not exclusive: libvirt puts its own rules into this chain (see the "
                    "comments below); an exclusive chain would remove them")
+            if _ends_with_catch_all(chain, table):
+                c.note("position append: these rules end with a catch-all, which must stay below the rules "
+                       "libvirt inserts at the top of the chain (its DHCP, DNS and NAT rules)")
+                c.add("position", "append")
         else:
             c.add("mode", "exclusive")
             exclusive_note = True

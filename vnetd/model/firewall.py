@@ -77,7 +77,12 @@ class Rule:
 
 @dataclass(frozen=True, slots=True)
 class ChainSpec:
-    """``firewall.TABLE.CHAIN``."""
+    """``firewall.TABLE.CHAIN``, merged from every file that declares it (file-name order).
+
+    ``rules`` are kept first in the chain; ``tail`` (declarations with ``position:
+    append``, merge mode only) last, below other tools' rules. ``mode_at`` and
+    ``policy_at`` say where mode and policy were written (one file only).
+    """
 
     table: str
     name: str
@@ -85,6 +90,13 @@ class ChainSpec:
     mode: ChainMode
     rules: tuple[Rule, ...]
     origin: Origin | None = field(default=None, compare=False)
+    tail: tuple[Rule, ...] = ()
+    mode_at: Origin | None = field(default=None, compare=False)
+    policy_at: Origin | None = field(default=None, compare=False)
+
+    @property
+    def all_rules(self) -> tuple[Rule, ...]:
+        return self.rules + self.tail
 
     @property
     def builtin(self) -> bool:

@@ -140,6 +140,7 @@ class SyncChain:
     mode: ChainMode
     rules: tuple[Rule, ...]
     builtin: bool
+    tail: tuple[Rule, ...] = ()  # kept at the bottom (merge, position: append)
 
 
 @dataclass(frozen=True, slots=True)

@@ -42,14 +42,20 @@ def wanted(chain: ChainSpec, fingerprints: Fingerprints) -> list[tuple[str, byte
     return items
 
 
-def in_sync(chain: ChainSpec, observed: ObservedChain, want: list[tuple[str, bytes]]) -> bool:
+def wanted_tail(chain: ChainSpec, fingerprints: Fingerprints) -> list[tuple[str, bytes]]:
+    """The (tag, fingerprint) list a merge chain must end with (``position: append``)."""
+    return [(chain.tag(rule), fp) for rule in chain.tail for fp in fingerprints[chain.tag(rule)]]
+
+
+def in_sync(chain: ChainSpec, observed: ObservedChain, want: list[tuple[str, bytes]],
+            tail: list[tuple[str, bytes]] | None = None) -> bool:
     have = [(r.tag, r.fingerprint) for r in observed.rules]
     if chain.mode is ChainMode.EXCLUSIVE:
         return have == want
-    n = len(want)
-    if have[:n] != want:
+    n, m = len(want), len(tail or ())
+    if len(have) < n + m or have[:n] != want or (m and have[len(have) - m :] != tail):
         return False
-    return not any(r.tag and r.tag.startswith(TAG_PREFIX) for r in observed.rules[n:])
+    return not any(r.tag and r.tag.startswith(TAG_PREFIX) for r in observed.rules[n : len(have) - m])
 
 
 def describe_rules(rules: Iterable[ObservedRule], texts: Mapping[str, str],
@@ -76,7 +82,7 @@ def plan_firewall(
     actions: list[Action] = []
     problems: list[Problem] = []
     desired = tuple(desired)
-    texts = {c.tag(r): r.text for c in desired for r in c.rules}
+    texts = {c.tag(r): r.text for c in desired for r in c.all_rules}
     declared = {(c.table, c.name) for c in desired}
     for chain in desired:
         res = chain.resource
@@ -86,18 +92,20 @@ def plan_firewall(
             continue
         obs = table.chains.get(chain.name)
         want = wanted(chain, fingerprints)
-        want_text = [r.text for r in chain.rules]
+        tail = wanted_tail(chain, fingerprints)
+        want_text = [r.text for r in chain.rules] + [f"{r.text} (appended)" for r in chain.tail]
         if obs is None:
             if chain.builtin:
                 problems.append(Problem(res, "built-in chain missing from the kernel's table"))
                 continue
-            actions.append(Action(SyncChain(chain.table, chain.name, chain.mode, chain.rules, False),
+            actions.append(Action(SyncChain(chain.table, chain.name, chain.mode, chain.rules, False, chain.tail),
                                   Phase.FIREWALL, res, "rules", want_text, None))
-        elif not in_sync(chain, obs, want):
+        elif not in_sync(chain, obs, want, tail):
             have_text = describe_rules(obs.rules, texts, fingerprints)
             if chain.mode is ChainMode.MERGE:
                 have_text = _merge_view(obs, len(want), texts, fingerprints)
-            actions.append(Action(SyncChain(chain.table, chain.name, chain.mode, chain.rules, chain.builtin),
+            actions.append(Action(SyncChain(chain.table, chain.name, chain.mode, chain.rules, chain.builtin,
+                                            chain.tail),
                                   Phase.FIREWALL, res, "rules", want_text, have_text))
         if chain.policy is not None and obs is not None and obs.policy != chain.policy:
             actions.append(Action(SetPolicy(chain.table, chain.name, chain.policy), Phase.FIREWALL, res,

@@ -352,7 +352,7 @@ BROKEN_XTABLES: list[Broken] = [
     xt_rule("xt-insert-prefix", "-I FORWARD -i eth1 -j ACCEPT", "-I/--insert is not allowed in a rule"),
     xt_rule("xt-table-inside-rule", "-t nat -o eth0 -j MASQUERADE", "-t/--table is not allowed in a rule",
             "the table is the key the chain is written under", table="nat", chain="POSTROUTING"),
-    xt_rule("xt-wait-flag", "-w -j ACCEPT", "-w/--wait is not allowed in a rule: vnetd takes the xtables lock"),
+    xt_rule("xt-wait-interval-without-wait", "-W 10 -j ACCEPT", "--wait-interval only makes sense with --wait"),
     xt_rule("xt-ipv6-flag", "-6 -j ACCEPT", "-6/--ipv6 is not allowed in a rule"),
     xt_rule("xt-modprobe-flag", "--modprobe /tmp/x -j ACCEPT", "-M/--modprobe is not allowed in a rule",
             "vnetd never runs a program"),

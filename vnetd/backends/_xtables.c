@@ -198,6 +198,7 @@ struct vx_rule {
     bool proto_used;
     bool goto_set;
     bool jump_is_chain;
+    bool wait_set, wait_interval_set;
     unsigned int options;
     int c;
     char **argv;
@@ -516,9 +517,13 @@ static void parse_addresses(const char *spec, struct in_addr **addrs, struct in_
         slash = strchr(buf, '/');
         if (slash != NULL)
             *slash = '\0';
-        if (xtables_numeric_to_ipaddr(buf) == NULL)
-            xtables_error(PARAMETER_PROBLEM, "host/network `%s' is not an IPv4 address "
-                          "(vnetd does not resolve host names: write the address)", buf);
+        {
+            struct in_addr numeric; /* every form inet_aton reads (1.2.3.4, 3232235777, 0x0a000001): no DNS */
+
+            if (inet_aton(buf, &numeric) == 0)
+                xtables_error(PARAMETER_PROBLEM, "host/network `%s' is not an IPv4 address "
+                              "(vnetd does not resolve host names: write the address)", buf);
+        }
         item = end != NULL ? end + 1 : NULL;
     }
     xtables_ipparse_multiple(spec, addrs, masks, n);
@@ -605,10 +610,42 @@ static void parse_rule(struct vx_rule *r, int argc, char **argv, const char *tab
             }
             xtables_error(PARAMETER_PROBLEM, "Bad argument `%s'", optarg);
             break;
+        /* flags iptables takes with -A that do not change the rule: accepted, as there */
+        case 'v':
+            if (invert)
+                xtables_error(PARAMETER_PROBLEM, "cannot have ! before -v");
+            break;
+        case '4':
+            break;
+        case 'w': {
+            int wait;
+            const char *arg = optarg;
+
+            if (arg == NULL && optind < argc && argv[optind][0] != '-' && argv[optind][0] != '!')
+                arg = argv[optind++];
+            if (arg != NULL && sscanf(arg, "%i", &wait) != 1)
+                xtables_error(PARAMETER_PROBLEM, "wait seconds not numeric");
+            r->wait_set = true;
+            break;
+        }
+        case 'W': {
+            unsigned int usec;
+            const char *arg = optarg;
+
+            if (arg == NULL && optind < argc && argv[optind][0] != '-' && argv[optind][0] != '!')
+                arg = argv[optind++];
+            if (arg == NULL)
+                xtables_error(PARAMETER_PROBLEM, "wait interval value required");
+            if (sscanf(arg, "%u", &usec) != 1)
+                xtables_error(PARAMETER_PROBLEM, "wait interval not numeric");
+            if (usec > 999999)
+                xtables_error(PARAMETER_PROBLEM, "too long usec wait %u > 999999 usec", usec);
+            r->wait_interval_set = true;
+            break;
+        }
         case 'A': case 'C': case 'D': case 'E': case 'F': case 'I': case 'L': case 'M':
-        case 'N': case 'P': case 'R': case 'S': case 'V': case 'W': case 'X': case 'Z':
-        case 'h': case 't': case 'w': case 'n': case 'v': case 'x': case '0': case '4':
-        case '6': case 'b':
+        case 'N': case 'P': case 'R': case 'S': case 'V': case 'X': case 'Z':
+        case 'h': case 't': case 'n': case 'x': case '0': case '6': case 'b':
             /* the Python side words this: "command flag X" is matched there */
             xtables_error(PARAMETER_PROBLEM, "command flag %c", r->c);
             break;
@@ -620,6 +657,8 @@ static void parse_rule(struct vx_rule *r, int argc, char **argv, const char *tab
         invert = false;
     }
 
+    if (r->wait_interval_set && !r->wait_set)
+        xtables_error(PARAMETER_PROBLEM, "--wait-interval only makes sense with --wait");
     if (strcmp(table, "nat") == 0 && strcmp(r->jumpto, "DROP") == 0)
         xtables_error(PARAMETER_PROBLEM, "The \"nat\" table is not intended for filtering, "
                       "the use of DROP is therefore inhibited.");

@@ -19,9 +19,12 @@ child are gone when the check ends (kernel modules the rules need are loaded,
 as writing them would). Jumps to chains vnetd does not declare (another tool's)
 are written as empty chains.
 
-Not checked here, because they name objects of the real namespace or change
-something outside any namespace: ``-m set``/``-j SET`` (ipsets), ``-j LED``,
-``-j IDLETIMER``. They are checked when written.
+Not checked here, because they name objects that exist only in the real
+namespace: ``-m set``/``-j SET`` (ipsets, by index), ``-m nfacct`` (accounting
+objects), ``-m rateest`` (estimators of RATEEST rules). libxtables checks that an
+ipset exists when it compiles the rule; the rest is checked when written.
+``-j IDLETIMER`` and ``-j LED`` are checked: a timer or LED trigger of that name
+may appear for the instant the throw-away namespace exists.
 
 Needs root (a new network namespace); without it the check reports that it
 could not run, and ``check`` says so.
@@ -45,7 +48,7 @@ from vnetd.model.firewall import ChainSpec
 
 CLONE_NEWNET = 0x40000000
 #: Extensions whose kernel check depends on the real namespace or changes the host.
-UNCHECKABLE = frozenset({"set", "SET", "LED", "IDLETIMER"})
+UNCHECKABLE = frozenset({"set", "SET", "nfacct", "rateest"})
 TIMEOUT = 60.0
 MAX_REPLY = 1 << 20
 

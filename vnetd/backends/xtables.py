@@ -48,7 +48,7 @@ XT_ENTRY_HEADER = 32  # struct xt_entry_match / xt_entry_target header
 XT_FUNCTION_MAXNAMELEN = 29
 STANDARD_TARGET_SIZE = 40
 COMMENT_SIZE = XT_ENTRY_HEADER + 256
-IPT_F_FRAG, IPT_F_GOTO = 0x01, 0x08
+IPT_F_FRAG, IPT_F_GOTO = 0x01, 0x02  # linux/netfilter_ipv4/ip_tables.h
 IPT_INV_VIA_IN, IPT_INV_VIA_OUT, IPT_INV_SRCIP, IPT_INV_DSTIP = 0x01, 0x02, 0x08, 0x10
 IPT_INV_FRAG, IPT_INV_PROTO = 0x20, 0x40
 # standard verdicts as the kernel stores them
@@ -189,11 +189,7 @@ COMMAND_FLAGS = {
     "Z": ("-Z/--zero", "counters are the kernel's"),
     "L": ("-L/--list", "a listing command, not part of a rule"),
     "S": ("-S/--list-rules", "a listing command, not part of a rule"),
-    "4": ("-4/--ipv4", "not part of a rule"),
     "6": ("-6/--ipv6", "IPv6 rules are not written with iptables"),
-    "w": ("-w/--wait", "vnetd takes the xtables lock itself"),
-    "W": ("-W/--wait-interval", "vnetd takes the xtables lock itself"),
-    "v": ("-v/--verbose", "an output flag of the iptables program"),
     "n": ("-n/--numeric", "an output flag of the iptables program"),
     "x": ("-x/--exact", "an output flag of the iptables program"),
     "0": ("--line-numbers", "an output flag of the iptables program"),

@@ -1,9 +1,8 @@
 # SPDX-License-Identifier: MIT
 """The differential test of issue 10: vnetd against iptables-legacy, rule by rule.
 
-A *lab* is two namespaces prepared alike: the iptables oracle
-(``tests.iptables_oracle``) works in one, a vnetd worker process
-(``tests.conformance_worker``) in the other. ``Lab.judge`` puts one rule through
+A *lab* is namespaces prepared alike: the iptables oracle (``tests.iptables_oracle``)
+works in one, vnetd worker processes (``tests.conformance_worker``) in the others. ``Lab.judge`` puts one rule through
 both and classifies the outcome:
 
 * ``agree``: both refuse it, or both accept it and vnetd installs the very line
@@ -23,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import select
 import shutil
 import subprocess
@@ -320,36 +320,60 @@ def classify(iptables: Verdict, vnetd: Outcome, deliberate: bool = False) -> str
     return AGREE
 
 
-class Lab:
-    """Two namespaces prepared alike: iptables-legacy judges rules in one, a vnetd
-    worker in the other, so that the oracle can run ahead while vnetd works."""
+#: vnetd workers judging the corpus side by side (each in a namespace of its own).
+WORKERS = max(1, min(2, os.cpu_count() or 1))
 
-    def __init__(self, factory: NetnsFactory) -> None:
+
+class Lab:
+    """Namespaces prepared alike: iptables-legacy judges rules in one, vnetd workers in
+    the others, so that the oracle runs ahead while vnetd works, on several rules at once."""
+
+    def __init__(self, factory: NetnsFactory, workers: int = WORKERS) -> None:
         self.reference = factory("xtref")
-        self.target = factory("xtvnetd")
-        for ns in (self.reference, self.target):
+        self.targets = [factory(f"xtvnetd{i}") for i in range(workers)]
+        for ns in (self.reference, *self.targets):
             prepare_namespace(ns.name)
         self.oracle = IptablesOracle(self.reference.name)
-        self.worker = VnetdWorker(self.target.name, TableKeeper(Namespace(self.target.name)))
+        self.workers = [VnetdWorker(ns.name, TableKeeper(Namespace(ns.name))) for ns in self.targets]
+        self.worker = self.workers[0]
         self.deliberate = load_deliberate()
 
     def close(self) -> None:
-        self.worker.close()
+        for worker in self.workers:
+            worker.close()
 
-    def judge(self, rule: CorpusRule, iptables: Verdict | None = None) -> Judgement:
-        if iptables is None:
-            iptables = self.oracle.verdict(rule.table, rule.chain, rule.rule)
-        vnetd = self.worker.rule(rule.table, rule.chain, rule.rule)
+    def _judgement(self, rule: CorpusRule, iptables: Verdict, vnetd: Outcome) -> Judgement:
         reason = self.deliberate.get(rule.key, "")
         verdict = classify(iptables, vnetd, rule.key in self.deliberate)
         return Judgement(rule, iptables, vnetd, verdict, reason if verdict == DELIBERATE_REFUSAL else "")
 
+    def judge(self, rule: CorpusRule) -> Judgement:
+        iptables = self.oracle.verdict(rule.table, rule.chain, rule.rule)
+        return self._judgement(rule, iptables, self.worker.rule(rule.table, rule.chain, rule.rule))
+
     def judge_all(self, rules: Iterable[CorpusRule]) -> list[Judgement]:
-        """Every rule judged; iptables' verdicts are computed in a thread, ahead of vnetd's."""
+        """Every rule judged: iptables' verdicts in a thread of their own, vnetd's by every
+        worker taking the next rule (each rule is judged alone, so the order does not matter)."""
         rules = list(rules)
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            verdicts = pool.map(lambda r: self.oracle.verdict(r.table, r.chain, r.rule), rules)
-            return [self.judge(rule, verdict) for rule, verdict in zip(rules, verdicts, strict=True)]
+        todo: queue.SimpleQueue[int] = queue.SimpleQueue()
+        for i in range(len(rules)):
+            todo.put(i)
+        outcomes: list[Outcome | None] = [None] * len(rules)
+
+        def drive(worker: VnetdWorker) -> None:
+            while True:
+                try:
+                    i = todo.get_nowait()
+                except queue.Empty:
+                    return
+                outcomes[i] = worker.rule(rules[i].table, rules[i].chain, rules[i].rule)
+
+        with ThreadPoolExecutor(max_workers=1) as oracle, ThreadPoolExecutor(max_workers=len(self.workers)) as pool:
+            verdicts = [oracle.submit(self.oracle.verdict, r.table, r.chain, r.rule) for r in rules]
+            for done in [pool.submit(drive, w) for w in self.workers]:
+                done.result()
+            return [self._judgement(rule, verdict.result(), outcome)
+                    for rule, verdict, outcome in zip(rules, verdicts, outcomes, strict=True) if outcome is not None]
 
 
 # --------------------------------------------------------------------------- extensions and the report

@@ -14,16 +14,17 @@ stdin with one JSON line on stdout:
   left in place (the whole-table test reads the result).
 
 Each command runs in-process through ``vnetd.cli.main`` (loader -> checks ->
-Engine, exactly what the CLI does), in a child forked from the warmed-up worker
-that serves request after request: a command that kills its process (SIGSEGV, a
-stack-smashing abort, an ``exit()`` inside libxtables) costs one fork, and its
-request is answered with how it died and in which command.
+Engine, exactly what the CLI does), in a child forked for the request from the
+warmed-up worker: a command that kills its process (SIGSEGV, a stack-smashing
+abort, an ``exit()`` inside libxtables) costs one fork, and its request is
+answered with how it died and in which command.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import gc
 import io
 import json
 import os
@@ -93,8 +94,11 @@ class Worker:
         cli.build_parser = functools.lru_cache(maxsize=1)(cli.build_parser)  # type: ignore[method-assign]
         self.cli_main = cli.main
         self.write_state(WARM_UP_STATE)
-        self._run_cli(("plan",))  # reads the kernel, compiles the rule, changes nothing
+        for command in ("check", "apply", "plan"):
+            self._run_cli((command,))
         (self.dir / STATE_FILE).unlink()
+        self.tables.reset("filter")
+        gc.freeze()  # the children need not scan (and so copy) the warm-up's objects
 
     def _run_cli(self, args: tuple[str, ...]) -> tuple[int, str]:
         out = io.StringIO()
@@ -162,12 +166,16 @@ class Worker:
 
 
 class ForkServer:
-    """Serves requests in a child forked from the warm worker; a child that dies (or hangs)
-    costs one fork, not a Python start-up, and its request is answered with how it died."""
+    """Serves each request in a child forked from the warm worker: every rule meets the same
+    process state whatever was judged before it (a rule that corrupts libxtables' memory
+    cannot make a later one crash), a child that dies (or hangs) costs one fork, not a
+    Python start-up, and its request is answered with how it died and in which command."""
 
-    def __init__(self, worker: Worker) -> None:
+    def __init__(self, worker: Worker, per_child: int = 1) -> None:
         self.worker = worker
+        self.per_child = per_child
         self.pid = 0
+        self.served = 0
 
     def _spawn(self) -> None:
         req_r, self.req_w = os.pipe()
@@ -185,11 +193,14 @@ class ForkServer:
                     for line in requests:
                         replies.write(json.dumps(self.worker.serve(json.loads(line))) + "\n")
                         replies.flush()
+            except BaseException:
+                traceback.print_exc()  # into the log: the parent reports it with the request
             finally:
                 os._exit(0)
         os.close(req_r)
         os.close(rep_w)
         self.pid = pid
+        self.served = 0
         self.pending = b""
 
     def handle(self, request: dict[str, Any]) -> dict[str, Any]:
@@ -202,18 +213,23 @@ class ForkServer:
             ready, _, _ = select.select([self.rep_r], [], [], max(0.0, deadline - time.monotonic()))
             chunk = os.read(self.rep_r, 1 << 16) if ready else b""
             if not chunk:
-                return self._died(request, mark, hung=not ready)
+                return self._died(mark, hung=not ready)
             self.pending += chunk
         line, self.pending = self.pending.split(b"\n", 1)
+        self.served += 1
+        if self.served >= self.per_child:
+            self.close()
         return json.loads(line)  # type: ignore[no-any-return]
 
     def close(self) -> None:
         if self.pid:
             os.close(self.req_w)  # the child's request loop ends
             os.waitpid(self.pid, 0)
+            os.close(self.rep_r)
+            self.log.close()
             self.pid = 0
 
-    def _died(self, request: dict[str, Any], mark: int, hung: bool) -> dict[str, Any]:
+    def _died(self, mark: int, hung: bool) -> dict[str, Any]:
         if hung:
             os.kill(self.pid, signal.SIGKILL)
         _, status = os.waitpid(self.pid, 0)

@@ -212,12 +212,16 @@ TAGGED_RULES = {
 @pytest.mark.parametrize("item", TAGGED_RULES.values(), ids=TAGGED_RULES.keys())
 def test_yaml_leading_bang_is_refused(netns: Netns, state_dir: StateDir, item: str) -> None:
     """YAML reads ``- ! -s ...`` as a tag and drops the '!': check must refuse the rule
-    (with FILE:LINE), and apply must not install it, inverted or not."""
+    with FILE:LINE and "quote the rule: YAML reads a leading '!' as a tag", and apply must
+    not install it, inverted or not. Any other explicit tag is refused too, naming the tag."""
     path = state_dir.write("20-bang.yaml", f"firewall:\n  filter:\n    INPUT:\n      rules:\n      {item}\n")
     checked = vnetd("check", netns=netns, state_dir=state_dir)
     assert checked.returncode == 1, checked.stdout + checked.stderr
-    assert "quote the rule: YAML reads a leading '!' as a tag" in checked.stderr, checked.stderr
     assert f"{path}:5" in checked.stderr, checked.stderr
+    if item.startswith("- ! "):
+        assert "quote the rule: YAML reads a leading '!' as a tag" in checked.stderr, checked.stderr
+    else:
+        assert "tag" in checked.stderr and "quote" in checked.stderr, checked.stderr
     applied = vnetd("apply", netns=netns, state_dir=state_dir)
     assert applied.returncode == 1
     assert "192.0.2.0/24" not in netns.iptables_save("filter")

@@ -143,7 +143,7 @@ def test_generated_rules_agree_with_iptables(xt_lab: Lab) -> None:
 
     draw()
     rules = list(dict.fromkeys(drawn))  # hypothesis may draw a rule twice
-    assert len(rules) >= GENERATED_RULES * 0.9
+    assert len(rules) >= GENERATED_RULES * 0.8
     judged = xt_lab.judge_all(rules)
     accepted = sum(j.iptables.accepted for j in judged)
     assert 0.2 * len(judged) < accepted < 0.9 * len(judged), \

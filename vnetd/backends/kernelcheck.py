@@ -19,10 +19,12 @@ child are gone when the check ends (kernel modules the rules need are loaded,
 as writing them would). Jumps to chains vnetd does not declare (another tool's)
 are written as empty chains.
 
-Not checked here, because they name objects that exist only in the real
-namespace: ``-m set``/``-j SET`` (ipsets, by index), ``-m nfacct`` (accounting
-objects), ``-m rateest`` (estimators of RATEEST rules). libxtables checks that an
-ipset exists when it compiles the rule; the rest is checked when written.
+Left out of the rules tried there, because they name objects that exist only in
+the real namespace: ``-m set``/``-j SET`` (ipsets, by index), ``-m nfacct``
+(accounting objects), ``-m rateest`` (estimators of RATEEST rules); the rest of
+such a rule is still tried (its header, its other matches; the target replaced by
+none). libxtables checks that an ipset exists when it compiles the rule; what the
+kernel checks of those extensions themselves is checked when written.
 ``-j IDLETIMER`` and ``-j LED`` are checked: a timer or LED trigger of that name
 may appear for the instant the throw-away namespace exists.
 
@@ -34,6 +36,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import hashlib
 import json
 import os
 import select
@@ -43,7 +46,7 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from vnetd.backends.xtables import CompiledRule, iter_segments
+from vnetd.backends.xtables import IPT_ENTRY_SIZE, CompiledRule, iter_segments, standard_target
 from vnetd.model.firewall import ChainSpec
 
 CLONE_NEWNET = 0x40000000
@@ -63,15 +66,22 @@ class Refusal:
     reason: str
 
 
-def _extensions(entry: bytes) -> set[str]:
-    target_offset = struct.unpack_from("=H", entry, 88)[0]
-    names = {name for _off, _size, name in iter_segments(entry, target_offset)}
-    names.add(entry[target_offset + 2 : target_offset + 31].split(b"\0", 1)[0].decode("ascii", "replace"))
-    return names
-
-
-def checkable(compiled: CompiledRule) -> bool:
-    return not any(_extensions(e) & UNCHECKABLE for e in compiled.entries)
+def checkable_entry(entry: bytes) -> bytes:
+    """The entry as the throw-away namespace can check it: matches naming objects of the
+    real namespace left out, such a target replaced by "no target" -- everything else
+    of the rule (its header, its other matches) is still checked."""
+    target_offset, next_offset = struct.unpack_from("=HH", entry, 88)
+    kept = [entry[off : off + size] for off, size, name in iter_segments(entry, target_offset)
+            if name not in UNCHECKABLE]
+    target = entry[target_offset:next_offset]
+    if target[2:31].split(b"\0", 1)[0].decode("ascii", "replace") in UNCHECKABLE:
+        target = standard_target("")
+    matches = b"".join(kept)
+    if len(matches) == target_offset - IPT_ENTRY_SIZE and target is entry[target_offset:next_offset]:
+        return entry
+    head = bytearray(entry[:IPT_ENTRY_SIZE])
+    struct.pack_into("=HH", head, 88, IPT_ENTRY_SIZE + len(matches), IPT_ENTRY_SIZE + len(matches) + len(target))
+    return bytes(head) + matches + target
 
 
 def kernel_refusals(chains: Sequence[ChainSpec], compiled: Mapping[tuple[str, str, int], CompiledRule],
@@ -87,6 +97,29 @@ def kernel_refusals(chains: Sequence[ChainSpec], compiled: Mapping[tuple[str, st
     plan = _Plan.build(chains, compiled, foreign_chains)
     if not plan.tables:
         return []
+    key = (_namespace(), plan.digest())
+    cached = _RESULTS.get(key)
+    if cached is not None:
+        return list(cached)
+    result = _ask_the_kernel(plan)
+    if not isinstance(result, str):
+        if len(_RESULTS) >= 8:
+            _RESULTS.pop(next(iter(_RESULTS)))
+        _RESULTS[key] = tuple(result)
+    return result
+
+
+#: The kernel's answer for the same rules in the same namespace does not change: `check`,
+#: `plan` and `apply` in one process, or a daemon reloading unchanged rules, ask once.
+_RESULTS: dict[tuple[str, bytes], tuple[Refusal, ...]] = {}
+
+
+def _namespace() -> str:
+    st = os.stat("/proc/self/ns/net")
+    return f"{st.st_dev}-{st.st_ino}"
+
+
+def _ask_the_kernel(plan: _Plan) -> list[Refusal] | str:
     read_fd, write_fd = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: never returns
@@ -115,6 +148,16 @@ class _Table:
 class _Plan:
     tables: tuple[_Table, ...]
 
+    def digest(self) -> bytes:
+        h = hashlib.blake2b(digest_size=16)
+        for table in self.tables:
+            h.update(f"{table.name}\0{','.join(table.chains)}\0".encode())
+            for chain, index, entries in table.rules:
+                h.update(f"{chain}\0{index}\0".encode())
+                for entry in entries:
+                    h.update(len(entry).to_bytes(4, "little") + entry)
+        return h.digest()
+
     @staticmethod
     def build(chains: Sequence[ChainSpec], compiled: Mapping[tuple[str, str, int], CompiledRule],
               foreign_chains: Mapping[str, Iterable[str]]) -> _Plan:
@@ -127,8 +170,8 @@ class _Plan:
             for chain in declared:
                 for i in range(len(chain.all_rules)):
                     rule = compiled.get((table, chain.name, i))
-                    if rule is not None and checkable(rule):
-                        rules.append((chain.name, i, rule.entries))
+                    if rule is not None:
+                        rules.append((chain.name, i, tuple(checkable_entry(e) for e in rule.entries)))
             if rules:
                 tables.append(_Table(table, tuple(user), tuple(rules)))
         return _Plan(tuple(tables))

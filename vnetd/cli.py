@@ -31,7 +31,8 @@ interfaces and routes, plus sysctl:, firewall: and libvirt: sections).
 
 EPILOG = """\
 exit status: check 0 valid / 1 invalid; plan 0 nothing to do / 2 changes pending /
-1 error; apply 0 converged and verified / 1 not; status 0 ok / 3 not running.
+1 error; apply 0 converged and verified / 1 not; status 0 ok / 1 running but degraded
+(last load failed, resources failing or backed off) / 3 not running / 4 unknown.
 """
 
 
@@ -76,7 +77,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("show", help="print the current state as a valid state file")
 
-    status = sub.add_parser("status", help="ask the running daemon what it manages and how it stands")
+    status = sub.add_parser(
+        "status", help="ask the running daemon what it manages and how it stands",
+        description="Ask the running daemon (root only) what it manages and how each resource stands.",
+        epilog="exit status: 0 ok; 1 running but degraded (the last load of the state files failed, or "
+               "resources are failing or backed off: the reasons go to stderr); 3 not running; 4 status "
+               "unknown (permission denied). --prometheus exits 0 whenever the daemon answers (the metrics "
+               "carry the state).")
     status.add_argument("--socket", metavar="PATH", default="/run/vnetd/vnetd.sock")
     fmt = status.add_mutually_exclusive_group()
     fmt.add_argument("--json", action="store_true", help="machine-readable status")

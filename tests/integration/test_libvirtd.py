@@ -175,7 +175,7 @@ def test_libvirts_nft_rules_are_reported_not_fought(nat: Libvirtd, state_dir: St
     assert "LIBVIRT_PRT" in libvirt_rules and "MASQUERADE" in libvirt_rules
     check = vnetd("check", netns=nat.ns, state_dir=state_dir)
     assert check.returncode == 0, check.stderr
-    assert "firewall.backend_mismatch: nf_tables holds rules in this network namespace" in check.stderr
+    assert "firewall.backend_mismatch: nf_tables has " in check.stderr and "ip nat" in check.stderr
     result = vnetd("apply", netns=nat.ns, state_dir=state_dir)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "firewall.backend_mismatch" in result.stderr

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from vnetd import __version__
-from vnetd.errors import BackendError, ConfigError, NamespaceError, VnetdError
+from vnetd.errors import BackendError, ConfigError, DriftError, NamespaceError, VnetdError
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -188,7 +188,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
 
     from vnetd import log
     from vnetd.checks import check_state
-    from vnetd.engine import Engine
+    from vnetd.engine import Engine, verify
     from vnetd.plan.actions import Action
 
     desired = load_desired(args)
@@ -220,24 +220,31 @@ def cmd_apply(args: argparse.Namespace) -> int:
     finally:
         engine.backends.close()
     remaining = result.final_plan
+    drift: DriftError | None = None
+    try:
+        verify(result)
+    except DriftError as exc:
+        drift = exc
     if args.format == "json":
         print(json.dumps({
             "converged": result.converged,
             "applied": [a.as_dict() for a in result.applied],
             "failed": [dict(a.as_dict(), error=str(e)) for a, e in result.failed],
             "remaining": [a.as_dict() for a in remaining.actions],
+            "diff": drift.diff if drift else "",
             "problems": [{"resource": p.resource, "message": p.message} for p in remaining.problems],
             "duration_ms": round(result.duration_ms, 1),
         }, indent=2))
     else:
-        for action in remaining.actions:
-            print(f"still drifted: {action.describe()}")
         for problem in remaining.problems:
             print(f"problem: {problem.describe()}")
         if result.converged:
             n = len(result.applied)
             print(f"converged: {n} change{'s' if n != 1 else ''} applied and verified" if n
                   else "converged: nothing to do")
+        elif drift is not None:
+            print(f"not converged: {drift}")
+            out.write(drift.diff)
         else:
             print("not converged")
     return EXIT_OK if result.converged else EXIT_ERROR

@@ -46,7 +46,7 @@ class UnprivilegedPython:
         site_packages = sysconfig.get_paths()["purelib"]
         tried = []
         for candidate in self._candidates():
-            if as_nobody(candidate, "-c", "import yaml, pytest").returncode == 0:
+            if self._works(candidate):
                 return candidate  # the suite's own interpreter and venv are reachable as they are
             if as_nobody(candidate, "-c", "pass").returncode != 0:
                 tried.append(f"{candidate}: nobody cannot run it")
@@ -62,12 +62,23 @@ class UnprivilegedPython:
                                  capture_output=True, text=True, check=True).stdout.strip()
             Path(own, "vnetd-suite.pth").write_text(f"import site; site.addsitedir({site_packages!r})\n")
             python = str(venv / "bin" / "python")
-            check = as_nobody(python, "-c", "import yaml, pytest, pyroute2, structlog")
-            if check.returncode == 0:
+            if self._works(python):
                 return python
-            tried.append(f"{candidate}: the suite's packages do not import: {check.stderr.strip()[-300:]}")
+            tried.append(f"{candidate}: the suite's packages do not import: {self.last_error[-300:]}")
         raise AssertionError("no Python of this version can be run by nobody with the suite's packages:\n"
                              + "\n".join(tried))
+
+    last_error = ""
+
+    def _works(self, python: str) -> bool:
+        """``python`` runs as nobody, imports the suite's packages, and can run itself
+        again (tests start ``sys.executable``): a first exec may get through where a
+        second one, from the process, does not."""
+        probe = ("import subprocess, sys\nimport yaml, pytest, pyroute2, structlog\n"
+                 "raise SystemExit(subprocess.run([sys.executable, '-c', 'import yaml, pytest']).returncode)")
+        result = as_nobody(python, "-c", probe, cwd="/")
+        self.last_error = result.stderr.strip()
+        return result.returncode == 0
 
     def cleanup(self) -> None:
         shutil.rmtree(self.dir, ignore_errors=True)

@@ -104,8 +104,10 @@ def check_sysctls(sysctls: tuple[SysctlSpec, ...], created: set[str]) -> tuple[l
     for spec in sysctls:
         file, line = (spec.origin.file, spec.origin.line) if spec.origin else ("?", 0)
         field = f"sysctl[{spec.key}]"
-        probe = _as_template(spec.key, created)
-        path = key_path(probe or spec.key)
+        path = key_path(spec.key)
+        probe = None if os.path.lexists(path) else _as_template(spec.key, created)
+        if probe is not None:
+            path = key_path(probe)
         try:
             st = os.stat(path)
         except OSError as exc:

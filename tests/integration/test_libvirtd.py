@@ -50,6 +50,9 @@ def lv(libvirtd_sandbox: Libvirtd) -> Libvirtd:
     if not libvirtd_sandbox.running:
         libvirtd_sandbox.start()
     libvirtd_sandbox.remove_networks()
+    # destroying a network SIGTERMs its dnsmasq without waiting for it: the network's
+    # next start must not find the old dnsmasq still bound to 192.168.122.1
+    assert poll(lambda: not dnsmasq_running(libvirtd_sandbox)), "a dnsmasq outlived its network"
     return libvirtd_sandbox
 
 
@@ -74,8 +77,13 @@ def virbr0(lv: Libvirtd) -> list[str]:
 
 
 def dnsmasq_running(lv: Libvirtd) -> bool:
-    pids = sh("ip", "netns", "pids", lv.ns.name).stdout.split()
-    return any(Path(f"/proc/{pid}/comm").read_text().strip() == "dnsmasq" for pid in pids)
+    def comm(pid: str) -> str:
+        try:
+            return Path(f"/proc/{pid}/comm").read_text().strip()
+        except FileNotFoundError:
+            return ""  # exited since it was listed
+
+    return any(comm(pid) == "dnsmasq" for pid in sh("ip", "netns", "pids", lv.ns.name).stdout.split())
 
 
 @pytest.fixture

@@ -27,6 +27,34 @@ def pytest_configure(config: pytest.Config) -> None:
     signal.signal(signal.SIGTERM, signal.default_int_handler)
 
 
+#: fixtures that make network namespaces (``ip netns add`` needs root)
+NAMESPACE_FIXTURES = {"netns", "make_netns"}
+
+
+def root_needed(item: pytest.Item) -> str | None:
+    """Why a test cannot run without root, or None."""
+    if item.get_closest_marker("kernel") is not None or NAMESPACE_FIXTURES & set(getattr(item, "fixturenames", ())):
+        return ("needs root: it works in network namespaces against the real kernel "
+                "(marker 'kernel'; run the whole suite as root with ./run tests)")
+    if item.get_closest_marker("libvirtd") is not None:
+        return "needs root: it starts a real libvirtd in a network namespace (marker 'libvirtd')"
+    marker = item.get_closest_marker("root")
+    if marker is not None:
+        return f"needs root: {marker.args[0] if marker.args else 'privileged system calls'} (marker 'root')"
+    return None
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Without root (``pytest tests/unit`` as a user), what needs root is skipped with
+    the reason, instead of erroring in its fixtures; everything else runs."""
+    if os.geteuid() == 0:
+        return
+    for item in items:
+        reason = root_needed(item)
+        if reason is not None:
+            item.add_marker(pytest.mark.skip(reason=reason))
+
+
 @pytest.fixture
 def make_netns() -> Iterator[NetnsFactory]:
     """Factory: make_netns() -> Netns; every namespace is deleted after the test."""

@@ -2,13 +2,24 @@
 """Real packets between test namespaces: a one-shot TCP server and client, and ping.
 
 Traffic only ever goes to addresses of namespaces the test made.
+
+A packet sent the moment a change is made can be lost for reasons that are not the
+change's fault: a port that is not forwarding yet, a neighbour still being resolved,
+a machine so loaded that a 1 s reply window passes. So a test first waits for the
+conditions traffic needs (``wait_bridged``: the ports on their bridge and
+forwarding, the bridge up with carrier), and then asserts that traffic flows
+*within a deadline* (``reachable``, ``eventually``), never on one packet. Negative
+checks (something must be blocked) may stay single-shot: a slow machine cannot make
+them pass wrongly for long, and the positive checks around them are waited for.
 """
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterable
 
 from tests.support import Netns
 
@@ -76,11 +87,46 @@ def ping(ns: Netns, address: str, count: int = 1, wait: float = 1.0) -> bool:
     return result.returncode == 0
 
 
-def eventually(check: object, timeout: float = 5.0, interval: float = 0.05) -> bool:
+def reachable(ns: Netns, address: str, timeout: float = 10.0) -> bool:
+    """Ping answered within ``timeout`` (each try waits 1 s for its reply)."""
+    return eventually(lambda: ping(ns, address), timeout=timeout)
+
+
+def _port_view(ns: Netns, port: str) -> tuple[str | None, str | None, bool]:
+    """(master, bridge-port STP state, oper up) of a link as the kernel reports them."""
+    out = ns.exec("ip", "-d", "-j", "link", "show", "dev", port, check=False).stdout
+    if not out.strip():
+        return None, None, False
+    link = json.loads(out)[0]
+    slave = (link.get("linkinfo") or {}).get("info_slave_data") or {}
+    return link.get("master"), slave.get("state"), "LOWER_UP" in link.get("flags", [])
+
+
+def bridged(ns: Netns, bridge: str, ports: Iterable[str]) -> bool:
+    """Every port on ``bridge``, up and forwarding, and the bridge up with carrier."""
+    for port in ports:
+        master, state, up = _port_view(ns, port)
+        if master != bridge or state != "forwarding" or not up:
+            return False
+    _master, _state, bridge_up = _port_view(ns, bridge)
+    return bridge_up
+
+
+def wait_bridged(ns: Netns, bridge: str, ports: Iterable[str], timeout: float = 10.0) -> None:
+    """Wait until ``bridged`` holds; fail saying what each port looked like otherwise."""
+    ports = tuple(ports)
+    if eventually(lambda: bridged(ns, bridge, ports), timeout=timeout):
+        return
+    seen = {name: _port_view(ns, name) for name in (*ports, bridge)}
+    raise AssertionError(f"{bridge} never forwarded for {ports} within {timeout} s: "
+                         f"(master, port state, carrier) = {seen}")
+
+
+def eventually(check: Callable[[], object], timeout: float = 5.0, interval: float = 0.05) -> bool:
     """Poll ``check()`` until it is true (functional waiting, not a timing assertion)."""
     deadline = time.monotonic() + timeout
     while True:
-        if check():  # type: ignore[operator]
+        if check():
             return True
         if time.monotonic() > deadline:
             return False

@@ -9,20 +9,35 @@ files' schema errors (one run of ``vnetd check`` lists every problem):
 * a jump to a chain that is neither declared nor present in the kernel's table;
 * what only the kernel checks (hooks, tables, protocols of a match), asked of the
   kernel in a throw-away namespace (``vnetd.backends.kernelcheck``; root only);
-* environment warnings: the host's iptables is the nft variant, nft holds rules in
+* sysctl keys against /proc/sys of this namespace: a write-only key (``net.ipv4.route.flush``:
+  an action, not a state) or a directory is a ConfigError; a key that does not exist
+  here (``net.ipv4.ip_fowrard``) is a warning, except under the per-interface
+  directories of links the state creates, which exist only once they do (the same
+  key under ``default`` is checked instead). Needs no root: only stat() and listdir().
+* environment warnings: the host's iptables is the nft variant, nft holds tables in
   this namespace (a split firewall).
+
+Warnings are ``"EVENT: message"`` strings: ``vnetd check/plan/apply`` print them on
+stderr, the daemon logs them (``config.warning``, or the ``firewall.*`` event).
 """
 
 from __future__ import annotations
 
+import difflib
+import os
+import stat
 from typing import TYPE_CHECKING
 
 from vnetd.errors import ConfigError, ConfigIssue
+from vnetd.model.interfaces import AdminState
 from vnetd.model.state import DesiredState
+from vnetd.model.sysctl import SysctlSpec
 
 if TYPE_CHECKING:
     from vnetd.backends.xtables import RuleCheck
 
+#: sysctl directories with one sub-directory per link (plus "all" and "default")
+PER_LINK_DIRS = {("ipv4", "conf"), ("ipv6", "conf"), ("ipv4", "neigh"), ("ipv6", "neigh")}
 
 def existing_chains(table: str) -> set[str] | None:
     """The chains of a table as the kernel has them; None when they cannot be read."""
@@ -46,10 +61,94 @@ def existing_chains(table: str) -> set[str] | None:
     return {entry.chain for entry in walk_table(*got)}
 
 
-def check_state(desired: DesiredState, *, kernel: bool = True) -> tuple[list[ConfigIssue], list[str]]:
-    """Issues (rules iptables or the kernel would refuse) and warnings of a loaded state."""
+def links_created(desired: DesiredState) -> set[str]:
+    """Links the state may create (their sysctl directories appear with them)."""
+    names = {i.name for i in desired.interfaces if i.state is not AdminState.ABSENT}
+    names |= {i.veth_peer for i in desired.interfaces if i.veth_peer and i.state is not AdminState.ABSENT}
+    return names
+
+
+def _as_template(key: str, created: set[str]) -> str | None:
+    """``net.ipv4.conf.br9.forwarding`` -> the same key of a link directory that exists
+    (``default``; ``lo`` where a namespace has no ``default``, as ipv4/neigh outside the
+    initial one) when br9 is a link the state creates; None for any other key."""
+    from vnetd.desired.sysctl import canonical_key, split_key
+
+    parts = split_key(key) or []
+    if not (len(parts) >= 5 and (parts[1], parts[2]) in PER_LINK_DIRS and parts[3] in created):
+        return None
+    for template in ("default", "lo"):
+        if os.path.isdir(os.path.join("/proc/sys", *parts[:3], template)):
+            return canonical_key("/".join([*parts[:3], template, *parts[4:]]))
+    return None
+
+
+def _did_you_mean(path: str, link: str | None) -> str:
+    """A sibling of a missing key that is spelled alike (``ip_fowrard``: ``ip_forward``)."""
+    from vnetd.desired.sysctl import canonical_key
+
+    parent, leaf = os.path.split(path)
+    try:
+        siblings = os.listdir(parent)
+    except OSError:
+        return ""
+    close = difflib.get_close_matches(leaf, siblings, n=1, cutoff=0.75)
+    if not close:
+        return ""
+    parts = os.path.relpath(os.path.join(parent, close[0]), "/proc/sys").split("/")
+    if link is not None:
+        parts[3] = link  # the key was probed under "default" or "lo" for a link not created yet
+    return f"did you mean {canonical_key('/'.join(parts))}?"
+
+
+def check_sysctls(sysctls: tuple[SysctlSpec, ...], created: set[str]) -> tuple[list[ConfigIssue], list[str]]:
+    """Issues for keys that cannot hold a value; warnings for keys missing on this host."""
+    from vnetd.backends.sysctl import key_path
+    from vnetd.desired.sysctl import split_key
+    from vnetd.model.sysctl import missing_hint
+
     issues: list[ConfigIssue] = []
     warnings: list[str] = []
+    for spec in sysctls:
+        file, line = (spec.origin.file, spec.origin.line) if spec.origin else ("?", 0)
+        field = f"sysctl[{spec.key}]"
+        path = key_path(spec.key)
+        probe = None if os.path.lexists(path) else _as_template(spec.key, created)
+        if probe is not None:
+            path = key_path(probe)
+        try:
+            st = os.stat(path)
+        except OSError as exc:
+            if isinstance(exc, FileNotFoundError):
+                link = (split_key(spec.key) or [""] * 4)[3] if probe else None
+                suggestion = _did_you_mean(path, link)
+                why = f"{path} does not exist; {suggestion}" if suggestion else f"{path} {missing_hint(spec.key)}"
+            else:
+                why = f"cannot look at {path}: {exc.strerror}"
+            warnings.append(f"sysctl.unknown_key: {file}:{line}: {field}: no such key on this host: {why}")
+            continue
+        if stat.S_ISDIR(st.st_mode):
+            issues.append(ConfigIssue(file, line, field, f"{spec.key} is a directory of settings, not a setting "
+                                      "(valid: one of the keys `sysctl -a` lists)"))
+        elif not st.st_mode & (stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH):
+            issues.append(ConfigIssue(file, line, field,
+                                      f"{spec.key} is write-only (mode {stat.S_IMODE(st.st_mode):04o}): writing it "
+                                      "is an action (a flush), not a state vnetd can read back and keep; remove "
+                                      "it (valid: keys the kernel lets you read, as `sysctl -a` lists them)"))
+    return issues, warnings
+
+
+def check_state(desired: DesiredState, *, kernel: bool = True, environment: bool = True
+                ) -> tuple[list[ConfigIssue], list[str]]:
+    """Issues (rules iptables or the kernel would refuse, sysctls that cannot hold a value)
+    and warnings of a loaded state. ``environment``: include the firewall-backend warnings
+    (the daemon reports those itself, once per change)."""
+    issues: list[ConfigIssue] = []
+    warnings: list[str] = []
+    if desired.sysctls:
+        sysctl_issues, sysctl_warnings = check_sysctls(desired.sysctls, links_created(desired))
+        issues += sysctl_issues
+        warnings += sysctl_warnings
     if desired.chains:
         from vnetd.backends.nftdetect import backend_warnings
         from vnetd.backends.xtables import validate_rules
@@ -59,7 +158,8 @@ def check_state(desired: DesiredState, *, kernel: bool = True) -> tuple[list[Con
         warnings += checked.warnings
         if kernel and checked.compiled:
             issues += _kernel_issues(desired, checked, warnings)
-        warnings += backend_warnings()
+        if environment and not issues:
+            warnings += backend_warnings()
     return issues, warnings
 
 
@@ -79,20 +179,22 @@ def _kernel_issues(desired: DesiredState, checked: RuleCheck, warnings: list[str
     return out
 
 
-def finish(desired: DesiredState, issues: list[ConfigIssue], *, kernel: bool = True) -> list[str]:
+def finish(desired: DesiredState, issues: list[ConfigIssue], *, kernel: bool = True,
+           environment: bool = True) -> list[str]:
     """Run the machine checks on a partially loaded state and raise one ConfigError with
     the loader's issues and the checks' together; returns the warnings."""
-    more, warnings = check_state(desired, kernel=kernel)
+    more, warnings = check_state(desired, kernel=kernel, environment=environment)
     everything = issues + more
     if everything:
         raise ConfigError(sorted(everything, key=lambda i: (i.file, i.line)))
     return warnings
 
 
-def load_checked(state_dir: str, *, kernel: bool = True) -> tuple[DesiredState, list[str]]:
+def load_checked(state_dir: str, *, kernel: bool = True, environment: bool = True
+                 ) -> tuple[DesiredState, list[str]]:
     """Load a state directory and check it against this machine: the state and its
     warnings, or one ConfigError listing every problem of both."""
     from vnetd.desired.loader import load_state_dir_partial
 
     desired, issues = load_state_dir_partial(state_dir)
-    return desired, finish(desired, issues, kernel=kernel)
+    return desired, finish(desired, issues, kernel=kernel, environment=environment)

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from vnetd import __version__
-from vnetd.errors import BackendError, ConfigError, NamespaceError, VnetdError
+from vnetd.errors import BackendError, ConfigError, DriftError, NamespaceError, VnetdError
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -33,7 +33,9 @@ interfaces and routes, plus sysctl:, firewall: and libvirt: sections).
 EPILOG = """\
 exit status: check 0 valid / 1 invalid; plan 0 nothing to do / 2 changes pending /
 1 error; apply 0 converged and verified / 1 not (with --confirm: 0 confirmed /
-4 rolled back / 1 error); confirm, rollback 0 done / 1 no trial; status 0 ok / 3 not running.
+4 rolled back / 1 error); confirm, rollback 0 done / 1 no trial; status 0 ok /
+1 running but degraded (last load failed, resources failing or backed off) /
+3 not running / 4 unknown.
 """
 
 
@@ -85,7 +87,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("show", help="print the current state as a valid state file")
 
-    status = sub.add_parser("status", help="ask the running daemon what it manages and how it stands")
+    status = sub.add_parser(
+        "status", help="ask the running daemon what it manages and how it stands",
+        description="Ask the running daemon (root only) what it manages and how each resource stands.",
+        epilog="exit status: 0 ok; 1 running but degraded (the last load of the state files failed, or "
+               "resources are failing or backed off: the reasons go to stderr); 3 not running; 4 status "
+               "unknown (permission denied). --prometheus exits 0 whenever the daemon answers (the metrics "
+               "carry the state).")
     status.add_argument("--socket", metavar="PATH", default="/run/vnetd/vnetd.sock")
     fmt = status.add_mutually_exclusive_group()
     fmt.add_argument("--json", action="store_true", help="machine-readable status")
@@ -190,7 +198,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
     import logging
 
     from vnetd import log
-    from vnetd.engine import Engine
+    from vnetd.engine import Engine, verify
     from vnetd.plan.actions import Action
 
     desired = load_checked(args)
@@ -222,24 +230,31 @@ def cmd_apply(args: argparse.Namespace) -> int:
     finally:
         engine.backends.close()
     remaining = result.final_plan
+    drift: DriftError | None = None
+    try:
+        verify(result)
+    except DriftError as exc:
+        drift = exc
     if args.format == "json":
         print(json.dumps({
             "converged": result.converged,
             "applied": [a.as_dict() for a in result.applied],
             "failed": [dict(a.as_dict(), error=str(e)) for a, e in result.failed],
             "remaining": [a.as_dict() for a in remaining.actions],
+            "diff": drift.diff if drift else "",
             "problems": [{"resource": p.resource, "message": p.message} for p in remaining.problems],
             "duration_ms": round(result.duration_ms, 1),
         }, indent=2))
     else:
-        for action in remaining.actions:
-            print(f"still drifted: {action.describe()}")
         for problem in remaining.problems:
             print(f"problem: {problem.describe()}")
         if result.converged:
             n = len(result.applied)
             print(f"converged: {n} change{'s' if n != 1 else ''} applied and verified" if n
                   else "converged: nothing to do")
+        elif drift is not None:
+            print(f"not converged: {drift}")
+            out.write(drift.diff)
         else:
             print("not converged")
     return EXIT_OK if result.converged else EXIT_ERROR

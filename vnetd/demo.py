@@ -19,6 +19,7 @@ import os
 import shutil
 import signal
 import sys
+import sysconfig
 import tempfile
 import time
 from pathlib import Path
@@ -26,14 +27,23 @@ from pathlib import Path
 NS = "vnetd-demo"
 SWITCH = "vnetd-demo-switch"
 EXAMPLES = ("10-uplink-br0.yaml", "20-dmz-brdmz.yaml")
+#: where a wheel puts the host examples, under the environment's data directory
+INSTALLED_EXAMPLES = Path("share", "vnetd", "examples", "host")
+
+
 def examples_dir() -> Path:
-    """The bundled host examples: the source tree's etc/vnetd.d, or the installed copy."""
+    """The bundled host examples: the source tree's etc/vnetd.d, or the copy a wheel
+    installs in the environment's data directory (``sys.prefix``/share/vnetd/examples/host
+    in a venv, ~/.local/share/... for ``pip install --user``)."""
+    data_dirs = dict.fromkeys([sysconfig.get_path("data"), sys.prefix,
+                               sysconfig.get_path("data", f"{os.name}_user")])
     candidates = [Path(__file__).resolve().parents[1] / "etc" / "vnetd.d",
-                  Path(sys.prefix) / "share" / "vnetd" / "examples"]
+                  *(Path(d) / INSTALLED_EXAMPLES for d in data_dirs if d)]
     for candidate in candidates:
         if all((candidate / name).is_file() for name in EXAMPLES):
             return candidate
-    raise SystemExit("vnetd demo: the bundled examples (etc/vnetd.d) are not installed")
+    raise SystemExit("vnetd demo: the bundled examples are not installed (looked in "
+                     + ", ".join(str(c) for c in candidates) + ")")
 
 
 def build_topology() -> None:

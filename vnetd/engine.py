@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from vnetd.errors import BackendError
+from vnetd.errors import BackendError, DriftError
 from vnetd.model.state import DesiredState
 from vnetd.plan.actions import (
     FIREWALL_OPS,
@@ -26,6 +26,7 @@ from vnetd.plan.actions import (
     SetSysctl,
 )
 from vnetd.plan.planner import Observed, PlanMemo, plan
+from vnetd.plan.render import drift_diff
 
 MAX_ROUNDS = 3
 
@@ -237,3 +238,11 @@ class Engine:
         result.final_plan = current
         result.duration_ms = (time.perf_counter() - start) * 1000
         return result
+
+
+def verify(result: PassResult) -> None:
+    """After a pass: raise DriftError with the desired/current diff of every resource
+    that still differs (the final observation re-planned to something)."""
+    remaining = result.final_plan.actions
+    if remaining:
+        raise DriftError(result.final_plan.resources(), drift_diff(remaining))

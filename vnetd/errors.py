@@ -60,11 +60,16 @@ class BackendError(VnetdError):
 
 
 class DriftError(VnetdError):
-    """Verification after apply still found differences (kernel state is not as planned)."""
+    """Verification after apply still found differences. ``diff`` is what the state
+    files want against what is there, for the resources that did not converge (a
+    unified diff, as nmstate's verification error); raised by ``Engine.verify``."""
 
-    def __init__(self, remaining: Sequence[str]) -> None:
-        self.remaining = tuple(remaining)
-        super().__init__("still drifted after apply: " + "; ".join(self.remaining))
+    def __init__(self, resources: Sequence[str], diff: str) -> None:
+        self.resources = tuple(resources)
+        self.diff = diff
+        n = len(self.resources)
+        super().__init__(f"{n} resource{'s' if n != 1 else ''} still differ{'s' if n == 1 else ''} from the "
+                         f"state files after apply: {', '.join(self.resources)}")
 
 
 class NamespaceError(VnetdError):

@@ -4,19 +4,26 @@
 Fed back unchanged, it plans nothing: every value written here is the value the
 kernel has. Addresses and routes that belong to someone else (DHCP/SLAAC leases,
 routes the kernel made for an address) are left out, so that feeding the output
-back never turns a lease into a static address.
+back never turns a lease into a static address. Firewall rules, chains and tables
+of other tools are not vnetd's to declare, but the administrator must see them:
+they are comments (``# foreign rule (not managed): -A FORWARD ...``), as
+iptables-save would print them.
 """
 
 from __future__ import annotations
 
 import ipaddress
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from vnetd.model.interfaces import Link
 from vnetd.model.netstate import NetState
 from vnetd.model.routes import KERNEL_ROUTE_PROTOCOL, MAIN_TABLE, Route
+
+if TYPE_CHECKING:
+    from vnetd.model.firewall import ShownChain, ShownTable
 
 _LINK_LOCAL_V6 = ipaddress.ip_network("fe80::/10")
 #: rtm_protocol values of routes some other daemon owns (dhcp, ra, redirect)
@@ -90,13 +97,77 @@ def _route_key(route: Route) -> tuple[int, int, str, int]:
     return (route.destination.version, route.table, str(route.destination), route.priority)
 
 
-def render_state(sections: dict[str, Any], header: str) -> str:
-    body = yaml.safe_dump(sections, sort_keys=False, default_flow_style=False, allow_unicode=False, width=1000)
-    return "".join(f"# {line}\n" for line in header.splitlines()) + body
+def _yaml(data: Any) -> str:
+    return str(yaml.safe_dump(data, sort_keys=False, default_flow_style=False, allow_unicode=False, width=1000))
+
+
+def _key(name: str) -> str:
+    """A mapping key as YAML would write it (a chain named 1 or true must stay a string)."""
+    return _yaml({name: 0}).rsplit(": 0", 1)[0]
+
+
+def _item(text: str) -> str:
+    """A sequence item as YAML would write it (quoted where a rule needs it)."""
+    return _yaml([text]).rstrip("\n")
+
+
+def _unmanaged_chain(chain: ShownChain) -> list[tuple[str, str]]:
+    """A chain vnetd has nothing in, as (what, iptables -S command) pairs: only what
+    differs from an empty built-in chain (a policy other than ACCEPT, any rule, a
+    user chain)."""
+    lines = []
+    if not chain.builtin:
+        lines.append(("foreign chain", f"-N {chain.name}"))
+    elif chain.policy not in (None, "ACCEPT"):
+        lines.append(("policy", f"-P {chain.name} {chain.policy}"))
+    lines += [("foreign rule", f"-A {chain.name} {r.text}") for r in chain.rules]
+    return lines
+
+
+def firewall_text(tables: Sequence[ShownTable], declared: set[tuple[str, str]], nft_tables: Sequence[str]) -> str:
+    """The firewall: section: the chains vnetd manages (or the files declare) as YAML,
+    with each foreign rule as a comment where it sits; chains and whole tables vnetd
+    has nothing in as comments; other firewalls (nf_tables) named at the end. Fed
+    back to vnetd, the comments change nothing: foreign rules are never touched."""
+    lines: list[str] = []
+    for table in tables:
+        shown = [c for c in table.chains if c.managed or (table.name, c.name) in declared]
+        if not shown:
+            # as iptables -S orders them: policies, new chains, then the rules
+            rest = sorted((command for c in table.chains for _what, command in _unmanaged_chain(c)),
+                          key=lambda command: "-P -N -A".index(command[:2]))
+            if rest:
+                lines.append(f"  # foreign table (not managed): {table.name}")
+                lines += [f"  #   {command}" for command in rest]
+            continue
+        lines.append(f"  {_key(table.name)}:")
+        for chain in table.chains:
+            if chain not in shown:
+                lines += [f"    # {what} (not managed): {command}" for what, command in _unmanaged_chain(chain)]
+                continue
+            lines.append(f"    {_key(chain.name)}:")
+            if chain.builtin and chain.policy is not None:
+                lines.append(f"      policy: {chain.policy}")
+            lines.append("      rules:" if any(r.managed for r in chain.rules) else "      rules: []")
+            for rule in chain.rules:
+                lines.append(f"      {_item(rule.text)}" if rule.managed
+                             else f"      # foreign rule (not managed): -A {chain.name} {rule.text}")
+    text = ""
+    if any(not line.lstrip().startswith("#") for line in lines):
+        text = "firewall:\n" + "".join(f"{line}\n" for line in lines)
+    elif lines:
+        text = "# firewall: nothing of vnetd's in the iptables-legacy tables\n" + "".join(
+            f"#{line[3:]}\n" for line in lines)
+    for name in nft_tables:
+        family, _, table_name = name.partition(" ")
+        text += (f"# nf_tables table (not managed; packets pass it too, `nft list table {family} {table_name}` "
+                 f"shows it): {name}\n")
+    return text
 
 
 def show_state(state_dir: str, netns: str | None) -> str:
-    """The whole current state; declared sysctl keys and vnetd's chains when known."""
+    """The whole current state; declared sysctl keys and libvirt networks when known,
+    the firewall with every foreign rule, chain and table as a comment."""
     from datetime import UTC, datetime
 
     from vnetd.backends.netlink import NetlinkBackend
@@ -116,21 +187,23 @@ def show_state(state_dir: str, netns: str | None) -> str:
 
         values = SysctlBackend().read(s.key for s in desired.sysctls)
         sections["sysctl"] = {k: _sysctl_scalar(v) for k, v in values.items() if v is not None}
-    from vnetd.backends.iptables import show_firewall
+    from vnetd.backends.nftdetect import nft_tables
+    from vnetd.backends.ruleset import read_ruleset
 
-    firewall = show_firewall(desired.chains if desired is not None else ())
-    if firewall:
-        sections["firewall"] = firewall
+    chains = desired.chains if desired is not None else ()
+    firewall = firewall_text(read_ruleset(chains), {(c.table, c.name) for c in chains}, nft_tables() or ())
+    libvirt = ""
     if desired is not None and desired.libvirt is not None:
         from vnetd.backends.libvirt import show_libvirt
 
         networks = show_libvirt(desired.libvirt.uri)
         if networks is not None:
-            sections["libvirt"] = networks
+            libvirt = _yaml({"libvirt": networks})
     where = f"network namespace {netns}" if netns else "this host"
-
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-    return render_state(sections, f"vnetd show: current state of {where}, {stamp}")
+    header = (f"# vnetd show: current state of {where}, {stamp}\n"
+              "# What vnetd does not manage (other tools' rules, chains and tables) is shown as comments.\n")
+    return header + _yaml(sections) + firewall + libvirt
 
 
 def _declared(state_dir: str) -> Any:

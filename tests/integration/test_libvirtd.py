@@ -50,6 +50,9 @@ def lv(libvirtd_sandbox: Libvirtd) -> Libvirtd:
     if not libvirtd_sandbox.running:
         libvirtd_sandbox.start()
     libvirtd_sandbox.remove_networks()
+    # destroying a network SIGTERMs its dnsmasq without waiting for it: the network's
+    # next start must not find the old dnsmasq still bound to 192.168.122.1
+    assert poll(lambda: not dnsmasq_running(libvirtd_sandbox)), "a dnsmasq outlived its network"
     return libvirtd_sandbox
 
 
@@ -74,8 +77,13 @@ def virbr0(lv: Libvirtd) -> list[str]:
 
 
 def dnsmasq_running(lv: Libvirtd) -> bool:
-    pids = sh("ip", "netns", "pids", lv.ns.name).stdout.split()
-    return any(Path(f"/proc/{pid}/comm").read_text().strip() == "dnsmasq" for pid in pids)
+    def comm(pid: str) -> str:
+        try:
+            return Path(f"/proc/{pid}/comm").read_text().strip()
+        except FileNotFoundError:
+            return ""  # exited since it was listed
+
+    return any(comm(pid) == "dnsmasq" for pid in sh("ip", "netns", "pids", lv.ns.name).stdout.split())
 
 
 @pytest.fixture
@@ -175,7 +183,7 @@ def test_libvirts_nft_rules_are_reported_not_fought(nat: Libvirtd, state_dir: St
     assert "LIBVIRT_PRT" in libvirt_rules and "MASQUERADE" in libvirt_rules
     check = vnetd("check", netns=nat.ns, state_dir=state_dir)
     assert check.returncode == 0, check.stderr
-    assert "firewall.backend_mismatch: nf_tables holds rules in this network namespace" in check.stderr
+    assert "firewall.backend_mismatch: nf_tables has " in check.stderr and "ip nat" in check.stderr
     result = vnetd("apply", netns=nat.ns, state_dir=state_dir)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "firewall.backend_mismatch" in result.stderr

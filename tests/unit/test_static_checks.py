@@ -4,16 +4,23 @@ import-linter contracts (the planning core never imports the system libraries)."
 
 from __future__ import annotations
 
+import importlib.metadata
 import subprocess
 import sys
 
 from tests.support import ROOT
 
-BIN = ROOT / ".venv" / "bin" if (ROOT / ".venv" / "bin" / "ruff").exists() else None
-
 
 def tool(name: str) -> list[str]:
-    return [str(BIN / name)] if BIN else [sys.executable, "-m", name.replace("-", "_")]
+    """The tool as installed with the suite's packages, run by the interpreter running
+    the tests (not through scripts whose interpreter another user may not reach)."""
+    if name == "ruff":  # a native binary, found through its distribution's file list
+        files = [f for f in importlib.metadata.distribution("ruff").files or () if f.name == "ruff"]
+        return [str(files[0].locate())] if files else [sys.executable, "-m", "ruff"]
+    if name == "lint-imports":
+        return [sys.executable, "-c", "import sys; from importlinter.cli import lint_imports_command; "
+                "sys.exit(lint_imports_command())"]
+    return [sys.executable, "-m", name]
 
 
 def run(*cmd: str) -> subprocess.CompletedProcess[str]:
@@ -31,7 +38,6 @@ def test_mypy_strict() -> None:
 
 
 def test_import_layers() -> None:
-    lint_imports = str(BIN / "lint-imports") if BIN else "lint-imports"
-    result = run(lint_imports)
+    result = run(*tool("lint-imports"))
     assert result.returncode == 0, result.stdout[-4000:]
     assert "2 kept, 0 broken" in result.stdout

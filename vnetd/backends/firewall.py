@@ -19,10 +19,10 @@ declared rule's expected kernel form with the kernel's copy of it.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Protocol
+from typing import Protocol
 
 from vnetd.errors import BackendError
-from vnetd.model.firewall import ChainSpec, ObservedTable
+from vnetd.model.firewall import ChainSpec, ObservedTable, ShownTable
 from vnetd.plan.actions import Action
 
 
@@ -59,7 +59,7 @@ class FirewallBackend(Protocol):
     def drain_events(self) -> bool:
         """Read what the event descriptor holds; True if the ruleset may have changed."""
 
-    def show(self, chains: Iterable[ChainSpec]) -> dict[str, Any]:
-        """Chains holding vnetd's rules as a ``firewall:`` section (declared texts where known)."""
+    def show(self, chains: Iterable[ChainSpec]) -> tuple[ShownTable, ...]:
+        """The whole ruleset, vnetd's rules (declared texts where known) and everyone else's."""
 
     def close(self) -> None: ...

@@ -60,12 +60,13 @@ from vnetd.model.firewall import (
     ObservedRule,
     ObservedTable,
     Rule,
+    ShownTable,
     rule_tag,
 )
 from vnetd.plan.actions import FIREWALL_OPS, Action, PruneChain, RestoreChain, SetPolicy, SyncChain
 
 if TYPE_CHECKING:
-    from vnetd.backends.firewall import FirewallBackend as FirewallSeam
+    pass
 
 IPT_SO_GET_INFO = 64
 IPT_SO_GET_ENTRIES = 65
@@ -407,8 +408,10 @@ class FirewallBackend:
     def drain_events(self) -> bool:
         return False
 
-    def show(self, chains: Iterable[ChainSpec]) -> dict[str, Any]:
-        return show_firewall(chains)
+    def show(self, chains: Iterable[ChainSpec]) -> tuple[ShownTable, ...]:
+        from vnetd.backends.ruleset import read_ruleset
+
+        return read_ruleset(chains)
 
     @property
     def compiler(self) -> RuleCompiler:
@@ -764,59 +767,3 @@ class _Handle:
         cache would crash the next user of it, so it leaves the cache too."""
         self.t.close()
         self.iptc.Table._cache.pop(self.table, None)
-
-
-
-# --------------------------------------------------------------------------- show
-
-
-def show_firewall(chains: Iterable[ChainSpec] = ()) -> dict[str, Any]:
-    """Chains that hold vnetd's rules, as a firewall: section.
-
-    A rule is shown as declared when its tag belongs to the current state files,
-    otherwise rendered from the kernel's entry (tag comment left out).
-    """
-    texts = {c.tag(r): r.text for c in chains for r in c.all_rules}
-    raw = RawTables()
-    out: dict[str, Any] = {}
-    try:
-        for table in loaded_tables():
-            got = raw.read(table)
-            if got is None:
-                continue
-            info, view = got
-            blob = bytes(view)
-            policies: dict[str, str | None] = {}
-            shown: dict[str, list[str]] = {}
-            last: dict[str, str] = {}
-            for e in walk_table(info, blob):
-                if e.policy:
-                    policies[e.chain] = e.meaning
-                    continue
-                if e.size == 0:
-                    continue
-                entry = blob[e.offset : e.offset + e.size]
-                tag = entry_tag(entry)
-                if tag is None:
-                    last.pop(e.chain, None)
-                    continue
-                rules = shown.setdefault(e.chain, [])
-                if tag != OWNER_MARK and not (tag in texts and last.get(e.chain) == tag):
-                    rules.append(texts.get(tag) or render_entry(entry, e.meaning))  # once per -s a,b rule
-                last[e.chain] = tag
-            if shown:
-                out[table] = {}
-                for chain, rules in shown.items():
-                    section: dict[str, Any] = {}
-                    if chain in policies:
-                        section["policy"] = policies[chain]
-                    section["rules"] = rules
-                    out[table][chain] = section
-    finally:
-        raw.close()
-    return out
-
-
-def _conforms(backend: FirewallBackend) -> FirewallSeam:
-    """mypy checks here that the legacy backend implements the seam."""
-    return backend

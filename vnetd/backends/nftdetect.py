@@ -2,26 +2,57 @@
 """Which firewall backend the host uses, so vnetd never splits a firewall silently.
 
 python-iptables (libiptc) reads and writes the *legacy* iptables tables. Two things
-make that a trap on modern hosts, and both are reported in ``check``, ``plan`` and
-the daemon's log (``firewall.backend_mismatch``):
+make that a trap on modern hosts, and both are reported by ``check``, ``plan`` and
+``apply`` (one line, once per command) and in the daemon's log
+(``firewall.backend_mismatch``, once per change; docs/OPERATIONS.md has the detail):
 
 * the host's ``iptables`` command is the nft variant (Debian/Ubuntu default since
   Buster/20.04): ``iptables -S`` then shows nf_tables, not vnetd's rules;
-* nf_tables already holds tables in this namespace (modern libvirt, firewalld,
-  docker, nftables.service): packets traverse both, and a drop in either wins.
+* nf_tables holds tables in this namespace, of any family (firewalld's ``inet
+  firewalld``, a distribution's ``inet filter``, libvirt's and docker's ``ip``
+  tables, ``ip6``, ``bridge``, ``netdev``, ``arp``): packets traverse both, and a
+  drop in either wins.
+
+The tables are listed with one ``NFT_MSG_GETTABLE`` dump for every family
+(``NFPROTO_UNSPEC``) on a netlink socket of the current network namespace: a few
+tens of microseconds, so the daemon repeats it on its periodic check and notices a
+firewall started under it without a reload. Listing needs CAP_NET_ADMIN; without it
+(``check`` as a user) nothing is reported.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import socket
+import struct
 from dataclasses import dataclass
+from typing import Any
+
+NETLINK_NETFILTER = 12
+NFNL_SUBSYS_NFTABLES = 10
+NFT_MSG_NEWTABLE, NFT_MSG_GETTABLE = 0, 1
+NFTA_TABLE_NAME = 1
+NFPROTO_UNSPEC = 0
+NLM_F_REQUEST, NLM_F_DUMP, NLM_F_DUMP_INTR = 0x1, 0x300, 0x10
+NLMSG_ERROR, NLMSG_DONE = 2, 3
+FAMILIES = {1: "inet", 2: "ip", 3: "arp", 5: "netdev", 7: "bridge", 10: "ip6"}
+_NLMSGHDR = struct.Struct("=IHHII")
+_NFGENMSG = struct.Struct("=BBH")
+_NLATTR = struct.Struct("=HH")
+#: how many table names the one-line warning shows before "and N more"
+SHOWN_TABLES = 6
+DOCS = "docs/OPERATIONS.md"
 
 
 @dataclass(frozen=True, slots=True)
 class BackendReport:
     iptables_variant: str | None  # "nft", "legacy" or None (no iptables command)
-    nft_tables: tuple[str, ...]  # "family name" of nf_tables tables in this namespace
+    nft_tables: tuple[str, ...]  # "family name" of every nf_tables table in this namespace
+
+    @property
+    def mismatch(self) -> bool:
+        return self.iptables_variant == "nft" or bool(self.nft_tables)
 
 
 def iptables_variant() -> str | None:
@@ -36,43 +67,119 @@ def iptables_variant() -> str | None:
     return None
 
 
-def nft_tables() -> tuple[str, ...]:
-    """nf_tables tables in the current network namespace (read over netlink)."""
-    families = {1: "inet", 2: "ip", 3: "arp", 5: "netdev", 7: "bridge", 10: "ip6"}
-    try:
-        from pyroute2.nftables.main import NFTables
+def _parse_tables(data: bytes, seq: int, found: list[str]) -> bool | None:
+    """Add the tables of one read; True at the end of the dump, None if it was interrupted."""
+    offset = 0
+    while offset + _NLMSGHDR.size <= len(data):
+        length, mtype, flags, msg_seq, _pid = _NLMSGHDR.unpack_from(data, offset)
+        if length < _NLMSGHDR.size:
+            return True  # malformed: stop rather than loop
+        body = offset + _NLMSGHDR.size
+        end = offset + length
+        offset += (length + 3) & ~3
+        if msg_seq != seq:
+            continue
+        if flags & NLM_F_DUMP_INTR:
+            return None
+        if mtype == NLMSG_DONE:
+            return True
+        if mtype == NLMSG_ERROR:
+            code = -struct.unpack_from("=i", data, body)[0]
+            raise OSError(code, os.strerror(code))
+        if mtype != (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWTABLE:
+            continue
+        family = _NFGENMSG.unpack_from(data, body)[0]
+        attr = body + _NFGENMSG.size
+        while attr + _NLATTR.size <= end:
+            alen, atype = _NLATTR.unpack_from(data, attr)
+            if alen < _NLATTR.size:
+                break
+            if atype & 0x3FFF == NFTA_TABLE_NAME:
+                name = data[attr + _NLATTR.size : attr + alen].split(b"\0", 1)[0].decode("utf-8", "replace")
+                found.append(f"{FAMILIES.get(family, str(family))} {name}")
+            attr += (alen + 3) & ~3
+    return False
 
-        nft = NFTables()
+
+def nft_tables() -> tuple[str, ...] | None:
+    """Every nf_tables table of this network namespace, as "family name", sorted;
+    None when they cannot be listed (no CAP_NET_ADMIN, no nf_tables)."""
+    for seq in range(1, 4):  # a dump interrupted by a concurrent change is redone
         try:
-            tables = list(nft.get_tables())
+            sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, NETLINK_NETFILTER)
+        except OSError:
+            return None
+        try:
+            sock.settimeout(2.0)
+            request = _NFGENMSG.pack(NFPROTO_UNSPEC, 0, 0)
+            header = _NLMSGHDR.pack(_NLMSGHDR.size + len(request), (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETTABLE,
+                                    NLM_F_REQUEST | NLM_F_DUMP, seq, 0)
+            sock.send(header + request)
+            found: list[str] = []
+            while True:
+                done = _parse_tables(sock.recv(1 << 16), seq, found)
+                if done is None:
+                    break
+                if done:
+                    return tuple(sorted(found))
+        except OSError:  # EPERM without CAP_NET_ADMIN, no nf_tables, a timeout: not known
+            return None
         finally:
-            nft.close()
-    except OSError:
-        return ()
-    out = []
-    for t in tables:
-        family = families.get(t.get("nfgen_family"), str(t.get("nfgen_family")))
-        out.append(f"{family} {t.get('NFTA_TABLE_NAME')}")
-    return tuple(sorted(out))
+            sock.close()
+    return None
 
 
 def report() -> BackendReport:
-    return BackendReport(iptables_variant(), nft_tables())
+    return BackendReport(iptables_variant(), nft_tables() or ())
+
+
+def mismatch_line(rep: BackendReport) -> str | None:
+    """The warning, in one short line; None when vnetd's legacy tables are the only firewall."""
+    if not rep.mismatch:
+        return None
+    parts = []
+    if rep.nft_tables:
+        shown = ", ".join(rep.nft_tables[:SHOWN_TABLES])
+        more = len(rep.nft_tables) - SHOWN_TABLES
+        parts.append(f"nf_tables has {shown}{f' and {more} more' if more > 0 else ''} here")
+    if rep.iptables_variant == "nft":
+        parts.append("`iptables` is iptables-nft")
+    return f"{' and '.join(parts)}; vnetd writes the legacy tables and packets pass both (see {DOCS})"
 
 
 def backend_warnings(rep: BackendReport | None = None) -> list[str]:
-    rep = rep or report()
-    warnings = []
-    if rep.iptables_variant == "nft":
-        warnings.append(
-            "firewall.backend_mismatch: this host's `iptables` is the nft variant; vnetd writes the legacy "
-            "tables (python-iptables/libiptc), which `iptables -S` does not show. Read them with "
-            "`iptables-legacy -S`, or make legacy the default: "
-            "update-alternatives --set iptables /usr/sbin/iptables-legacy (see docs/OPERATIONS.md)")
-    if rep.nft_tables:
-        warnings.append(
-            "firewall.backend_mismatch: nf_tables holds rules in this network namespace ("
-            + ", ".join(rep.nft_tables) + "); packets traverse both nf_tables and vnetd's legacy tables, "
-            "and a drop in either wins. Move those rules to vnetd's state files, or run their owner "
-            "(libvirt, firewalld, docker) with its iptables-legacy backend (see docs/OPERATIONS.md)")
-    return warnings
+    line = mismatch_line(rep or report())
+    return [] if line is None else [f"firewall.backend_mismatch: {line}"]
+
+
+class BackendWatch:
+    """The daemon's periodic look at the other firewalls of its namespace: logs
+    ``firewall.backend_mismatch`` once per change (a table added or removed, the
+    iptables command switched) and ``firewall.backend_clear`` when none is left.
+    Nothing is logged while the state declares no firewall (vnetd then writes none)."""
+
+    def __init__(self, log: Any) -> None:
+        self.log = log
+        self.last: BackendReport | None = None
+
+    def check(self, firewall_declared: bool) -> BackendReport | None:
+        """Look again; returns the report when it changed (and was logged)."""
+        if not firewall_declared:
+            self.last = None
+            return None
+        rep = report()
+        previous, self.last = self.last, rep
+        if rep == previous or (previous is None and not rep.mismatch):
+            return None
+        before = set(previous.nft_tables) if previous else set()
+        fields: dict[str, object] = {
+            "nft_tables": list(rep.nft_tables), "iptables_variant": rep.iptables_variant,
+            "added": sorted(set(rep.nft_tables) - before), "removed": sorted(before - set(rep.nft_tables)),
+        }
+        line = mismatch_line(rep)
+        if line is None:
+            self.log.info("firewall.backend_clear", message="vnetd's legacy iptables tables are the only firewall "
+                          "here again", **fields)
+        else:
+            self.log.warning("firewall.backend_mismatch", message=line, **fields)
+        return rep

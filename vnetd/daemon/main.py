@@ -176,7 +176,6 @@ class Daemon:
             from prometheus_client import start_http_server
 
             start_http_server(self.metrics_addr[1], addr=self.metrics_addr[0], registry=self.metrics.registry)
-        self._connect_libvirt()
         debounce = FileDebounce(self.args.state_dir)
         settle_started: float | None = None
         now = time.monotonic()
@@ -187,6 +186,11 @@ class Daemon:
         self._pass({"startup"})
         self.notifier.ready(rec.summary_line())
         self.log.info("daemon.ready", summary=rec.summary_line())
+        # libvirt only after READY: at boot libvirtd is ordered after network.target, which
+        # waits for vnetd, and a socket-activated libvirtd would leave the connect hanging
+        # until vnetd timed out (docs/OPERATIONS.md, "Boot order"); the next pass has libvirt
+        self._connect_libvirt()
+        self.wake.post("libvirt")
         try:
             while not self.stopping:
                 now = time.monotonic()

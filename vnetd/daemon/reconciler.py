@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vnetd.backends import rtnl
+from vnetd.backends.nftdetect import BackendWatch
 from vnetd.daemon.backoff import Health, HealthBook
 from vnetd.engine import Engine, PassResult
 from vnetd.errors import BackendError, ConfigError
@@ -147,6 +148,7 @@ class Reconciler:
         self.loaded = False
         self.load_errors: list[str] = []
         self.health = HealthBook(conflict_repairs)
+        self.backend_watch = BackendWatch(log)
         self.net = NetCache(self.engine)
         self.fw_tables: dict[str, Any] | None = None
         self.fw_dirty = True
@@ -168,7 +170,7 @@ class Reconciler:
         try:
             from vnetd.checks import load_checked
 
-            desired, warnings = load_checked(self.state_dir)
+            desired, warnings = load_checked(self.state_dir, environment=False)  # backend_watch reports those
         except ConfigError as exc:
             self.load_errors = [str(i) for i in exc.issues]
             self.log.error("config.invalid", source=source, errors=self.load_errors, error_count=len(exc.issues),
@@ -184,6 +186,7 @@ class Reconciler:
             event, _, message = warning.partition(": ")
             self.log.warning(event if event.startswith("firewall.") else "config.warning", message=message)
         self._log_forgotten(previous, desired)
+        self.backend_watch.check(bool(desired.chains))
         self.fw_dirty = True
         self.lv_dirty = True
         release_memory()  # the YAML node tree of a big state is garbage now
@@ -254,6 +257,7 @@ class Reconciler:
     def check_unevented(self) -> list[str]:
         """Netfilter and sysctl: what changed since the last pass (cheap, no parsing)."""
         reasons = []
+        self.backend_watch.check(bool(self.desired.chains))  # other firewalls: logged once per change
         if self.fw_watch or self.desired.chains:
             try:
                 changed = self.engine.backends.firewall.changed(self.fw_watch)

@@ -125,27 +125,49 @@ def query(path: str, request: str, timeout: float = 5.0) -> bytes:
     return b"".join(chunks)
 
 
+#: ``vnetd status`` exit codes (LSB: 0 running, 3 not running, 4 unknown)
+STATUS_OK, STATUS_DEGRADED, STATUS_NOT_RUNNING, STATUS_UNKNOWN = 0, 1, 3, 4
+
+
+def degraded(s: dict[str, Any]) -> list[str]:
+    """Why a running daemon is not doing all it should (empty: it is)."""
+    reasons = []
+    if s.get("last_load_errors"):
+        reasons.append("the last load of the state files failed")
+    counts = s.get("counts", {})
+    for state in ("failing", "backed-off"):
+        if counts.get(state):
+            n = counts[state]
+            reasons.append(f"{n} resource{'s' if n != 1 else ''} {state}")
+    return reasons
+
+
 def status_command(args: argparse.Namespace) -> int:
-    """``vnetd status``: 0 when the daemon answers, 3 when it is not running."""
+    """``vnetd status``: 0 ok, 1 running but degraded (last load failed, resources
+    failing or backed off), 3 not running, 4 status unknown (no permission)."""
     try:
         if args.prometheus:
             sys.stdout.write(query(args.socket, "metrics").decode())
-            return 0
+            return STATUS_OK
         answer = json.loads(query(args.socket, "status"))
     except (FileNotFoundError, ConnectionRefusedError):
         print(f"vnetd is not running (no daemon at {args.socket})", file=sys.stderr)
-        return 3
+        return STATUS_NOT_RUNNING
     except PermissionError:
         print(f"permission denied on {args.socket}: vnetd status is for root", file=sys.stderr)
-        return 1
+        return STATUS_UNKNOWN
     if "error" in answer:
         print(f"vnetd: {answer['error']}", file=sys.stderr)
-        return 1
+        return STATUS_UNKNOWN
+    reasons = degraded(answer)
     if args.json:
         print(json.dumps(answer, indent=2))
-        return 0
-    print(render_status(answer), end="")
-    return 0
+    else:
+        print(render_status(answer), end="")
+    if reasons:
+        print("vnetd is degraded: " + "; ".join(reasons), file=sys.stderr)
+        return STATUS_DEGRADED
+    return STATUS_OK
 
 
 def render_status(s: dict[str, Any]) -> str:

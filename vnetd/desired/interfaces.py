@@ -58,7 +58,7 @@ def _parse_interface(node: yaml.Node, path: str, ctx: FileContext) -> Interface 
     errors_before = len(ctx.issues)
     if not m.require("name", "the interface name (1-15 characters)"):
         return None
-    name = m.string("name", validate.interface_name)
+    name = m.string("name", validate.link_name)
     state = AdminState(m.choice("state", _STATES) or "up")
     type_str = m.choice("type", _TYPES)
     if "type" not in m and state is not AdminState.ABSENT:
@@ -210,10 +210,10 @@ def _parse_port(node: yaml.Node, path: str, ctx: FileContext) -> str | None:
         p = MapView(node, path, ctx, ("name",), "a bridge port")
         if not p.require("name", "the port's interface name"):
             return None
-        return p.string("name", validate.interface_name)
+        return p.string("name", validate.link_name)
     if isinstance(node, yaml.ScalarNode) and node.tag == "tag:yaml.org,2002:str":
         value = scalar_value(node)
-        problem = validate.interface_name(value)
+        problem = validate.link_name(value)
         if problem:
             ctx.error(node, path, problem)
             return None
@@ -229,7 +229,7 @@ def _parse_veth(m: MapView, path: str, iftype: IfType | None, ctx: FileContext) 
     if iftype is not IfType.VETH:
         ctx.error(m.key_node("veth"), join(path, "veth"), "'veth' is only valid with type: veth")
         return None
-    return v.string("peer", validate.interface_name) if v.require("peer", "the peer's name") else None
+    return v.string("peer", validate.link_name) if v.require("peer", "the peer's name") else None
 
 
 def _parse_vlan(m: MapView, path: str, iftype: IfType | None, ctx: FileContext) -> tuple[str | None, int | None]:
@@ -246,7 +246,7 @@ def _parse_vlan(m: MapView, path: str, iftype: IfType | None, ctx: FileContext) 
     v.require("id", "the VLAN id (1-4094)")
     if "protocol" in v:
         v.choice("protocol", ("802.1q",))
-    return v.string("base-iface", validate.interface_name), v.integer("id", 1, 4094)
+    return v.string("base-iface", validate.link_name), v.integer("id", 1, 4094)
 
 
 def cross_check(interfaces: Sequence[Interface]) -> list[ConfigIssue]:

@@ -86,10 +86,15 @@ def is_state_file(name: str) -> bool:
 
 
 def insecure(st: os.stat_result) -> str | None:
-    """Why a state file or directory must not be trusted, or None."""
+    """Why a state file or directory must not be trusted, or None.
+
+    Owned by root, or by the user running vnetd (as sshd's StrictModes): the daemon
+    runs as root, so for it that is root; a user running ``vnetd check`` on a copy of
+    their own can change nothing with it."""
     problems = []
-    if st.st_uid != 0:
-        problems.append(f"owned by uid {st.st_uid}, not root")
+    euid = os.geteuid()
+    if st.st_uid not in (0, euid):
+        problems.append(f"owned by uid {st.st_uid}, not root" + (f" or you (uid {euid})" if euid else ""))
     if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
         problems.append(f"writable by {'group' if st.st_mode & stat.S_IWGRP else ''}"
                         f"{' and ' if st.st_mode & stat.S_IWGRP and st.st_mode & stat.S_IWOTH else ''}"

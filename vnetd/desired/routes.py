@@ -39,7 +39,7 @@ def _parse_route(node: yaml.Node, path: str, ctx: FileContext) -> RouteSpec | No
         return None
     dest = r.string("destination", validate.ip_network)
     gateway = r.string("next-hop-address", validate.ip_address)
-    device = r.string("next-hop-interface", validate.interface_name)
+    device = r.string("next-hop-interface", validate.link_name)
     metric = r.integer("metric", 0, 2**32 - 1)
     table = r.integer("table-id", 1, 2**32 - 1)
     state = r.choice("state", ("absent",))

@@ -17,6 +17,7 @@ _CHAIN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+-]{0,27}$")  # XT_EXTENSION_MAXN
 
 
 def interface_name(name: str) -> str | None:
+    """The kernel's dev_valid_name(): what any interface name must be (in rules too)."""
     if not name:
         return "an interface name must not be empty (1-15 characters)"
     if len(name.encode()) >= IFNAMSIZ:
@@ -27,6 +28,34 @@ def interface_name(name: str) -> str | None:
     if bad:
         return f"interface name {name!r} contains {bad!r}; '/', ':', whitespace and non-ASCII are not allowed"
     return None
+
+
+#: Names the kernel refuses for a new link or that clash with a file beside the links':
+#: "all" and "default" are the /proc/sys/net/ipv{4,6}/conf/ directories of every link
+#: and of new ones (the kernel answers EINVAL); "bonding_masters" is the file the
+#: bonding driver puts in /sys/class/net (a link of that name collides with it).
+RESERVED_LINK_NAMES = ("all", "default", "bonding_masters")
+VALID_LINK_NAME = ("a valid name has 1-15 printable ASCII characters without '/', ':', '%' or whitespace, "
+                   "and is not '.', '..', " + ", ".join(repr(n) for n in RESERVED_LINK_NAMES))
+
+
+def link_name(name: str) -> str | None:
+    """A name vnetd may create, manage or route through: dev_valid_name() and what the
+    kernel treats specially when it creates a link.
+
+    '%' is refused: the kernel takes a new link's name with '%d' as a pattern and
+    picks the first free number (``hp%d`` becomes hp0, then hp1 on the next create),
+    so a declared ``hp%d`` would never exist and would be created again forever.
+    """
+    problem = interface_name(name)
+    if problem is None and name in RESERVED_LINK_NAMES:
+        clash = f"/sys/class/net/{name}" if name == "bonding_masters" else f"/proc/sys/net/ipv4/conf/{name}"
+        problem = f"interface name {name!r} is reserved: it clashes with {clash}"
+    elif problem is None and "%" in name:
+        why = (f"the kernel takes '%d' as a pattern and would create {name.replace('%d', '0', 1)!r}, "
+               f"{name.replace('%d', '1', 1)!r}, ... instead" if "%d" in name else "the kernel refuses it")
+        problem = f"interface name {name!r} contains '%': {why}"
+    return None if problem is None else f"{problem}; {VALID_LINK_NAME}"
 
 
 def mac_address(value: str) -> str | None:

@@ -473,7 +473,7 @@ def _translate_file(
     if ":" in name:
         aliases.append((f, name))
         return None
-    problem = validate.interface_name(name)
+    problem = validate.link_name(name)
     if problem is not None:
         where = "DEVICE" if device is not None else "the file name"
         result.notes.append(_untranslated_file(f, f"{where}: {problem}"))
@@ -561,7 +561,7 @@ def _vlan(f: IfcfgFile, draft: InterfaceDraft) -> None:
     if vid_text is None and (m2 := re.match(r"^vlan([0-9]+)$", draft.name)):
         vid_text = m2.group(1)
     problem = None
-    if base is None or validate.interface_name(base) is not None:
+    if base is None or validate.link_name(base) is not None:
         problem = "no valid parent device (PHYSDEV= or the name eth0.10)"
     elif vid_text is None or not vid_text.isdigit() or not 1 <= int(vid_text) <= 4094:
         problem = "no VLAN id 1-4094 (VLAN_ID= or the name eth0.10)"
@@ -862,7 +862,7 @@ def _ip_route_args(words: list[str], device: str, family: int, source: str) -> t
                 return None, problem
             gateway = arg
         elif word == "dev":
-            if (problem := validate.interface_name(arg)) is not None:
+            if (problem := validate.link_name(arg)) is not None:
                 return None, problem
             dev = arg
         elif word in ("metric", "preference", "priority"):

@@ -152,3 +152,40 @@ class ObservedChain:
 class ObservedTable:
     name: str
     chains: dict[str, ObservedChain]
+
+
+# --------------------------------------------------------------------------- shown
+
+
+@dataclass(frozen=True, slots=True)
+class ShownRule:
+    text: str  # without the "-A CHAIN" prefix
+    managed: bool  # vnetd's (tagged), or someone else's
+
+
+@dataclass(frozen=True, slots=True)
+class ShownChain:
+    name: str
+    builtin: bool
+    policy: str | None  # built-in chains only
+    owned: bool  # a user chain that carries vnetd's owner mark
+    rules: tuple[ShownRule, ...] = ()
+
+    @property
+    def managed(self) -> bool:
+        """vnetd has something in it: its rules, or the chain itself."""
+        return self.owned or any(r.managed for r in self.rules)
+
+    @property
+    def foreign(self) -> tuple[ShownRule, ...]:
+        return tuple(r for r in self.rules if not r.managed)
+
+
+@dataclass(frozen=True, slots=True)
+class ShownTable:
+    name: str
+    chains: tuple[ShownChain, ...] = field(default=())
+
+    @property
+    def managed(self) -> bool:
+        return any(c.managed for c in self.chains)

@@ -3,9 +3,11 @@
 
 from __future__ import annotations
 
+import difflib
 import json
+from collections.abc import Sequence
 
-from vnetd.plan.actions import Plan
+from vnetd.plan.actions import Action, Plan, jsonable
 
 
 def plan_text(plan: Plan) -> str:
@@ -29,3 +31,32 @@ def plan_json(plan: Plan) -> str:
         "changes": [a.as_dict() for a in plan.actions],
         "problems": [{"resource": p.resource, "message": p.message} for p in plan.problems],
     }, indent=2) + "\n"
+
+
+def _value_lines(field: str, value: object) -> list[str]:
+    value = jsonable(value)
+    if isinstance(value, list):
+        return [f"  {field}:"] + [f"  - {v}" for v in value] if value else [f"  {field}: []"]
+    if value is None:
+        return [f"  {field}: (none)"]
+    return [f"  {field}: {json.dumps(value) if isinstance(value, bool) or value == '' else value}"]
+
+
+def drift_diff(actions: Sequence[Action]) -> str:
+    """What the state files want against what is there, for the resources that still
+    differ, as a unified diff (nmstate's verification error): one block per resource,
+    one line per field, list values one item a line."""
+    desired: list[str] = []
+    current: list[str] = []
+    seen: set[tuple[str, str]] = set()
+    for resource in dict.fromkeys(a.resource for a in actions):
+        desired.append(f"{resource}:")
+        current.append(f"{resource}:")
+        for action in (a for a in actions if a.resource == resource):
+            if (resource, action.field) in seen:
+                continue
+            seen.add((resource, action.field))
+            desired += _value_lines(action.field, action.want)
+            current += _value_lines(action.field, action.have)
+    return "".join(f"{line}\n" for line in difflib.unified_diff(
+        desired, current, "desired", "current", n=max(len(desired), len(current)), lineterm=""))

@@ -144,7 +144,7 @@ class Engine:
         if desired.chains or self.backends.firewall.has_vnetd_rules():
             firewall = self.backends.firewall
             observed.firewall = firewall.observe(desired.chains)
-            observed.rule_fingerprints = firewall.fingerprints(desired.chains)
+            observed.rule_ids = firewall.rule_ids(desired.chains)
         if desired.libvirt is not None:
             self.observe_libvirt(desired, observed)
         return observed

@@ -136,14 +136,16 @@ def test_vnetd_compiles_rules_exactly_as_iptables_writes_them(netns: Netns) -> N
     encodes natively, and every extension python-iptables compiles."""
     import json
 
+    from vnetd.backends.xtables import shared_compiler
     from vnetd.desired.rules import parse_rule
-    from vnetd.model.firewall import rule_tag
+    from vnetd.model.firewall import ChainMode, ChainSpec
 
     for table, chain, text in RULES:
-        canonical = parse_rule(text).text
+        rule = parse_rule(text)
+        canonical = rule.text
         cut = canonical.rfind(" -j ") if " -j " in canonical else canonical.rfind(" -g ")
         head, tail = (canonical[:cut], canonical[cut:]) if cut >= 0 else (canonical, "")
-        tag = rule_tag(table, chain, canonical)
+        tag = shared_compiler().compile(ChainSpec(table, chain, None, ChainMode.MERGE, (rule,)), rule).tag
         netns.exec("sh", "-c", f"iptables-legacy -t {table} -A {chain} {head} -m comment --comment {tag}{tail}")
     out = subprocess.run([PY, "-c", SAME_AS_IPTABLES, netns.name, json.dumps(RULES)], capture_output=True,
                          text=True, env={"PYTHONPATH": str(ROOT)})

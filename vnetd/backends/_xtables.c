@@ -711,6 +711,15 @@ static void parse_rule(struct vx_rule *r, int argc, char **argv, const char *tab
 
 /* ------------------------------------------------------------------ entries */
 
+/* The bytes of a match or target that userspace owns (compared; the rest is the
+ * kernel's): the extension's userspacesize after the header, or all of it when the
+ * extension does not say (0: libxt_helper, libxt_connlabel), as the kernel copies
+ * everything back when its own usersize is not set. */
+static size_t owned_size(size_t userspacesize, size_t size, size_t header)
+{
+    return userspacesize ? header + userspacesize : size;
+}
+
 static PyObject *build_entries(struct vx_rule *r)
 {
     struct xtables_rule_match *mp;
@@ -744,14 +753,16 @@ static PyObject *build_entries(struct vx_rule *r)
 
         memcpy(blob + size, mp->match->m, mp->match->m->u.match_size);
         size += mp->match->m->u.match_size;
-        n = PyLong_FromSize_t(XT_ALIGN(sizeof(struct xt_entry_match)) + mp->match->userspacesize);
+        n = PyLong_FromSize_t(owned_size(mp->match->userspacesize, mp->match->m->u.match_size,
+                                         XT_ALIGN(sizeof(struct xt_entry_match))));
         PyList_Append(usersizes, n);
         Py_XDECREF(n);
     }
     memcpy(blob + size, r->target->t, r->target->t->u.target_size);
     size += r->target->t->u.target_size;
     {
-        PyObject *n = PyLong_FromSize_t(XT_ALIGN(sizeof(struct xt_entry_target)) + r->target->userspacesize);
+        PyObject *n = PyLong_FromSize_t(owned_size(r->target->userspacesize, r->target->t->u.target_size,
+                                                   XT_ALIGN(sizeof(struct xt_entry_target))));
         PyList_Append(usersizes, n);
         Py_XDECREF(n);
     }

@@ -22,7 +22,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Protocol
 
 from vnetd.errors import BackendError
-from vnetd.model.firewall import ChainSpec, ObservedTable, ShownTable
+from vnetd.model.firewall import ChainSpec, ObservedTable, RuleId, RuleKey, ShownTable
 from vnetd.plan.actions import Action
 
 
@@ -37,8 +37,9 @@ class FirewallBackend(Protocol):
     def observe(self, chains: Iterable[ChainSpec]) -> dict[str, ObservedTable]:
         """Every table the declared chains use, plus every table holding vnetd's rules."""
 
-    def fingerprints(self, chains: Iterable[ChainSpec]) -> Mapping[str, tuple[bytes, ...]]:
-        """Tag -> the fingerprints of each declared rule's kernel entries (the owner mark too)."""
+    def rule_ids(self, chains: Iterable[ChainSpec]) -> Mapping[RuleKey, RuleId]:
+        """Each declared rule's tag and the fingerprints of its kernel entries (the owner
+        mark under plan.firewall.OWNER_KEY); the same mapping while the rules are the same."""
 
     def tables_to_read(self, chains: Iterable[ChainSpec]) -> list[str]:
         """The tables ``observe`` reads (what ``changed`` watches)."""

@@ -60,10 +60,12 @@ from vnetd.model.firewall import (
     ObservedRule,
     ObservedTable,
     Rule,
+    RuleId,
+    RuleKey,
     ShownTable,
-    rule_tag,
 )
 from vnetd.plan.actions import FIREWALL_OPS, Action, PruneChain, RestoreChain, SetPolicy, SyncChain
+from vnetd.plan.firewall import OWNER_KEY
 
 if TYPE_CHECKING:
     pass
@@ -362,7 +364,8 @@ class FirewallBackend:
         self._snapshots: dict[str, Snapshot] = {}
         self._compiled: dict[str, CompiledRule] = {}
         self._compiled_for: tuple[ChainSpec, ...] | None = None
-        self._fingerprints: dict[str, tuple[bytes, ...]] = {}
+        self._ids: dict[RuleKey, RuleId] = {}
+        self._by_key: dict[RuleKey, CompiledRule] = {}
         self._masks: dict[str, tuple[int, ...]] = {}
         self._fingerprints_of: object = None
 
@@ -435,6 +438,7 @@ class FirewallBackend:
         if self._compiled_for is chains:  # the same desired state as the last call
             return self._compiled
         compiled: dict[str, CompiledRule] = {}
+        by_key: dict[RuleKey, CompiledRule] = {}
         existing: dict[str, set[str]] = {}
         for chain in chains:
             if chain.table not in existing:
@@ -446,8 +450,10 @@ class FirewallBackend:
                 except RuleCompileError as exc:
                     raise BackendError("xtables", chain.resource, f"cannot compile {rule.text!r}: {exc}") from exc
                 compiled[c.tag] = c
-        compiled[OWNER_MARK] = owner_mark()
+                by_key[chain.key(rule)] = c
+        compiled[OWNER_MARK] = by_key[OWNER_KEY] = owner_mark()
         self._compiled = compiled
+        self._by_key = by_key
         self._compiled_for = chains
         return compiled
 
@@ -458,10 +464,10 @@ class FirewallBackend:
         got = self._raw.read(table)
         return set() if got is None else {e.chain for e in walk_table(*got)}
 
-    def fingerprints(self, chains: Iterable[ChainSpec]) -> dict[str, tuple[bytes, ...]]:
-        """Tag -> fingerprints of each declared rule's entries (the same dict while the rules are the same)."""
+    def rule_ids(self, chains: Iterable[ChainSpec]) -> dict[RuleKey, RuleId]:
+        """Each declared rule's tag and fingerprints (the same dict while the rules are the same)."""
         self._refresh_views(chains)
-        return self._fingerprints
+        return self._ids
 
     def masks(self, chains: Iterable[ChainSpec]) -> dict[str, tuple[int, ...]]:
         """Tag -> usersizes of each declared rule (what of a kernel copy is compared)."""
@@ -471,7 +477,7 @@ class FirewallBackend:
     def _refresh_views(self, chains: Iterable[ChainSpec]) -> None:
         compiled = self.compile_all(chains)
         if self._fingerprints_of is not compiled:
-            self._fingerprints = {tag: c.fingerprints for tag, c in compiled.items()}
+            self._ids = {key: RuleId(c.tag, c.fingerprints) for key, c in self._by_key.items()}
             self._masks = {tag: c.usersizes for tag, c in compiled.items()}
             self._fingerprints_of = compiled
 
@@ -532,7 +538,7 @@ class FirewallBackend:
         error: BackendError | None = None
         for _attempt in range(3):
             try:
-                handle = _Handle(table, self._compiled)
+                handle = _Handle(table, self._compiled, self._by_key)
                 handle.create_restored_chains(actions)
                 for action in actions:
                     handle.edit(action)
@@ -589,7 +595,8 @@ class _Retry(Exception):
 class _Handle:
     """A libiptc handle on one table (python-iptables Table), edited by chain position."""
 
-    def __init__(self, table: str, compiled: dict[str, CompiledRule]) -> None:
+    def __init__(self, table: str, compiled: dict[str, CompiledRule],
+                 by_key: dict[RuleKey, CompiledRule] | None = None) -> None:
         iptc = iptc_module()
         self.iptc = iptc
         self.table = table
@@ -599,6 +606,7 @@ class _Handle:
         except iptc.IPTCError as exc:
             raise BackendError("xtables", f"firewall/{table}", f"cannot open table: {exc}") from exc
         self.compiled = compiled
+        self.by_key = by_key or {}
 
     def _resource(self, chain: str) -> str:
         return f"firewall/{self.table}/{chain}"
@@ -640,7 +648,7 @@ class _Handle:
     def _want(self, op: SyncChain, rules: tuple[Rule, ...], mark: bool) -> list[_Wanted]:
         """Every entry the rules make, in order (the owner mark first when ``mark``)."""
         compiled = [self.compiled[OWNER_MARK]] if mark else []
-        compiled += [self.compiled[rule_tag(op.table, op.chain, rule.text)] for rule in rules]
+        compiled += [self.by_key[(op.table, op.chain, rule.text)] for rule in rules]
         return [_Wanted(c.tag, fp, entry, plain) for c in compiled
                 for fp, entry, plain in zip(c.fingerprints, c.entries, c.plain_fingerprints, strict=True)]
 

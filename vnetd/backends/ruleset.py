@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from vnetd.backends.iptables import RawTables, loaded_tables, walk_table
-from vnetd.backends.xtables import entry_tag, render_entry
+from vnetd.backends.xtables import declared_texts, entry_tag, render_entry
 from vnetd.model.firewall import OWNER_MARK, ChainSpec, ShownChain, ShownRule, ShownTable
 
 
@@ -29,7 +29,7 @@ class _Chain:
 def read_ruleset(declared: Iterable[ChainSpec] = ()) -> tuple[ShownTable, ...]:
     """Every loaded legacy table, in kernel order; ``declared`` lends vnetd's rules
     their declared text."""
-    texts = {c.tag(r): r.text for c in declared for r in c.all_rules}
+    texts = declared_texts(declared)
     tables = []
     raw = RawTables()
     try:

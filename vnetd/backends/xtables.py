@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vnetd.errors import ConfigIssue
-from vnetd.model.firewall import BUILTIN_CHAINS, ChainSpec, Rule
+from vnetd.model.firewall import BUILTIN_CHAINS, TAG_PREFIX, ChainSpec, Rule
 
 IPT_ENTRY_SIZE = 112
 XT_ENTRY_HEADER = 32  # struct xt_entry_match / xt_entry_target header
@@ -210,6 +210,15 @@ def _explain(message: str, rule: Rule) -> str:
     return message
 
 
+def meaning_tag(table: str, chain: str, plain_fingerprints: Iterable[bytes]) -> str:
+    """A declared rule's tag: table, chain and what its entries mean (their fingerprints
+    without the tag), so that two spellings of one rule are the same rule."""
+    h = hashlib.blake2b(f"{table}\0{chain}\0".encode(), digest_size=8)
+    for fp in plain_fingerprints:
+        h.update(fp)
+    return TAG_PREFIX + h.hexdigest()
+
+
 def insert_before_target(entry: bytes, segment: bytes) -> bytes:
     """``entry`` with ``segment`` (a match) added after its last match."""
     target_offset, next_offset = struct.unpack_from("=HH", entry, 88)
@@ -294,13 +303,13 @@ class RuleCompiler:
                 rule.words, chain.table, chain.name, chains)
         except xt.CompileError as exc:
             return RuleCompileError(_explain(str(exc), rule))
-        tag = chain.tag(rule)
+        std = None if kind == "extension" else target
+        plain = tuple(fingerprint(clean_entry(e, tuple(usersizes)), std, goto) for e in entries)
+        tag = meaning_tag(chain.table, chain.name, plain)
         comment = comment_match(tag)
         tagged = tuple(insert_before_target(e, comment) for e in entries)
         sizes = (*usersizes[:-1], COMMENT_SIZE, usersizes[-1])
-        std = None if kind == "extension" else target
         fps = tuple(fingerprint(clean_entry(e, sizes), std, goto) for e in tagged)
-        plain = tuple(fingerprint(clean_entry(e, tuple(usersizes)), std, goto) for e in entries)
         notes = tuple(line.strip() for line in warnings.splitlines() if line.strip())
         return CompiledRule(tag, tagged, fps, sizes, std, bool(goto), notes, plain)
 
@@ -433,6 +442,7 @@ def validate_rules(chains: Iterable[ChainSpec], existing_chains: Callable[[str],
     result = RuleCheck()
     issues, warnings = result.issues, result.warnings
     known: dict[str, set[str] | None] = {}
+    tags: dict[tuple[str, str, str], Rule] = {}
     for chain in chains:
         declared = {c.name for c in chains if c.table == chain.table and not c.builtin}
         if chain.table not in known:
@@ -448,9 +458,14 @@ def validate_rules(chains: Iterable[ChainSpec], existing_chains: Callable[[str],
             for note in compiled.warnings:
                 warnings.append(f"{chain.resource}: rule {i + 1} ({rule.text}): {note}")
             problem = _jump_problem(chain, compiled, declared, existing)
+            twin = tags.get((chain.table, chain.name, compiled.tag))
+            if problem is None and twin is not None:
+                where = twin.origin or "?"
+                problem = f"the same rule as at {where} (iptables reads both alike: {twin.text})"
             if problem is not None:
                 issues.append(rule_issue(chain, i, rule, problem))
                 continue
+            tags[(chain.table, chain.name, compiled.tag)] = rule
             result.compiled[(chain.table, chain.name, i)] = compiled
             target = compiled.target_name
             if target and target not in STANDARD_NAMES and target not in declared:
@@ -478,6 +493,22 @@ def _jump_problem(chain: ChainSpec, compiled: CompiledRule, declared: set[str], 
         return f"goto '{target}' is not a chain of the {chain.table} table (declare it under the table)"
     return (f"'-j {target}': no such target, and no chain of that name in the {chain.table} table "
             "(declare it under the table, or check the spelling)")
+
+
+def declared_texts(chains: Iterable[ChainSpec]) -> dict[str, str]:
+    """Tag -> declared text of every rule that compiles (for showing vnetd's rules as
+    written); a rule that does not compile has no tag in the kernel either."""
+    chains = tuple(chains)
+    compiler = shared_compiler()
+    out: dict[str, str] = {}
+    for chain in chains:
+        names = {c.name for c in chains if c.table == chain.table and not c.builtin}
+        for rule in chain.all_rules:
+            try:
+                out[compiler.compile(chain, rule, names).tag] = rule.text
+            except RuleCompileError:
+                continue
+    return out
 
 
 # --------------------------------------------------------------------------- display

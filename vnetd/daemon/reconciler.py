@@ -226,7 +226,7 @@ class Reconciler:
                 self.fw_dirty = False
             if desired.chains or any(self._has_tags(t) for t in self.fw_tables.values()):
                 observed.firewall = self.fw_tables
-                observed.rule_fingerprints = firewall.fingerprints(desired.chains)
+                observed.rule_ids = firewall.rule_ids(desired.chains)
         if desired.libvirt is not None:
             self._observe_libvirt(desired, observed)
         return observed

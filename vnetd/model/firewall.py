@@ -3,16 +3,14 @@
 netfilter holds, reduced to what the planner compares.
 
 Rules are identified by a *tag*, an iptables comment ``vnetd:<hash>`` that vnetd adds
-to every rule it writes; the hash covers table, chain and the canonical rule text, so
-a tag names one declared rule. Rule *content* is compared as a fingerprint: the
+to every rule it writes; the hash covers table, chain and the rule as compiled (its
+meaning, not its spelling), so a tag names one declared rule. Rule *content* is compared as a fingerprint: the
 compiled kernel entry with counters and kernel-private bytes masked (see
 ``vnetd.backends.xtables``), which is the canonical form the kernel itself keeps.
 """
 
 from __future__ import annotations
 
-import functools
-import hashlib
 import re
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -106,14 +104,24 @@ class ChainSpec:
     def resource(self) -> str:
         return f"firewall/{self.table}/{self.name}"
 
-    def tag(self, rule: Rule) -> str:
-        return rule_tag(self.table, self.name, rule.text)
+    def key(self, rule: Rule) -> RuleKey:
+        """What names one declared rule of this chain (for the compiled-rule tables)."""
+        return (self.table, self.name, rule.text)
 
 
-@functools.lru_cache(maxsize=1 << 17)
-def rule_tag(table: str, chain: str, text: str) -> str:
-    digest = hashlib.blake2b(f"{table}\0{chain}\0{text}".encode(), digest_size=8).hexdigest()
-    return TAG_PREFIX + digest
+#: (table, chain, canonical text) of a declared rule
+RuleKey = tuple[str, str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class RuleId:
+    """A declared rule as the kernel will hold it: its tag and the fingerprint of each of
+    its entries. The tag is made of the rule's *meaning* (table, chain and the compiled
+    entries without the tag), so two spellings of one rule carry the same tag, and a
+    rule printed by ``vnetd show`` and fed back is recognised as the one installed."""
+
+    tag: str
+    fingerprints: tuple[bytes, ...]
 
 
 def quote(value: str) -> str:

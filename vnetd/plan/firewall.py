@@ -25,26 +25,33 @@ from vnetd.model.firewall import (
     ObservedChain,
     ObservedRule,
     ObservedTable,
+    RuleId,
+    RuleKey,
 )
 from vnetd.plan.actions import Action, Phase, Problem, PruneChain, SetPolicy, SyncChain
 
+RuleIds = Mapping[RuleKey, RuleId]
+"""Each declared rule (table, chain, text) -> its tag and the fingerprint of each of its
+kernel entries (one, or one per address of ``-s a,b``, as iptables makes them), as the
+backend compiled it; ``OWNER_KEY`` names the owner mark of a user chain."""
+
+OWNER_KEY: RuleKey = ("", "", OWNER_MARK)
 Fingerprints = Mapping[str, tuple[bytes, ...]]
-"""Tag -> the fingerprint of each kernel entry of that declared rule (one, or one per
-address of ``-s a,b``, as iptables makes them)."""
+"""Tag -> fingerprints (built from RuleIds for the descriptions)."""
 
 
-def wanted(chain: ChainSpec, fingerprints: Fingerprints) -> list[tuple[str, bytes]]:
+def wanted(chain: ChainSpec, ids: RuleIds) -> list[tuple[str, bytes]]:
     """The (tag, fingerprint) list the chain must start with (or consist of)."""
-    items = [] if chain.builtin else [(OWNER_MARK, fp) for fp in fingerprints[OWNER_MARK]]
+    items = [] if chain.builtin else [(OWNER_MARK, fp) for fp in ids[OWNER_KEY].fingerprints]
     for rule in chain.rules:
-        tag = chain.tag(rule)
-        items.extend((tag, fp) for fp in fingerprints[tag])
+        rid = ids[chain.key(rule)]
+        items.extend((rid.tag, fp) for fp in rid.fingerprints)
     return items
 
 
-def wanted_tail(chain: ChainSpec, fingerprints: Fingerprints) -> list[tuple[str, bytes]]:
+def wanted_tail(chain: ChainSpec, ids: RuleIds) -> list[tuple[str, bytes]]:
     """The (tag, fingerprint) list a merge chain must end with (``position: append``)."""
-    return [(chain.tag(rule), fp) for rule in chain.tail for fp in fingerprints[chain.tag(rule)]]
+    return [(ids[chain.key(rule)].tag, fp) for rule in chain.tail for fp in ids[chain.key(rule)].fingerprints]
 
 
 def in_sync(chain: ChainSpec, observed: ObservedChain, want: list[tuple[str, bytes]],
@@ -77,12 +84,13 @@ def describe_rules(rules: Iterable[ObservedRule], texts: Mapping[str, str],
 
 
 def plan_firewall(
-    desired: Iterable[ChainSpec], observed: Mapping[str, ObservedTable], fingerprints: Fingerprints
+    desired: Iterable[ChainSpec], observed: Mapping[str, ObservedTable], ids: RuleIds
 ) -> tuple[list[Action], list[Problem]]:
     actions: list[Action] = []
     problems: list[Problem] = []
     desired = tuple(desired)
-    texts = {c.tag(r): r.text for c in desired for r in c.all_rules}
+    texts = {ids[c.key(r)].tag: r.text for c in desired for r in c.all_rules}
+    fingerprints = {rid.tag: rid.fingerprints for rid in ids.values()}
     declared = {(c.table, c.name) for c in desired}
     for chain in desired:
         res = chain.resource
@@ -91,8 +99,8 @@ def plan_firewall(
             problems.append(Problem(res, f"the {chain.table} table is not available in this kernel"))
             continue
         obs = table.chains.get(chain.name)
-        want = wanted(chain, fingerprints)
-        tail = wanted_tail(chain, fingerprints)
+        want = wanted(chain, ids)
+        tail = wanted_tail(chain, ids)
         want_text = [r.text for r in chain.rules] + [f"{r.text} (appended)" for r in chain.tail]
         if obs is None:
             if chain.builtin:

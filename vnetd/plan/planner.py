@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from vnetd.model.firewall import ObservedTable
+from vnetd.model.firewall import ObservedTable, RuleId, RuleKey
 from vnetd.model.interfaces import Interface
 from vnetd.model.libvirt import GuestTap, ObservedNetwork
 from vnetd.model.netstate import NetState
@@ -29,8 +29,8 @@ class Observed:
     sysctls: dict[str, str | None] | None = None
     #: table name -> table; None when netfilter was not read
     firewall: dict[str, ObservedTable] | None = None
-    #: tag -> fingerprints of each declared rule's entries as the kernel would hold them
-    rule_fingerprints: dict[str, tuple[bytes, ...]] = field(default_factory=dict)
+    #: each declared rule's tag and the fingerprints of its entries as the kernel would hold them
+    rule_ids: Mapping[RuleKey, RuleId] = field(default_factory=dict)
     #: libvirt networks by name; None when libvirt was not reached
     networks: dict[str, ObservedNetwork] | None = None
     #: running guests' taps and the bridge each belongs on
@@ -212,9 +212,9 @@ def plan(desired: DesiredState, observed: Observed, memo: PlanMemo | None = None
     if observed.firewall is not None:
         from vnetd.plan.firewall import plan_firewall
 
-        firewall, fingerprints = observed.firewall, observed.rule_fingerprints
-        sections.append(memo.get("firewall", (desired.chains, firewall, fingerprints),
-                                 lambda: plan_firewall(desired.chains, firewall, fingerprints)))
+        firewall, ids = observed.firewall, observed.rule_ids
+        sections.append(memo.get("firewall", (desired.chains, firewall, ids),
+                                 lambda: plan_firewall(desired.chains, firewall, ids)))
     if desired.libvirt is not None:
         if observed.networks is None:
             # nothing of libvirt's can be checked: that is not "converged"

@@ -1,0 +1,370 @@
+# SPDX-License-Identifier: MIT
+"""The iptables-nft tables as nf_tables holds them, kept current from its notifications.
+
+``Mirror`` holds the chains and rules (handle, user data, expressions, tag,
+fingerprint) of the ``ip`` tables iptables-nft uses. It is filled by one dump
+per table and then follows the kernel's notifications (``nfnl.NftEvents``)
+instead of reading again: a rule deleted by ``iptables-nft -D`` arrives as one
+``NFT_MSG_DELRULE`` of a few hundred bytes, where a re-read of a 10,000-rule
+table is megabytes.
+
+Why it stays exact:
+
+* notifications come per transaction, the changed objects then ``NFT_MSG_NEWGEN``
+  with the generation id the transaction made; the mirror applies a transaction
+  only once it is complete, and only if it is newer than what the mirror holds
+  (a dump already contains the transactions before it);
+* a new rule's notification says where it went: ``NFTA_RULE_POSITION`` is the
+  handle of the rule right before it, when it is not first or last; otherwise
+  ``NLM_F_APPEND`` means last and its absence first. The kernel computes that
+  position when the transaction is committed, so it may name a rule the same
+  transaction adds further on: such a rule waits for that one;
+* a dump is consistent when the generation id is the same before and after it
+  and no part of it carries ``NLM_F_DUMP_INTR``;
+* anything the mirror cannot place, a lost notification (ENOBUFS) or a
+  generation it has not seen arrive makes it read every table again.
+
+``sync`` brings the mirror to the kernel's current generation (one GETGEN
+request when nothing changed); ``pump`` applies whatever notifications wait,
+without blocking (the daemon calls it when the event socket is readable).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from vnetd.backends import nfnl
+from vnetd.backends.nftexpr import Fingerprinter, xt_comments
+from vnetd.model.firewall import TAG_PREFIX
+
+#: the tables iptables-nft writes (family ip)
+IPTABLES_TABLES = ("filter", "nat", "mangle", "raw", "security")
+#: how long a generation id may be ahead of its notifications before the mirror re-reads
+EVENT_GRACE = 0.5
+_TAG = TAG_PREFIX.encode()
+
+
+def rule_tag(exprs: bytes, udata: bytes | None) -> str | None:
+    """vnetd's tag of a rule: its user-data comment (where vnetd writes it), or a
+    ``comment`` match (a tagged line replayed through iptables-nft-restore)."""
+    comment = nfnl.udata_get_comment(udata)
+    if comment is not None and comment.startswith(TAG_PREFIX):
+        return comment
+    if _TAG in exprs:
+        for text in xt_comments(exprs):
+            if text.startswith(TAG_PREFIX):
+                return text
+    return None
+
+
+class CachedRule:
+    __slots__ = ("exprs", "fingerprint", "handle", "tag", "udata")
+
+    def __init__(self, handle: int, exprs: bytes, udata: bytes | None, tag: str | None, fingerprint: bytes) -> None:
+        self.handle = handle
+        self.exprs = exprs
+        self.udata = udata
+        self.tag = tag
+        self.fingerprint = fingerprint
+
+
+@dataclass
+class CachedChain:
+    name: str
+    handle: int
+    hooknum: int | None  # None: a user chain
+    priority: int | None
+    policy: int | None
+    chain_type: str | None
+    rules: list[CachedRule] = field(default_factory=list)
+    version: int = 0  # bumped on every change (what built views are keyed on)
+
+    @property
+    def base(self) -> bool:
+        return self.hooknum is not None
+
+
+@dataclass
+class CachedTable:
+    name: str
+    chains: dict[str, CachedChain] = field(default_factory=dict)
+
+
+class Unplaceable(Exception):
+    """A notification the mirror cannot apply (it re-reads instead)."""
+
+
+def _newer(gen: int, than: int) -> bool:
+    """Generation ids are 32-bit and wrap."""
+    return 0 < ((gen - than) & 0xFFFFFFFF) < 0x80000000
+
+
+class Mirror:
+    """nf_tables' iptables tables in this namespace, as of generation ``gen``."""
+
+    def __init__(self, sock: nfnl.NftSocket, events: nfnl.NftEvents, fingerprinter: Fingerprinter,
+                 clock: Callable[[], float]) -> None:
+        self.sock = sock
+        self.events = events
+        self.fp = fingerprinter
+        self.clock = clock
+        self.tables: dict[str, CachedTable] = {}
+        self.gen: int | None = None
+        self.valid = False
+        self.fp_version = -1
+        self.dirty: set[str] = set()  # tables changed since the owner last looked (mark_seen)
+        self.foreign = False  # another writer changed a table since take_foreign()
+        self.reloads = 0
+        self._pending: list[tuple[int, int, int, bytes, int, int]] = []  # the transaction being received
+        self._hint: tuple[CachedChain, int] | None = None
+
+    # -- reading the kernel --------------------------------------------------------
+
+    def _rule(self, msg: nfnl.RuleMsg) -> CachedRule:
+        return CachedRule(msg.handle, msg.exprs, msg.udata, rule_tag(msg.exprs, msg.udata), self.fp(msg.exprs))
+
+    def reload(self) -> None:
+        """Read every iptables table again (one chain dump, one rule dump per table)."""
+        self.reloads += 1
+        for _attempt in range(20):
+            try:
+                self.events.read()  # what is queued predates the dump: skipped by generation below
+            except nfnl.EventOverrun:
+                pass
+            self._pending.clear()
+            before = self.sock.getgen()
+            tables: dict[str, CachedTable] = {}
+            replies, interrupted = self.sock.dump(nfnl.dump_tables())
+            for data, kind, off, length in replies:
+                if kind == nfnl.NFT_MSG_NEWTABLE:
+                    t = nfnl.decode_table(data, off, length)
+                    if t.name in IPTABLES_TABLES:
+                        tables[t.name] = CachedTable(t.name)
+            replies, intr = self.sock.dump(nfnl.dump_chains())
+            interrupted |= intr
+            for data, kind, off, length in replies:
+                if kind == nfnl.NFT_MSG_NEWCHAIN:
+                    c = nfnl.decode_chain(data, off, length)
+                    if c.table in tables:
+                        tables[c.table].chains[c.name] = CachedChain(c.name, c.handle, c.hooknum, c.priority,
+                                                                     c.policy, c.chain_type)
+            for name, table in tables.items():
+                replies, intr = self.sock.dump(nfnl.dump_rules(name))
+                interrupted |= intr
+                for data, kind, off, length in replies:
+                    if kind != nfnl.NFT_MSG_NEWRULE:
+                        continue
+                    msg = nfnl.decode_rule(data, off, length)
+                    chain = table.chains.get(msg.chain)
+                    if chain is not None:
+                        chain.rules.append(self._rule(msg))
+            if interrupted or self.sock.getgen() != before:
+                continue
+            for name in set(self.tables) | set(tables):
+                self.dirty.add(name)
+            for table in tables.values():
+                for chain in table.chains.values():
+                    chain.version = self._next_version()
+            self.tables = tables
+            self.gen = before
+            self.valid = True
+            self.fp_version = self.fp.version
+            self._hint = None
+            return
+        raise nfnl.NftError(0, "the ruleset kept changing while being read")
+
+    _version = 0
+
+    def _next_version(self) -> int:
+        Mirror._version += 1
+        return Mirror._version
+
+    def refingerprint(self) -> None:
+        """Fingerprints again after the fingerprinter learned new usersizes."""
+        if self.fp_version == self.fp.version:
+            return
+        for table in self.tables.values():
+            for chain in table.chains.values():
+                changed = False
+                for rule in chain.rules:
+                    fp = self.fp(rule.exprs)
+                    if fp != rule.fingerprint:
+                        rule.fingerprint = fp
+                        changed = True
+                if changed:
+                    chain.version = self._next_version()
+                    self.dirty.add(table.name)
+        self.fp_version = self.fp.version
+
+    def sync(self) -> int:
+        """Bring the mirror to the kernel's current generation; return it."""
+        self.pump()
+        current = self.sock.getgen()
+        if self.valid and self.gen is not None and _newer(current, self.gen):
+            # committed, its notifications not read yet (or still being sent): wait briefly
+            deadline = self.clock() + EVENT_GRACE
+            while self.valid and self.gen is not None and _newer(current, self.gen) and self.clock() < deadline:
+                self.events.wait(max(deadline - self.clock(), 0.0))
+                self.pump()
+            if self.valid and self.gen is not None and _newer(current, self.gen):
+                self.valid = False
+        if not self.valid:
+            self.reload()
+        self.refingerprint()
+        assert self.gen is not None
+        return self.gen
+
+    # -- notifications ---------------------------------------------------------------
+
+    def pump(self) -> bool:
+        """Apply the notifications waiting; True if another writer changed an iptables table
+        (or notifications were lost)."""
+        try:
+            buffers = self.events.read()
+        except nfnl.EventOverrun:
+            self.valid = False
+            self._pending.clear()
+            self.foreign = True
+            return True
+        if not buffers:
+            return False
+        own = self.sock.portid
+        foreign = False
+        for item in nfnl.parse_events(buffers):
+            kind, _flags, _pid, data, off, length = item
+            if kind != nfnl.NFT_MSG_NEWGEN:
+                if nfnl.family_of(data, off) == nfnl.NFPROTO_IPV4:
+                    self._pending.append(item)
+                continue
+            gen = nfnl.decode_gen(data, off, length)
+            transaction, self._pending = self._pending, []
+            relevant = [t for t in transaction if self._table_of(t) in IPTABLES_TABLES]
+            if relevant and any(t[2] != own for t in relevant):
+                foreign = True
+            if not self.valid or self.gen is None:
+                continue
+            if not _newer(gen, self.gen):
+                continue  # already in the dump the mirror was built from
+            try:
+                self._apply(relevant)
+            except Unplaceable:
+                self.valid = False
+                continue
+            self.gen = gen
+        if foreign:
+            self.foreign = True
+        return foreign
+
+    @staticmethod
+    def _table_of(item: tuple[int, int, int, bytes, int, int]) -> str:
+        _kind, _flags, _pid, data, off, length = item
+        # NFTA_TABLE_NAME, NFTA_CHAIN_TABLE and NFTA_RULE_TABLE are all attribute 1
+        for atype, aoff, alen in nfnl.attrs(data, off + 20, off + length):
+            if atype == 1:
+                return nfnl.cstr(data, aoff, alen)
+        return ""
+
+    def _apply(self, transaction: Iterable[tuple[int, int, int, bytes, int, int]]) -> None:
+        waiting: dict[int, list[tuple[nfnl.RuleMsg, CachedRule]]] = {}  # rules placed after a rule to come
+        for kind, flags, _pid, data, off, length in transaction:
+            if kind == nfnl.NFT_MSG_NEWRULE:
+                msg = nfnl.decode_rule(data, off, length)
+                chain = self._chain(msg.table, msg.chain)
+                rule = self._rule(msg)
+                if msg.position is not None and self._index(chain, msg.position) is None:
+                    waiting.setdefault(msg.position, []).append((msg, rule))
+                    continue
+                self._place(chain, rule, msg.position, bool(flags & nfnl.NLM_F_APPEND), waiting)
+                self._touch(msg.table, chain)
+            elif kind == nfnl.NFT_MSG_DELRULE:
+                msg = nfnl.decode_rule(data, off, length)
+                chain = self._chain(msg.table, msg.chain)
+                self._remove(chain, msg.handle)
+                self._touch(msg.table, chain)
+            elif kind == nfnl.NFT_MSG_NEWCHAIN:
+                c = nfnl.decode_chain(data, off, length)
+                table = self.tables.get(c.table)
+                if table is None:
+                    raise Unplaceable(f"chain {c.name} of unknown table {c.table}")
+                old = next((x for x in table.chains.values() if x.handle == c.handle), None)
+                if old is not None and old.name != c.name:  # renamed
+                    del table.chains[old.name]
+                    old.name = c.name
+                if old is None:
+                    old = CachedChain(c.name, c.handle, c.hooknum, c.priority, c.policy, c.chain_type)
+                else:
+                    old.hooknum, old.priority, old.chain_type = c.hooknum, c.priority, c.chain_type
+                    old.policy = c.policy
+                table.chains[c.name] = old
+                self._touch(c.table, old)
+            elif kind == nfnl.NFT_MSG_DELCHAIN:
+                c = nfnl.decode_chain(data, off, length)
+                table = self.tables.get(c.table)
+                if table is not None:
+                    table.chains.pop(c.name, None)
+                    self.dirty.add(c.table)
+            elif kind == nfnl.NFT_MSG_NEWTABLE:
+                t = nfnl.decode_table(data, off, length)
+                self.tables.setdefault(t.name, CachedTable(t.name))
+                self.dirty.add(t.name)
+            elif kind == nfnl.NFT_MSG_DELTABLE:
+                t = nfnl.decode_table(data, off, length)
+                self.tables.pop(t.name, None)
+                self.dirty.add(t.name)
+        if waiting:
+            raise Unplaceable("a new rule's position names a rule that never came")
+
+    def _chain(self, table: str, name: str) -> CachedChain:
+        t = self.tables.get(table)
+        chain = t.chains.get(name) if t is not None else None
+        if chain is None:
+            raise Unplaceable(f"rule in unknown chain {table}/{name}")
+        return chain
+
+    def _touch(self, table: str, chain: CachedChain) -> None:
+        chain.version = self._next_version()
+        self.dirty.add(table)
+
+    def _index(self, chain: CachedChain, handle: int) -> int | None:
+        rules = chain.rules
+        # the common cases first: right after the rule placed last (a transaction adding
+        # many rules in a row), at the end, at the start (a chain flushed in order)
+        hint = self._hint
+        candidates = [len(rules) - 1, 0]
+        if hint is not None and hint[0] is chain:
+            candidates.insert(0, hint[1])
+        for i in candidates:
+            if 0 <= i < len(rules) and rules[i].handle == handle:
+                return i
+        for i, rule in enumerate(rules):
+            if rule.handle == handle:
+                return i
+        return None
+
+    def _remove(self, chain: CachedChain, handle: int) -> None:
+        i = self._index(chain, handle)
+        if i is not None:
+            del chain.rules[i]
+
+    def _place(self, chain: CachedChain, rule: CachedRule, position: int | None, append: bool,
+               waiting: dict[int, list[tuple[nfnl.RuleMsg, CachedRule]]]) -> None:
+        if position is not None:
+            i = self._index(chain, position)
+            assert i is not None
+            at = i + 1
+        elif append:
+            at = len(chain.rules)
+        else:
+            at = 0
+        chain.rules.insert(at, rule)
+        self._hint = (chain, at)
+        for msg, follower in waiting.pop(rule.handle, []):
+            self._place(self._chain(msg.table, msg.chain), follower, rule.handle, False, waiting)
+
+    def mark_seen(self) -> None:
+        self.dirty.clear()
+
+    def take_foreign(self) -> bool:
+        foreign, self.foreign = self.foreign, False
+        return foreign

@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 from vnetd.backends import nfnl
 from vnetd.backends.nftcache import IPTABLES_TABLES, CachedChain, CachedRule, Mirror
 from vnetd.backends.nftcompat import CannotEncode, NftRule, encode, matches_of, to_entry
-from vnetd.backends.nftexpr import Fingerprinter, data_verdict, fields, split
+from vnetd.backends.nftexpr import NFTA_IMMEDIATE_DATA, Fingerprinter, data_verdict, fields, split
 from vnetd.backends.xtables import (
     XT_ENTRY_HEADER,
     CompiledRule,
@@ -116,7 +116,7 @@ def render_rule(exprs: bytes) -> str:
 def _jump_target(exprs: bytes) -> str | None:
     for name, data in split(exprs):
         if name == "immediate":
-            v = data_verdict(fields(data).get(1))
+            v = data_verdict(fields(data).get(NFTA_IMMEDIATE_DATA))
             if v is not None and v[1]:
                 return v[1]
     return None

@@ -172,25 +172,39 @@ def del_chain(table: str, name: str, family: int = NFPROTO_IPV4) -> Message:
     return Message(NFT_MSG_DELCHAIN, 0, family, strz(NFTA_CHAIN_TABLE, table) + strz(NFTA_CHAIN_NAME, name))
 
 
-def new_rule(table: str, chain: str, exprs: bytes, compat: tuple[int, bool] | None, udata: bytes | None,
-             *, after: int | None = None, before: int | None = None, family: int = NFPROTO_IPV4) -> Message:
-    """NFT_MSG_NEWRULE. Position by handle: ``after`` a rule (NLM_F_APPEND + position),
-    ``before`` a rule (position alone), or appended to the chain (neither)."""
-    parts = [strz(NFTA_RULE_TABLE, table), strz(NFTA_RULE_CHAIN, chain)]
-    flags = NLM_F_CREATE
-    if before is not None:
-        parts.append(be64(NFTA_RULE_POSITION, before))
-    else:
-        flags |= NLM_F_APPEND
-        if after is not None:
-            parts.append(be64(NFTA_RULE_POSITION, after))
-    parts.append(nla(NFTA_RULE_EXPRESSIONS | NLA_F_NESTED, exprs))
+def rule_place(table: str, chain: str) -> bytes:
+    """The first attributes of a rule message: where it goes."""
+    return strz(NFTA_RULE_TABLE, table) + strz(NFTA_RULE_CHAIN, chain)
+
+
+def rule_body(exprs: bytes, compat: tuple[int, bool] | None, udata: bytes | None) -> bytes:
+    """The attributes of a rule message that say what it is (packed once per declared rule)."""
+    parts = [nla(NFTA_RULE_EXPRESSIONS | NLA_F_NESTED, exprs)]
     if compat is not None:
         parts.append(nest(NFTA_RULE_COMPAT, be32(NFTA_RULE_COMPAT_PROTO, compat[0]),
                           be32(NFTA_RULE_COMPAT_FLAGS, NFT_RULE_COMPAT_F_INV if compat[1] else 0)))
     if udata:
         parts.append(nla(NFTA_RULE_USERDATA, udata))
-    return Message(NFT_MSG_NEWRULE, flags, family, b"".join(parts))
+    return b"".join(parts)
+
+
+def add_rule(place: bytes, body: bytes, *, after: int | None = None, before: int | None = None,
+             family: int = NFPROTO_IPV4) -> Message:
+    """NFT_MSG_NEWRULE. Position by handle: ``after`` a rule (NLM_F_APPEND + position),
+    ``before`` a rule (position alone), or appended to the chain (neither)."""
+    if before is not None:
+        return Message(NFT_MSG_NEWRULE, NLM_F_CREATE, family, place + be64(NFTA_RULE_POSITION, before) + body)
+    if after is not None:
+        return Message(NFT_MSG_NEWRULE, NLM_F_CREATE | NLM_F_APPEND, family,
+                       place + be64(NFTA_RULE_POSITION, after) + body)
+    return Message(NFT_MSG_NEWRULE, NLM_F_CREATE | NLM_F_APPEND, family, place + body)
+
+
+def new_rule(table: str, chain: str, exprs: bytes, compat: tuple[int, bool] | None, udata: bytes | None,
+             *, after: int | None = None, before: int | None = None, family: int = NFPROTO_IPV4) -> Message:
+    """NFT_MSG_NEWRULE from its parts (see add_rule)."""
+    return add_rule(rule_place(table, chain), rule_body(exprs, compat, udata), after=after, before=before,
+                    family=family)
 
 
 def del_rule(table: str, chain: str, handle: int, family: int = NFPROTO_IPV4) -> Message:
@@ -425,10 +439,12 @@ def _socket(groups: int, rcvbuf: int) -> socket.socket:
 
 @dataclass(frozen=True, slots=True)
 class BatchResult:
-    """What the kernel said about a batch: errors by message index, the generation after it."""
+    """What the kernel said about a batch: errors by message index, the generation after
+    it, and the sequence number of its first message (the others follow in order)."""
 
     errors: dict[int, tuple[int, str | None]]
     genid: int
+    first_seq: int
 
 
 class NftSocket:
@@ -439,13 +455,11 @@ class NftSocket:
         self._seq = 0
         self._sndbuf = 0
         self.requests = 0
+        #: this socket's netlink port id: notifications of its own changes carry it
+        self.portid = int(self.sock.getsockname()[0])
 
     def close(self) -> None:
         self.sock.close()
-
-    @property
-    def portid(self) -> int:
-        return int(self.sock.getsockname()[0])
 
     def _next_seq(self) -> int:
         self._seq = (self._seq + 1) & 0x7FFFFFFF or 1
@@ -547,7 +561,7 @@ class NftSocket:
                 elif mseq == gen_seq and msg_type(mtype) == NFT_MSG_NEWGEN:
                     if restart:
                         raise BatchRestart()
-                    return BatchResult(errors, decode_gen(data, off, length))
+                    return BatchResult(errors, decode_gen(data, off, length), first)
 
 
 def _batch_marker(mtype: int, seq: int, payload: bytes) -> bytes:
@@ -596,10 +610,22 @@ class NftEvents:
         return bool(ready)
 
 
-def parse_events(buffers: Iterable[bytes]) -> Iterator[tuple[int, int, int, bytes, int, int]]:
-    """(NFT_MSG type, flags, writer's portid, buffer, offset, length) of each notification."""
+class Event(NamedTuple):
+    """One notification: what changed (NFT_MSG_*), by whom (the writer's socket and the
+    sequence number of its request), and where the message is."""
+
+    kind: int
+    flags: int
+    seq: int
+    pid: int
+    data: bytes
+    off: int
+    length: int
+
+
+def parse_events(buffers: Iterable[bytes]) -> Iterator[Event]:
     for data in buffers:
-        for mtype, flags, _seq, pid, off, length in iter_messages(data):
+        for mtype, flags, seq, pid, off, length in iter_messages(data):
             kind = msg_type(mtype)
             if kind >= 0:
-                yield kind, flags, pid, data, off, length
+                yield Event(kind, flags, seq, pid, data, off, length)

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from vnetd.backends import nfnl
-from vnetd.backends.nftcache import IPTABLES_TABLES, CachedChain, CachedRule, Mirror
+from vnetd.backends.nftcache import IPTABLES_TABLES, KEY_SIZE, CachedChain, CachedRule, Mirror, rule_key
 from vnetd.backends.nftcompat import CannotEncode, NftRule, encode, matches_of, to_entry
 from vnetd.backends.nftexpr import NFTA_IMMEDIATE_DATA, Fingerprinter, data_verdict, fields, split
 from vnetd.backends.xtables import (
@@ -58,6 +58,7 @@ from vnetd.model.firewall import (
     ObservedChain,
     ObservedRule,
     ObservedTable,
+    Rule,
     rule_tag,
 )
 from vnetd.plan.actions import Action, PruneChain, SetPolicy, SyncChain
@@ -90,12 +91,13 @@ RESTARTS = 20
 
 @dataclass(frozen=True, slots=True)
 class Declared:
-    """A declared rule (or the owner mark) as vnetd writes it: one kernel rule per entry."""
+    """A declared rule (or the owner mark) as vnetd writes it: one kernel rule per entry,
+    its fingerprint and the body of its NFT_MSG_NEWRULE (expressions, compat, tag)."""
 
     tag: str
     rules: tuple[NftRule, ...]
     fingerprints: tuple[bytes, ...]
-    udata: bytes
+    bodies: tuple[bytes, ...]
 
 
 def _policy_name(policy: int | None) -> str | None:
@@ -137,6 +139,7 @@ class NftFirewallBackend:
         self._compiler: RuleCompiler | None = None
         self._declared: dict[str, Declared] = {}
         self._declared_for: tuple[ChainSpec, ...] | None = None
+        self._wanted: dict[tuple[str, str, bool], Wanted] = {}
         self._fingerprints: dict[str, tuple[bytes, ...]] = {}
         self._observed_gen: int | None = None
         self._views: dict[tuple[str, str], tuple[int, bool, ObservedChain]] = {}
@@ -175,7 +178,9 @@ class NftFirewallBackend:
                 rules.append(encode(entry, compiled.target_name, compiled.goto, skip_matches=1))
             except CannotEncode as exc:
                 raise BackendError("nftables", resource, f"cannot write {text!r}: {exc}") from exc
-        return Declared(compiled.tag, tuple(rules), (), nfnl.udata_comment(compiled.tag))
+        udata = nfnl.udata_comment(compiled.tag)
+        return Declared(compiled.tag, tuple(rules), tuple(self._fp(r.exprs) for r in rules),
+                        tuple(nfnl.rule_body(r.exprs, (r.proto, r.proto_inverted), udata) for r in rules))
 
     def compile_all(self, chains: Iterable[ChainSpec]) -> dict[str, Declared]:
         """Every declared rule compiled and encoded, by tag (plus the owner mark); cached
@@ -199,12 +204,13 @@ class NftFirewallBackend:
                 self._learn(c)
                 pending.append((c, chain.resource, rule.text))
         for c, resource, text in pending:  # fingerprints once every usersize is known
-            d = self._encode(c, resource, text)
-            declared[c.tag] = Declared(d.tag, d.rules, tuple(self._fp(r.exprs) for r in d.rules), d.udata)
+            declared[c.tag] = self._encode(c, resource, text)
         mark = NftRule(encode_owner_mark(), 0, False)
-        declared[OWNER_MARK] = Declared(OWNER_MARK, (mark,), (self._fp(mark.exprs),), nfnl.udata_comment(OWNER_MARK))
+        declared[OWNER_MARK] = Declared(OWNER_MARK, (mark,), (self._fp(mark.exprs),),
+                                        (nfnl.rule_body(mark.exprs, (0, False), nfnl.udata_comment(OWNER_MARK)),))
         self._declared = declared
         self._declared_for = chains
+        self._wanted = {}
         self._fingerprints = {tag: d.fingerprints for tag, d in declared.items()}
         return declared
 
@@ -260,11 +266,16 @@ class NftFirewallBackend:
         rules = []
         rendered = 0
         for rule in chain.rules:
-            text = None
+            # each kernel rule's view is made once (a 10,000-rule chain is rebuilt per change)
             if rule.tag is None and render and rendered < RENDER_LIMIT:
                 rendered += 1
-                text = render_rule(rule.exprs)
-            rules.append(ObservedRule(rule.tag, rule.fingerprint, text))
+                if rule.shown is None:
+                    rule.shown = ObservedRule(None, rule.fingerprint, render_rule(rule.exprs))
+                rules.append(rule.shown)
+                continue
+            if rule.plain is None:
+                rule.plain = ObservedRule(rule.tag, rule.fingerprint)
+            rules.append(rule.plain)
         view = ObservedChain(chain.name, chain.base, _policy_name(chain.policy) if chain.base else None,
                              tuple(rules))
         self._views[key] = (chain.version, render, view)
@@ -297,7 +308,7 @@ class NftFirewallBackend:
             if not pending:
                 break
             gen = self._mirror.sync()
-            batch = _Batch(self._mirror, self._declared)
+            batch = _Batch(self._mirror, self._declared, self._wanted)
             for action in _in_commit_order(pending):
                 error = batch.add(action)
                 if error is not None:
@@ -323,6 +334,7 @@ class NftFirewallBackend:
                 for a in pending:
                     results[id(a)] = None
                 pending = []
+                self._mirror.expect({outcome.first_seq + i: known for i, known in batch.added.items()})
                 self._mirror.pump()
                 break
             pending = self._blame(batch, outcome.errors, pending, results)
@@ -350,6 +362,8 @@ class NftFirewallBackend:
             owner = batch.owners[index]
             if owner is not None and id(owner) not in results:
                 what = batch.describe[index]
+                if what.startswith(TAG_PREFIX):
+                    what = f"rule {what}"
                 reason = f": {message}" if message else ""
                 results[id(owner)] = BackendError("nftables", owner.resource,
                                                   f"the kernel refused {what}{reason}", code)
@@ -414,20 +428,57 @@ def _in_commit_order(actions: list[Action]) -> list[Action]:
     return sorted(actions, key=key)
 
 
+def _common_prefix(a: bytes, b: bytes) -> int:
+    """How many leading keys two joined key lists share (memcmp, binary search)."""
+    lo, hi = 0, min(len(a), len(b)) // KEY_SIZE
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if a[: mid * KEY_SIZE] == b[: mid * KEY_SIZE]:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+def _common_suffix(a: bytes, b: bytes, prefix: int) -> int:
+    """How many trailing keys they share, not counting into the common prefix."""
+    lo, hi = 0, min(len(a), len(b)) // KEY_SIZE - prefix
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if a[len(a) - mid * KEY_SIZE :] == b[len(b) - mid * KEY_SIZE :]:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+@dataclass(frozen=True, slots=True)
+class Wanted:
+    """What a chain must start with (or hold), for one declaration: kept across passes."""
+
+    rules: tuple[Rule, ...]  # the declaration it was made for (compared by identity)
+    items: list[tuple[str, bytes, bytes, bytes]]  # tag, fingerprint, key, the rule message's body
+    keys: bytes  # rule_key of each item, joined
+
+
 class _Batch:
     """The messages of one transaction, built from the mirror's view of the tables."""
 
-    def __init__(self, mirror: Mirror, declared: Mapping[str, Declared]) -> None:
+    def __init__(self, mirror: Mirror, declared: Mapping[str, Declared], wanted: dict[tuple[str, str, bool], Wanted]
+                 ) -> None:
         self.mirror = mirror
         self.declared = declared
+        self.wanted = wanted
         self.messages: list[nfnl.Message] = []
         self.owners: list[Action | None] = []
         self.describe: list[str] = []
         self.new_tables: set[str] = set()
         self.new_chains: set[tuple[str, str]] = set()
         self.deleted: set[int] = set()  # handles deleted in this transaction
+        self.added: dict[int, tuple[str | None, bytes, bytes]] = {}  # message index -> tag, fingerprint, key
 
     def _emit(self, message: nfnl.Message, owner: Action, what: str) -> None:
+        """Add a message; ``what`` names it in an error (a rule's tag, "the creation of ...")."""
         self.messages.append(message)
         self.owners.append(owner)
         self.describe.append(what)
@@ -461,6 +512,8 @@ class _Batch:
             self._add(action)
         except BackendError as exc:
             del self.messages[mark:], self.owners[mark:], self.describe[mark:]
+            for index in [i for i in self.added if i >= mark]:
+                del self.added[index]
             return exc
         return None
 
@@ -475,16 +528,22 @@ class _Batch:
         elif isinstance(op, PruneChain):
             self._prune(op, action)
 
-    def _want(self, op: SyncChain, resource: str) -> list[tuple[str, bytes, NftRule, bytes]]:
+    def _want(self, op: SyncChain, resource: str) -> Wanted:
+        key = (op.table, op.chain, op.builtin)
+        cached = self.wanted.get(key)
+        if cached is not None and cached.rules is op.rules:
+            return cached
         tags = [] if op.builtin else [OWNER_MARK]
         tags += [rule_tag(op.table, op.chain, rule.text) for rule in op.rules]
-        out = []
+        items = []
         for tag in tags:
             d = self.declared.get(tag)
             if d is None:
                 raise BackendError("nftables", resource, f"rule {tag} was not compiled (observe first)")
-            out += [(tag, fp, r, d.udata) for fp, r in zip(d.fingerprints, d.rules, strict=True)]
-        return out
+            items += [(tag, fp, rule_key(tag, fp), body) for fp, body in zip(d.fingerprints, d.bodies, strict=True)]
+        wanted = Wanted(op.rules, items, b"".join(key for _t, _f, key, _b in items))
+        self.wanted[key] = wanted
+        return wanted
 
     def _sync(self, op: SyncChain, action: Action) -> None:
         chain = self._chain(op.table, op.chain)
@@ -495,34 +554,37 @@ class _Batch:
                 self._ensure_table(op.table, action)
                 self._emit(nfnl.new_user_chain(op.table, op.chain), action, f"the creation of chain {op.chain}")
                 self.new_chains.add((op.table, op.chain))
-        want = self._want(op, action.resource)
-        have: list[CachedRule] = list(chain.rules) if chain is not None else []
-        k = 0
-        while k < len(want) and k < len(have) and have[k].tag == want[k][0] and have[k].fingerprint == want[k][1]:
-            k += 1
+        wanted = self._want(op, action.resource)
+        want = wanted.items
+        have: list[CachedRule] = chain.rules if chain is not None else []
+        have_keys, foreign_keys = chain.keys() if chain is not None else (b"", b"")
         exclusive = op.mode == ChainMode.EXCLUSIVE
-        kept = have[:k]
-        for rule in have[k:]:
-            tag = rule.tag
-            if exclusive or (tag is not None and tag.startswith(TAG_PREFIX)):
+        # the chain as it must end: the declared rules, then (merge) the foreign rules in their order
+        target_keys = wanted.keys if exclusive else wanted.keys + foreign_keys
+        # keep what already matches at both ends; rewrite only the middle (a drift is
+        # usually one rule: one deletion or one insertion, not the rest of the chain)
+        k = _common_prefix(have_keys, target_keys)
+        s = _common_suffix(have_keys, target_keys, k)
+        n_target = len(target_keys) // KEY_SIZE
+        middle = have[k : len(have) - s]
+        kept = []
+        for rule in middle:
+            if exclusive or rule.ours:
                 self._emit(nfnl.del_rule(op.table, op.chain, rule.handle), action, f"deleting rule {rule.handle}")
                 self.deleted.add(rule.handle)
             else:
-                kept.append(rule)
-        below = kept[k] if len(kept) > k else None  # the first foreign rule vnetd's go above
-        for tag, _fp, new, udata in want[k:]:
-            compat = (new.proto, new.proto_inverted)
-            if below is not None:
-                message = nfnl.new_rule(op.table, op.chain, new.exprs, compat, udata, before=below.handle)
-            else:
-                message = nfnl.new_rule(op.table, op.chain, new.exprs, compat, udata)
-            self._emit(message, action, f"rule {tag}")
+                kept.append(rule)  # a foreign rule: vnetd's go above it
+        anchor = kept[0].handle if kept else (have[len(have) - s].handle if s else None)
+        place = nfnl.rule_place(op.table, op.chain)
+        for tag, fp, key, body in want[k : max(k, min(len(want), n_target - s))]:
+            self.added[len(self.messages)] = (tag, fp, key)
+            self._emit(nfnl.add_rule(place, body, before=anchor), action, tag)
 
     def _prune(self, op: PruneChain, action: Action) -> None:
         chain = self._chain(op.table, op.chain)
         if chain is None:
             return
-        ours = [r for r in chain.rules if r.tag is not None and r.tag.startswith(TAG_PREFIX)]
+        ours = [r for r in chain.rules if r.ours]
         for rule in reversed(ours):
             self._emit(nfnl.del_rule(op.table, op.chain, rule.handle), action, f"deleting rule {rule.handle}")
             self.deleted.add(rule.handle)

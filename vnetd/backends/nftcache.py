@@ -31,12 +31,14 @@ without blocking (the daemon calls it when the event socket is readable).
 
 from __future__ import annotations
 
+import hashlib
+import struct
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from vnetd.backends import nfnl
 from vnetd.backends.nftexpr import Fingerprinter, xt_comments
-from vnetd.model.firewall import TAG_PREFIX
+from vnetd.model.firewall import TAG_PREFIX, ObservedRule
 
 #: the tables iptables-nft writes (family ip)
 IPTABLES_TABLES = ("filter", "nat", "mangle", "raw", "security")
@@ -58,15 +60,33 @@ def rule_tag(exprs: bytes, udata: bytes | None) -> str | None:
     return None
 
 
-class CachedRule:
-    __slots__ = ("exprs", "fingerprint", "handle", "tag", "udata")
+def rule_key(tag: str | None, fingerprint: bytes) -> bytes:
+    """(tag, fingerprint) in 16 bytes: a chain's keys joined compare at memcmp speed."""
+    return hashlib.blake2b((tag or "").encode() + b"\0" + fingerprint, digest_size=KEY_SIZE).digest()
 
-    def __init__(self, handle: int, exprs: bytes, udata: bytes | None, tag: str | None, fingerprint: bytes) -> None:
+
+KEY_SIZE = 16
+
+
+class CachedRule:
+    """One kernel rule; ``plain``/``shown``: its planner view, made once (see nftables.py)."""
+
+    __slots__ = ("exprs", "fingerprint", "handle", "key", "plain", "shown", "tag", "udata")
+
+    def __init__(self, handle: int, exprs: bytes, udata: bytes | None, tag: str | None, fingerprint: bytes,
+                 key: bytes | None = None) -> None:
         self.handle = handle
         self.exprs = exprs
         self.udata = udata
         self.tag = tag
         self.fingerprint = fingerprint
+        self.key = key if key is not None else rule_key(tag, fingerprint)
+        self.plain: ObservedRule | None = None
+        self.shown: ObservedRule | None = None
+
+    @property
+    def ours(self) -> bool:
+        return self.tag is not None and self.tag.startswith(TAG_PREFIX)
 
 
 @dataclass
@@ -79,10 +99,19 @@ class CachedChain:
     chain_type: str | None
     rules: list[CachedRule] = field(default_factory=list)
     version: int = 0  # bumped on every change (what built views are keyed on)
+    _keys: tuple[int, bytes, bytes] | None = None
 
     @property
     def base(self) -> bool:
         return self.hooknum is not None
+
+    def keys(self) -> tuple[bytes, bytes]:
+        """The keys of all rules and of the foreign rules, each joined (see rule_key)."""
+        if self._keys is None or self._keys[0] != self.version:
+            rules = self.rules
+            self._keys = (self.version, b"".join([r.key for r in rules]),
+                          b"".join([r.key for r in rules if not r.ours]))
+        return self._keys[1], self._keys[2]
 
 
 @dataclass
@@ -116,7 +145,9 @@ class Mirror:
         self.dirty: set[str] = set()  # tables changed since the owner last looked (mark_seen)
         self.foreign = False  # another writer changed a table since take_foreign()
         self.reloads = 0
-        self._pending: list[tuple[int, int, int, bytes, int, int]] = []  # the transaction being received
+        self._pending: list[nfnl.Event] = []  # the transaction being received
+        #: sequence number -> (tag, fingerprint, key) of the rules vnetd's last batch added (see expect)
+        self._expected: dict[int, tuple[str | None, bytes, bytes]] = {}
         self._hint: tuple[CachedChain, int] | None = None
 
     # -- reading the kernel --------------------------------------------------------
@@ -191,6 +222,8 @@ class Mirror:
                     fp = self.fp(rule.exprs)
                     if fp != rule.fingerprint:
                         rule.fingerprint = fp
+                        rule.key = rule_key(rule.tag, fp)
+                        rule.plain = rule.shown = None
                         changed = True
                 if changed:
                     chain.version = self._next_version()
@@ -231,16 +264,15 @@ class Mirror:
             return False
         own = self.sock.portid
         foreign = False
-        for item in nfnl.parse_events(buffers):
-            kind, _flags, _pid, data, off, length = item
-            if kind != nfnl.NFT_MSG_NEWGEN:
-                if nfnl.family_of(data, off) == nfnl.NFPROTO_IPV4:
-                    self._pending.append(item)
+        for event in nfnl.parse_events(buffers):
+            if event.kind != nfnl.NFT_MSG_NEWGEN:
+                if nfnl.family_of(event.data, event.off) == nfnl.NFPROTO_IPV4:
+                    self._pending.append(event)
                 continue
-            gen = nfnl.decode_gen(data, off, length)
+            gen = nfnl.decode_gen(event.data, event.off, event.length)
             transaction, self._pending = self._pending, []
             relevant = [t for t in transaction if self._table_of(t) in IPTABLES_TABLES]
-            if relevant and any(t[2] != own for t in relevant):
+            if relevant and any(t.pid != own for t in relevant):
                 foreign = True
             if not self.valid or self.gen is None:
                 continue
@@ -257,31 +289,60 @@ class Mirror:
         return foreign
 
     @staticmethod
-    def _table_of(item: tuple[int, int, int, bytes, int, int]) -> str:
-        _kind, _flags, _pid, data, off, length = item
-        # NFTA_TABLE_NAME, NFTA_CHAIN_TABLE and NFTA_RULE_TABLE are all attribute 1
-        for atype, aoff, alen in nfnl.attrs(data, off + 20, off + length):
+    def _table_of(event: nfnl.Event) -> str:
+        # NFTA_TABLE_NAME, NFTA_CHAIN_TABLE and NFTA_RULE_TABLE are all attribute 1, and the
+        # kernel writes it first
+        data, off = event.data, event.off
+        if event.length >= 24:
+            alen, atype = struct.unpack_from("=HH", data, off + 20)
+            if atype & 0x3FFF == 1 and 4 <= alen <= event.length - 20:
+                return nfnl.cstr(data, off + 24, alen - 4)
+        for atype, aoff, alen in nfnl.attrs(data, off + 20, off + event.length):
             if atype == 1:
                 return nfnl.cstr(data, aoff, alen)
         return ""
 
-    def _apply(self, transaction: Iterable[tuple[int, int, int, bytes, int, int]]) -> None:
-        waiting: dict[int, list[tuple[nfnl.RuleMsg, CachedRule]]] = {}  # rules placed after a rule to come
-        for kind, flags, _pid, data, off, length in transaction:
+    def expect(self, rules: dict[int, tuple[str | None, bytes, bytes]]) -> None:
+        """The rules vnetd's batch just added, by request sequence number: their
+        notifications take the tag and fingerprint vnetd computed for what it sent.
+
+        The kernel announces a new rule with the sequence number of the request that
+        made it; canonicalising 10,000 rules a second time, from the kernel's copy,
+        would double the cost of a large commit. That the kernel's copy of a rule has
+        the fingerprint vnetd computes for it is what the differential tests prove,
+        rule form by rule form; every rule read in a dump, and every rule another
+        writer adds, is fingerprinted from the kernel's bytes.
+        """
+        self._expected = rules
+
+    def _apply(self, transaction: Iterable[nfnl.Event]) -> None:
+        waiting: dict[int, list[tuple[CachedChain, CachedRule]]] = {}  # rules placed after a rule to come
+        own = self.sock.portid
+        expected = self._expected
+        touched: dict[int, tuple[str, CachedChain]] = {}
+        for kind, flags, seq, pid, data, off, length in transaction:
             if kind == nfnl.NFT_MSG_NEWRULE:
                 msg = nfnl.decode_rule(data, off, length)
                 chain = self._chain(msg.table, msg.chain)
-                rule = self._rule(msg)
-                if msg.position is not None and self._index(chain, msg.position) is None:
-                    waiting.setdefault(msg.position, []).append((msg, rule))
+                known = expected.get(seq) if pid == own else None
+                if known is not None:
+                    rule = CachedRule(msg.handle, msg.exprs, msg.udata, known[0], known[1], known[2])
+                else:
+                    rule = self._rule(msg)
+                touched[id(chain)] = (msg.table, chain)
+                if msg.position is None:
+                    self._insert(chain, len(chain.rules) if flags & nfnl.NLM_F_APPEND else 0, rule, waiting)
                     continue
-                self._place(chain, rule, msg.position, bool(flags & nfnl.NLM_F_APPEND), waiting)
-                self._touch(msg.table, chain)
+                i = self._index(chain, msg.position)
+                if i is None:
+                    waiting.setdefault(msg.position, []).append((chain, rule))
+                else:
+                    self._insert(chain, i + 1, rule, waiting)
             elif kind == nfnl.NFT_MSG_DELRULE:
                 msg = nfnl.decode_rule(data, off, length)
                 chain = self._chain(msg.table, msg.chain)
                 self._remove(chain, msg.handle)
-                self._touch(msg.table, chain)
+                touched[id(chain)] = (msg.table, chain)
             elif kind == nfnl.NFT_MSG_NEWCHAIN:
                 c = nfnl.decode_chain(data, off, length)
                 table = self.tables.get(c.table)
@@ -312,6 +373,8 @@ class Mirror:
                 t = nfnl.decode_table(data, off, length)
                 self.tables.pop(t.name, None)
                 self.dirty.add(t.name)
+        for table_name, chain in touched.values():
+            self._touch(table_name, chain)
         if waiting:
             raise Unplaceable("a new rule's position names a rule that never came")
 
@@ -347,20 +410,14 @@ class Mirror:
         if i is not None:
             del chain.rules[i]
 
-    def _place(self, chain: CachedChain, rule: CachedRule, position: int | None, append: bool,
-               waiting: dict[int, list[tuple[nfnl.RuleMsg, CachedRule]]]) -> None:
-        if position is not None:
-            i = self._index(chain, position)
-            assert i is not None
-            at = i + 1
-        elif append:
-            at = len(chain.rules)
-        else:
-            at = 0
+    def _insert(self, chain: CachedChain, at: int, rule: CachedRule,
+                waiting: dict[int, list[tuple[CachedChain, CachedRule]]]) -> None:
         chain.rules.insert(at, rule)
         self._hint = (chain, at)
-        for msg, follower in waiting.pop(rule.handle, []):
-            self._place(self._chain(msg.table, msg.chain), follower, rule.handle, False, waiting)
+        for follower_chain, follower in waiting.pop(rule.handle, []):
+            if follower_chain is not chain:
+                raise Unplaceable("a rule placed after a rule of another chain")
+            self._insert(chain, at + 1, follower, waiting)
 
     def mark_seen(self) -> None:
         self.dirty.clear()

@@ -140,6 +140,9 @@ class NftFirewallBackend:
         self._declared: dict[str, Declared] = {}
         self._declared_for: tuple[ChainSpec, ...] | None = None
         self._wanted: dict[tuple[str, str, bool], Wanted] = {}
+        #: tag -> the compiled rule, the fingerprinter version and what was made of it (kept
+        #: across desired states: a reload re-encodes only the rules that changed)
+        self._encoded: dict[str, tuple[CompiledRule, int, Declared]] = {}
         self._fingerprints: dict[str, tuple[bytes, ...]] = {}
         self._observed_gen: int | None = None
         self._views: dict[tuple[str, str], tuple[int, bool, ObservedChain]] = {}
@@ -193,6 +196,7 @@ class NftFirewallBackend:
             mirror.sync()
         declared: dict[str, Declared] = {}
         pending: list[tuple[CompiledRule, str, str]] = []
+        encoded = self._encoded
         for chain in chains:
             existing = set(mirror.tables[chain.table].chains) if chain.table in mirror.tables else set()
             jumpable = {c.name for c in chains if c.table == chain.table and not c.builtin} | existing
@@ -201,10 +205,18 @@ class NftFirewallBackend:
                     c = self.compiler.compile(chain, rule, jumpable)
                 except RuleCompileError as exc:
                     raise BackendError("nftables", chain.resource, f"cannot compile {rule.text!r}: {exc}") from exc
-                self._learn(c)
+                known = encoded.get(c.tag)
+                if known is None or known[0] is not c:
+                    self._learn(c)
                 pending.append((c, chain.resource, rule.text))
         for c, resource, text in pending:  # fingerprints once every usersize is known
-            declared[c.tag] = self._encode(c, resource, text)
+            known = encoded.get(c.tag)
+            if known is not None and known[0] is c and known[1] == self._fp.version:
+                declared[c.tag] = known[2]  # the same rule as in the last desired state
+            else:
+                declared[c.tag] = self._encode(c, resource, text)
+        self._encoded = {tag: (c, self._fp.version, declared[c.tag]) for c, _r, _t in pending
+                         if (tag := c.tag) in declared}
         mark = NftRule(encode_owner_mark(), 0, False)
         declared[OWNER_MARK] = Declared(OWNER_MARK, (mark,), (self._fp(mark.exprs),),
                                         (nfnl.rule_body(mark.exprs, (0, False), nfnl.udata_comment(OWNER_MARK)),))

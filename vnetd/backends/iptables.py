@@ -327,8 +327,7 @@ def owner_mark_entry() -> bytes:
 
 def owner_mark() -> CompiledRule:
     entry = owner_mark_entry()
-    return CompiledRule(OWNER_MARK, (entry,), (fingerprint(entry, std_target=""),),
-                        (COMMENT_SIZE, STANDARD_TARGET_SIZE), "", False)
+    return CompiledRule(OWNER_MARK, (entry,), (COMMENT_SIZE, STANDARD_TARGET_SIZE), "", False)
 
 
 class FirewallBackend:

@@ -71,7 +71,7 @@ KEY_SIZE = 16
 class CachedRule:
     """One kernel rule; ``plain``/``shown``: its planner view, made once (see nftables.py)."""
 
-    __slots__ = ("exprs", "fingerprint", "handle", "key", "plain", "shown", "tag", "udata")
+    __slots__ = ("exprs", "fingerprint", "handle", "key", "ours", "plain", "shown", "tag", "udata")
 
     def __init__(self, handle: int, exprs: bytes, udata: bytes | None, tag: str | None, fingerprint: bytes,
                  key: bytes | None = None) -> None:
@@ -81,12 +81,9 @@ class CachedRule:
         self.tag = tag
         self.fingerprint = fingerprint
         self.key = key if key is not None else rule_key(tag, fingerprint)
+        self.ours = tag is not None and tag.startswith(TAG_PREFIX)  # vnetd's (tagged)
         self.plain: ObservedRule | None = None
         self.shown: ObservedRule | None = None
-
-    @property
-    def ours(self) -> bool:
-        return self.tag is not None and self.tag.startswith(TAG_PREFIX)
 
 
 @dataclass

@@ -163,7 +163,9 @@ def _mirror(handles: list[int]) -> tuple[Mirror, FakeSocket, FakeEvents]:
     chain = CachedChain("FORWARD", 1, 2, 0, 1, "filter")
     for h in handles:
         msg = nfnl.decode_rule(new_rule("FORWARD", h), 0, len(new_rule("FORWARD", h)))
-        chain.rules.append(mirror._rule(msg))
+        rule = mirror._rule(msg)
+        chain.rules.append(rule)
+        chain.by_handle[h] = rule
     mirror.tables = {"filter": CachedTable("filter", {"FORWARD": chain})}
     mirror.gen, mirror.valid, mirror.fp_version = 100, True, mirror.fp.version
     return mirror, sock, events

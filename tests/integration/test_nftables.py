@@ -377,7 +377,9 @@ table inet firewalld {
 def test_concurrent_iptables_nft_writer_loses_nothing(netns: Netns) -> None:
     """vnetd rewrites FORWARD again and again while ``iptables-nft`` appends 1,000 rules
     to the same chain: every one of them is there afterwards, below vnetd's rules; a
-    native ``inet firewalld`` table is never touched."""
+    native ``inet firewalld`` table is never touched. vnetd starts reading while the
+    writer commits all the time, and its mirror, kept by notifications through all of
+    it, equals a fresh read at the end."""
     netns.exec("nft", "-f", "-", input=FIREWALLD)
     firewalld_before = netns.exec("nft", "list", "table", "inet", "firewalld").stdout
     script = ("for i in $(seq 1 1000); do iptables-nft -A FORWARD -s 203.0.113.$((i % 250))/32 "
@@ -398,6 +400,8 @@ def test_concurrent_iptables_nft_writer_loses_nothing(netns: Netns) -> None:
         assert writer.returncode == 0, err
         worker.declare(declarations[0])
         worker.converge()
+        mirror = worker.call("mirror_matches_kernel")
+        assert mirror["equal"], mirror
     assert commits >= 3
     forward = _rules(netns, "FORWARD")
     assert forward[:2] == ["-m physdev --physdev-is-bridged -j ACCEPT", "-j LOG --log-prefix a"]
@@ -447,6 +451,7 @@ def test_deleted_rule_wakes_the_event_socket_and_is_repaired(netns: Netns) -> No
         worker.converge()
         assert _rules(netns, "FORWARD") == ["-m physdev --physdev-is-bridged -j ACCEPT", "-j LOG", "-j DROP"]
         assert worker.call("reloads") == reloads  # followed from notifications, no re-read
+        assert worker.call("mirror_matches_kernel")["equal"]
         # vnetd's own commit is not someone else's change
         worker.call("wait_event", 0.2)
         assert worker.call("drain") is False

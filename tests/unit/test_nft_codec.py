@@ -166,8 +166,8 @@ def _mirror(handles: list[int]) -> tuple[Mirror, FakeSocket, FakeEvents]:
         rule = mirror._rule(msg)
         chain.rules.append(rule)
         chain.by_handle[h] = rule
-    mirror.tables = {"filter": CachedTable("filter", {"FORWARD": chain})}
-    mirror.gen, mirror.valid, mirror.fp_version = 100, True, mirror.fp.version
+    mirror.tables = {"filter": CachedTable("filter", {"FORWARD": chain}, rules_gen=100)}
+    mirror.struct_gen, mirror.valid, mirror.fp_version = 100, True, mirror.fp.version
     return mirror, sock, events
 
 
@@ -236,6 +236,24 @@ def test_notifications_of_other_tables_and_families_are_ignored() -> None:
     _send(events, sock, 101, other_family, other_table)
     assert mirror.pump() is False
     assert _order(mirror) == [10] and mirror.gen == 101 and not mirror.dirty
+
+
+def test_parts_read_at_different_generations_are_brought_together() -> None:
+    """The chains were read at generation 100, the rules at 102: the transactions in
+    between change only what was read before them."""
+    mirror, sock, events = _mirror([10, 20])  # the rules as at 102: 20 added (101), 11 deleted (102)
+    mirror.tables["filter"].rules_gen = 102
+    chain = mirror.tables["filter"].chains["FORWARD"]
+    chain.policy = 0  # read at 100: DROP; gen 101 set ACCEPT
+    policy = _note(nfnl.NFT_MSG_NEWCHAIN, nfnl.strz(1, "filter") + nfnl.be64(2, 1) + nfnl.strz(3, "FORWARD")
+                   + nfnl.nest(4, nfnl.be32(1, 2), nfnl.be32(2, 0)) + nfnl.be32(5, 1) + nfnl.strz(7, "filter"))
+    _send(events, sock, 101, new_rule("FORWARD", 20, append=True), policy)
+    _send(events, sock, 102, del_rule("FORWARD", 11))
+    _send(events, sock, 103, new_rule("FORWARD", 21, append=True))
+    mirror.pump()
+    assert mirror.valid and mirror.gen == 103
+    assert chain.policy == 1  # the chains' part was older: the policy change applies
+    assert _order(mirror) == [10, 20, 21]  # the rules' part had 101 and 102 already
 
 
 def test_a_generation_without_its_notifications_makes_the_mirror_read_again() -> None:

@@ -416,6 +416,16 @@ def nlmsg_error(data: bytes, off: int, length: int) -> tuple[int, str | None]:
     return code, message
 
 
+def dump_generation(replies: Sequence[tuple[bytes, int, int, int]], base: int) -> int | None:
+    """The generation a dump was read at: nf_tables puts its low 16 bits in every reply's
+    ``res_id``; ``base`` is a generation read before the dump (the dump's is not older)."""
+    for data, _kind, off, length in replies:
+        if length >= 20:
+            low = socket.ntohs(struct.unpack_from("=H", data, off + 18)[0])
+            return (base + ((low - base) & 0xFFFF)) & 0xFFFFFFFF
+    return None
+
+
 def msg_type(mtype: int) -> int:
     """The NFT_MSG_* of a netlink type (-1 for messages of other subsystems)."""
     return mtype & 0xFF if mtype >> 8 == NFNL_SUBSYS_NFTABLES else -1
@@ -488,7 +498,8 @@ class NftSocket:
         """Run one dump: ((buffer, NFT_MSG type, offset, length) per message, interrupted).
 
         ``interrupted``: NLM_F_DUMP_INTR, a commit happened during the dump; the
-        caller reads again (it also compares generation ids around the dump).
+        caller reads again. Each message of a dump carries the low 16 bits of the
+        generation it was read at (``dump_generation``).
         """
         seq = self._next_seq()
         self.sock.send(request.encode(seq))

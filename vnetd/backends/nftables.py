@@ -31,10 +31,12 @@ chains.
 from __future__ import annotations
 
 import errno
+import functools
+import struct
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from vnetd.backends import nfnl
 from vnetd.backends.nftcache import IPTABLES_TABLES, KEY_SIZE, CachedChain, CachedRule, Mirror, rule_key
@@ -100,6 +102,23 @@ class Declared:
     bodies: tuple[bytes, ...]
 
 
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _kernel_errors(method: F) -> F:
+    """Netlink failures leave the backend as BackendError (what the engine handles)."""
+
+    @functools.wraps(method)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(*args, **kwargs)
+        except OSError as exc:
+            raise BackendError("nftables", "firewall", f"nf_tables: {exc.strerror or exc}", exc.errno or None
+                               ) from exc
+
+    return wrapper  # type: ignore[return-value]
+
+
 def _policy_name(policy: int | None) -> str | None:
     if policy is None:
         return None
@@ -108,7 +127,10 @@ def _policy_name(policy: int | None) -> str | None:
 
 def render_rule(exprs: bytes) -> str:
     """A rule as iptables-nft-save prints it (without ``-A CHAIN`` and vnetd's tag)."""
-    got = to_entry(exprs)
+    try:
+        got = to_entry(exprs)
+    except (ValueError, struct.error, IndexError):  # malformed expressions from another writer
+        got = None
     if got is None:
         names = " ".join(name for name, _data in split(exprs))
         return f"(not an iptables rule: {names})"
@@ -183,6 +205,7 @@ class NftFirewallBackend:
         return Declared(tag, rules, tuple(self._fp.of_elements(r.elements) for r in rules),
                         tuple(nfnl.rule_body(r.exprs, (r.proto, r.proto_inverted), udata) for r in rules))
 
+    @_kernel_errors
     def compile_all(self, chains: Iterable[ChainSpec]) -> dict[str, Declared]:
         """Every declared rule compiled and encoded, by tag (plus the owner mark); cached
         per desired state, and per rule across desired states."""
@@ -229,18 +252,21 @@ class NftFirewallBackend:
 
     # -- reading ---------------------------------------------------------------------
 
+    @_kernel_errors
     def tables_to_read(self, chains: Iterable[ChainSpec]) -> list[str]:
         mirror = self._mirror
         if not mirror.valid:
             mirror.sync()
         return sorted({c.table for c in chains} | {t for t in mirror.tables if t in BUILTIN_CHAINS})
 
+    @_kernel_errors
     def has_vnetd_rules(self) -> bool:
         self._mirror.sync()
         return any(rule.tag is not None and rule.tag.startswith(TAG_PREFIX)
                    for table in self._mirror.tables.values() for chain in table.chains.values()
                    for rule in chain.rules)
 
+    @_kernel_errors
     def observe(self, chains: Iterable[ChainSpec]) -> dict[str, ObservedTable]:
         chains = tuple(chains)
         self.compile_all(chains)  # learns usersizes before the mirror fingerprints anything
@@ -290,6 +316,7 @@ class NftFirewallBackend:
         self._views[key] = (chain.version, render, view)
         return view
 
+    @_kernel_errors
     def changed(self, tables: Iterable[str]) -> list[str]:
         """Tables changed since the last observe: one GETGEN when nothing was committed."""
         tables = list(tables)
@@ -303,8 +330,12 @@ class NftFirewallBackend:
 
     def drain_events(self) -> bool:
         """Apply waiting notifications; True if another writer changed an iptables table
-        (or notifications were lost: then the next read is a full one)."""
-        self._mirror.pump()
+        (or notifications were lost: then the next read is a full one). Never raises."""
+        try:
+            self._mirror.pump()
+        except (OSError, ValueError, struct.error):
+            self._mirror.valid = False  # whatever went wrong, the next read is a full one
+            return True
         return self._mirror.take_foreign()
 
     # -- writing ---------------------------------------------------------------------
@@ -316,7 +347,15 @@ class NftFirewallBackend:
         for _attempt in range(RESTARTS):
             if not pending:
                 break
-            gen = self._mirror.sync()
+            try:
+                gen = self._mirror.sync()
+            except OSError as exc:
+                err = BackendError("nftables", "firewall", f"cannot read the ruleset: {exc.strerror or exc}",
+                                   exc.errno or None)
+                for a in pending:
+                    results[id(a)] = err
+                pending = []
+                break
             batch = _Batch(self._mirror, self._declared, self._wanted)
             for action in _in_commit_order(pending):
                 error = batch.add(action)
@@ -385,6 +424,7 @@ class NftFirewallBackend:
 
     # -- show ------------------------------------------------------------------------
 
+    @_kernel_errors
     def show(self, chains: Iterable[ChainSpec]) -> dict[str, Any]:
         """Chains that hold vnetd's rules, as a firewall: section (declared texts where known)."""
         texts = {c.tag(r): r.text for c in chains for r in c.rules}

@@ -44,6 +44,8 @@ from vnetd.model.firewall import TAG_PREFIX, ObservedRule
 IPTABLES_TABLES = ("filter", "nat", "mangle", "raw", "security")
 #: how long a generation id may be ahead of its notifications before the mirror re-reads
 EVENT_GRACE = 0.5
+#: dumps tried before a read of the tables gives up (each part needs one uninterrupted dump)
+RELOAD_ATTEMPTS = 50
 _TAG = TAG_PREFIX.encode()
 
 
@@ -121,6 +123,8 @@ class CachedChain:
 class CachedTable:
     name: str
     chains: dict[str, CachedChain] = field(default_factory=dict)
+    #: the generation this table's rules reflect (its chains: Mirror.struct_gen)
+    rules_gen: int = 0
 
 
 class Unplaceable(Exception):
@@ -142,7 +146,8 @@ class Mirror:
         self.fp = fingerprinter
         self.clock = clock
         self.tables: dict[str, CachedTable] = {}
-        self.gen: int | None = None
+        #: the generation the tables and chains reflect (each table's rules: rules_gen)
+        self.struct_gen: int | None = None
         self.valid = False
         self.fp_version = -1
         self.dirty: set[str] = set()  # tables changed since the owner last looked (mark_seen)
@@ -158,44 +163,65 @@ class Mirror:
     def _rule(self, msg: nfnl.RuleMsg) -> CachedRule:
         return CachedRule(msg.handle, msg.exprs, msg.udata, rule_tag(msg.exprs, msg.udata), self.fp(msg.exprs))
 
+    @property
+    def gen(self) -> int | None:
+        """The generation the whole mirror reflects (its oldest part)."""
+        if self.struct_gen is None:
+            return None
+        oldest = self.struct_gen
+        for table in self.tables.values():
+            if _newer(oldest, table.rules_gen):
+                oldest = table.rules_gen
+        return oldest
+
+    def _dump(self, request: nfnl.Message) -> tuple[list[tuple[bytes, int, int, int]], int] | None:
+        """One dump and the generation it was read at; None if a commit interrupted it."""
+        base = self.sock.getgen()
+        replies, interrupted = self.sock.dump(request)
+        if interrupted:
+            return None
+        gen = nfnl.dump_generation(replies, base)
+        if gen is None:  # an empty dump says nothing: bracket it
+            if self.sock.getgen() != base:
+                return None
+            gen = base
+        return replies, gen
+
     def reload(self) -> None:
-        """Read every iptables table again (one chain dump, one rule dump per table)."""
+        """Read every iptables table again: one table and one chain dump, one rule dump per table.
+
+        A writer committing all the time (a container engine starting) may never leave
+        a gap long enough for all of them, so each dump only has to be consistent in
+        itself: the tables and chains at one generation, each table's rules at one of
+        their own. The notifications of what was committed in between, queued meanwhile,
+        bring every part to the same generation (``_apply`` applies a transaction to
+        the parts older than it).
+        """
         self.reloads += 1
-        for _attempt in range(20):
+        for _attempt in range(RELOAD_ATTEMPTS):
             try:
-                self.events.read()  # what is queued predates the dump: skipped by generation below
+                self.events.read()  # what is queued predates the dumps
             except nfnl.EventOverrun:
                 pass
             self._pending.clear()
-            before = self.sock.getgen()
+            got_tables = self._dump(nfnl.dump_tables())
+            got_chains = self._dump(nfnl.dump_chains())
+            if got_tables is None or got_chains is None or got_tables[1] != got_chains[1]:
+                continue
+            struct_gen = got_chains[1]
             tables: dict[str, CachedTable] = {}
-            replies, interrupted = self.sock.dump(nfnl.dump_tables())
-            for data, kind, off, length in replies:
+            for data, kind, off, length in got_tables[0]:
                 if kind == nfnl.NFT_MSG_NEWTABLE:
                     t = nfnl.decode_table(data, off, length)
                     if t.name in IPTABLES_TABLES:
-                        tables[t.name] = CachedTable(t.name)
-            replies, intr = self.sock.dump(nfnl.dump_chains())
-            interrupted |= intr
-            for data, kind, off, length in replies:
+                        tables[t.name] = CachedTable(t.name, rules_gen=struct_gen)
+            for data, kind, off, length in got_chains[0]:
                 if kind == nfnl.NFT_MSG_NEWCHAIN:
                     c = nfnl.decode_chain(data, off, length)
                     if c.table in tables:
                         tables[c.table].chains[c.name] = CachedChain(c.name, c.handle, c.hooknum, c.priority,
                                                                      c.policy, c.chain_type)
-            for name, table in tables.items():
-                replies, intr = self.sock.dump(nfnl.dump_rules(name))
-                interrupted |= intr
-                for data, kind, off, length in replies:
-                    if kind != nfnl.NFT_MSG_NEWRULE:
-                        continue
-                    msg = nfnl.decode_rule(data, off, length)
-                    chain = table.chains.get(msg.chain)
-                    if chain is not None:
-                        rule = self._rule(msg)
-                        chain.rules.append(rule)
-                        chain.by_handle[rule.handle] = rule
-            if interrupted or self.sock.getgen() != before:
+            if not all(self._read_rules(table, struct_gen) for table in tables.values()):
                 continue
             for name in set(self.tables) | set(tables):
                 self.dirty.add(name)
@@ -203,12 +229,33 @@ class Mirror:
                 for chain in table.chains.values():
                     chain.version = self._next_version()
             self.tables = tables
-            self.gen = before
+            self.struct_gen = struct_gen
             self.valid = True
             self.fp_version = self.fp.version
             self._hint = None
             return
         raise nfnl.NftError(0, "the ruleset kept changing while being read")
+
+    def _read_rules(self, table: CachedTable, struct_gen: int) -> bool:
+        """The table's rules from one dump; False if they cannot be matched with its chains."""
+        got = self._dump(nfnl.dump_rules(table.name))
+        if got is None:
+            return False
+        replies, gen = got
+        for data, kind, off, length in replies:
+            if kind != nfnl.NFT_MSG_NEWRULE:
+                continue
+            msg = nfnl.decode_rule(data, off, length)
+            chain = table.chains.get(msg.chain)
+            if chain is None:
+                if _newer(gen, struct_gen):
+                    return False  # a chain created after the chain dump: read again
+                continue  # a chain deleted since: its rules went with it
+            rule = self._rule(msg)
+            chain.rules.append(rule)
+            chain.by_handle[rule.handle] = rule
+        table.rules_gen = gen
+        return True
 
     _version = 0
 
@@ -279,16 +326,13 @@ class Mirror:
             relevant = [t for t in transaction if self._table_of(t) in IPTABLES_TABLES]
             if relevant and any(t.pid != own for t in relevant):
                 foreign = True
-            if not self.valid or self.gen is None:
-                continue
-            if not _newer(gen, self.gen):
-                continue  # already in the dump the mirror was built from
+            oldest = self.gen if self.valid else None
+            if oldest is None or not _newer(gen, oldest):
+                continue  # already in the dumps the mirror was built from
             try:
-                self._apply(relevant)
+                self._apply(relevant, gen)
             except Unplaceable:
                 self.valid = False
-                continue
-            self.gen = gen
         if foreign:
             self.foreign = True
         return foreign
@@ -320,15 +364,26 @@ class Mirror:
         """
         self._expected = rules
 
-    def _apply(self, transaction: Iterable[nfnl.Event]) -> None:
+    def _apply(self, transaction: Iterable[nfnl.Event], gen: int) -> None:
+        """Apply one complete transaction (generation ``gen``) to the parts older than it:
+        tables and chains, and each table's rules (see reload)."""
         waiting: dict[int, list[tuple[CachedChain, CachedRule]]] = {}  # rules placed after a rule to come
         own = self.sock.portid
         expected = self._expected
         touched: dict[int, tuple[str, CachedChain]] = {}
+        assert self.struct_gen is not None
+        structure = _newer(gen, self.struct_gen)
         for kind, flags, seq, pid, data, off, length in transaction:
-            if kind == nfnl.NFT_MSG_NEWRULE:
+            if kind in (nfnl.NFT_MSG_NEWRULE, nfnl.NFT_MSG_DELRULE):
                 msg = nfnl.decode_rule(data, off, length)
-                chain = self._chain(msg.table, msg.chain)
+                chain_of = self._rules_of(msg, gen, structure)
+                if chain_of is None:
+                    continue
+                chain = chain_of
+            if kind == nfnl.NFT_MSG_DELRULE:
+                self._remove(chain, msg.handle)
+                touched[id(chain)] = (msg.table, chain)
+            elif kind == nfnl.NFT_MSG_NEWRULE:
                 known = expected.get(seq) if pid == own else None
                 if known is not None:
                     rule = CachedRule(msg.handle, msg.exprs, msg.udata, known[0], known[1], known[2])
@@ -343,11 +398,8 @@ class Mirror:
                     waiting.setdefault(msg.position, []).append((chain, rule))
                 else:
                     self._insert(chain, i + 1, rule, waiting)
-            elif kind == nfnl.NFT_MSG_DELRULE:
-                msg = nfnl.decode_rule(data, off, length)
-                chain = self._chain(msg.table, msg.chain)
-                self._remove(chain, msg.handle)
-                touched[id(chain)] = (msg.table, chain)
+            elif not structure:
+                continue  # tables and chains already read at this generation or later
             elif kind == nfnl.NFT_MSG_NEWCHAIN:
                 c = nfnl.decode_chain(data, off, length)
                 table = self.tables.get(c.table)
@@ -372,7 +424,8 @@ class Mirror:
                     self.dirty.add(c.table)
             elif kind == nfnl.NFT_MSG_NEWTABLE:
                 t = nfnl.decode_table(data, off, length)
-                self.tables.setdefault(t.name, CachedTable(t.name))
+                # older than this transaction: its rules (if any) come in it
+                self.tables.setdefault(t.name, CachedTable(t.name, rules_gen=(gen - 1) & 0xFFFFFFFF))
                 self.dirty.add(t.name)
             elif kind == nfnl.NFT_MSG_DELTABLE:
                 t = nfnl.decode_table(data, off, length)
@@ -382,12 +435,28 @@ class Mirror:
             self._touch(table_name, chain)
         if waiting:
             raise Unplaceable("a new rule's position names a rule that never came")
+        if structure:
+            self.struct_gen = gen
+        for table in self.tables.values():
+            if _newer(gen, table.rules_gen):
+                table.rules_gen = gen
 
-    def _chain(self, table: str, name: str) -> CachedChain:
-        t = self.tables.get(table)
-        chain = t.chains.get(name) if t is not None else None
+    def _rules_of(self, msg: nfnl.RuleMsg, gen: int, structure: bool) -> CachedChain | None:
+        """The chain a rule notification changes, or None if that part of the mirror
+        already has it (its table's rules were read at ``gen`` or later, or the chain
+        was deleted by a transaction the chain dump already has)."""
+        table = self.tables.get(msg.table)
+        if table is None:
+            if structure:
+                raise Unplaceable(f"rule in unknown table {msg.table}")
+            return None
+        if not _newer(gen, table.rules_gen):
+            return None
+        chain = table.chains.get(msg.chain)
         if chain is None:
-            raise Unplaceable(f"rule in unknown chain {table}/{name}")
+            if structure:
+                raise Unplaceable(f"rule in unknown chain {msg.table}/{msg.chain}")
+            return None
         return chain
 
     def _touch(self, table: str, chain: CachedChain) -> None:

@@ -205,16 +205,30 @@ def test_fingerprints_of_declared_rules_match_the_kernel_copy(netns: Netns) -> N
                     assert fp in declared[tag], (table, name, tag)
 
 
-def test_unwritable_rule_fails_alone(netns: Netns) -> None:
-    """-j QUEUE has no iptables-nft spelling (iptables-nft 1.8.9 fails on it too): that
-    chain fails with a reason, the others are written."""
+def test_rule_iptables_nft_cannot_write_is_refused_with_a_reason(netns: Netns) -> None:
+    """-j QUEUE has no iptables-nft spelling (iptables-nft 1.8.9 fails on it too)."""
     with NftWorker(netns) as worker:
-        worker.declare(chain("filter", "INPUT", "-j QUEUE"), chain("filter", "FORWARD", "-j ACCEPT"))
-        with pytest.raises(AssertionError, match="QUEUE"):
-            worker.call("converge")
-        worker.declare(chain("filter", "FORWARD", "-j ACCEPT"))
-        worker.converge()
-    assert "-A FORWARD -m comment" in "\n".join(nft_save(netns, "filter"))
+        worker.declare(chain("filter", "INPUT", "-j QUEUE"))
+        with pytest.raises(AssertionError, match=r"QUEUE.*NFQUEUE"):
+            worker.call("plan")
+    assert netns.exec("iptables-nft", "-A", "INPUT", "-j", "QUEUE", check=False).returncode != 0
+
+
+def test_a_rule_the_kernel_refuses_fails_alone(netns: Netns) -> None:
+    """The kernel refuses ``-m owner`` in INPUT (as it refuses iptables-nft's): that
+    action fails with the kernel's reason; the others of the same transaction are
+    committed without it."""
+    with NftWorker(netns) as worker:
+        worker.declare(chain("filter", "INPUT", "-m owner --uid-owner 0 -j ACCEPT"),
+                       chain("filter", "FORWARD", "-j ACCEPT"), chain("nat", "POSTROUTING", "-j MASQUERADE"))
+        results = dict(worker.call("apply_once"))
+    errors = {action.split(":")[0]: error for action, error in results.items()}
+    assert "EINVAL" in errors["firewall/filter/INPUT"] and "refused" in errors["firewall/filter/INPUT"]
+    assert errors["firewall/filter/FORWARD"] is None and errors["firewall/nat/POSTROUTING"] is None
+    assert _rules(netns, "FORWARD") == ["-j ACCEPT"] and _rules(netns, "POSTROUTING", "nat") == ["-j MASQUERADE"]
+    assert _rules(netns, "INPUT") == []
+    assert netns.exec("iptables-nft", "-A", "INPUT", "-m", "owner", "--uid-owner", "0", "-j", "ACCEPT",
+                      check=False).returncode != 0
 
 
 # --------------------------------------------------------------------------- the contract

@@ -85,8 +85,14 @@ def mirror_matches_kernel():
     return {"equal": ours == theirs, "ours": ours if ours != theirs else None,
             "theirs": theirs if ours != theirs else None}
 
+def shrink_event_buffer():
+    import socket
+    backend._events.sock.setsockopt(socket.SOL_SOCKET, 33, 4096)  # SO_RCVBUFFORCE: overflows soon
+    return True
+
 COMMANDS = {
     "mirror_matches_kernel": mirror_matches_kernel,
+    "shrink_event_buffer": shrink_event_buffer,
     "declare": declare,
     "plan": lambda: [a.describe() for a in plan()[0]],
     "converge": converge,

@@ -471,6 +471,25 @@ def test_deleted_rule_wakes_the_event_socket_and_is_repaired(netns: Netns) -> No
         assert worker.call("drain") is False
 
 
+def test_lost_notifications_are_a_change_and_the_mirror_reads_again(netns: Netns) -> None:
+    """ENOBUFS (the event queue overflowed): drain_events says "changed", and the next
+    read is a full one, equal to the kernel's tables."""
+    with NftWorker(netns) as worker:
+        worker.declare(chain("filter", "FORWARD", "-j ACCEPT"))
+        worker.converge()
+        worker.call("shrink_event_buffer")
+        reloads = worker.call("reloads")
+        restore = "*filter\n" + "".join(f"-A INPUT -s 192.0.2.{i % 250} -p tcp --dport {i + 1} -j ACCEPT\n"
+                                        for i in range(2000)) + "COMMIT\n"
+        netns.exec("iptables-nft-restore", "--noflush", input=restore)
+        assert worker.call("wait_event", 10.0)["readable"] is True
+        assert worker.call("drain") is True
+        assert worker.call("changed", ["filter"]) == ["filter"]
+        assert worker.call("plan") == []
+        assert worker.call("reloads") == reloads + 1
+        assert worker.call("mirror_matches_kernel")["equal"]
+
+
 def test_events_of_other_tables_and_counters_are_not_changes(netns: Netns) -> None:
     with NftWorker(netns) as worker:
         worker.declare(chain("filter", "INPUT", "-j ACCEPT"))

@@ -270,3 +270,14 @@ def test_long_comments_fit_user_data(text: str) -> None:
     assert nfnl.udata_get_comment(nfnl.udata_comment(text)) == text
     with pytest.raises(ValueError, match="longer"):
         nfnl.udata_comment(text + "yy")
+
+
+@pytest.mark.parametrize("op,data", [(nx.NFT_CMP_EQ, b"\x06"), (nx.NFT_CMP_NEQ, b"\xc0\x00\x02"),
+                                     (nx.NFT_CMP_LTE, b"\x04\x00"), (nx.NFT_CMP_EQ, b"eth0\0"),
+                                     (nx.NFT_CMP_EQ, b"INVAL/D\0"), (nx.NFT_CMP_EQ, bytes(16))])
+def test_packed_cmp_is_the_generic_expression_and_its_noted_canonical_form_is_exact(op: int, data: bytes) -> None:
+    generic = nfnl.expr("cmp", nfnl.be32(nx.NFTA_CMP_SREG, 1), nfnl.be32(nx.NFTA_CMP_OP, op),
+                        nfnl.nest(nx.NFTA_CMP_DATA, nfnl.nla(nx.NFTA_DATA_VALUE, data)))
+    packed = nx.cmp(op, data)
+    assert packed == generic
+    assert nx._SEEDED[packed] == nx.canonical_expr(packed, {})

@@ -28,7 +28,18 @@ import hashlib
 import struct
 from collections.abc import Iterable, Iterator
 
-from vnetd.backends.nfnl import NLA_F_NESTED, be32, be64, expr, nest, nla, strz
+from vnetd.backends.nfnl import (
+    NFTA_EXPR_DATA,
+    NFTA_EXPR_NAME,
+    NFTA_LIST_ELEM,
+    NLA_F_NESTED,
+    be32,
+    be64,
+    expr,
+    nest,
+    nla,
+    strz,
+)
 
 # expression attributes (linux/netfilter/nf_tables.h, nf_tables_compat.h)
 NFTA_PAYLOAD_DREG, NFTA_PAYLOAD_BASE, NFTA_PAYLOAD_OFFSET, NFTA_PAYLOAD_LEN = 1, 2, 3, 4
@@ -85,9 +96,26 @@ def meta_set(key: int, sreg: int) -> bytes:
     return expr("meta", be32(NFTA_META_KEY, key), be32(NFTA_META_SREG, sreg))
 
 
+@functools.lru_cache(maxsize=256)
+def _cmp_head(sreg: int, op: int) -> bytes:
+    return be32(NFTA_CMP_SREG, sreg) + be32(NFTA_CMP_OP, op)
+
+
+_CMP_NAME = nla(NFTA_EXPR_NAME, b"cmp\0")
+
+
 @functools.lru_cache(maxsize=65536)
 def cmp(op: int, data: bytes, sreg: int = NFT_REG_1) -> bytes:
-    return expr("cmp", be32(NFTA_CMP_SREG, sreg), be32(NFTA_CMP_OP, op), _value(NFTA_CMP_DATA, data))
+    """``cmp``: the expression of every compared value (addresses, ports: many are unique,
+    so it is packed directly, and its canonical form is noted for the fingerprint)."""
+    value = _NLA.pack(4 + len(data), NFTA_DATA_VALUE) + data + b"\0" * (-len(data) & 3)
+    inner = _cmp_head(sreg, op) + _NLA.pack(4 + len(value), NFTA_CMP_DATA | NLA_F_NESTED) + value
+    body = _CMP_NAME + _NLA.pack(4 + len(inner), NFTA_EXPR_DATA | NLA_F_NESTED) + inner
+    element = _NLA.pack(4 + len(body), NFTA_LIST_ELEM | NLA_F_NESTED) + body
+    if len(_SEEDED) >= 65536:
+        _SEEDED.clear()
+    _SEEDED[element] = canonical_cmp(_BE32.pack(sreg), _BE32.pack(op), data)
+    return element
 
 
 @functools.lru_cache(maxsize=65536)
@@ -228,6 +256,18 @@ def _canon_data(raw: bytes) -> bytes:
     return b"".join(sorted(out))
 
 
+#: canonical forms of elements vnetd packed itself (see cmp), equal to what canonical_expr
+#: computes from them (tests/unit/test_nft_codec.py checks it)
+_SEEDED: dict[bytes, bytes] = {}
+
+
+def canonical_cmp(sreg: bytes, op: bytes, value: bytes) -> bytes:
+    """canonical_expr of a ``cmp`` with these raw attributes, without parsing it."""
+    data = _NLA.pack(len(value), NFTA_DATA_VALUE) + value
+    return (b"cmp{" + _NLA.pack(len(sreg), NFTA_CMP_SREG) + sreg + _NLA.pack(len(op), NFTA_CMP_OP) + op
+            + _NLA.pack(len(data), NFTA_CMP_DATA) + data + b"};")
+
+
 def canonical_expr(element: bytes, usersizes: UserSizes) -> bytes:
     """One NFTA_LIST_ELEM (header included) in its canonical spelling."""
     name = ""
@@ -334,6 +374,8 @@ class Fingerprinter:
         parts = []
         for element in elements:
             canon = memo.get(element)
+            if canon is None:
+                canon = _SEEDED.get(element)
             if canon is None:
                 canon = b"counter;" if element.startswith(_COUNTER_NAME, 4) else canonical_expr(element,
                                                                                                   self.usersizes)

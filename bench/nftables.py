@@ -100,6 +100,8 @@ for _ in range(repeat):
     fw = NftFirewallBackend()
     t0 = time.perf_counter(); converge(fw); apply_times.append(time.perf_counter() - t0)
     fw.close()
+import gc
+gc.collect()  # the cold applies above are separate experiments: their garbage is not the daemon's
 fw = NftFirewallBackend()
 converge(fw)
 check_times = []

@@ -320,7 +320,9 @@ class NftFirewallBackend:
     def changed(self, tables: Iterable[str]) -> list[str]:
         """Tables changed since the last observe: one GETGEN when nothing was committed."""
         tables = list(tables)
-        if self._observed_gen is not None and self._sock.getgen() == self._observed_gen:
+        if self._observed_gen is None:
+            return tables  # never observed: everything is news
+        if self._sock.getgen() == self._observed_gen:
             return []  # no transaction committed since: nothing changed (counters do not count)
         self._mirror.sync()
         return [t for t in tables if t in self._mirror.dirty]

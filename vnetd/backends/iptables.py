@@ -348,7 +348,7 @@ def owner_mark_entry() -> bytes:
 def owner_mark() -> CompiledRule:
     entry = owner_mark_entry()
     fp = fingerprint(entry, std_target="")
-    return CompiledRule(OWNER_MARK, (entry,), (fp,), (COMMENT_SIZE, STANDARD_TARGET_SIZE), "", False, (), (fp,))
+    return CompiledRule(OWNER_MARK, (entry,), (COMMENT_SIZE, STANDARD_TARGET_SIZE), "", False, (), (fp,))
 
 
 class FirewallBackend:

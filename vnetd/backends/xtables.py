@@ -257,18 +257,28 @@ def standard_target(name: str) -> bytes:
 class CompiledRule:
     """A declared rule as libiptc takes it, and the fingerprints the kernel's copies must have.
 
-    Usually one entry; ``-s a,b`` makes one per address, as iptables does.
+    Usually one entry; ``-s a,b`` makes one per address, as iptables does. The legacy
+    tables' fingerprints are computed when first asked for (~20 us a rule): the
+    iptables-nft backend, which fingerprints nf_tables expressions, never asks.
     """
 
     tag: str
     entries: tuple[bytes, ...]
-    fingerprints: tuple[bytes, ...]
     usersizes: tuple[int, ...]  # per match, then the target: bytes userspace owns (the rest is the kernel's)
     target_name: str | None  # standard meaning ("" falls through, a chain, ACCEPT...); None: extension
     goto: bool
     warnings: tuple[str, ...] = ()
     #: each entry's fingerprint without vnetd's tag: what an identical foreign rule has (adoption)
     plain_fingerprints: tuple[bytes, ...] = ()
+    _fingerprints: list[tuple[bytes, ...]] = field(default_factory=list, compare=False, repr=False)
+
+    @property
+    def fingerprints(self) -> tuple[bytes, ...]:
+        """Each entry's fingerprint in the legacy tables (see ``fingerprint``)."""
+        if not self._fingerprints:
+            self._fingerprints.append(tuple(fingerprint(clean_entry(e, self.usersizes), self.target_name, self.goto)
+                                            for e in self.entries))
+        return self._fingerprints[0]
 
 
 class RuleCompiler:
@@ -309,9 +319,8 @@ class RuleCompiler:
         comment = comment_match(tag)
         tagged = tuple(insert_before_target(e, comment) for e in entries)
         sizes = (*usersizes[:-1], COMMENT_SIZE, usersizes[-1])
-        fps = tuple(fingerprint(clean_entry(e, sizes), std, goto) for e in tagged)
         notes = tuple(line.strip() for line in warnings.splitlines() if line.strip())
-        return CompiledRule(tag, tagged, fps, sizes, std, bool(goto), notes, plain)
+        return CompiledRule(tag, tagged, sizes, std, bool(goto), notes, plain)
 
 
 # --------------------------------------------------------------------------- fingerprints

@@ -16,6 +16,7 @@ are no longer declared lose vnetd's tagged rules, and owned ones are deleted.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from typing import Generic, TypeVar
 
 from vnetd.model.firewall import (
     OWNER_MARK,
@@ -36,22 +37,68 @@ kernel entries (one, or one per address of ``-s a,b``, as iptables makes them), 
 backend compiled it; ``OWNER_KEY`` names the owner mark of a user chain."""
 
 OWNER_KEY: RuleKey = ("", "", OWNER_MARK)
+T = TypeVar("T")
 Fingerprints = Mapping[str, tuple[bytes, ...]]
 """Tag -> fingerprints (built from RuleIds for the descriptions)."""
 
 
+class _IdentityMemo(Generic[T]):
+    """Results of a pure function of objects that stay identical while their content does
+    (the desired state, the backend's fingerprints): a drifted rule in a 10,000-rule chain
+    re-plans that chain without recomputing what it must hold (~2 us a rule)."""
+
+    def __init__(self, size: int = 256) -> None:
+        self._entries: dict[tuple[int, ...], tuple[tuple[object, ...], T]] = {}
+        self._size = size
+
+    def get(self, inputs: tuple[object, ...]) -> T | None:
+        entry = self._entries.get(tuple(map(id, inputs)))
+        if entry is not None and all(a is b for a, b in zip(entry[0], inputs, strict=True)):
+            return entry[1]
+        return None
+
+    def put(self, inputs: tuple[object, ...], result: T) -> None:
+        if len(self._entries) >= self._size:
+            self._entries.clear()
+        self._entries[tuple(map(id, inputs))] = (inputs, result)
+
+
+_WANTED: _IdentityMemo[tuple[list[tuple[str, bytes]], list[tuple[str, bytes]]]] = _IdentityMemo()
+_TEXTS: _IdentityMemo[tuple[dict[str, str], dict[str, tuple[bytes, ...]]]] = _IdentityMemo(16)
+
+
 def wanted(chain: ChainSpec, ids: RuleIds) -> list[tuple[str, bytes]]:
-    """The (tag, fingerprint) list the chain must start with (or consist of)."""
-    items = [] if chain.builtin else [(OWNER_MARK, fp) for fp in ids[OWNER_KEY].fingerprints]
-    for rule in chain.rules:
-        rid = ids[chain.key(rule)]
-        items.extend((rid.tag, fp) for fp in rid.fingerprints)
-    return items
+    """The (tag, fingerprint) list the chain must start with (or consist of). Do not
+    change the list: it is remembered for the same chain and rule ids."""
+    return _wanted(chain, ids)[0]
 
 
 def wanted_tail(chain: ChainSpec, ids: RuleIds) -> list[tuple[str, bytes]]:
     """The (tag, fingerprint) list a merge chain must end with (``position: append``)."""
-    return [(ids[chain.key(rule)].tag, fp) for rule in chain.tail for fp in ids[chain.key(rule)].fingerprints]
+    return _wanted(chain, ids)[1]
+
+
+def _wanted(chain: ChainSpec, ids: RuleIds) -> tuple[list[tuple[str, bytes]], list[tuple[str, bytes]]]:
+    known = _WANTED.get((chain, ids))
+    if known is not None:
+        return known
+    top = [] if chain.builtin else [(OWNER_MARK, fp) for fp in ids[OWNER_KEY].fingerprints]
+    for rule in chain.rules:
+        rid = ids[chain.key(rule)]
+        top.extend((rid.tag, fp) for fp in rid.fingerprints)
+    tail = [(ids[chain.key(rule)].tag, fp) for rule in chain.tail for fp in ids[chain.key(rule)].fingerprints]
+    _WANTED.put((chain, ids), (top, tail))
+    return top, tail
+
+
+def _texts(desired: tuple[ChainSpec, ...], ids: RuleIds) -> tuple[dict[str, str], dict[str, tuple[bytes, ...]]]:
+    """Tag -> declared text, and tag -> fingerprints (for describing what a chain holds)."""
+    known = _TEXTS.get((desired, ids))
+    if known is None:
+        known = ({ids[c.key(r)].tag: r.text for c in desired for r in c.all_rules},
+                 {rid.tag: rid.fingerprints for rid in ids.values()})
+        _TEXTS.put((desired, ids), known)
+    return known
 
 
 def in_sync(chain: ChainSpec, observed: ObservedChain, want: list[tuple[str, bytes]],
@@ -89,8 +136,7 @@ def plan_firewall(
     actions: list[Action] = []
     problems: list[Problem] = []
     desired = tuple(desired)
-    texts = {ids[c.key(r)].tag: r.text for c in desired for r in c.all_rules}
-    fingerprints = {rid.tag: rid.fingerprints for rid in ids.values()}
+    texts, fingerprints = _texts(desired, ids)
     declared = {(c.table, c.name) for c in desired}
     for chain in desired:
         res = chain.resource

@@ -1,0 +1,501 @@
+# SPDX-License-Identifier: MIT
+"""The iptables-nft tables as nf_tables holds them, kept current from its notifications.
+
+``Mirror`` holds the chains and rules (handle, user data, expressions, tag,
+fingerprint) of the ``ip`` tables iptables-nft uses. It is filled by one dump
+per table and then follows the kernel's notifications (``nfnl.NftEvents``)
+instead of reading again: a rule deleted by ``iptables-nft -D`` arrives as one
+``NFT_MSG_DELRULE`` of a few hundred bytes, where a re-read of a 10,000-rule
+table is megabytes.
+
+Why it stays exact:
+
+* notifications come per transaction, the changed objects then ``NFT_MSG_NEWGEN``
+  with the generation id the transaction made; the mirror applies a transaction
+  only once it is complete, and only if it is newer than what the mirror holds
+  (a dump already contains the transactions before it);
+* a new rule's notification says where it went: ``NFTA_RULE_POSITION`` is the
+  handle of the rule right before it, when it is not first or last; otherwise
+  ``NLM_F_APPEND`` means last and its absence first. The kernel computes that
+  position when the transaction is committed, so it may name a rule the same
+  transaction adds further on: such a rule waits for that one;
+* a dump is consistent when the generation id is the same before and after it
+  and no part of it carries ``NLM_F_DUMP_INTR``;
+* anything the mirror cannot place, a lost notification (ENOBUFS) or a
+  generation it has not seen arrive makes it read every table again.
+
+``sync`` brings the mirror to the kernel's current generation (one GETGEN
+request when nothing changed); ``pump`` applies whatever notifications wait,
+without blocking (the daemon calls it when the event socket is readable).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from vnetd.backends import nfnl
+from vnetd.backends.nftexpr import Fingerprinter, xt_comments
+from vnetd.model.firewall import TAG_PREFIX, ObservedRule
+
+#: the tables iptables-nft writes (family ip)
+IPTABLES_TABLES = ("filter", "nat", "mangle", "raw", "security")
+#: how long a generation id may be ahead of its notifications before the mirror re-reads
+EVENT_GRACE = 0.5
+#: dumps tried before a read of the tables gives up (each part needs one uninterrupted dump)
+RELOAD_ATTEMPTS = 50
+_TAG = TAG_PREFIX.encode()
+
+
+def rule_tag(exprs: bytes, udata: bytes | None) -> str | None:
+    """vnetd's tag of a rule: its user-data comment (where vnetd writes it), or a
+    ``comment`` match (a tagged line replayed through iptables-nft-restore)."""
+    comment = nfnl.udata_get_comment(udata)
+    if comment is not None and comment.startswith(TAG_PREFIX):
+        return comment
+    if _TAG in exprs:
+        for text in xt_comments(exprs):
+            if text.startswith(TAG_PREFIX):
+                return text
+    return None
+
+
+def rule_key(tag: str | None, fingerprint: bytes) -> bytes:
+    """(tag, fingerprint) in 16 bytes: a chain's keys joined compare at memcmp speed."""
+    return hashlib.blake2b((tag or "").encode() + b"\0" + fingerprint, digest_size=KEY_SIZE).digest()
+
+
+KEY_SIZE = 16
+
+
+class CachedRule:
+    """One kernel rule; ``plain``/``shown``: its planner view, made once (see nftables.py)."""
+
+    __slots__ = ("exprs", "fingerprint", "handle", "key", "ours", "plain", "shown", "tag", "udata")
+
+    def __init__(self, handle: int, exprs: bytes, udata: bytes | None, tag: str | None, fingerprint: bytes,
+                 key: bytes | None = None) -> None:
+        self.handle = handle
+        self.exprs = exprs
+        self.udata = udata
+        self.tag = tag
+        self.fingerprint = fingerprint
+        self.key = key if key is not None else rule_key(tag, fingerprint)
+        self.ours = tag is not None and tag.startswith(TAG_PREFIX)  # vnetd's (tagged)
+        self.plain: ObservedRule | None = None
+        self.shown: ObservedRule | None = None
+
+
+@dataclass
+class CachedChain:
+    name: str
+    handle: int
+    hooknum: int | None  # None: a user chain
+    priority: int | None
+    policy: int | None
+    chain_type: str | None
+    rules: list[CachedRule] = field(default_factory=list)
+    by_handle: dict[int, CachedRule] = field(default_factory=dict)
+    version: int = 0  # bumped on every change (what built views are keyed on)
+    _keys: tuple[int, bytes] | None = None
+    _foreign: tuple[int, bytes] | None = None
+
+    @property
+    def base(self) -> bool:
+        return self.hooknum is not None
+
+    def keys(self) -> bytes:
+        """The keys of the chain's rules, joined (see rule_key)."""
+        if self._keys is None or self._keys[0] != self.version:
+            self._keys = (self.version, b"".join([r.key for r in self.rules]))
+        return self._keys[1]
+
+    def foreign_keys(self) -> bytes:
+        """The keys of the rules that are not vnetd's, joined."""
+        if self._foreign is None or self._foreign[0] != self.version:
+            self._foreign = (self.version, b"".join([r.key for r in self.rules if not r.ours]))
+        return self._foreign[1]
+
+
+@dataclass
+class CachedTable:
+    name: str
+    chains: dict[str, CachedChain] = field(default_factory=dict)
+    #: the generation this table's rules reflect (its chains: Mirror.struct_gen)
+    rules_gen: int = 0
+
+
+class Unplaceable(Exception):
+    """A notification the mirror cannot apply (it re-reads instead)."""
+
+
+def _newer(gen: int, than: int) -> bool:
+    """Generation ids are 32-bit and wrap."""
+    return 0 < ((gen - than) & 0xFFFFFFFF) < 0x80000000
+
+
+class Mirror:
+    """nf_tables' iptables tables in this namespace, as of generation ``gen``."""
+
+    def __init__(self, sock: nfnl.NftSocket, events: nfnl.NftEvents, fingerprinter: Fingerprinter,
+                 clock: Callable[[], float]) -> None:
+        self.sock = sock
+        self.events = events
+        self.fp = fingerprinter
+        self.clock = clock
+        self.tables: dict[str, CachedTable] = {}
+        #: the generation the tables and chains reflect (each table's rules: rules_gen)
+        self.struct_gen: int | None = None
+        self.valid = False
+        self.fp_version = -1
+        self.dirty: set[str] = set()  # tables changed since the owner last looked (mark_seen)
+        self.foreign = False  # another writer changed a table since take_foreign()
+        self.reloads = 0
+        self._pending: list[nfnl.Event] = []  # the transaction being received
+        #: sequence number -> (tag, fingerprint, key) of the rules vnetd's last batch added (see expect)
+        self._expected: dict[int, tuple[str | None, bytes, bytes]] = {}
+        self._hint: tuple[CachedChain, int] | None = None
+
+    # -- reading the kernel --------------------------------------------------------
+
+    def _rule(self, msg: nfnl.RuleMsg) -> CachedRule:
+        return CachedRule(msg.handle, msg.exprs, msg.udata, rule_tag(msg.exprs, msg.udata), self.fp(msg.exprs))
+
+    @property
+    def gen(self) -> int | None:
+        """The generation the whole mirror reflects (its oldest part)."""
+        if self.struct_gen is None:
+            return None
+        oldest = self.struct_gen
+        for table in self.tables.values():
+            if _newer(oldest, table.rules_gen):
+                oldest = table.rules_gen
+        return oldest
+
+    def _dump(self, request: nfnl.Message) -> tuple[list[tuple[bytes, int, int, int]], int] | None:
+        """One dump and the generation it was read at; None if a commit interrupted it."""
+        base = self.sock.getgen()
+        replies, interrupted = self.sock.dump(request)
+        if interrupted:
+            return None
+        gen = nfnl.dump_generation(replies, base)
+        if gen is None:  # an empty dump says nothing: bracket it
+            if self.sock.getgen() != base:
+                return None
+            gen = base
+        return replies, gen
+
+    def reload(self) -> None:
+        """Read every iptables table again: one table and one chain dump, one rule dump per table.
+
+        A writer committing all the time (a container engine starting) may never leave
+        a gap long enough for all of them, so each dump only has to be consistent in
+        itself: the tables and chains at one generation, each table's rules at one of
+        their own. The notifications of what was committed in between, queued meanwhile,
+        bring every part to the same generation (``_apply`` applies a transaction to
+        the parts older than it).
+        """
+        self.reloads += 1
+        for _attempt in range(RELOAD_ATTEMPTS):
+            try:
+                self.events.read()  # what is queued predates the dumps
+            except nfnl.EventOverrun:
+                pass
+            self._pending.clear()
+            got_tables = self._dump(nfnl.dump_tables())
+            got_chains = self._dump(nfnl.dump_chains())
+            if got_tables is None or got_chains is None or got_tables[1] != got_chains[1]:
+                continue
+            struct_gen = got_chains[1]
+            tables: dict[str, CachedTable] = {}
+            for data, kind, off, length in got_tables[0]:
+                if kind == nfnl.NFT_MSG_NEWTABLE:
+                    t = nfnl.decode_table(data, off, length)
+                    if t.name in IPTABLES_TABLES:
+                        tables[t.name] = CachedTable(t.name, rules_gen=struct_gen)
+            for data, kind, off, length in got_chains[0]:
+                if kind == nfnl.NFT_MSG_NEWCHAIN:
+                    c = nfnl.decode_chain(data, off, length)
+                    if c.table in tables:
+                        tables[c.table].chains[c.name] = CachedChain(c.name, c.handle, c.hooknum, c.priority,
+                                                                     c.policy, c.chain_type)
+            if not all(self._read_rules(table, struct_gen) for table in tables.values()):
+                continue
+            for name in set(self.tables) | set(tables):
+                self.dirty.add(name)
+            for table in tables.values():
+                for chain in table.chains.values():
+                    chain.version = self._next_version()
+            self.tables = tables
+            self.struct_gen = struct_gen
+            self.valid = True
+            self.fp_version = self.fp.version
+            self._hint = None
+            return
+        raise nfnl.NftError(0, "the ruleset kept changing while being read")
+
+    def _read_rules(self, table: CachedTable, struct_gen: int) -> bool:
+        """The table's rules from one dump; False if they cannot be matched with its chains."""
+        got = self._dump(nfnl.dump_rules(table.name))
+        if got is None:
+            return False
+        replies, gen = got
+        for data, kind, off, length in replies:
+            if kind != nfnl.NFT_MSG_NEWRULE:
+                continue
+            msg = nfnl.decode_rule(data, off, length)
+            chain = table.chains.get(msg.chain)
+            if chain is None:
+                if _newer(gen, struct_gen):
+                    return False  # a chain created after the chain dump: read again
+                continue  # a chain deleted since: its rules went with it
+            rule = self._rule(msg)
+            chain.rules.append(rule)
+            chain.by_handle[rule.handle] = rule
+        table.rules_gen = gen
+        return True
+
+    _version = 0
+
+    def _next_version(self) -> int:
+        Mirror._version += 1
+        return Mirror._version
+
+    def refingerprint(self) -> None:
+        """Fingerprints again after the fingerprinter learned new usersizes."""
+        if self.fp_version == self.fp.version:
+            return
+        for table in self.tables.values():
+            for chain in table.chains.values():
+                changed = False
+                for rule in chain.rules:
+                    fp = self.fp(rule.exprs)
+                    if fp != rule.fingerprint:
+                        rule.fingerprint = fp
+                        rule.key = rule_key(rule.tag, fp)
+                        rule.plain = rule.shown = None
+                        changed = True
+                if changed:
+                    chain.version = self._next_version()
+                    self.dirty.add(table.name)
+        self.fp_version = self.fp.version
+
+    def sync(self) -> int:
+        """Bring the mirror to the kernel's current generation; return it."""
+        self.pump()
+        current = self.sock.getgen()
+        if self.valid and self.gen is not None and _newer(current, self.gen):
+            # committed, its notifications not read yet (or still being sent): wait briefly
+            deadline = self.clock() + EVENT_GRACE
+            while self.valid and self.gen is not None and _newer(current, self.gen) and self.clock() < deadline:
+                self.events.wait(max(deadline - self.clock(), 0.0))
+                self.pump()
+            if self.valid and self.gen is not None and _newer(current, self.gen):
+                self.valid = False
+        if not self.valid:
+            self.reload()
+        self.refingerprint()
+        assert self.gen is not None
+        return self.gen
+
+    # -- notifications ---------------------------------------------------------------
+
+    def pump(self) -> bool:
+        """Apply the notifications waiting; True if another writer changed an iptables table
+        (or notifications were lost)."""
+        try:
+            buffers = self.events.read()
+        except nfnl.EventOverrun:
+            self.valid = False
+            self._pending.clear()
+            self.foreign = True
+            return True
+        if not buffers:
+            return False
+        own = self.sock.portid
+        foreign = False
+        for event in nfnl.parse_events(buffers):
+            if event.kind != nfnl.NFT_MSG_NEWGEN:
+                if nfnl.family_of(event.data, event.off) == nfnl.NFPROTO_IPV4:
+                    self._pending.append(event)
+                continue
+            gen = nfnl.decode_gen(event.data, event.off, event.length)
+            transaction, self._pending = self._pending, []
+            relevant = [t for t in transaction if self._table_of(t) in IPTABLES_TABLES]
+            if relevant and any(t.pid != own for t in relevant):
+                foreign = True
+            oldest = self.gen if self.valid else None
+            if oldest is None or not _newer(gen, oldest):
+                continue  # already in the dumps the mirror was built from
+            try:
+                self._apply(relevant, gen)
+            except Unplaceable:
+                self.valid = False
+        if foreign:
+            self.foreign = True
+        return foreign
+
+    @staticmethod
+    def _table_of(event: nfnl.Event) -> str:
+        # NFTA_TABLE_NAME, NFTA_CHAIN_TABLE and NFTA_RULE_TABLE are all attribute 1, and the
+        # kernel writes it first
+        data, off = event.data, event.off
+        if event.length >= 24:
+            alen, atype = struct.unpack_from("=HH", data, off + 20)
+            if atype & 0x3FFF == 1 and 4 <= alen <= event.length - 20:
+                return nfnl.cstr(data, off + 24, alen - 4)
+        for atype, aoff, alen in nfnl.attrs(data, off + 20, off + event.length):
+            if atype == 1:
+                return nfnl.cstr(data, aoff, alen)
+        return ""
+
+    def expect(self, rules: dict[int, tuple[str | None, bytes, bytes]]) -> None:
+        """The rules vnetd's batch just added, by request sequence number: their
+        notifications take the tag and fingerprint vnetd computed for what it sent.
+
+        The kernel announces a new rule with the sequence number of the request that
+        made it; canonicalising 10,000 rules a second time, from the kernel's copy,
+        would double the cost of a large commit. That the kernel's copy of a rule has
+        the fingerprint vnetd computes for it is what the differential tests prove,
+        rule form by rule form; every rule read in a dump, and every rule another
+        writer adds, is fingerprinted from the kernel's bytes.
+        """
+        self._expected = rules
+
+    def _apply(self, transaction: Iterable[nfnl.Event], gen: int) -> None:
+        """Apply one complete transaction (generation ``gen``) to the parts older than it:
+        tables and chains, and each table's rules (see reload)."""
+        waiting: dict[int, list[tuple[CachedChain, CachedRule]]] = {}  # rules placed after a rule to come
+        own = self.sock.portid
+        expected = self._expected
+        touched: dict[int, tuple[str, CachedChain]] = {}
+        assert self.struct_gen is not None
+        structure = _newer(gen, self.struct_gen)
+        for kind, flags, seq, pid, data, off, length in transaction:
+            if kind in (nfnl.NFT_MSG_NEWRULE, nfnl.NFT_MSG_DELRULE):
+                msg = nfnl.decode_rule(data, off, length)
+                chain_of = self._rules_of(msg, gen, structure)
+                if chain_of is None:
+                    continue
+                chain = chain_of
+            if kind == nfnl.NFT_MSG_DELRULE:
+                self._remove(chain, msg.handle)
+                touched[id(chain)] = (msg.table, chain)
+            elif kind == nfnl.NFT_MSG_NEWRULE:
+                known = expected.get(seq) if pid == own else None
+                if known is not None:
+                    rule = CachedRule(msg.handle, msg.exprs, msg.udata, known[0], known[1], known[2])
+                else:
+                    rule = self._rule(msg)
+                touched[id(chain)] = (msg.table, chain)
+                if msg.position is None:
+                    self._insert(chain, len(chain.rules) if flags & nfnl.NLM_F_APPEND else 0, rule, waiting)
+                    continue
+                i = self._index(chain, msg.position)
+                if i is None:
+                    waiting.setdefault(msg.position, []).append((chain, rule))
+                else:
+                    self._insert(chain, i + 1, rule, waiting)
+            elif not structure:
+                continue  # tables and chains already read at this generation or later
+            elif kind == nfnl.NFT_MSG_NEWCHAIN:
+                c = nfnl.decode_chain(data, off, length)
+                table = self.tables.get(c.table)
+                if table is None:
+                    raise Unplaceable(f"chain {c.name} of unknown table {c.table}")
+                old = next((x for x in table.chains.values() if x.handle == c.handle), None)
+                if old is not None and old.name != c.name:  # renamed
+                    del table.chains[old.name]
+                    old.name = c.name
+                if old is None:
+                    old = CachedChain(c.name, c.handle, c.hooknum, c.priority, c.policy, c.chain_type)
+                else:
+                    old.hooknum, old.priority, old.chain_type = c.hooknum, c.priority, c.chain_type
+                    old.policy = c.policy
+                table.chains[c.name] = old
+                self._touch(c.table, old)
+            elif kind == nfnl.NFT_MSG_DELCHAIN:
+                c = nfnl.decode_chain(data, off, length)
+                table = self.tables.get(c.table)
+                if table is not None:
+                    table.chains.pop(c.name, None)
+                    self.dirty.add(c.table)
+            elif kind == nfnl.NFT_MSG_NEWTABLE:
+                t = nfnl.decode_table(data, off, length)
+                # older than this transaction: its rules (if any) come in it
+                self.tables.setdefault(t.name, CachedTable(t.name, rules_gen=(gen - 1) & 0xFFFFFFFF))
+                self.dirty.add(t.name)
+            elif kind == nfnl.NFT_MSG_DELTABLE:
+                t = nfnl.decode_table(data, off, length)
+                self.tables.pop(t.name, None)
+                self.dirty.add(t.name)
+        for table_name, chain in touched.values():
+            self._touch(table_name, chain)
+        if waiting:
+            raise Unplaceable("a new rule's position names a rule that never came")
+        if structure:
+            self.struct_gen = gen
+        for table in self.tables.values():
+            if _newer(gen, table.rules_gen):
+                table.rules_gen = gen
+
+    def _rules_of(self, msg: nfnl.RuleMsg, gen: int, structure: bool) -> CachedChain | None:
+        """The chain a rule notification changes, or None if that part of the mirror
+        already has it (its table's rules were read at ``gen`` or later, or the chain
+        was deleted by a transaction the chain dump already has)."""
+        table = self.tables.get(msg.table)
+        if table is None:
+            if structure:
+                raise Unplaceable(f"rule in unknown table {msg.table}")
+            return None
+        if not _newer(gen, table.rules_gen):
+            return None
+        chain = table.chains.get(msg.chain)
+        if chain is None:
+            if structure:
+                raise Unplaceable(f"rule in unknown chain {msg.table}/{msg.chain}")
+            return None
+        return chain
+
+    def _touch(self, table: str, chain: CachedChain) -> None:
+        chain.version = self._next_version()
+        self.dirty.add(table)
+
+    def _index(self, chain: CachedChain, handle: int) -> int | None:
+        rule = chain.by_handle.get(handle)
+        if rule is None:
+            return None
+        rules = chain.rules
+        # the common case first: right after the rule placed last (a transaction adding
+        # many rules in a row); otherwise a scan by identity (C speed)
+        hint = self._hint
+        if hint is not None and hint[0] is chain and hint[1] < len(rules) and rules[hint[1]] is rule:
+            return hint[1]
+        if rules and rules[-1] is rule:
+            return len(rules) - 1
+        return rules.index(rule)
+
+    def _remove(self, chain: CachedChain, handle: int) -> None:
+        i = self._index(chain, handle)
+        if i is not None:
+            del chain.rules[i]
+            del chain.by_handle[handle]
+
+    def _insert(self, chain: CachedChain, at: int, rule: CachedRule,
+                waiting: dict[int, list[tuple[CachedChain, CachedRule]]]) -> None:
+        chain.rules.insert(at, rule)
+        chain.by_handle[rule.handle] = rule
+        self._hint = (chain, at)
+        for follower_chain, follower in waiting.pop(rule.handle, []):
+            if follower_chain is not chain:
+                raise Unplaceable("a rule placed after a rule of another chain")
+            self._insert(chain, at + 1, follower, waiting)
+
+    def mark_seen(self) -> None:
+        self.dirty.clear()
+
+    def take_foreign(self) -> bool:
+        foreign, self.foreign = self.foreign, False
+        return foreign

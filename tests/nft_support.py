@@ -32,7 +32,8 @@ chains = ()
 def declare(spec):
     global chains
     chains = tuple(ChainSpec(c["table"], c["chain"], c.get("policy"), ChainMode(c.get("mode", "merge")),
-                             tuple(parse_rule(r) for r in c.get("rules", ()))) for c in spec)
+                             tuple(parse_rule(r) for r in c.get("rules", ())), None,
+                             tuple(parse_rule(r) for r in c.get("tail", ()))) for c in spec)
     return len(chains)
 
 def plan():
@@ -176,8 +177,9 @@ class NftWorker:
         self.close()
 
 
-def chain(table: str, name: str, *rules: str, policy: str | None = None, mode: str = "merge") -> dict[str, Any]:
-    return {"table": table, "chain": name, "policy": policy, "mode": mode, "rules": list(rules)}
+def chain(table: str, name: str, *rules: str, policy: str | None = None, mode: str = "merge",
+          tail: tuple[str, ...] = ()) -> dict[str, Any]:
+    return {"table": table, "chain": name, "policy": policy, "mode": mode, "rules": list(rules), "tail": list(tail)}
 
 
 def nft_save(ns: Netns, table: str | None = None) -> list[str]:

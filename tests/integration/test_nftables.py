@@ -263,6 +263,40 @@ def test_merge_keeps_foreign_rules_below_and_untouched(netns: Netns) -> None:
                                                 "-s 192.0.2.0/24 -j DROP", "-p udp -m udp --dport 53 -j ACCEPT"]
 
 
+def test_appended_rules_stay_below_foreign_rules(netns: Netns) -> None:
+    """position: append (issue 14): the catch-all below libvirt's rules, moved back down when
+    another tool appends below it."""
+    netns.exec("iptables-nft", "-I", "INPUT", "-i", "virbr0", "-p", "udp", "--dport", "67", "-j", "ACCEPT")
+    with NftWorker(netns) as worker:
+        worker.declare(chain("filter", "INPUT", "-p tcp --dport 22 -j ACCEPT",
+                             tail=("-j REJECT --reject-with icmp-host-prohibited",)))
+        worker.converge()
+        assert _rules(netns, "INPUT") == ["-p tcp -m tcp --dport 22 -j ACCEPT",
+                                          "-i virbr0 -p udp -m udp --dport 67 -j ACCEPT",
+                                          "-j REJECT --reject-with icmp-host-prohibited"]
+        assert worker.call("plan") == []
+        netns.exec("iptables-nft", "-A", "INPUT", "-i", "virbr0", "-p", "udp", "--dport", "53", "-j", "ACCEPT")
+        assert worker.call("plan") != []
+        worker.converge()
+        assert _rules(netns, "INPUT") == ["-p tcp -m tcp --dport 22 -j ACCEPT",
+                                          "-i virbr0 -p udp -m udp --dport 67 -j ACCEPT",
+                                          "-i virbr0 -p udp -m udp --dport 53 -j ACCEPT",
+                                          "-j REJECT --reject-with icmp-host-prohibited"]
+        assert worker.call("plan") == []
+
+
+def test_identical_foreign_rules_are_adopted_not_doubled(netns: Netns) -> None:
+    netns.exec("iptables-nft", "-A", "FORWARD", "-p", "tcp", "--dport", "22", "-j", "ACCEPT")
+    netns.exec("iptables-nft", "-A", "FORWARD", "-s", "192.0.2.0/24", "-j", "DROP")
+    with NftWorker(netns) as worker:
+        worker.declare(chain("filter", "FORWARD", "-p tcp -m tcp --dport 22 -j ACCEPT", "-s 192.0.2.0/24 -j DROP"))
+        worker.converge()
+        lines = [line for line in nft_save(netns, "filter") if line.startswith("-A FORWARD ")]
+        assert len(lines) == 2 and all("vnetd:" in line for line in lines), lines
+        assert _rules(netns, "FORWARD") == ["-p tcp -m tcp --dport 22 -j ACCEPT", "-s 192.0.2.0/24 -j DROP"]
+        assert worker.call("plan") == []
+
+
 def test_exclusive_removes_foreign_rules(netns: Netns) -> None:
     netns.exec("iptables-nft", "-A", "INPUT", "-s", "192.0.2.0/24", "-j", "DROP")
     netns.exec("iptables-nft", "-A", "OUTPUT", "-j", "ACCEPT")

@@ -208,6 +208,11 @@ def new_rule(table: str, chain: str, exprs: bytes, compat: tuple[int, bool] | No
                     family=family)
 
 
+def replace_rule(place: bytes, body: bytes, handle: int, family: int = NFPROTO_IPV4) -> Message:
+    """NFT_MSG_NEWRULE with NLM_F_REPLACE: the rule ``handle`` becomes ``body``, where it stands."""
+    return Message(NFT_MSG_NEWRULE, NLM_F_REPLACE, family, place + be64(NFTA_RULE_HANDLE, handle) + body)
+
+
 def del_rule(table: str, chain: str, handle: int, family: int = NFPROTO_IPV4) -> Message:
     return Message(NFT_MSG_DELRULE, 0, family, strz(NFTA_RULE_TABLE, table) + strz(NFTA_RULE_CHAIN, chain)
                    + be64(NFTA_RULE_HANDLE, handle))

@@ -589,22 +589,46 @@ class _Batch:
         elif isinstance(op, PruneChain):
             self._prune(op, action)
 
-    def _want(self, op: SyncChain, resource: str) -> Wanted:
-        key = (op.table, op.chain, op.builtin)
+    def _want(self, op: SyncChain, resource: str, tail: bool = False) -> Wanted:
+        rules = op.tail if tail else op.rules
+        key = (op.table, op.chain + ("\0tail" if tail else ""), op.builtin)
         cached = self.wanted.get(key)
-        if cached is not None and cached.rules is op.rules:
+        if cached is not None and cached.rules is rules:
             return cached
-        tags = [] if op.builtin else [OWNER_MARK]
-        tags += [self.tag_of[(op.table, op.chain, rule.text)] for rule in op.rules]
+        tags = [] if op.builtin or tail else [OWNER_MARK]
+        tags += [self.tag_of[(op.table, op.chain, rule.text)] for rule in rules]
         items = []
         for tag in tags:
             d = self.declared.get(tag)
             if d is None:
                 raise BackendError("nftables", resource, f"rule {tag} was not compiled (observe first)")
             items += [(tag, fp, rule_key(tag, fp), body) for fp, body in zip(d.fingerprints, d.bodies, strict=True)]
-        wanted = Wanted(op.rules, items, b"".join(key for _t, _f, key, _b in items))
+        wanted = Wanted(rules, items, b"".join(key for _t, _f, key, _b in items))
         self.wanted[key] = wanted
         return wanted
+
+    def _adopt(self, op: SyncChain, chain: CachedChain, items: list[tuple[str, bytes, bytes, bytes]],
+               action: Action) -> bool:
+        """Tag, in place, foreign rules identical to declared rules missing from the chain
+        (an imported ruleset applied on the host it came from): one transaction of
+        replacements; the next pass puts the chain in order. True if any was adopted."""
+        present = {r.tag for r in chain.rules if r.tag}
+        missing: dict[bytes, tuple[str, bytes, bytes, bytes]] = {}
+        for item in items:
+            if item[0] not in present:
+                missing.setdefault(item[1], item)
+        if not missing:
+            return False
+        place = nfnl.rule_place(op.table, op.chain)
+        adopted = False
+        for rule in chain.rules:
+            if rule.ours or rule.fingerprint not in missing:
+                continue
+            tag, fp, key, body = missing.pop(rule.fingerprint)
+            self.added[len(self.messages)] = (tag, fp, key)
+            self._emit(nfnl.replace_rule(place, body, rule.handle), action, tag)
+            adopted = True
+        return adopted
 
     def _sync(self, op: SyncChain, action: Action) -> None:
         chain = self._chain(op.table, op.chain)
@@ -616,14 +640,18 @@ class _Batch:
                 self._emit(nfnl.new_user_chain(op.table, op.chain), action, f"the creation of chain {op.chain}")
                 self.new_chains.add((op.table, op.chain))
         wanted = self._want(op, action.resource)
+        bottom = self._want(op, action.resource, tail=True)
         want = wanted.items
+        exclusive = op.mode == ChainMode.EXCLUSIVE
+        if not exclusive and chain is not None and self._adopt(op, chain, want + bottom.items, action):
+            return
         have: list[CachedRule] = chain.rules if chain is not None else []
         have_keys = chain.keys() if chain is not None else b""
-        exclusive = op.mode == ChainMode.EXCLUSIVE
-        # the chain as it must end: the declared rules, then (merge) the foreign rules in their order
+        # the chain as it must end: the declared rules, then (merge) the foreign rules in
+        # their order, then the rules kept at the bottom (position: append)
         target_keys = wanted.keys
-        if not exclusive and chain is not None:
-            target_keys += chain.foreign_keys()
+        foreign_keys = chain.foreign_keys() if not exclusive and chain is not None else b""
+        target_keys += foreign_keys + bottom.keys
         # keep what already matches at both ends; rewrite only the middle (a drift is
         # usually one rule: one deletion or one insertion, not the rest of the chain)
         k = _common_prefix(have_keys, target_keys)
@@ -637,9 +665,19 @@ class _Batch:
                 self.deleted.add(rule.handle)
             else:
                 kept.append(rule)  # a foreign rule: vnetd's go above it
-        anchor = kept[0].handle if kept else (have[len(have) - s].handle if s else None)
+        end = have[len(have) - s].handle if s else None  # None: appended
+        top_anchor = kept[0].handle if kept else end
         place = nfnl.rule_place(op.table, op.chain)
-        for tag, fp, key, body in want[k : max(k, min(len(want), n_target - s))]:
+        n_top, n_foreign = len(want), len(foreign_keys) // KEY_SIZE
+        for index in range(k, n_target - s):
+            if index < n_top:
+                tag, fp, key, body = want[index]
+                anchor = top_anchor
+            elif index < n_top + n_foreign:
+                continue  # a foreign rule: in place
+            else:
+                tag, fp, key, body = bottom.items[index - n_top - n_foreign]
+                anchor = end
             self.added[len(self.messages)] = (tag, fp, key)
             self._emit(nfnl.add_rule(place, body, before=anchor), action, tag)
 

@@ -164,13 +164,19 @@ def check_state(desired: DesiredState, *, kernel: bool = True, environment: bool
 
 
 def _kernel_issues(desired: DesiredState, checked: RuleCheck, warnings: list[str]) -> list[ConfigIssue]:
-    from vnetd.backends.kernelcheck import kernel_refusals
+    from vnetd.backends.kernelcheck import kernel_refusals, namespace_refusals
     from vnetd.backends.xtables import rule_issue
 
     refusals = kernel_refusals(desired.chains, checked.compiled, checked.foreign_chains)
     if isinstance(refusals, str):
         warnings.append(refusals)
-        return []
+        refusals = []
+    here = namespace_refusals(desired.chains, checked.compiled)
+    if isinstance(here, str):
+        warnings.append(here)
+    else:
+        seen = {(r.table, r.chain, r.index) for r in refusals}
+        refusals += [r for r in here if (r.table, r.chain, r.index) not in seen]
     chains = {(c.table, c.name): c for c in desired.chains}
     out = []
     for refusal in refusals:

@@ -23,8 +23,10 @@ Left out of the rules tried there, because they name objects that exist only in
 the real namespace: ``-m set``/``-j SET`` (ipsets, by index), ``-m nfacct``
 (accounting objects), ``-m rateest`` (estimators of RATEEST rules); the rest of
 such a rule is still tried (its header, its other matches; the target replaced by
-none). libxtables checks that an ipset exists when it compiles the rule; what the
-kernel checks of those extensions themselves is checked when written.
+none). Those extensions are asked of the kernel in the real namespace instead
+(``namespace_refusals``): the same xt matches and targets in an nf_tables
+transaction that has no end, which the kernel checks and then aborts -- the
+mechanism of ``nft --check``; nothing changes.
 ``-j IDLETIMER`` and ``-j LED`` are checked: a timer or LED trigger of that name
 may appear for the instant the throw-away namespace exists.
 
@@ -339,3 +341,81 @@ class _Kmsg:
             if "x_tables" in text or "ip_tables" in text or text.startswith("xt_"):
                 lines.append(text.removeprefix("x_tables: ").removeprefix("ip_tables: "))
         return "; ".join(lines[-3:])
+
+
+# --------------------------------------------------------------------------- the real namespace
+
+
+def namespace_refusals(chains: Sequence[ChainSpec], compiled: Mapping[tuple[str, str, int], CompiledRule]
+                       ) -> list[Refusal] | str:
+    """What the kernel refuses of the rules that name objects of this namespace (ipsets,
+    nfacct objects, rate estimators): asked in this very namespace, as the same xt
+    matches and targets in an nf_tables transaction that is never committed (the
+    kernel checks each one, then aborts the whole: nothing changes, as with
+    ``nft --check``). None of them: an empty list. The reason when it cannot be asked."""
+    from vnetd.backends import nfnl
+    from vnetd.backends.nftables import HOOKS
+    from vnetd.backends.nftcompat import CannotEncode, encode
+
+    todo = [(key, rule) for key, rule in compiled.items()
+            if any(_names(entry) & UNCHECKABLE for entry in rule.entries)]
+    if not todo:
+        return []
+    if os.geteuid() != 0:
+        return "not root: ipset, nfacct and rateest rules were not checked by the kernel"
+    messages: list[nfnl.Message] = []
+    owners: list[tuple[str, str, int] | None] = []
+    made: set[tuple[str, str]] = set()
+    check_chain = f"vnetd-check-{os.getpid()}"
+    for (table, chain, index), rule in todo:
+        name = f"{check_chain}-{chain}"[:28]
+        if (table, chain) not in made:
+            made.add((table, chain))
+            messages.append(nfnl.new_table(table))
+            owners.append(None)
+            hook = HOOKS.get(table, {}).get(chain)
+            if hook is not None:
+                messages.append(nfnl.new_base_chain(table, name, hook[0], hook[1], hook[2], nfnl.NF_ACCEPT))
+            else:
+                messages.append(nfnl.new_user_chain(table, name))
+            owners.append(None)
+        place = nfnl.rule_place(table, name)
+        meaning = rule.target_name if rule.target_name in ("", "ACCEPT", "DROP", "RETURN") else ""
+        for entry in rule.entries:
+            try:
+                nft_rule = encode(entry, meaning if rule.target_name is not None else None, False, skip_matches=1)
+            except CannotEncode:
+                continue
+            messages.append(nfnl.add_rule(place, nfnl.rule_body(nft_rule.exprs,
+                                                                (nft_rule.proto, nft_rule.proto_inverted), None)))
+            owners.append((table, chain, index))
+    try:
+        sock = nfnl.NftSocket()
+    except OSError as exc:
+        return f"nf_tables is not available to check ipset, nfacct and rateest rules ({exc.strerror or exc})"
+    try:
+        kmsg = _Kmsg()
+        result = sock.batch(messages, None, commit=False)
+        reason = kmsg.read()
+    except (OSError, nfnl.BatchRestart) as exc:
+        return f"the kernel could not be asked about ipset, nfacct and rateest rules ({exc})"
+    finally:
+        sock.close()
+    chains_by_name = {(c.table, c.name): c for c in chains}
+    refused: dict[tuple[str, str, int], Refusal] = {}
+    for index, (code, text) in sorted(result.errors.items()):
+        owner = owners[index] if 0 <= index < len(owners) else None
+        if owner is None or owner in refused or owner[:2] not in chains_by_name:
+            continue
+        why = os.strerror(code) if code else "refused"
+        detail = f": {text}" if text else (f": {reason}" if reason else " (dmesg may say why)")
+        refused[owner] = Refusal(owner[0], owner[1], owner[2],
+                                 f"the kernel refuses this rule in the {owner[0]} table ({why}){detail}")
+    return list(refused.values())
+
+
+def _names(entry: bytes) -> set[str]:
+    target_offset = struct.unpack_from("=H", entry, 88)[0]
+    names = {name for _off, _size, name in iter_segments(entry, target_offset)}
+    names.add(entry[target_offset + 2 : target_offset + 31].split(b"\0", 1)[0].decode("ascii", "replace"))
+    return names

@@ -529,8 +529,12 @@ class NftSocket:
                     return out, interrupted
                 out.append((data, msg_type(mtype), off, length))
 
-    def batch(self, messages: Sequence[Message], genid: int | None) -> BatchResult:
+    def batch(self, messages: Sequence[Message], genid: int | None, *, commit: bool = True) -> BatchResult:
         """Send ``messages`` as one nf_tables transaction; all or nothing.
+
+        ``commit=False``: the batch has no end, so the kernel checks every message (and
+        validates the ruleset as a commit would) and then aborts it: nothing changes,
+        and the errors say what a commit would have refused (``nft --check``).
 
         ``genid``: the generation the caller's view of the ruleset was read at;
         the kernel refuses the batch (``BatchRestart``) if anything was committed
@@ -545,7 +549,8 @@ class NftSocket:
         first = self._seq + 1
         for request in messages:
             parts.append(request.encode(self._next_seq()))
-        parts.append(_batch_marker(NFNL_MSG_BATCH_END, self._next_seq(), b""))
+        if commit:
+            parts.append(_batch_marker(NFNL_MSG_BATCH_END, self._next_seq(), b""))
         blob = b"".join(parts)
         if len(blob) + 65536 > self._sndbuf:
             self._sndbuf = max(len(blob) * 2, 1 << 20)

@@ -2,6 +2,12 @@
 """Firewall: declared chains and rules (parsed from iptables-save syntax) and what
 netfilter holds, reduced to what the planner compares.
 
+Two address families, one model: ``firewall:`` declares IPv4 chains (iptables),
+``firewall6:`` IPv6 chains (ip6tables); a ``ChainSpec`` and an ``ObservedTable``
+carry their ``family`` (4 or 6). Where tables of both families meet in one
+mapping (the observed tables, checkpoints), a table is named by its *key*:
+``filter`` for IPv4, as before, and ``ip6 filter`` for IPv6 (nft's name for it).
+
 Rules are identified by a *tag*, an iptables comment ``vnetd:<hash>`` that vnetd adds
 to every rule it writes; the hash covers table, chain and the canonical rule text, so
 a tag names one declared rule. Rule *content* is compared as a fingerprint: the
@@ -24,6 +30,7 @@ _PLAIN = re.compile(r"[\w\-.:/,=+@%^]+", re.ASCII)
 #: Comment of the marker rule (no target, a no-op) that makes a user chain vnetd's.
 OWNER_MARK = "vnetd:owned-chain"
 
+#: the tables vnetd manages, in both families (IPv6 has the same ones, with the same built-in chains)
 TABLES = ("filter", "nat", "mangle", "raw")
 BUILTIN_CHAINS: dict[str, tuple[str, ...]] = {
     "filter": ("INPUT", "FORWARD", "OUTPUT"),
@@ -32,6 +39,31 @@ BUILTIN_CHAINS: dict[str, tuple[str, ...]] = {
     "raw": ("PREROUTING", "OUTPUT"),
 }
 POLICIES = ("ACCEPT", "DROP")
+def owner_mark_key(family: int) -> str:
+    """Where a fingerprint map holds the owner mark of a family: its comment is the same
+    in both families, its kernel entry (the header) is not."""
+    return OWNER_MARK if family == 4 else f"{OWNER_MARK}/ip6"
+
+
+#: the state file section of each address family
+SECTIONS: dict[int, str] = {4: "firewall", 6: "firewall6"}
+FAMILIES = tuple(SECTIONS)
+
+
+def section_of(family: int) -> str:
+    """``firewall`` or ``firewall6``: where a family's chains are declared, and the first
+    part of their resource names (``firewall6/filter/INPUT``)."""
+    return SECTIONS[family]
+
+
+def table_key(table: str, family: int = 4) -> str:
+    """A table's name among the tables of both families: ``filter``, ``ip6 filter``."""
+    return table if family == 4 else f"ip6 {table}"
+
+
+def split_table_key(key: str) -> tuple[int, str]:
+    """(family, table) of a table key."""
+    return (6, key[4:]) if key.startswith("ip6 ") else (4, key)
 
 
 class ChainMode(StrEnum):
@@ -82,6 +114,7 @@ class ChainSpec:
     ``rules`` are kept first in the chain; ``tail`` (declarations with ``position:
     append``, merge mode only) last, below other tools' rules. ``mode_at`` and
     ``policy_at`` say where mode and policy were written (one file only).
+    ``family``: 4 (``firewall:``, iptables) or 6 (``firewall6:``, ip6tables).
     """
 
     table: str
@@ -93,6 +126,7 @@ class ChainSpec:
     tail: tuple[Rule, ...] = ()
     mode_at: Origin | None = field(default=None, compare=False)
     policy_at: Origin | None = field(default=None, compare=False)
+    family: int = 4
 
     @property
     def all_rules(self) -> tuple[Rule, ...]:
@@ -103,17 +137,28 @@ class ChainSpec:
         return self.name in BUILTIN_CHAINS.get(self.table, ())
 
     @property
+    def section(self) -> str:
+        return section_of(self.family)
+
+    @property
+    def table_key(self) -> str:
+        return table_key(self.table, self.family)
+
+    @property
     def resource(self) -> str:
-        return f"firewall/{self.table}/{self.name}"
+        return f"{self.section}/{self.table}/{self.name}"
 
     def tag(self, rule: Rule) -> str:
-        return rule_tag(self.table, self.name, rule.text)
+        return rule_tag(self.table, self.name, rule.text, self.family)
 
 
 @functools.lru_cache(maxsize=1 << 17)
-def rule_tag(table: str, chain: str, text: str) -> str:
-    digest = hashlib.blake2b(f"{table}\0{chain}\0{text}".encode(), digest_size=8).hexdigest()
-    return TAG_PREFIX + digest
+def rule_tag(table: str, chain: str, text: str, family: int = 4) -> str:
+    """The tag of a declared rule. The IPv4 formula is the one vnetd has always used
+    (installed rules keep their tags); IPv6 rules hash a prefix no IPv4 table name
+    has, so a tag names one rule of one family."""
+    key = f"{table}\0{chain}\0{text}" if family == 4 else f"ip6\0{table}\0{chain}\0{text}"
+    return TAG_PREFIX + hashlib.blake2b(key.encode(), digest_size=8).hexdigest()
 
 
 def quote(value: str) -> str:
@@ -152,3 +197,12 @@ class ObservedChain:
 class ObservedTable:
     name: str
     chains: dict[str, ObservedChain]
+    family: int = 4
+
+    @property
+    def key(self) -> str:
+        return table_key(self.name, self.family)
+
+    @property
+    def section(self) -> str:
+        return section_of(self.family)

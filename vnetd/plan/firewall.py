@@ -11,6 +11,10 @@ A chain is compared as a list of (tag, fingerprint) pairs:
 A user chain vnetd owns starts with a marker rule (a comment, no target: a no-op)
 so that it is recognised as vnetd's after its declaration is gone. Chains that
 are no longer declared lose vnetd's tagged rules, and owned ones are deleted.
+
+Both families are planned alike: ``observed`` holds the tables of both, by table
+key (``filter``, ``ip6 filter``), and each chain is compared with the table of its
+own family; tags are unique across families, so one fingerprint map serves both.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from vnetd.model.firewall import (
     ObservedChain,
     ObservedRule,
     ObservedTable,
+    owner_mark_key,
 )
 from vnetd.plan.actions import Action, Phase, Problem, PruneChain, SetPolicy, SyncChain
 
@@ -35,7 +40,7 @@ address of ``-s a,b``, as iptables makes them)."""
 
 def wanted(chain: ChainSpec, fingerprints: Fingerprints) -> list[tuple[str, bytes]]:
     """The (tag, fingerprint) list the chain must start with (or consist of)."""
-    items = [] if chain.builtin else [(OWNER_MARK, fp) for fp in fingerprints[OWNER_MARK]]
+    items = [] if chain.builtin else [(OWNER_MARK, fp) for fp in fingerprints[owner_mark_key(chain.family)]]
     for rule in chain.rules:
         tag = chain.tag(rule)
         items.extend((tag, fp) for fp in fingerprints[tag])
@@ -79,16 +84,18 @@ def describe_rules(rules: Iterable[ObservedRule], texts: Mapping[str, str],
 def plan_firewall(
     desired: Iterable[ChainSpec], observed: Mapping[str, ObservedTable], fingerprints: Fingerprints
 ) -> tuple[list[Action], list[Problem]]:
+    """``observed``: table key -> table, for both families."""
     actions: list[Action] = []
     problems: list[Problem] = []
     desired = tuple(desired)
     texts = {c.tag(r): r.text for c in desired for r in c.all_rules}
-    declared = {(c.table, c.name) for c in desired}
+    declared = {(c.table_key, c.name) for c in desired}
     for chain in desired:
         res = chain.resource
-        table = observed.get(chain.table)
+        table = observed.get(chain.table_key)
         if table is None:
-            problems.append(Problem(res, f"the {chain.table} table is not available in this kernel"))
+            ip = "IPv6 " if chain.family == 6 else ""
+            problems.append(Problem(res, f"the {ip}{chain.table} table is not available in this kernel"))
             continue
         obs = table.chains.get(chain.name)
         want = wanted(chain, fingerprints)
@@ -98,26 +105,27 @@ def plan_firewall(
             if chain.builtin:
                 problems.append(Problem(res, "built-in chain missing from the kernel's table"))
                 continue
-            actions.append(Action(SyncChain(chain.table, chain.name, chain.mode, chain.rules, False, chain.tail),
+            actions.append(Action(SyncChain(chain.table, chain.name, chain.mode, chain.rules, False, chain.tail,
+                                            chain.family),
                                   Phase.FIREWALL, res, "rules", want_text, None))
         elif not in_sync(chain, obs, want, tail):
             have_text = describe_rules(obs.rules, texts, fingerprints)
             if chain.mode is ChainMode.MERGE:
                 have_text = _merge_view(obs, len(want), texts, fingerprints)
             actions.append(Action(SyncChain(chain.table, chain.name, chain.mode, chain.rules, chain.builtin,
-                                            chain.tail),
+                                            chain.tail, chain.family),
                                   Phase.FIREWALL, res, "rules", want_text, have_text))
         if chain.policy is not None and obs is not None and obs.policy != chain.policy:
-            actions.append(Action(SetPolicy(chain.table, chain.name, chain.policy), Phase.FIREWALL, res,
+            actions.append(Action(SetPolicy(chain.table, chain.name, chain.policy, chain.family), Phase.FIREWALL, res,
                                   "policy", chain.policy, obs.policy))
     for table in observed.values():
         for name, obs in table.chains.items():
-            if (table.name, name) in declared:
+            if (table.key, name) in declared:
                 continue
             if any(r.tag and r.tag.startswith(TAG_PREFIX) for r in obs.rules):
                 delete = obs.owned and not obs.builtin
-                actions.append(Action(PruneChain(table.name, name, delete),
-                                      Phase.FIREWALL, f"firewall/{table.name}/{name}", "rules",
+                actions.append(Action(PruneChain(table.name, name, delete, table.family),
+                                      Phase.FIREWALL, f"{table.section}/{table.name}/{name}", "rules",
                                       "(chain deleted)" if delete else "(no vnetd rules)",
                                       describe_rules(obs.rules, texts, fingerprints), order=1 if delete else 0))
     return actions, problems

@@ -4,8 +4,9 @@
 ``check`` must refuse every rule ``apply`` would fail on, in the same round as the
 files' schema errors (one run of ``vnetd check`` lists every problem):
 
-* every firewall rule is compiled as the iptables command compiles it (libxtables:
-  mandatory and exclusive options, aliases, revisions; ``vnetd.backends.xtables``);
+* every firewall rule is compiled as the iptables command (ip6tables for
+  ``firewall6:``) compiles it (libxtables: mandatory and exclusive options,
+  aliases, revisions; ``vnetd.backends.xtables``);
 * a jump to a chain that is neither declared nor present in the kernel's table;
 * what only the kernel checks (hooks, tables, protocols of a match), asked of the
   kernel in a throw-away namespace (``vnetd.backends.kernelcheck``; root only);
@@ -24,15 +25,16 @@ if TYPE_CHECKING:
     from vnetd.backends.xtables import RuleCheck
 
 
-def existing_chains(table: str) -> set[str] | None:
-    """The chains of a table as the kernel has them; None when they cannot be read."""
-    from vnetd.backends.iptables import RawTables, loaded_tables, walk_table
+def existing_chains(table: str, family: int = 4) -> set[str] | None:
+    """The chains of a table (of ``family``: 4 iptables, 6 ip6tables) as the kernel has
+    them; None when they cannot be read."""
+    from vnetd.backends.iptables import LEGACY, RawTables, loaded_tables, walk_table
     from vnetd.errors import BackendError
 
-    if table not in loaded_tables():
+    if table not in loaded_tables(family):
         return set()  # not instantiated: only its built-in chains would exist
     try:
-        raw = RawTables()
+        raw = RawTables(family)
     except OSError:
         return None  # not root: the tables cannot be read
     try:
@@ -43,7 +45,7 @@ def existing_chains(table: str) -> set[str] | None:
         raw.close()
     if got is None:
         return set()
-    return {entry.chain for entry in walk_table(*got)}
+    return {entry.chain for entry in walk_table(*got, LEGACY[family].layout)}
 
 
 def check_state(desired: DesiredState, *, kernel: bool = True) -> tuple[list[ConfigIssue], list[str]]:
@@ -59,7 +61,7 @@ def check_state(desired: DesiredState, *, kernel: bool = True) -> tuple[list[Con
         warnings += checked.warnings
         if kernel and checked.compiled:
             issues += _kernel_issues(desired, checked, warnings)
-        warnings += backend_warnings()
+        warnings += backend_warnings(families={c.family for c in desired.chains})
     return issues, warnings
 
 
@@ -71,7 +73,7 @@ def _kernel_issues(desired: DesiredState, checked: RuleCheck, warnings: list[str
     if isinstance(refusals, str):
         warnings.append(refusals)
         return []
-    chains = {(c.table, c.name): c for c in desired.chains}
+    chains = {(c.table_key, c.name): c for c in desired.chains}
     out = []
     for refusal in refusals:
         chain = chains[(refusal.table, refusal.chain)]

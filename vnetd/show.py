@@ -117,10 +117,13 @@ def show_state(state_dir: str, netns: str | None) -> str:
         values = SysctlBackend().read(s.key for s in desired.sysctls)
         sections["sysctl"] = {k: _sysctl_scalar(v) for k, v in values.items() if v is not None}
     from vnetd.backends.iptables import show_firewall
+    from vnetd.model.firewall import SECTIONS
 
-    firewall = show_firewall(desired.chains if desired is not None else ())
-    if firewall:
-        sections["firewall"] = firewall
+    for family, section in SECTIONS.items():
+        firewall = show_firewall(tuple(c for c in desired.chains if c.family == family)
+                                 if desired is not None else (), family)
+        if firewall:
+            sections[section] = firewall
     if desired is not None and desired.libvirt is not None:
         from vnetd.backends.libvirt import show_libvirt
 

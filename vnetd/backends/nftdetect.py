@@ -6,7 +6,8 @@ make that a trap on modern hosts, and both are reported in ``check``, ``plan`` a
 the daemon's log (``firewall.backend_mismatch``):
 
 * the host's ``iptables`` command is the nft variant (Debian/Ubuntu default since
-  Buster/20.04): ``iptables -S`` then shows nf_tables, not vnetd's rules;
+  Buster/20.04): ``iptables -S`` then shows nf_tables, not vnetd's rules (the same
+  for ``ip6tables`` and the ``firewall6:`` chains);
 * nf_tables already holds tables in this namespace (modern libvirt, firewalld,
   docker, nftables.service): packets traverse both, and a drop in either wins.
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 
@@ -22,10 +24,11 @@ from dataclasses import dataclass
 class BackendReport:
     iptables_variant: str | None  # "nft", "legacy" or None (no iptables command)
     nft_tables: tuple[str, ...]  # "family name" of nf_tables tables in this namespace
+    ip6tables_variant: str | None = None  # the same for ip6tables
 
 
-def iptables_variant() -> str | None:
-    path = shutil.which("iptables", path="/usr/sbin:/sbin:/usr/bin:/bin")
+def iptables_variant(command: str = "iptables") -> str | None:
+    path = shutil.which(command, path="/usr/sbin:/sbin:/usr/bin:/bin")
     if path is None:
         return None
     target = os.path.basename(os.path.realpath(path))
@@ -57,18 +60,26 @@ def nft_tables() -> tuple[str, ...]:
 
 
 def report() -> BackendReport:
-    return BackendReport(iptables_variant(), nft_tables())
+    return BackendReport(iptables_variant(), nft_tables(), iptables_variant("ip6tables"))
 
 
-def backend_warnings(rep: BackendReport | None = None) -> list[str]:
+def backend_warnings(rep: BackendReport | None = None, families: Iterable[int] = (4,)) -> list[str]:
+    """``families``: those the state declares chains of (4: firewall:, 6: firewall6:)."""
     rep = rep or report()
     warnings = []
-    if rep.iptables_variant == "nft":
+    declared = set(families)
+    if rep.iptables_variant == "nft" and 4 in declared:
         warnings.append(
             "firewall.backend_mismatch: this host's `iptables` is the nft variant; vnetd writes the legacy "
             "tables (python-iptables/libiptc), which `iptables -S` does not show. Read them with "
             "`iptables-legacy -S`, or make legacy the default: "
             "update-alternatives --set iptables /usr/sbin/iptables-legacy (see docs/OPERATIONS.md)")
+    if rep.ip6tables_variant == "nft" and 6 in declared:
+        warnings.append(
+            "firewall.backend_mismatch: this host's `ip6tables` is the nft variant; vnetd writes the legacy "
+            "IPv6 tables (libip6tc), which `ip6tables -S` does not show. Read them with "
+            "`ip6tables-legacy -S`, or make legacy the default: "
+            "update-alternatives --set ip6tables /usr/sbin/ip6tables-legacy (see docs/OPERATIONS.md)")
     if rep.nft_tables:
         warnings.append(
             "firewall.backend_mismatch: nf_tables holds rules in this network namespace ("

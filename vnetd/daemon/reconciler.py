@@ -197,7 +197,7 @@ class Reconciler:
         """Removing something from the files stops managing it (SPEC: forgetting vs deleting)."""
         gone = sorted(set(resources_of(old)) - set(resources_of(new)))
         for resource in gone:
-            if resource.startswith("firewall/"):
+            if resource.startswith(("firewall/", "firewall6/")):
                 self.log.info("resource.pruned", resource=resource, note="vnetd's tagged rules are removed")
             else:
                 self.log.info("resource.released", resource=resource,

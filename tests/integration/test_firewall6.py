@@ -15,6 +15,7 @@ repairs IPv6 drift by itself; ``apply --confirm`` restores an IPv6 chain; and
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 from collections.abc import Callable, Iterator
@@ -24,7 +25,7 @@ import pytest
 import yaml
 
 from tests.daemon_support import DaemonProcess
-from tests.support import Netns, StateDir, vnetd
+from tests.support import ROOT, Netns, StateDir, vnetd
 from tests.traffic import TcpServer, eventually, ping, tcp_connect
 
 pytestmark = pytest.mark.kernel
@@ -429,3 +430,53 @@ def test_an_unconfirmed_ipv6_lockout_is_restored_byte_for_byte(host: tuple[Netns
     assert result.returncode == 4, result.stdout + result.stderr
     assert "restored: firewall6/filter/INPUT" in result.stdout
     assert (ns.iptables_save(), ns.ip6tables_save()) == before
+
+
+# --------------------------------------------------------------------------- vnetd import --ip6tables
+
+
+IP6TABLES = ROOT / "tests" / "data" / "ip6tables" / "rulesets"
+
+
+def import_into(state: StateDir, rules: Path) -> None:
+    out = state.path / "20-firewall6.yaml"
+    result = vnetd("import", "--ip6tables", str(rules), "-o", str(out))
+    assert result.returncode == 0, result.stderr
+    os.chmod(out, 0o644)
+
+
+def test_an_imported_ip6tables_file_applies_as_ip6tables_restore_does(make_netns: Callable[..., Netns],
+                                                                     state_dir: StateDir) -> None:
+    """RHEL/CentOS 7's default /etc/sysconfig/ip6tables: `vnetd import --ip6tables` then
+    `vnetd apply` installs exactly what `ip6tables-restore` installs from the file."""
+    rules = IP6TABLES / "centos7-default.rules"
+    restored, applied = make_netns("restore6"), make_netns("import6")
+    restored.exec("ip6tables-legacy-restore", input=rules.read_text())
+    import_into(state_dir, rules)
+    result = vnetd("apply", netns=applied, state_dir=state_dir)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert untagged(applied.ip6tables_save("filter").splitlines()) == restored.ip6tables_save("filter").splitlines()
+    assert vnetd("plan", netns=applied, state_dir=state_dir).returncode == 0
+
+
+def test_an_imported_ip6tables_file_adopts_the_live_rules_it_came_from(netns: Netns, state_dir: StateDir) -> None:
+    """Import and apply on the KVM host the file was saved on: vnetd tags the rules it now
+    manages where they stand instead of adding second copies; libvirt's chains and rules stay
+    (its jumps end up above the appended catch-all, as libvirt inserts them at the top)."""
+    rules = IP6TABLES / "kvm-host.rules"
+    netns.exec("ip6tables-legacy-restore", input=rules.read_text())
+    before = netns.ip6tables_save().splitlines()
+    import_into(state_dir, rules)
+    result = vnetd("apply", netns=netns, state_dir=state_dir)
+    assert result.returncode == 0, result.stdout + result.stderr
+    after = netns.ip6tables_save().splitlines()
+    owner_marks = [line for line in after if line.endswith('-m comment --comment "vnetd:owned-chain"')]
+    assert sorted(line for line in untagged(after) if line not in untagged(owner_marks)) == sorted(before)
+    assert sum("vnetd:" in line for line in after) == 37 + len(owner_marks)  # every declared rule, once
+    for chain in ("LIBVIRT_FWI", "LIBVIRT_FWO", "LIBVIRT_FWX", "LIBVIRT_INP", "LIBVIRT_OUT", "LIBVIRT_PRT"):
+        assert [line for line in after if line.startswith(f"-A {chain} ")] == \
+            [line for line in before if line.startswith(f"-A {chain} ")]
+    forward = [line for line in untagged(after) if line.startswith("-A FORWARD ")]
+    assert forward[-1] == "-A FORWARD -j REJECT --reject-with icmp6-adm-prohibited"
+    assert forward.index("-A FORWARD -j LIBVIRT_FWX") < len(forward) - 1
+    assert vnetd("plan", netns=netns, state_dir=state_dir).returncode == 0

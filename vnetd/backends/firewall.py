@@ -104,10 +104,12 @@ class FirewallFamilies:
 
     @property
     def lock_waits(self) -> float:
+        """The families' lock waits, together."""
         return sum(b.lock_waits for b in self._members.values())
 
     @lock_waits.setter
     def lock_waits(self, value: float) -> None:
+        """Set the total (0 resets the metric): it is kept by the first family's backend."""
         for b in self._members.values():
             b.lock_waits = 0.0
         self.member(self.families[0]).lock_waits = value

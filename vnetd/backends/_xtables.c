@@ -951,6 +951,8 @@ static int load_family(int family)
     const char *v;
     int rc;
 
+    if (getuid() != geteuid())
+        return -1; /* xtables_init would _exit(111) in a set-uid process: refuse instead */
     for (i = 0; i < 3; i++) {
         if ((v = getenv(env_names[i])) != NULL)
             saved[i] = strdup(v);

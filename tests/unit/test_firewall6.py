@@ -434,3 +434,56 @@ def test_mode_written_twice_names_the_ipv6_chain(state_dir: StateDir) -> None:
     (issue,) = issues_of(state_dir)
     assert issue.path == "firewall6.filter.INPUT.mode"
     assert "the mode of chain filter INPUT (firewall6) is written twice" in issue.message
+
+
+# --------------------------------------------------------------------------- the C module, both families
+
+
+def test_libxtables_switches_family_back_and_forth() -> None:
+    """A target registers only the variants of the family loaded when its library was
+    opened, and a name that is no target in one family may be one in the other: rules of
+    both families, interleaved, compile and print as each family's command does."""
+    from vnetd.backends.xtables import libxtables
+
+    xt = libxtables()
+
+    def saved(rule: str, family: int, table: str = "filter", chain: str = "FORWARD") -> str:
+        entries, _sizes, kind, target, _goto, _warnings = xt.compile(rule.split(), table, chain, set(), family)
+        return " | ".join(xt.render(e, None if kind == "extension" else target, family).strip() for e in entries)
+
+    for _ in range(3):
+        assert saved("-p tcp --syn -j TCPMSS --clamp-mss-to-pmtu", 4, "mangle") == \
+            "-p tcp -m tcp --tcp-flags FIN,SYN,RST,ACK SYN -j TCPMSS --clamp-mss-to-pmtu"
+        assert saved("-p tcp --syn -j TCPMSS --clamp-mss-to-pmtu", 6, "mangle") == \
+            "-p tcp -m tcp --tcp-flags FIN,SYN,RST,ACK SYN -j TCPMSS --clamp-mss-to-pmtu"
+        assert saved("-p tcp -j DNAT --to-destination 192.0.2.1", 4, "nat", "PREROUTING") == \
+            "-p tcp -j DNAT --to-destination 192.0.2.1"
+        assert saved("-p tcp -j DNAT --to-destination [2001:db8::1]:80", 6, "nat", "PREROUTING") == \
+            "-p tcp -j DNAT --to-destination [2001:db8::1]:80"
+        with pytest.raises(xt.CompileError, match='unknown option "--hl-set"'):
+            saved("-j HL --hl-set 5", 4, "mangle")  # no HL target in IPv4: a chain name, and a stray option
+        assert saved("-j HL --hl-set 5", 6, "mangle") == "-j HL --hl-set 5"
+        assert saved("-j REJECT --reject-with icmp-host-prohibited", 4) == \
+            "-j REJECT --reject-with icmp-host-prohibited"
+        assert saved("-j REJECT --reject-with icmp6-adm-prohibited", 6) == \
+            "-j REJECT --reject-with icmp6-adm-prohibited"
+        assert saved("-s 192.0.2.1,192.0.2.2 -j ACCEPT", 4) == "-s 192.0.2.1/32 -j ACCEPT | -s 192.0.2.2/32 -j ACCEPT"
+        assert saved("-s 2001:db8::1,2001:db8::/ffff:ffff:0:ffff:: -j ACCEPT", 6) == \
+            "-s 2001:db8::1/128 -j ACCEPT | -s 2001:db8::/ffff:ffff:0:ffff:: -j ACCEPT"
+
+
+def test_ip6tables_header_forms() -> None:
+    from vnetd.backends.xtables import IPV6, libxtables
+
+    xt = libxtables()
+    (entry,), _s, _k, _t, goto, warnings = xt.compile(["-p", "44", "-g", "NEXT"], "filter", "INPUT", {"NEXT"}, 6)
+    assert goto and entry[IPV6.flags] == 0x01 | 0x04  # IP6T_F_PROTO | IP6T_F_GOTO
+    assert "never matched protocol: 44" in warnings
+    (entry,), *_rest = xt.compile(["-p", "all", "-j", "ACCEPT"], "filter", "INPUT", set(), 6)
+    assert entry[IPV6.flags] == 0x01  # ip6tables sets IP6T_F_PROTO for any -p, 'all' too
+    (entry,), *_rest = xt.compile(["-j", "ACCEPT"], "filter", "INPUT", set(), 6)
+    assert entry[IPV6.flags] == 0 and len(entry) == IPV6.size + 40
+    with pytest.raises(xt.CompileError, match="`-f' is not supported in IPv6, use -m frag instead"):
+        xt.compile(["-f", "-j", "DROP"], "filter", "INPUT", set(), 6)
+    with pytest.raises(ValueError, match="family must be 4 or 6"):
+        xt.compile(["-j", "ACCEPT"], "filter", "INPUT", set(), 5)

@@ -25,9 +25,10 @@ EXIT_ROLLED_BACK = 4
 
 DESCRIPTION = """\
 vnetd keeps a host's network as its state files declare it: links, bridges and
-their ports, MTUs, addresses, routes, network sysctls, iptables rules and libvirt
-networks. State files are YAML drop-ins in the state directory (nmstate schema for
-interfaces and routes, plus sysctl:, firewall: and libvirt: sections).
+their ports, MTUs, addresses, routes, network sysctls, iptables and ip6tables rules
+and libvirt networks. State files are YAML drop-ins in the state directory (nmstate
+schema for interfaces and routes, plus sysctl:, firewall:, firewall6: and libvirt:
+sections).
 """
 
 EPILOG = """\
@@ -99,9 +100,13 @@ def build_parser() -> argparse.ArgumentParser:
     fmt.add_argument("--json", action="store_true", help="machine-readable status")
     fmt.add_argument("--prometheus", action="store_true", help="metrics in Prometheus text format")
 
-    imp = sub.add_parser("import", help="translate ifcfg-* files and iptables-save output into a state file")
+    imp = sub.add_parser("import", help="translate ifcfg-* files and iptables-save / ip6tables-save output into "
+                                        "a state file")
     imp.add_argument("--ifcfg-dir", metavar="DIR", help="a network-scripts directory with ifcfg-* files")
-    imp.add_argument("--iptables", metavar="FILE", help="an iptables-save file (e.g. /etc/sysconfig/iptables)")
+    imp.add_argument("--iptables", metavar="FILE", help="an iptables-save file (e.g. /etc/sysconfig/iptables): "
+                                                        "the firewall: section")
+    imp.add_argument("--ip6tables", metavar="FILE", help="an ip6tables-save file (e.g. /etc/sysconfig/ip6tables): "
+                                                         "the firewall6: section")
     imp.add_argument("--sysctl", metavar="FILE", help="a sysctl.conf file (net.* keys are translated)")
     imp.add_argument("-o", "--output", metavar="FILE", help="write here instead of standard output")
 

@@ -73,10 +73,12 @@ class Backends:
 
     @property
     def firewall(self):  # type: ignore[no-untyped-def]
+        """Both families' legacy tables (iptables, ip6tables) behind one backend."""
         if self._firewall is None:
+            from vnetd.backends.firewall import FirewallFamilies
             from vnetd.backends.iptables import FirewallBackend
 
-            self._firewall = FirewallBackend()
+            self._firewall = FirewallFamilies(FirewallBackend)
         return self._firewall
 
     def libvirt(self, uri: str):  # type: ignore[no-untyped-def]

@@ -124,8 +124,9 @@ def _unmanaged_chain(chain: ShownChain) -> list[tuple[str, str]]:
     return lines
 
 
-def firewall_text(tables: Sequence[ShownTable], declared: set[tuple[str, str]], nft_tables: Sequence[str]) -> str:
-    """The firewall: section: the chains vnetd manages (or the files declare) as YAML,
+def firewall_text(tables: Sequence[ShownTable], declared: set[tuple[str, str]], nft_tables: Sequence[str],
+                  section: str = "firewall") -> str:
+    """The firewall: (or firewall6:) section: the chains vnetd manages (or the files declare) as YAML,
     with each foreign rule as a comment where it sits; chains and whole tables vnetd
     has nothing in as comments; other firewalls (nf_tables) named at the end. Fed
     back to vnetd, the comments change nothing: foreign rules are never touched."""
@@ -154,10 +155,17 @@ def firewall_text(tables: Sequence[ShownTable], declared: set[tuple[str, str]], 
                              else f"      # foreign rule (not managed): -A {chain.name} {rule.text}")
     text = ""
     if any(not line.lstrip().startswith("#") for line in lines):
-        text = "firewall:\n" + "".join(f"{line}\n" for line in lines)
+        text = f"{section}:\n" + "".join(f"{line}\n" for line in lines)
     elif lines:
-        text = "# firewall: nothing of vnetd's in the iptables-legacy tables\n" + "".join(
+        tool = "ip6tables" if section == "firewall6" else "iptables"
+        text = f"# {section}: nothing of vnetd's in the {tool}-legacy tables\n" + "".join(
             f"#{line[3:]}\n" for line in lines)
+    return text + nft_comment(nft_tables)
+
+
+def nft_comment(nft_tables: Sequence[str]) -> str:
+    """nf_tables tables named as comments: not vnetd's, but packets pass them too."""
+    text = ""
     for name in nft_tables:
         family, _, table_name = name.partition(" ")
         text += (f"# nf_tables table (not managed; packets pass it too, `nft list table {family} {table_name}` "
@@ -189,9 +197,14 @@ def show_state(state_dir: str, netns: str | None) -> str:
         sections["sysctl"] = {k: _sysctl_scalar(v) for k, v in values.items() if v is not None}
     from vnetd.backends.nftdetect import nft_tables
     from vnetd.backends.ruleset import read_ruleset
+    from vnetd.model.firewall import SECTIONS
 
     chains = desired.chains if desired is not None else ()
-    firewall = firewall_text(read_ruleset(chains), {(c.table, c.name) for c in chains}, nft_tables() or ())
+    firewall = ""
+    for family, section in SECTIONS.items():
+        mine = tuple(c for c in chains if c.family == family)
+        firewall += firewall_text(read_ruleset(mine, family), {(c.table, c.name) for c in mine}, (), section)
+    firewall += nft_comment(nft_tables() or ())
     libvirt = ""
     if desired is not None and desired.libvirt is not None:
         from vnetd.backends.libvirt import show_libvirt

@@ -194,7 +194,7 @@ def _restore_view(engine: Engine, checkpoint: Checkpoint) -> tuple[Observed, Pla
     observed = Observed(net=engine.backends.net.observe())
     sysctls = dict(checkpoint.sysctls)
     now_sysctls = engine.backends.sysctl.read(sorted(sysctls)) if sysctls else {}
-    keys = [(c.table, c.chain) for c in checkpoint.chains]
+    keys = [(c.table_key, c.chain) for c in checkpoint.chains]
     chains = engine.backends.firewall.record_chains(keys) if keys else {}
     networks = None
     if checkpoint.networks:

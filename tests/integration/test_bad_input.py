@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from tests.support import PREFIX, Netns, StateDir, _counter, delete_netns, sh, vnetd
+from tests.unit.test_firewall6 import BROKEN_FIREWALL6, BROKEN_KERNEL6, BROKEN_XTABLES6
 from tests.unit.test_loader import BROKEN, Broken
 from tests.unit.test_rule_syntax import BROKEN_FIREWALL, BROKEN_KERNEL, BROKEN_XTABLES
 
@@ -58,6 +59,11 @@ firewall:
     POSTROUTING:
       rules:
       - -s 192.0.2.0/24 ! -o br0 -j MASQUERADE
+firewall6:
+  filter:
+    FORWARD:
+      rules:
+      - -i br0 -o br0 -j ACCEPT
 """
 
 #: Valid on its own and different from the baseline in every kind of resource.
@@ -85,13 +91,18 @@ firewall:
     pending:
       rules:
       - -j RETURN
+firewall6:
+  raw:
+    PREROUTING:
+      rules:
+      - -s 2001:db8::99 -j DROP
 """
 PROBE_SYSCTLS = ("net.ipv4.ip_forward", "net.ipv4.ip_default_ttl")
 
 #: every interface/route case, every firewall/sysctl case the loader catches; the rules only
 #: libxtables or the kernel refuse go together in one file (test_every_refused_rule_...)
-CASES: list[Broken] = BROKEN + BROKEN_FIREWALL
-RULE_CASES: list[Broken] = BROKEN_XTABLES + BROKEN_KERNEL
+CASES: list[Broken] = BROKEN + BROKEN_FIREWALL + BROKEN_FIREWALL6
+RULE_CASES: list[Broken] = BROKEN_XTABLES + BROKEN_KERNEL + BROKEN_XTABLES6 + BROKEN_KERNEL6
 
 
 @pytest.fixture(scope="module")
@@ -121,7 +132,7 @@ def baseline(host: Netns, tmp_path_factory: pytest.TempPathFactory) -> Netns:
 
 
 def observe(ns: Netns) -> tuple[str, str, str]:
-    return ns.snapshot(), ns.iptables_save(), ns.exec("sysctl", *PROBE_SYSCTLS).stdout
+    return ns.snapshot(), ns.iptables_save() + ns.ip6tables_save(), ns.exec("sysctl", *PROBE_SYSCTLS).stdout
 
 
 def test_pending_file_alone_would_change_everything(baseline: Netns, tmp_path: Path) -> None:
@@ -132,7 +143,7 @@ def test_pending_file_alone_would_change_everything(baseline: Netns, tmp_path: P
     assert result.returncode == 2, result.stderr
     resources = {c["resource"] for c in json.loads(result.stdout)["changes"]}
     assert {"interface/brpending", "sysctl/net.ipv4.ip_default_ttl", "firewall/raw/PREROUTING",
-            "firewall/filter/pending"} <= resources, resources
+            "firewall/filter/pending", "firewall6/raw/PREROUTING"} <= resources, resources
     assert any(r.startswith("route/203.0.113.128/25") for r in resources), resources
 
 
@@ -171,17 +182,19 @@ def test_every_refused_rule_is_reported_in_one_round_and_changes_nothing(baselin
     message is checked by tests/unit/test_rule_syntax.py)."""
     state = StateDir(tmp_path / "vnetd.d")
     state.write("05-pending.yaml", PENDING)
-    by_place: dict[tuple[str, str], list[str]] = {}
+    by_place: dict[tuple[str, str, str], list[str]] = {}
     for case in RULE_CASES:
         rule = case.files[0][1].splitlines()[-1].removeprefix("      - ")
-        table, chain = case.path.split(".")[1:3]
-        by_place.setdefault((table, chain), []).append(rule)
-    lines = ["firewall:"]
-    for table in dict.fromkeys(t for t, _ in by_place):
-        lines.append(f"  {table}:")
-        for (t, chain), rules in by_place.items():
-            if t == table:
-                lines += [f"    {chain}:", "      rules:"] + [f"      - {r}" for r in rules]
+        section, table, chain = case.path.split(".")[0:3]
+        by_place.setdefault((section, table, chain), []).append(rule)
+    lines = []
+    for section in dict.fromkeys(s for s, _, _ in by_place):
+        lines.append(f"{section}:")
+        for table in dict.fromkeys(t for s, t, _ in by_place if s == section):
+            lines.append(f"  {table}:")
+            for (s, t, chain), rules in by_place.items():
+                if (s, t) == (section, table):
+                    lines += [f"    {chain}:", "      rules:"] + [f"      - {r}" for r in rules]
     state.write("10-rules.yaml", "\n".join(lines) + "\n")
     before = observe(baseline)
     for command in ("check", "plan", "apply"):

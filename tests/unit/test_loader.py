@@ -103,7 +103,7 @@ BROKEN: list[Broken] = [
         interface:
         - name: eth1
           type: ethernet
-        """, 1, "interface", "unknown key", "valid keys: interfaces, routes, sysctl, firewall, libvirt, health"),
+        """, 1, "interface", "unknown key", "valid keys: interfaces, routes, sysctl, firewall, firewall6, libvirt, health"),
     bad("unknown-interface-key", """\
         interfaces:
         - name: eth1
@@ -444,7 +444,7 @@ BROKEN: list[Broken] = [
     bad("top-level-list", """\
         - name: eth1
           type: ethernet
-        """, 1, "", "expected a mapping with the keys interfaces, routes, sysctl, firewall, libvirt, health, got a list"),
+        """, 1, "", "expected a mapping with the keys interfaces, routes, sysctl, firewall, firewall6, libvirt, health, got a list"),
     bad("interfaces-as-mapping", """\
         interfaces:
           eth1: {type: ethernet}

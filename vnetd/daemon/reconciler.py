@@ -186,7 +186,7 @@ class Reconciler:
             event, _, message = warning.partition(": ")
             self.log.warning(event if event.startswith("firewall.") else "config.warning", message=message)
         self._log_forgotten(previous, desired)
-        self.backend_watch.check(bool(desired.chains))
+        self.backend_watch.check({c.family for c in desired.chains})
         self.fw_dirty = True
         self.lv_dirty = True
         release_memory()  # the YAML node tree of a big state is garbage now
@@ -200,7 +200,7 @@ class Reconciler:
         """Removing something from the files stops managing it (SPEC: forgetting vs deleting)."""
         gone = sorted(set(resources_of(old)) - set(resources_of(new)))
         for resource in gone:
-            if resource.startswith("firewall/"):
+            if resource.startswith(("firewall/", "firewall6/")):
                 self.log.info("resource.pruned", resource=resource, note="vnetd's tagged rules are removed")
             else:
                 self.log.info("resource.released", resource=resource,
@@ -257,7 +257,7 @@ class Reconciler:
     def check_unevented(self) -> list[str]:
         """Netfilter and sysctl: what changed since the last pass (cheap, no parsing)."""
         reasons = []
-        self.backend_watch.check(bool(self.desired.chains))  # other firewalls: logged once per change
+        self.backend_watch.check({c.family for c in self.desired.chains})  # other firewalls: logged once per change
         if self.fw_watch or self.desired.chains:
             try:
                 changed = self.engine.backends.firewall.changed(self.fw_watch)

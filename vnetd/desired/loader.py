@@ -41,7 +41,7 @@ IGNORED_SUFFIXES = ("~", ".swp", ".swo", ".tmp", ".rpmnew", ".rpmsave", ".rpmori
 MAX_FILE_BYTES = 8 * 1024 * 1024
 MAX_FILES = 1000
 
-SECTIONS = ("interfaces", "routes", "sysctl", "firewall", "libvirt", "health")
+SECTIONS = ("interfaces", "routes", "sysctl", "firewall", "firewall6", "libvirt", "health")
 
 try:  # libyaml: 20x faster, and it limits nesting depth itself
     _Base: type = yaml.CSafeLoader
@@ -286,6 +286,8 @@ def _dispatch(top: MapView, ctx: FileContext, parsed: _Parsed) -> None:
             parsed.sysctls += parse_sysctl(node, ctx)
         elif key == "firewall":
             parsed.chains += parse_firewall(node, ctx)
+        elif key == "firewall6":
+            parsed.chains += parse_firewall(node, ctx, family=6)
         elif key == "health":
             parsed.probes += parse_health(node, ctx)
         elif key == "libvirt":

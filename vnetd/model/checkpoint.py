@@ -23,6 +23,8 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from vnetd.model.firewall import section_of, table_key
+
 FORMAT_VERSION = 1
 
 
@@ -64,7 +66,8 @@ class RouteRecord:
 @dataclass(frozen=True, slots=True)
 class ChainRecord:
     """A netfilter chain as it was: the backend's raw entries, in order, with the
-    meaning of each standard target (a chain name, ACCEPT...; None: an extension)."""
+    meaning of each standard target (a chain name, ACCEPT...; None: an extension).
+    ``family``: 4 (iptables) or 6 (ip6tables); checkpoints written before IPv6 have none: 4."""
 
     backend: str
     table: str
@@ -73,10 +76,15 @@ class ChainRecord:
     builtin: bool
     policy: str | None = None
     entries: tuple[tuple[bytes, str | None], ...] = ()
+    family: int = 4
+
+    @property
+    def table_key(self) -> str:
+        return table_key(self.table, self.family)
 
     @property
     def resource(self) -> str:
-        return f"firewall/{self.table}/{self.chain}"
+        return f"{section_of(self.family)}/{self.table}/{self.chain}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,6 +167,8 @@ def _link(data: dict[str, Any]) -> LinkRecord:
 def _chain(data: dict[str, Any]) -> ChainRecord:
     fields = _fields(data, ChainRecord)
     fields["entries"] = tuple((bytes.fromhex(e), m) for e, m in fields.get("entries", ()))
+    if fields.get("family", 4) not in (4, 6):
+        raise ValueError(f"not a vnetd checkpoint: family {fields['family']!r}")
     return ChainRecord(**fields)
 
 

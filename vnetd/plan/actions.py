@@ -133,7 +133,10 @@ class SetSysctl:
 
 @dataclass(frozen=True, slots=True)
 class SyncChain:
-    """Make one chain hold the declared rules (merge: on top; exclusive: only them)."""
+    """Make one chain hold the declared rules (merge: on top; exclusive: only them).
+
+    ``family`` (here and in the other firewall ops): 4, the iptables tables, or 6,
+    the ip6tables tables."""
 
     table: str
     chain: str
@@ -141,6 +144,7 @@ class SyncChain:
     rules: tuple[Rule, ...]
     builtin: bool
     tail: tuple[Rule, ...] = ()  # kept at the bottom (merge, position: append)
+    family: int = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,6 +152,7 @@ class SetPolicy:
     table: str
     chain: str
     policy: str
+    family: int = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,6 +162,7 @@ class PruneChain:
     table: str
     chain: str
     delete_chain: bool
+    family: int = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,6 +173,10 @@ class RestoreChain:
     table: str
     chain: str
     record: ChainRecord
+
+    @property
+    def family(self) -> int:
+        return self.record.family
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,6 +23,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from vnetd.model.checkpoint import ChainRecord, Checkpoint, LinkRecord, NetworkRecord, RouteRecord
+from vnetd.model.firewall import table_key
 from vnetd.model.interfaces import Link, StpOptions
 from vnetd.model.libvirt import ObservedNetwork
 from vnetd.model.netstate import NetState
@@ -64,6 +65,7 @@ class Scope:
 
     links: set[str] = field(default_factory=set)
     sysctls: set[str] = field(default_factory=set)
+    #: (table key, chain): ``filter`` / ``ip6 filter`` (see model.firewall.table_key)
     chains: set[tuple[str, str]] = field(default_factory=set)
     networks: set[str] = field(default_factory=set)
 
@@ -98,7 +100,7 @@ def scope_of(plan: Plan, net: NetState) -> Scope:
             case SetSysctl():
                 scope.sysctls.add(op.key)
             case SyncChain() | SetPolicy() | PruneChain() | RestoreChain():
-                scope.chains.add((op.table, op.chain))
+                scope.chains.add((table_key(op.table, op.family), op.chain))
             case EnsureNetwork():
                 scope.networks.add(op.name)
     # a port's master follows the port (a bridge's MTU does): record it too
@@ -162,7 +164,8 @@ def restore_plan(checkpoint: Checkpoint, net: NetState, sysctls: Mapping[str, st
                  networks: Mapping[str, ObservedNetwork] | None) -> Plan:
     """The actions that make the system what ``checkpoint`` recorded, given what it is now.
 
-    ``chains``: the recorded chains as they are now (the same backend's records);
+    ``chains``: the recorded chains as they are now (the same backend's records), by
+    (table key, chain);
     ``networks``: libvirt's networks now (None when libvirt is not reachable).
     """
     actions: list[Action] = []
@@ -176,7 +179,7 @@ def restore_plan(checkpoint: Checkpoint, net: NetState, sysctls: Mapping[str, st
             actions.append(Action(SetSysctl(key, value), Phase.SYSCTL, f"sysctl/{key}", "value", value,
                                   sysctls.get(key)))
     for record in checkpoint.chains:
-        now = chains.get((record.table, record.chain))
+        now = chains.get((record.table_key, record.chain))
         if now is None or not _same_chain(now, record):
             actions.append(Action(RestoreChain(record.table, record.chain, record), Phase.FIREWALL, record.resource,
                                   "rules", f"{len(record.entries)} entries as recorded" if record.exists

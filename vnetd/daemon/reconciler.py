@@ -23,7 +23,6 @@ import ctypes
 import errno
 import socket
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -138,8 +137,7 @@ class Reconciler:
     """Owns the desired state, the caches and the per-resource health; runs passes."""
 
     def __init__(self, state_dir: str, log: Any, engine: Engine | None = None,
-                 metrics: Any = None, on_libvirt_event: Callable[[str], None] | None = None,
-                 conflict_repairs: int = 5) -> None:
+                 metrics: Any = None, conflict_repairs: int = 5) -> None:
         self.state_dir = state_dir
         self.log = log
         self.engine = engine or Engine()
@@ -156,7 +154,6 @@ class Reconciler:
         self.lv_networks: Any = None
         self.lv_taps: tuple[Any, ...] = ()
         self.lv_dirty = True
-        self.on_libvirt_event = on_libvirt_event
         self.last_plan = Plan()
         self.last_pass: float | None = None
         self.passes = 0

@@ -31,7 +31,14 @@ interfaces and routes, plus sysctl:, firewall: and libvirt: sections).
 
 EPILOG = """\
 exit status: check 0 valid / 1 invalid; plan 0 nothing to do / 2 changes pending /
-1 error; apply 0 converged and verified / 1 not; status 0 ok / 3 not running.
+1 error; apply 0 converged and verified / 1 not; status 0 ok / 3 not running;
+reload 0 reloaded / 1 invalid files (the last valid state stays) / 3 not running;
+run 0 after SIGTERM / 1 refused to start.
+
+A state file that disappears (or is emptied) while the daemon runs is not a
+decision: what it declared stays enforced (logged as config.file_removed) until
+`vnetd reload`, SIGHUP or `vnetd apply` confirms the removal. Write state files
+atomically (write a temporary file, then rename it into place).
 """
 
 
@@ -57,18 +64,24 @@ def build_parser() -> argparse.ArgumentParser:
     apply = sub.add_parser("apply", help="reconcile once, verify, print what changed")
     apply.add_argument("--format", choices=("text", "json"), default="text")
 
-    run = sub.add_parser("run", help="run the daemon (foreground unless --daemon)")
+    run = sub.add_parser("run", help="run the daemon (foreground unless --daemon); one per network namespace",
+                         description="Run the daemon. Only one vnetd runs per network namespace (a lock in "
+                                     "/run/vnetd names the pid holding it). The pidfile, log file and socket "
+                                     "are never opened through a symlink, and only in directories only root "
+                                     "can write.")
     run.add_argument("--pidfile", metavar="PATH", help="write the daemon's pid here (locked while it runs)")
     run.add_argument("--daemon", action="store_true", help="detach from the terminal (for SysV init)")
     run.add_argument("--log-file", metavar="PATH", help="log to this file (reopened after logrotate)")
     run.add_argument("--socket", metavar="PATH", default="/run/vnetd/vnetd.sock",
-                     help="control socket for `vnetd status` (default /run/vnetd/vnetd.sock)")
+                     help="control socket for `vnetd status` and `vnetd reload` (default "
+                          "/run/vnetd/vnetd.sock); an existing path is replaced only if it is a stale socket")
     run.add_argument("--check-interval", type=float, default=1.0, metavar="SECONDS",
                      help="how often netfilter and sysctls (which send no events) are checked (default 1)")
     run.add_argument("--resync-interval", type=float, default=60.0, metavar="SECONDS",
                      help="how often everything is read in full (default 60)")
     run.add_argument("--metrics-listen", metavar="ADDR:PORT",
-                     help="serve Prometheus metrics on this loopback address (off by default)")
+                     help="serve Prometheus metrics on this loopback address, e.g. 127.0.0.1:9714 or "
+                          "localhost:9714 (off by default)")
     run.add_argument("--conflict-repairs", type=int, default=5, metavar="N",
                      help="a resource repaired more than N times in 60 s is being fought over: back off "
                           "(default 5; 0 never backs off)")
@@ -81,6 +94,10 @@ def build_parser() -> argparse.ArgumentParser:
     fmt = status.add_mutually_exclusive_group()
     fmt.add_argument("--json", action="store_true", help="machine-readable status")
     fmt.add_argument("--prometheus", action="store_true", help="metrics in Prometheus text format")
+
+    reload = sub.add_parser("reload", help="ask the running daemon to re-read the state files (as SIGHUP), "
+                                          "confirming the removal of files that disappeared")
+    reload.add_argument("--socket", metavar="PATH", default="/run/vnetd/vnetd.sock")
 
     imp = sub.add_parser("import", help="translate ifcfg-* files and iptables-save output into a state file")
     imp.add_argument("--ifcfg-dir", metavar="DIR", help="a network-scripts directory with ifcfg-* files")
@@ -125,8 +142,11 @@ def print_config_error(exc: ConfigError) -> None:
 
 
 def load_desired(args: argparse.Namespace) -> Any:
-    from vnetd.desired.loader import load_state_dir
+    """The state files, loaded; files in the directory that are not loaded get a warning."""
+    from vnetd.desired.loader import load_state_dir, unloaded_files, unloaded_warning
 
+    for name in unloaded_files(args.state_dir):
+        print(f"warning: {unloaded_warning(args.state_dir, name)}", file=sys.stderr)
     return load_state_dir(args.state_dir)
 
 
@@ -188,6 +208,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
     enter_netns(args)
     for warning in check_state(desired):
         print(f"warning: {warning}", file=sys.stderr)
+    confirm_with_daemon(args.state_dir)
     logger = log.get_logger()
     text = args.format == "text"
 
@@ -236,6 +257,35 @@ def cmd_apply(args: argparse.Namespace) -> int:
     return EXIT_OK if result.converged else EXIT_ERROR
 
 
+def confirm_with_daemon(state_dir: str) -> None:
+    """``vnetd apply`` is the administrator's decision on the files as they are: a daemon
+    running in this namespace on the same state directory re-reads them first, which
+    confirms the removal of files it was still holding (otherwise it would put back
+    what apply removes). Best effort: no daemon, another directory, no answer: nothing."""
+    import json
+
+    from vnetd.daemon.instance import running_daemon
+    from vnetd.daemon.status import query
+
+    try:
+        owner = running_daemon()
+    except OSError:
+        return
+    if not owner or not owner.get("socket") or not owner.get("state_dir"):
+        return
+    if os.path.realpath(str(owner["state_dir"])) != os.path.realpath(state_dir):
+        return
+    try:
+        before = json.loads(query(str(owner["socket"]), "status"))
+        after = json.loads(query(str(owner["socket"]), "reload", timeout=65))
+    except (OSError, ValueError):
+        return
+    held = [h.get("file") for h in before.get("held_files", []) if isinstance(h, dict)]
+    if held and after.get("config_valid"):
+        print(f"vnetd: the running daemon (pid {owner.get('pid')}) re-read the state files: removal of "
+              f"{', '.join(map(str, held))} confirmed", file=sys.stderr)
+
+
 def cmd_show(args: argparse.Namespace) -> int:
     from vnetd.show import show_state
 
@@ -254,6 +304,12 @@ def cmd_status(args: argparse.Namespace) -> int:
     from vnetd.daemon.status import status_command
 
     return status_command(args)
+
+
+def cmd_reload(args: argparse.Namespace) -> int:
+    from vnetd.daemon.status import reload_command
+
+    return reload_command(args)
 
 
 def cmd_import(args: argparse.Namespace) -> int:
@@ -275,6 +331,7 @@ COMMANDS = {
     "run": cmd_run,
     "show": cmd_show,
     "status": cmd_status,
+    "reload": cmd_reload,
     "import": cmd_import,
     "demo": cmd_demo,
 }

@@ -20,6 +20,7 @@ a lock its own thread holds, forever. Instead:
 from __future__ import annotations
 
 import os
+import signal
 
 
 class Wakeup:
@@ -62,3 +63,26 @@ class Wakeup:
     def close(self) -> None:
         os.close(self._r)
         os.close(self._w)
+
+
+class SignalRelay:
+    """SIGTERM/SIGINT (stop) and SIGHUP (reload) as flags and wake-ups.
+
+    Installed before anything slow at start-up (imports, the first load): a signal
+    that arrives while the daemon starts is handled like any other, instead of
+    killing it with the default action. The handlers only set a flag and post.
+    """
+
+    def __init__(self, wake: Wakeup) -> None:
+        self.wake = wake
+        self.stop_requested = False
+        signal.signal(signal.SIGTERM, self._stop)
+        signal.signal(signal.SIGINT, self._stop)
+        signal.signal(signal.SIGHUP, self._reload)
+
+    def _stop(self, _signum: int, _frame: object) -> None:
+        self.stop_requested = True
+        self.wake.post("stop")
+
+    def _reload(self, _signum: int, _frame: object) -> None:
+        self.wake.post("reload")

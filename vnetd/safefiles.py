@@ -67,6 +67,38 @@ def check_parent(path: str, what: str) -> str:
     return parent
 
 
+def _kind(st: os.stat_result) -> str:
+    mode = st.st_mode
+    if stat.S_ISLNK(mode):
+        return "a symlink"
+    if stat.S_ISDIR(mode):
+        return "a directory"
+    if stat.S_ISREG(mode):
+        return "a regular file"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "a device or special file"
+
+
+def check_file(path: str, what: str) -> None:
+    """Refuse now what ``open_private`` would refuse later (used before detaching, so
+    that the refusal reaches the terminal)."""
+    check_parent(path, what)
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if stat.S_ISLNK(st.st_mode):
+        raise StartupError(f"refusing {what} {path}: it is a symlink; vnetd does not follow it")
+    if not stat.S_ISREG(st.st_mode):
+        raise StartupError(f"refusing {what} {path}: it is {_kind(st)}, not a regular file")
+    if st.st_nlink != 1:
+        raise StartupError(f"refusing {what} {path}: it has {st.st_nlink} hard links (writing it would change "
+                           "another file)")
+
+
 def open_private(path: str, what: str, flags: int, mode: int = 0o644) -> int:
     """Open (or create) a regular file for root, without following a symlink at ``path``."""
     check_parent(path, what)
@@ -75,11 +107,13 @@ def open_private(path: str, what: str, flags: int, mode: int = 0o644) -> int:
     except OSError as exc:
         if exc.errno == errno.ELOOP:
             raise StartupError(f"refusing {what} {path}: it is a symlink; vnetd does not follow it") from None
+        if exc.errno == errno.EISDIR:
+            raise StartupError(f"refusing {what} {path}: it is a directory, not a regular file") from None
         raise StartupError(f"cannot open {what} {path}: {exc.strerror}") from None
     st = os.fstat(fd)
     problem = None
     if not stat.S_ISREG(st.st_mode):
-        problem = "it is not a regular file"
+        problem = f"it is {_kind(st)}, not a regular file"
     elif st.st_nlink != 1:
         problem = f"it has {st.st_nlink} hard links (writing it would change another file)"
     if problem is not None:
@@ -116,9 +150,7 @@ def remove_stale_socket(path: str, what: str) -> None:
     except FileNotFoundError:
         return
     if not stat.S_ISSOCK(st.st_mode):
-        kind = "a symlink" if stat.S_ISLNK(st.st_mode) else "a directory" if stat.S_ISDIR(st.st_mode) \
-            else "a regular file" if stat.S_ISREG(st.st_mode) else "not a socket"
-        raise StartupError(f"refusing {what} {path}: the path exists and is {kind}; vnetd removes only a stale "
+        raise StartupError(f"refusing {what} {path}: the path exists and is {_kind(st)}; vnetd removes only a stale "
                            "socket of its own (choose another --socket, or remove it by hand)")
     probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
     try:

@@ -120,10 +120,10 @@ def run_daemon(args: argparse.Namespace) -> int:
         raise StartupError("intervals must be positive")
     metrics_addr = metrics_address(args.metrics_listen) if args.metrics_listen else None
     _refuse_insecure(args.state_dir)
-    from vnetd.safefiles import check_parent
+    from vnetd.safefiles import check_file
 
     if args.pidfile:
-        check_parent(args.pidfile, "pidfile")
+        check_file(args.pidfile, "pidfile")
     log_out = vlog.open_log_file(args.log_file) if args.log_file else None
     vlog.configure(args.log_format, args.log_level or "info", stream=log_out)
     if args.netns:

@@ -469,6 +469,7 @@ class Reconciler:
             "counts": counts,
             "resources": resources,
             "held_files": [{"file": h.file, "resources": list(h.resources)} for h in self.held],
+            "health_tracked": len(self.health.resources),
             "unloaded_files": sorted(self._unloaded_reported),
         }
 

@@ -292,7 +292,7 @@ class Daemon:
         self.pending_loads = set()
         rec = self.reconciler
         self.job_waiters, self.reload_waiters = self.reload_waiters, []
-        self.log.debug("config.loading", source=source)
+        self.log.info("config.loading", source=source)
         self.job = LoadJob(self.args.state_dir, source, rec.desired if rec.loaded else None,
                            rec.hold_candidates(source), lambda: self.wake.post("loaded"))
 

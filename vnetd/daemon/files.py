@@ -4,8 +4,9 @@
 Only finished writes count. A file is (re)loaded after ``IN_CLOSE_WRITE`` (a writer
 closed it), ``IN_MOVED_TO`` (renamed into place: the atomic way, see
 docs/OPERATIONS.md), ``IN_MOVED_FROM``/``IN_DELETE`` (gone), ``IN_ATTRIB``
-(ownership or mode: a file may have become insecure) or ``IN_CREATE`` of a symlink
-(which is never written, so never closed). A file opened with ``O_TRUNC`` and
+(ownership or mode: a file may have become insecure) or ``IN_CREATE`` of what is
+complete when created (a symlink, a FIFO, a hard link: never written, so never
+closed). A file opened with ``O_TRUNC`` and
 written in several steps sends ``IN_MODIFY`` for each; none of them triggers a load,
 so a half-written file is not read while its writer still has it open.
 
@@ -147,11 +148,14 @@ class StateDirWatcher:
             return False
         if mask & IN_ISDIR:
             return False
-        if mask & IN_CREATE:  # only a symlink is complete when created; a file is loaded when closed
+        if mask & IN_CREATE:  # a regular file is loaded when its writer closes it
             try:
-                return stat.S_ISLNK(os.lstat(os.path.join(self.path, name)).st_mode)
+                st = os.lstat(os.path.join(self.path, name))
             except OSError:
                 return False
+            # complete when created (never written, so never closed): a symlink, a FIFO or
+            # other special file (refused when read), a hard link to an existing file
+            return not stat.S_ISREG(st.st_mode) or st.st_nlink > 1
         return bool(mask & (IN_CLOSE_WRITE | IN_MOVED_TO | IN_MOVED_FROM | IN_DELETE | IN_ATTRIB))
 
     def close(self) -> None:

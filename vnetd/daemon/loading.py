@@ -263,6 +263,14 @@ class LoadJob:
     def finished(self) -> bool:
         return self.outcome is not None
 
+    def cancel(self) -> None:
+        """The daemon is stopping: the child has nothing left to do."""
+        if self.outcome is None:
+            try:
+                os.kill(self._pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
     def collect(self) -> LoadOutcome:
         """The outcome of a finished job (called by the main thread)."""
         self._thread.join()

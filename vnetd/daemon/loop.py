@@ -120,6 +120,8 @@ class Daemon:
         finally:
             self.notifier.stopping()
             self.log.info("daemon.stopping", passes=rec.passes)
+            if self.job is not None:
+                self.job.cancel()
             for close in (self.control.stop, self.watcher.close, rec.close, rec.engine.backends.close):
                 try:
                     close()

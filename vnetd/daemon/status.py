@@ -29,6 +29,8 @@ from typing import Any
 DEFAULT_SOCKET = "/run/vnetd/vnetd.sock"
 #: how long ``vnetd reload`` waits for the daemon to finish loading
 RELOAD_WAIT = 60.0
+#: control-socket connections served at once
+MAX_CLIENTS = 8
 
 
 class Metrics:
@@ -81,6 +83,7 @@ class ControlServer:
         self._identity = (st.st_dev, st.st_ino)
         self.sock.listen(8)
         self._thread = threading.Thread(target=self._serve, name="vnetd-control", daemon=True)
+        self._clients = threading.BoundedSemaphore(MAX_CLIENTS)
         self._stopping = False
 
     def fileno(self) -> int:
@@ -92,16 +95,24 @@ class ControlServer:
         self._thread.start()
 
     def _serve(self) -> None:
+        """Each connection in a thread of its own (at most ``MAX_CLIENTS`` at once): a
+        `vnetd reload` waiting for a load must not hold up `vnetd status`."""
         while not self._stopping:
             try:
                 conn, _ = self.sock.accept()
             except OSError:
                 return
+            self._clients.acquire()
+            threading.Thread(target=self._serve_one, args=(conn,), name="vnetd-control-client", daemon=True).start()
+
+    def _serve_one(self, conn: socket.socket) -> None:
+        try:
             with conn:
-                try:
-                    self._handle(conn)
-                except OSError:
-                    continue
+                self._handle(conn)
+        except OSError:
+            pass
+        finally:
+            self._clients.release()
 
     def _handle(self, conn: socket.socket) -> None:
         creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import queue
 import select
 import threading
@@ -93,7 +94,11 @@ class Daemon:
         from vnetd.daemon.files import FileDebounce, StateDirWatcher
 
         rec = self.reconciler
-        self.log.info("daemon.starting", state_dir=self.args.state_dir, netns=self.args.netns,
+        if self.stopping:  # SIGTERM while starting: nothing was done yet
+            self.control.stop()
+            rec.close()
+            return 0
+        self.log.info("daemon.starting", pid=os.getpid(), state_dir=self.args.state_dir, netns=self.args.netns,
                       check_interval_s=self.args.check_interval, resync_interval_s=self.args.resync_interval)
         self.watcher = StateDirWatcher(self.args.state_dir)
         self.debounce = FileDebounce(self.args.state_dir)

@@ -155,6 +155,11 @@ def run_pass(self, sources):
     return original(self, sources)
 
 Reconciler.run_pass = run_pass
+
+def check_unevented(self):
+    raise OSError("an unexpected bug in the periodic check")
+
+Reconciler.check_unevented = check_unevented  # crashes every time: only that step backs off
 from vnetd.cli import main
 sys.exit(main(sys.argv[1:]))
 """
@@ -177,12 +182,20 @@ def test_an_unexpected_exception_is_one_event_with_its_traceback_in_the_log_file
     assert wait_until(lambda: any(e["event"] == "daemon.ready" for e in events()), timeout=60), events()[-10:]
     assert wait_until(lambda: enslaved(host), timeout=30)  # retried with back-off, then converged
     pid = int(pidfile.read_text())
-    crashes = [e for e in events() if e["event"] == "pass.crashed"]
+    crashes = [e for e in events() if e["event"] == "pass.crashed" and e["step"] == "pass"]
     assert len(crashes) == 2, crashes
     first, second = crashes
-    assert first["step"] == "pass" and "RuntimeError: an unexpected bug in a pass" in str(first["traceback"])
+    assert "RuntimeError: an unexpected bug in a pass" in str(first["traceback"])
     assert "Traceback (most recent call last)" in str(first["traceback"])
     assert (first["retry_in_s"], second["retry_in_s"]) == (1.0, 2.0)  # back-off
+    # a step that keeps crashing backs off alone (one line per attempt, 1, 2, 4 ... s apart)...
+    assert wait_until(lambda: len([e for e in events() if e.get("step") == "check"]) >= 3, timeout=30)
+    checks = [e for e in events() if e.get("step") == "check"]
+    assert [e["retry_in_s"] for e in checks[:3]] == [1.0, 2.0, 4.0]
+    assert "OSError: an unexpected bug in the periodic check" in str(checks[0]["error"])
+    # ...while the rest goes on: a drift is repaired
+    host.ip("link", "set", "eth1", "nomaster")
+    assert wait_until(lambda: enslaved(host), timeout=30)
     os.kill(pid, signal.SIGTERM)
     assert wait_until(lambda: not Path(f"/proc/{pid}").exists(), timeout=30)
     assert events()[-1]["event"] == "daemon.stopping"

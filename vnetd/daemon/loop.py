@@ -10,11 +10,13 @@ socket, libvirt's event loop, a load job, the metrics listener) only post
 wake-ups; signal handlers too.
 
 The daemon never dies of an exception (SPEC section 5). Every step of an
-iteration is guarded: an unexpected exception is logged once, with its traceback,
-as ``pass.crashed`` (``step`` says where), the caches are marked stale, and the
-pass is retried after 1, 2, 4 ... ``CRASH_MAX`` seconds while signals, status
-requests and loads go on being served. Errors the backends expect
-(``BackendError``) never get here: they are per-resource failures with back-off.
+iteration (the pass, the netfilter/sysctl check, the resync, reading netlink or
+inotify, libvirt's reconnection) is guarded: an unexpected exception is logged
+once, with its traceback, as ``pass.crashed`` (``step`` says which), the caches
+are marked stale, and that step alone is skipped until it is retried after 1, 2,
+4 ... ``CRASH_MAX`` seconds, while the other steps, signals, status requests and
+loads go on. Errors the backends expect (``BackendError``) never get here: they
+are per-resource failures with back-off.
 """
 
 from __future__ import annotations
@@ -78,8 +80,9 @@ class Daemon:
         self.pending_loads: set[str] = set()
         self.started = False  # the startup load was adopted (valid or not)
         self.ready = False
-        self.crashes = 0
-        self.crash_retry_at: float | None = None
+        #: per step: crashes in a row, and until when the step is skipped
+        self.crashes: dict[str, int] = {}
+        self.crash_until: dict[str, float] = {}
         self.held_reasons: set[str] = set()
         self.watcher: Any = None
         self.debounce: Any = None
@@ -120,8 +123,7 @@ class Daemon:
                 try:
                     self._iterate()
                 except Exception as exc:  # the loop's own code: logged, slowed down, never fatal
-                    self._crashed("loop", exc)
-                    self._nap(min(CRASH_FIRST * 2 ** (self.crashes - 1), CRASH_MAX))
+                    self._nap(self._crashed("loop", exc))
         finally:
             self.notifier.stopping()
             self.log.info("daemon.stopping", passes=rec.passes)
@@ -153,12 +155,19 @@ class Daemon:
         release = rec.health.next_release(now)
         if release is not None:
             deadlines.append(release)
-        if self.crash_retry_at is not None:
-            deadlines.append(self.crash_retry_at)
+        if self.crash_until.get("pass", 0.0) > now:
+            deadlines.append(self.crash_until["pass"])
         if self.notifier.watchdog_interval:
             deadlines.append(self.next_watchdog)
         timeout = max(0.0, min(deadlines) - now)
-        fds = [self.wake.fileno(), rec.net.events.fileno(), self.watcher.fileno()]
+        fds = [self.wake.fileno()]
+        # a descriptor whose reading crashed is left alone until its retry (not a busy loop)
+        for step, fd in (("netlink", rec.net.events.fileno()), ("files", self.watcher.fileno())):
+            retry_at = self.crash_until.get(step, 0.0)
+            if retry_at > now:
+                timeout = min(timeout, retry_at - now)
+            else:
+                fds.append(fd)
         try:
             readable, _, _ = select.select(fds, [], [], timeout)
         except InterruptedError:
@@ -170,8 +179,8 @@ class Daemon:
         if "status" in reasons:
             reasons.discard("status")
             self._answer_status_requests()
-        if self.watcher.fileno() in readable and self._guarded("files", self.watcher.read):
-            self.debounce.touched(now)
+        if self.watcher.fileno() in readable and self._guarded("files", self.watcher.read, default=True):
+            self.debounce.touched(now)  # (a crash reading the events: read the files again, to be sure)
         if rec.net.events.fileno() in readable and self._guarded("netlink", rec.net.drain):
             reasons.add("netlink")
         if rec.net.overrun:
@@ -213,13 +222,13 @@ class Daemon:
     def _maybe_pass(self, reasons: set[str], now: float) -> None:
         """Run a pass for these reasons, unless a crashed pass is waiting for its retry."""
         reasons.discard("stop")
-        if self.crash_retry_at is not None:
+        retry_at = self.crash_until.get("pass")
+        if retry_at is not None:
             self.held_reasons |= reasons
-            if now < self.crash_retry_at:
+            if now < retry_at:
                 return
             reasons = self.held_reasons | {"retry"}
             self.held_reasons = set()
-            self.crash_retry_at = None
         if not reasons:
             return
         if reasons <= {"netlink", "retry"} and now - self.last_noop < HOLD_AFTER_NOOP:
@@ -243,9 +252,10 @@ class Daemon:
         try:
             summary = rec.run_pass(reasons)
         except Exception as exc:
-            self._crashed("pass", exc, reasons)
+            self._crashed("pass", exc)
+            self.held_reasons |= reasons
             return None
-        self.crashes = 0
+        self._recovered("pass")
         now = time.monotonic()
         if self.notifier.enabled and (now - self.snapshot_at > STATUS_EVERY or reasons & {"files", "reload"}):
             self.snapshot_at = now
@@ -254,27 +264,36 @@ class Daemon:
 
     # -- crashes ----------------------------------------------------------------------
 
-    def _guarded(self, step: str, fn: Callable[..., Any], *args: Any) -> Any:
-        """Run one step of the loop; an unexpected exception is a crash, not the end."""
+    def _guarded(self, step: str, fn: Callable[..., Any], *args: Any, default: Any = None) -> Any:
+        """Run one step of the loop; an unexpected exception is a crash, not the end. A step
+        that crashed is skipped (``default``) until its retry time."""
+        if self.crash_until.get(step, 0.0) > time.monotonic():
+            return default
         try:
-            return fn(*args)
+            result = fn(*args)
         except Exception as exc:
             self._crashed(step, exc)
-            return None
+            return default
+        self._recovered(step)
+        return result
 
-    def _crashed(self, step: str, exc: BaseException, reasons: set[str] | None = None) -> None:
-        self.crashes += 1
-        delay = min(CRASH_FIRST * 2 ** (self.crashes - 1), CRASH_MAX)
-        self.crash_retry_at = time.monotonic() + delay
-        if reasons:
-            self.held_reasons |= reasons
+    def _recovered(self, step: str) -> None:
+        self.crashes.pop(step, None)
+        self.crash_until.pop(step, None)
+
+    def _crashed(self, step: str, exc: BaseException) -> float:
+        """Log a crash once, with its traceback; the step waits 1, 2, 4 ... 60 s. Returns the wait."""
+        count = self.crashes[step] = self.crashes.get(step, 0) + 1
+        delay = float(min(CRASH_FIRST * 2 ** (count - 1), CRASH_MAX))
+        self.crash_until[step] = time.monotonic() + delay
         try:
             self.reconciler.after_crash()
         except Exception:  # noqa: S110 - marking caches stale cannot be allowed to fail the handler
             pass
         self.log.error("pass.crashed", step=step, error=f"{type(exc).__name__}: {exc}",
                        traceback="".join(traceback.format_exception(exc)), retry_in_s=delay,
-                       crashes_in_a_row=self.crashes)
+                       crashes_in_a_row=count)
+        return delay
 
     # -- loading ----------------------------------------------------------------------
 

@@ -36,7 +36,13 @@ exit status: check 0 valid / 1 invalid; plan 0 nothing to do / 2 changes pending
 1 error; apply 0 converged and verified / 1 not (with --confirm: 0 confirmed /
 4 rolled back / 1 error); confirm, rollback 0 done / 1 no trial; status 0 ok /
 1 running but degraded (last load failed, resources failing or backed off) /
-3 not running / 4 unknown.
+3 not running / 4 unknown; reload 0 reloaded / 1 invalid files (the last
+valid state stays) / 3 not running; run 0 after SIGTERM / 1 refused to start.
+
+A state file that disappears (or is emptied) while the daemon runs is not a
+decision: what it declared stays enforced (logged as config.file_removed) until
+`vnetd reload`, SIGHUP or `vnetd apply` confirms the removal. Write state files
+atomically (write a temporary file, then rename it into place).
 """
 
 
@@ -69,18 +75,24 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("confirm", help="keep the change of a pending `apply --confirm` trial")
     sub.add_parser("rollback", help="undo the change of a pending `apply --confirm` trial now")
 
-    run = sub.add_parser("run", help="run the daemon (foreground unless --daemon)")
+    run = sub.add_parser("run", help="run the daemon (foreground unless --daemon); one per network namespace",
+                         description="Run the daemon. Only one vnetd runs per network namespace (a lock in "
+                                     "/run/vnetd names the pid holding it). The pidfile, log file and socket "
+                                     "are never opened through a symlink, and only in directories only root "
+                                     "can write.")
     run.add_argument("--pidfile", metavar="PATH", help="write the daemon's pid here (locked while it runs)")
     run.add_argument("--daemon", action="store_true", help="detach from the terminal (for SysV init)")
     run.add_argument("--log-file", metavar="PATH", help="log to this file (reopened after logrotate)")
     run.add_argument("--socket", metavar="PATH", default="/run/vnetd/vnetd.sock",
-                     help="control socket for `vnetd status` (default /run/vnetd/vnetd.sock)")
+                     help="control socket for `vnetd status` and `vnetd reload` (default "
+                          "/run/vnetd/vnetd.sock); an existing path is replaced only if it is a stale socket")
     run.add_argument("--check-interval", type=float, default=1.0, metavar="SECONDS",
                      help="how often netfilter and sysctls (which send no events) are checked (default 1)")
     run.add_argument("--resync-interval", type=float, default=60.0, metavar="SECONDS",
                      help="how often everything is read in full (default 60)")
     run.add_argument("--metrics-listen", metavar="ADDR:PORT",
-                     help="serve Prometheus metrics on this loopback address (off by default)")
+                     help="serve Prometheus metrics on this loopback address, e.g. 127.0.0.1:9714 or "
+                          "localhost:9714 (off by default)")
     run.add_argument("--conflict-repairs", type=int, default=5, metavar="N",
                      help="a resource repaired more than N times in 60 s is being fought over: back off "
                           "(default 5; 0 never backs off)")
@@ -99,6 +111,10 @@ def build_parser() -> argparse.ArgumentParser:
     fmt = status.add_mutually_exclusive_group()
     fmt.add_argument("--json", action="store_true", help="machine-readable status")
     fmt.add_argument("--prometheus", action="store_true", help="metrics in Prometheus text format")
+
+    reload = sub.add_parser("reload", help="ask the running daemon to re-read the state files (as SIGHUP), "
+                                          "confirming the removal of files that disappeared")
+    reload.add_argument("--socket", metavar="PATH", default="/run/vnetd/vnetd.sock")
 
     imp = sub.add_parser("import", help="translate ifcfg-* files and iptables-save / ip6tables-save output into "
                                         "a state file")
@@ -161,8 +177,10 @@ def load_checked(args: argparse.Namespace) -> Any:
     of both steps comes in one ConfigError; warnings are printed.
     """
     from vnetd.checks import finish
-    from vnetd.desired.loader import load_state_dir_partial
+    from vnetd.desired.loader import load_state_dir_partial, unloaded_files, unloaded_warning
 
+    for name in unloaded_files(args.state_dir):
+        print(f"warning: {unloaded_warning(args.state_dir, name)}", file=sys.stderr)
     desired, issues = load_state_dir_partial(args.state_dir)
     enter_netns(args)
     for warning in finish(desired, issues):
@@ -210,6 +228,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
     if args.confirm is not None:
         return cmd_apply_confirm(args, desired)
     refuse_during_trial()
+    confirm_with_daemon(args.state_dir)
     logger = log.get_logger()
     text = args.format == "text"
 
@@ -286,6 +305,7 @@ def cmd_apply_confirm(args: argparse.Namespace, desired: Any) -> int:
 
     if not 1 <= args.confirm <= 86400:
         raise SystemExit("vnetd: --confirm wants 1-86400 seconds")
+    confirm_with_daemon(args.state_dir)
 
     def report(action: Action, error: BackendError | None) -> None:
         state = "applied" if error is None else "failed"
@@ -315,6 +335,35 @@ def cmd_end_trial(args: argparse.Namespace) -> int:
         engine.backends.close()
 
 
+def confirm_with_daemon(state_dir: str) -> None:
+    """``vnetd apply`` is the administrator's decision on the files as they are: a daemon
+    running in this namespace on the same state directory re-reads them first, which
+    confirms the removal of files it was still holding (otherwise it would put back
+    what apply removes). Best effort: no daemon, another directory, no answer: nothing."""
+    import json
+
+    from vnetd.daemon.instance import running_daemon
+    from vnetd.daemon.status import query
+
+    try:
+        owner = running_daemon()
+    except OSError:
+        return
+    if not owner or not owner.get("socket") or not owner.get("state_dir"):
+        return
+    if os.path.realpath(str(owner["state_dir"])) != os.path.realpath(state_dir):
+        return
+    try:
+        before = json.loads(query(str(owner["socket"]), "status"))
+        after = json.loads(query(str(owner["socket"]), "reload", timeout=65))
+    except (OSError, ValueError):
+        return
+    held = [h.get("file") for h in before.get("held_files", []) if isinstance(h, dict)]
+    if held and after.get("config_valid"):
+        print(f"vnetd: the running daemon (pid {owner.get('pid')}) re-read the state files: removal of "
+              f"{', '.join(map(str, held))} confirmed", file=sys.stderr)
+
+
 def cmd_show(args: argparse.Namespace) -> int:
     from vnetd.show import show_state
 
@@ -333,6 +382,12 @@ def cmd_status(args: argparse.Namespace) -> int:
     from vnetd.daemon.status import status_command
 
     return status_command(args)
+
+
+def cmd_reload(args: argparse.Namespace) -> int:
+    from vnetd.daemon.status import reload_command
+
+    return reload_command(args)
 
 
 def cmd_import(args: argparse.Namespace) -> int:
@@ -356,6 +411,7 @@ COMMANDS = {
     "run": cmd_run,
     "show": cmd_show,
     "status": cmd_status,
+    "reload": cmd_reload,
     "import": cmd_import,
     "demo": cmd_demo,
 }

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import errno
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from vnetd.backends import rtnl
@@ -25,8 +25,6 @@ from vnetd.plan.actions import (
     AttachTap,
     CreateLink,
     DeleteLink,
-    Op,
-    Phase,
     RemoveAddress,
     RemoveRoute,
     SetBridgeOptions,
@@ -109,12 +107,6 @@ class NetlinkBackend:
         return rtnl.decode_link(*reply) if reply is not None else None
 
     # -- apply ----------------------------------------------------------------------
-
-    def execute(self, op: Op, state: NetState, resource: str) -> None:
-        """Carry out one op (see execute_batch); raises BackendError if it fails."""
-        [(_action, error)] = self.execute_batch([Action(op, Phase.CREATE_LINKS, resource, "", None, None)], state)
-        if error is not None:
-            raise error
 
     def execute_batch(self, actions: Sequence[Action], state: NetState) -> list[tuple[Action, BackendError | None]]:
         """Carry out link/address/route ops in order, pipelined; one result per action.
@@ -233,13 +225,6 @@ class NetlinkBackend:
                 return _Queued(action, [req], "remove route", (errno.ESRCH,))
             case _:
                 raise TypeError(f"not a netlink op: {op!r}")
-
-    def refresh(self, state: NetState, names: Iterable[str]) -> None:
-        """Re-read just these links into ``state`` (after creating them, for instance)."""
-        for name in names:
-            link = self.get_link(name)
-            if link is not None:
-                state.put_link(link)
 
 
 class _NeedIndex(Exception):

@@ -427,10 +427,6 @@ def route(
 # --------------------------------------------------------------------------- transport
 
 
-class NetlinkOverrun(OSError):
-    """The kernel dropped messages (ENOBUFS): whatever was cached must be re-read."""
-
-
 #: Requests in flight before their acknowledgements are read (bounded by the receive buffer).
 PIPELINE = 256
 
@@ -545,18 +541,3 @@ class RtnlSocket:
             if not interrupted:
                 return out
         raise OSError(errno.EINTR, "netlink dump kept being interrupted by concurrent changes")
-
-    def read_events(self, timeout: float | None) -> list[tuple[bytes, int, int, int]] | None:
-        """Block up to ``timeout`` for notifications; None on timeout. Raises NetlinkOverrun."""
-        self.sock.settimeout(timeout)
-        try:
-            data = self.sock.recv(1 << 20)
-        except TimeoutError:
-            return None
-        except OSError as exc:
-            if exc.errno == errno.ENOBUFS:
-                raise NetlinkOverrun(errno.ENOBUFS, "netlink event queue overrun") from exc
-            raise
-        finally:
-            self.sock.settimeout(None)
-        return [(data, mtype, off, length) for mtype, _f, _s, off, length in iter_messages(data)]

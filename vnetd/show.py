@@ -16,12 +16,14 @@ import yaml
 
 from vnetd.model.interfaces import Link
 from vnetd.model.netstate import NetState
+from vnetd.model.route_rules import ACTION_NAMES, FR_ACT_TO_TBL, RouteRule
 from vnetd.model.routes import KERNEL_ROUTE_PROTOCOL, MAIN_TABLE, Route
 
 _LINK_LOCAL_V6 = ipaddress.ip_network("fe80::/10")
 #: rtm_protocol values of routes some other daemon owns (dhcp, ra, redirect)
 _FOREIGN_PROTOCOLS = {KERNEL_ROUTE_PROTOCOL, 1, 9, 16}
-_KIND_TYPES = {"bridge": "linux-bridge", "veth": "veth", "vlan": "vlan", "dummy": "dummy", "tun": "tun"}
+_KIND_TYPES = {"bridge": "linux-bridge", "veth": "veth", "vlan": "vlan", "bond": "bond", "vxlan": "vxlan",
+               "dummy": "dummy", "tun": "tun"}
 
 
 def link_type(link: Link) -> str:
@@ -86,6 +88,39 @@ def routes_section(net: NetState) -> list[dict[str, Any]]:
     return out
 
 
+def route_rules_section(net: NetState) -> list[dict[str, Any]]:
+    """The rules a state file can declare; not the kernel's own three (local, main,
+    default) and not rules with selectors vnetd does not manage (oif, tos, not...)."""
+    out = []
+    for rule in sorted(net.rules, key=lambda r: (r.family, r.priority, r.describe())):
+        if rule.kernel_default or rule.other or (rule.action != FR_ACT_TO_TBL and rule.action not in ACTION_NAMES):
+            continue
+        out.append(_rule_entry(rule))
+    return out
+
+
+def _rule_entry(rule: RouteRule) -> dict[str, Any]:
+    entry: dict[str, Any] = {}
+    if rule.source is not None:
+        entry["ip-from"] = str(rule.source)
+    if rule.destination is not None:
+        entry["ip-to"] = str(rule.destination)
+    if rule.source is None and rule.destination is None:
+        entry["family"] = f"ipv{rule.family}"
+    entry["priority"] = rule.priority
+    if rule.iif is not None:
+        entry["iif"] = rule.iif
+    if rule.fwmark or rule.fwmask:
+        entry["fwmark"] = f"{rule.fwmark:#x}"
+        entry["fwmask"] = f"{rule.fwmask:#x}"
+    action = ACTION_NAMES.get(rule.action)
+    if action is not None:
+        entry["action"] = action.value
+    else:
+        entry["route-table"] = rule.table
+    return entry
+
+
 def _route_key(route: Route) -> tuple[int, int, str, int]:
     return (route.destination.version, route.table, str(route.destination), route.priority)
 
@@ -110,6 +145,9 @@ def show_state(state_dir: str, netns: str | None) -> str:
     routes = routes_section(net)
     if routes:
         sections["routes"] = {"config": routes}
+    rules = route_rules_section(net)
+    if rules:
+        sections["route-rules"] = {"config": rules}
     desired = _declared(state_dir)
     if desired is not None and desired.sysctls:
         from vnetd.backends.sysctl import SysctlBackend

@@ -301,7 +301,7 @@ def test_cli_writes_a_file_that_vnetd_check_accepts(tmp_path: Path) -> None:
     assert stat.S_IMODE(gateway.stat().st_mode) == 0o644
     checked = vnetd_cli("--state-dir", str(g), "check")
     assert checked.returncode == 0, checked.stderr
-    assert "2 interfaces, 0 routes, 7 sysctls, 3 chains" in checked.stdout
+    assert "2 interfaces, 0 routes, 0 route rules, 7 sysctls, 3 chains" in checked.stdout
     assert not list(g.glob(".*"))  # no temporary file left behind
 
 

@@ -5,7 +5,8 @@ Taken before a change is applied (``vnetd apply --confirm``, and by the daemon
 before applying edited files when probes are declared), for exactly the
 resources the change's plan touches: the links it names (existence, type, MTU,
 admin state, master, MAC, bridge options) with all their addresses and the
-routes through them, the sysctl keys it writes, the *whole* content of every
+routes through them, every policy routing rule of a family whose rules it
+changes, the sysctl keys it writes, the *whole* content of every
 netfilter chain it changes (foreign rules and the policy included, as the
 backend's raw entries) and the state of the libvirt networks it acts on.
 Restoring is itself a plan (``vnetd.plan.restore``), applied and verified like
@@ -62,6 +63,22 @@ class RouteRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class RuleRecord:
+    """A policy routing rule as the kernel had it (its protocol included)."""
+
+    family: int
+    priority: int
+    table: int
+    action: int
+    source: str | None
+    destination: str | None
+    iif: str | None
+    fwmark: int
+    fwmask: int
+    protocol: int
+
+
+@dataclass(frozen=True, slots=True)
 class ChainRecord:
     """A netfilter chain as it was: the backend's raw entries, in order, with the
     meaning of each standard target (a chain name, ACCEPT...; None: an extension)."""
@@ -100,6 +117,9 @@ class Checkpoint:
     networks: tuple[NetworkRecord, ...] = ()
     #: what the change did, as the plan described it (for the log of a rollback)
     changes: tuple[str, ...] = field(default=(), compare=False)
+    #: families (4, 6) whose rules were all recorded in ``rules``
+    rule_families: tuple[int, ...] = ()
+    rules: tuple[RuleRecord, ...] = ()
 
     @property
     def link_names(self) -> frozenset[str]:
@@ -110,6 +130,7 @@ class Checkpoint:
         out += [f"sysctl/{key}" for key, _ in self.sysctls]
         out += [c.resource for c in self.chains]
         out += [f"libvirt/network/{n.name}" for n in self.networks]
+        out += [f"route-rules/ipv{family}" for family in self.rule_families]
         return out
 
     # -- file format ------------------------------------------------------------
@@ -139,6 +160,8 @@ class Checkpoint:
                 chains=tuple(_chain(d) for d in data["chains"]),
                 networks=tuple(NetworkRecord(**_fields(d, NetworkRecord)) for d in data["networks"]),
                 changes=tuple(str(c) for c in data.get("changes", ())),
+                rule_families=tuple(int(f) for f in data.get("rule_families", ())),
+                rules=tuple(RuleRecord(**_fields(d, RuleRecord)) for d in data.get("rules", ())),
             )
         except (KeyError, TypeError, AttributeError) as exc:
             raise ValueError(f"not a vnetd checkpoint: {exc}") from exc

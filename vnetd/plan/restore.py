@@ -7,10 +7,12 @@ compares a checkpoint with what the system has now and plans the way back, with
 the same ops and phases as any plan: links created by the change are deleted,
 links it changed get their MTU, admin state, MAC, bridge options and master
 back, addresses and routes through them are made what they were (routes with
-the protocol and scope they had, so ``ip route`` shows them as before), sysctls
-get their values, chains their exact entries and policy, libvirt networks their
-state. Routes the kernel manages itself (its address routes, the local table)
-come back with the addresses and are never touched here.
+the protocol and scope they had, so ``ip route`` shows them as before), the
+policy routing rules of a family whose rules the change touched are made exactly
+the recorded ones (protocol included), sysctls get their values, chains their
+exact entries and policy, libvirt networks their state. Routes the kernel manages
+itself (its address routes, the local table) come back with the addresses and are
+never touched here.
 
 Pure: no system access. Applying the result and observing again must give an
 empty restore plan (that is the verification).
@@ -18,19 +20,22 @@ empty restore plan (that is the verification).
 
 from __future__ import annotations
 
+import collections
 import ipaddress
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from vnetd.model.checkpoint import ChainRecord, Checkpoint, LinkRecord, NetworkRecord, RouteRecord
+from vnetd.model.checkpoint import ChainRecord, Checkpoint, LinkRecord, NetworkRecord, RouteRecord, RuleRecord
 from vnetd.model.interfaces import Link, StpOptions
 from vnetd.model.libvirt import ObservedNetwork
 from vnetd.model.netstate import NetState
+from vnetd.model.route_rules import ACTION_NAMES, FR_ACT_TO_TBL, RouteRule, RouteRuleSpec
 from vnetd.model.routes import KERNEL_ROUTE_PROTOCOL, Route
 from vnetd.plan.actions import (
     Action,
     AddAddress,
     AddRoute,
+    AddRouteRule,
     AttachTap,
     CreateLink,
     DeleteLink,
@@ -41,6 +46,7 @@ from vnetd.plan.actions import (
     PruneChain,
     RemoveAddress,
     RemoveRoute,
+    RemoveRouteRule,
     RestoreChain,
     SetBridgeOptions,
     SetLinkUp,
@@ -66,10 +72,11 @@ class Scope:
     sysctls: set[str] = field(default_factory=set)
     chains: set[tuple[str, str]] = field(default_factory=set)
     networks: set[str] = field(default_factory=set)
+    rule_families: set[int] = field(default_factory=set)
 
     @property
     def empty(self) -> bool:
-        return not (self.links or self.sysctls or self.chains or self.networks)
+        return not (self.links or self.sysctls or self.chains or self.networks or self.rule_families)
 
 
 def scope_of(plan: Plan, net: NetState) -> Scope:
@@ -95,6 +102,8 @@ def scope_of(plan: Plan, net: NetState) -> Scope:
                 name = net.name_of(op.oif)
                 if name:
                     scope.links.add(name)
+            case AddRouteRule() | RemoveRouteRule():
+                scope.rule_families.add(op.rule.family)
             case SetSysctl():
                 scope.sysctls.add(op.key)
             case SyncChain() | SetPolicy() | PruneChain() | RestoreChain():
@@ -140,6 +149,24 @@ def record_links(names: Iterable[str], net: NetState) -> LinkRecords:
     return tuple(links), tuple(addresses), routes
 
 
+def record_rules(families: Iterable[int], net: NetState) -> tuple[RuleRecord, ...]:
+    """Every rule of these families that a restore could put back exactly (not those
+    with selectors vnetd does not manage: vnetd never touches them)."""
+    wanted = set(families)
+    return tuple(sorted((_rule_record(r) for r in net.rules.elements() if r.family in wanted and not r.other),
+                        key=_rule_key))
+
+
+def _rule_record(rule: RouteRule) -> RuleRecord:
+    return RuleRecord(rule.family, rule.priority, rule.table, rule.action, str(rule.source) if rule.source else None,
+                      str(rule.destination) if rule.destination else None, rule.iif, rule.fwmark, rule.fwmask,
+                      rule.protocol)
+
+
+def _rule_key(record: RuleRecord) -> tuple[object, ...]:
+    return (record.family, record.priority, str(record))
+
+
 def _managed(ip: ipaddress.IPv4Interface | ipaddress.IPv6Interface) -> bool:
     return not (ip.version == 6 and ip.ip.is_link_local)
 
@@ -171,6 +198,7 @@ def restore_plan(checkpoint: Checkpoint, net: NetState, sysctls: Mapping[str, st
         _restore_link(link, net, actions, problems)
     _restore_addresses(checkpoint, net, actions)
     _restore_routes(checkpoint, net, actions)
+    _restore_rules(checkpoint, net, actions, problems)
     for key, value in checkpoint.sysctls:
         if value is not None and sysctls.get(key) != value:
             actions.append(Action(SetSysctl(key, value), Phase.SYSCTL, f"sysctl/{key}", "value", value,
@@ -280,6 +308,36 @@ def _restore_routes(checkpoint: Checkpoint, net: NetState, actions: list[Action]
                                        record.device, record.priority, protocol=record.protocol,
                                        scope=record.scope), Phase.ADD_ROUTES, _route_resource(record),
                               "route", "present", None))
+
+
+def _restore_rules(checkpoint: Checkpoint, net: NetState, actions: list[Action], problems: list[Problem]) -> None:
+    families = set(checkpoint.rule_families)
+    if not families:
+        return
+    want = collections.Counter(checkpoint.rules)
+    now = {_rule_record(r): r for r in net.rules.elements() if r.family in families and not r.other}
+    have = collections.Counter(_rule_record(r) for r in net.rules.elements() if r.family in families and not r.other)
+    for record in sorted((have - want).elements(), key=_rule_key):
+        actions.append(Action(RemoveRouteRule(now[record]), Phase.REMOVE_ROUTE_RULES, _rule_resource(record),
+                              "rule", None, "present"))
+    for record in sorted((want - have).elements(), key=_rule_key):
+        action = ACTION_NAMES.get(record.action)
+        if record.action != FR_ACT_TO_TBL and action is None:
+            problems.append(Problem(_rule_resource(record), f"was there before the change (action {record.action}); "
+                                                            "vnetd cannot create such a rule again"))
+            continue
+        spec = RouteRuleSpec(record.family, ipaddress.ip_network(record.source) if record.source else None,
+                             ipaddress.ip_network(record.destination) if record.destination else None,
+                             record.priority, record.table if action is None else None,
+                             record.fwmark if record.fwmark or record.fwmask else None,
+                             record.fwmask if record.fwmark or record.fwmask else None, record.iif, action)
+        actions.append(Action(AddRouteRule(spec, record.protocol), Phase.ADD_ROUTE_RULES, _rule_resource(record),
+                              "rule", "present", None))
+
+
+def _rule_resource(record: RuleRecord) -> str:
+    source = record.source or "all"
+    return f"route-rule/{'-6 ' if record.family == 6 else ''}priority {record.priority} from {source}"
 
 
 def _route(record: RouteRecord, net: NetState) -> Route | None:

@@ -877,7 +877,7 @@ def test_aliases_of_valid_values_are_fine(state_dir: StateDir) -> None:
 # --------------------------------------------------------------------------- examples, order, merging
 
 
-@pytest.mark.parametrize("directory", ["vnetd.d", "examples/gateway", "examples/dmz-guest"])
+@pytest.mark.parametrize("directory", ["vnetd.d", "examples/gateway", "examples/dmz-guest", "examples/modern-host"])
 def test_bundled_examples_load(directory: str, state_dir: StateDir) -> None:
     state_dir.copy_from(EXAMPLES / directory)
     state = load_state_dir(str(state_dir))
@@ -895,12 +895,24 @@ def test_bundled_examples_load(directory: str, state_dir: StateDir) -> None:
         assert [n.name for n in state.libvirt.networks] == ["default"]
     elif directory == "examples/gateway":
         assert [i.name for i in state.interfaces] == ["eth0", "eth1"]
+        assert state.interfaces[0].ipv4 is not None and state.interfaces[0].ipv4.dhcp  # the DHCP client's
         assert {(c.table, c.name) for c in state.chains} == {("nat", "POSTROUTING"), ("filter", "INPUT"),
                                                               ("filter", "FORWARD")}
         assert [(s.key, s.value) for s in state.sysctls] == [("net.ipv4.ip_forward", "1")]
-    else:
+    elif directory == "examples/dmz-guest":
         assert [str(r.destination) for r in state.routes] == ["0.0.0.0/0"]
         assert str(state.routes[0].next_hop_address) == "10.0.0.10"
+    else:  # bond0 over two NICs found by MAC, VLAN 100 and 200 bridges, IPv6 on br100, a second table
+        by_name = {i.name: i for i in state.interfaces}
+        assert [n for n, i in by_name.items() if i.match_mac] == ["eno1", "eno2"]
+        bond0 = by_name["bond0"]
+        assert bond0.type is IfType.BOND and bond0.bond is not None and bond0.bond.ports == ("eno1", "eno2")
+        assert (by_name["bond0.100"].vlan_base, by_name["bond0.200"].vlan_id) == ("bond0", 200)
+        br100 = by_name["br100"]
+        assert br100.ipv6 is not None and [str(a) for a in br100.ipv6.addresses or ()] == ["2001:db8:100::10/64"]
+        assert {(r.family, r.table_id) for r in state.route_rules} == {(4, 100), (6, 100)}
+        assert {(str(r.destination), r.table_id) for r in state.routes} == {("0.0.0.0/0", 254), ("0.0.0.0/0", 100),
+                                                                            ("::/0", 100)}
 
 
 def test_drop_ins_are_read_in_lexical_order(state_dir: StateDir) -> None:

@@ -4,7 +4,9 @@
 Fed back unchanged, it plans nothing: every value written here is the value the
 kernel has. Addresses and routes that belong to someone else (DHCP/SLAAC leases,
 routes the kernel made for an address) are left out, so that feeding the output
-back never turns a lease into a static address.
+back never turns a lease into a static address. A bond is shown with its mode and
+ports (not its options: the kernel reports every option, and some are refused in
+the bond's own mode); the kernel's own routing rules are not shown.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from vnetd.model.bond import MODE_NAMES
 from vnetd.model.interfaces import Link
 from vnetd.model.netstate import NetState
 from vnetd.model.route_rules import ACTION_NAMES, FR_ACT_TO_TBL, RouteRule
@@ -47,6 +50,13 @@ def interfaces_section(net: NetState) -> list[dict[str, Any]]:
             entry["veth"] = {"peer": net.links[link.link].name}
         if link.kind == "vlan" and link.link in net.links and link.vlan_id is not None:
             entry["vlan"] = {"base-iface": net.links[link.link].name, "id": link.vlan_id}
+            if link.vlan is not None:
+                entry["vlan"]["protocol"] = "802.1ad" if link.vlan.protocol == 0x88A8 else "802.1q"
+        if link.kind == "vxlan" and link.vxlan is not None:
+            entry["vxlan"] = _vxlan_entry(link, net)
+        if link.kind == "bond" and link.bond is not None:
+            entry["link-aggregation"] = {"mode": MODE_NAMES.get(link.bond.mode, "balance-rr"),
+                                         "port": sorted(p.name for p in net.ports_of(link.index))}
         if link.kind == "bridge" and link.bridge is not None:
             b = link.bridge
             stp: dict[str, Any] = {"enabled": b.stp_state != 0, "forward-delay": round(b.forward_delay / 100),
@@ -64,6 +74,22 @@ def interfaces_section(net: NetState) -> list[dict[str, Any]]:
                     {"ip": str(a.ip.ip), "prefix-length": a.ip.network.prefixlen} for a in addrs]}
         out.append(entry)
     return out
+
+
+def _vxlan_entry(link: Link, net: NetState) -> dict[str, Any]:
+    assert link.vxlan is not None
+    v = link.vxlan
+    entry: dict[str, Any] = {"id": v.id}
+    if v.remote is not None:
+        entry["remote"] = str(v.remote)
+    if v.local is not None:
+        entry["local"] = str(v.local)
+    base = net.name_of(v.link)
+    if base is not None:
+        entry["base-iface"] = base
+    entry["destination-port"] = v.port
+    entry["learning"] = v.learning
+    return entry
 
 
 def routes_section(net: NetState) -> list[dict[str, Any]]:

@@ -187,3 +187,16 @@ def test_the_backend_encodes_a_bond_and_a_vxlan_as_created() -> None:
     info = msg.get_attr("IFLA_LINKINFO").get_attr("IFLA_INFO_DATA")
     assert (info.get_attr("IFLA_VXLAN_ID"), info.get_attr("IFLA_VXLAN_GROUP"), info.get_attr("IFLA_VXLAN_LINK"),
             info.get_attr("IFLA_VXLAN_PORT")) == (100, "198.51.100.2", 2, 4789)
+
+
+def test_show_writes_bonds_and_vxlans_back_as_a_state_that_plans_nothing() -> None:
+    from vnetd.show import interfaces_section, render_state
+
+    net = existing_bond()
+    vx = replace(make_link(7, "vx100", "vxlan", mtu=1450), vxlan=VxlanInfo(100, IP("198.51.100.2"), None, 2, 4789,
+                                                                           True))
+    net.put_link(vx)
+    text = render_state({"interfaces": interfaces_section(net)}, "shown")
+    assert "link-aggregation:\n    mode: 802.3ad\n    port:\n    - eth1\n    - eth2\n" in text
+    assert "vxlan:\n    id: 100\n    remote: 198.51.100.2\n    base-iface: eth1\n" in text
+    assert plan(desired(text), Observed(net=net)).empty

@@ -977,3 +977,15 @@ def test_hwaddr_and_macaddr_together(tmp_path: Path) -> None:
     notes = untranslated(text)
     assert "not translated: MACADDR=02:00:00:00:00:01: with HWADDR the NIC is found by its MAC" in notes
     assert "not translated: HWADDR=zz:54:00:aa:00:01: 'zz:54:00:aa:00:01' is not a MAC address" in notes
+
+
+@pytest.mark.parametrize("value", ["9" * 5000, "\u00b2", "0x" + "f" * 5000])
+def test_huge_or_unicode_numbers_are_comments_not_crashes(tmp_path: Path, value: str) -> None:
+    d = tmp_path / "scripts"
+    write(d, "ifcfg-bond0", f'DEVICE=bond0\nTYPE=Bond\nMTU={value}\nBONDING_OPTS="mode={value} miimon={value}"\n')
+    write(d, "ifcfg-eth0.5", f"DEVICE=eth0.5\nVLAN=yes\nVLAN_ID={value}\nIPADDR=192.0.2.1\nPREFIX={value}\n")
+    write(d, "route-bond0", f"10.0.0.0/8 via 192.0.2.254 metric {value} table {value}\n")
+    write(d, "rule-bond0", f"from 192.0.2.0/24 table {value} pref {value}\nfwmark {value} table 5\n")
+    text, desired = run_import(ifcfg=d)
+    assert [i.name for i in desired.interfaces] == ["bond0"] and not desired.routes and not desired.route_rules
+    assert text.count("not translated:") >= 6

@@ -1268,3 +1268,24 @@ def test_load_sources_takes_already_read_files() -> None:
                                "at /virtual/10-a.yaml:2 and at /virtual/20-b.yaml:2")
     state = load_sources(sources[1:])
     assert state.interfaces[0].state is AdminState.DOWN
+
+
+def test_huge_numbers_in_the_new_sections_are_errors_not_crashes(state_dir: StateDir) -> None:
+    digits = "9" * 5000
+    state_dir.write("10-a.yaml", f"""\
+        route-rules:
+          config:
+          - {{family: ipv4, fwmark: {digits}, route-table: 100}}
+          - {{family: ipv4, fwmark: "0x{'f' * 5000}", route-table: 100}}
+        interfaces:
+        - name: bond0
+          type: bond
+          link-aggregation:
+            mode: {digits}
+            options: {{miimon: {digits}, arp_validate: {digits}}}
+        """)
+    issues = issues_of(state_dir)
+    assert [i.path for i in issues] == ["route-rules.config[0].fwmark", "route-rules.config[1].fwmark",
+                                        "interfaces[0].link-aggregation.mode",
+                                        "interfaces[0].link-aggregation.options.miimon",
+                                        "interfaces[0].link-aggregation.options.arp_validate"], shown(issues)

@@ -25,7 +25,7 @@ _KEYS = ("mode", "port", "ports", "options")
 _TAG_INT = "tag:yaml.org,2002:int"
 _TAG_STR = "tag:yaml.org,2002:str"
 _TAG_BOOL = "tag:yaml.org,2002:bool"
-_DECIMAL = re.compile(r"0|[1-9][0-9]*")
+_DECIMAL = re.compile(r"0|[1-9][0-9]{0,10}")  # at most 11 digits: beyond any option's range
 
 OptionValue = int | str | tuple[str, ...]
 

@@ -125,6 +125,9 @@ def _mark(r: MapView, key: str, ctx: FileContext) -> int | None:
         ctx.error(node, path, f"expected {expected}, got {describe(node)}")
         return None
     text = str(node.value).strip()
+    if len(text) > 12:  # longer than 0xffffffff or 4294967295 (and bounded work for int())
+        ctx.error(node, path, f"{text[:20]}... is out of range; expected {expected}")
+        return None
     if not _MARK.fullmatch(text):
         if node.tag == _TAG_INT:  # 010 (octal to YAML 1.1), 1_000, 1:00
             ctx.error(node, path, f"write {text!r} in decimal or as 0x hex: YAML 1.1 reads it as "

@@ -221,6 +221,12 @@ def parse_ifcfg(text: str, path: str) -> IfcfgFile:
     return parsed
 
 
+def _number(text: str) -> int | None:
+    """A plain decimal of at most 10 digits (a 32-bit value), else None: longer digit
+    strings are no value initscripts takes, and int() of thousands of digits raises."""
+    return int(text) if text.isdigit() and len(text) <= 10 and text.isascii() else None
+
+
 def is_true(value: str | None) -> bool | None:
     """initscripts' is_true/is_false; None when it is neither."""
     if value is None:
@@ -631,7 +637,7 @@ def _vlan(f: IfcfgFile, draft: InterfaceDraft) -> None:
     problem = None
     if base is None or validate.interface_name(base) is not None:
         problem = "no valid parent device (PHYSDEV= or the name eth0.10)"
-    elif vid_text is None or not vid_text.isdigit() or not 1 <= int(vid_text) <= 4094:
+    elif vid_text is None or not 1 <= (_number(vid_text) or 0) <= 4094:
         problem = "no VLAN id 1-4094 (VLAN_ID= or the name eth0.10)"
     if problem is not None:
         draft.untranslated = f"VLAN=yes but {problem}"
@@ -643,7 +649,7 @@ def _vlan(f: IfcfgFile, draft: InterfaceDraft) -> None:
 def _mtu(f: IfcfgFile, value: str | None, draft: InterfaceDraft) -> None:
     if value is None:
         return
-    if value.isdigit() and 68 <= int(value) <= 65535:
+    if 68 <= (_number(value) or 0) <= 65535:
         draft.mtu = int(value)
     else:
         draft.note(f"not translated: {f.values['MTU'].shown()}: not an MTU (68-65535)")
@@ -771,7 +777,7 @@ def _address(f: IfcfgFile, suffix: str, ip_a: Assignment, draft: InterfaceDraft)
     mask_a = f.values.get("NETMASK" + suffix)
     prefix: int | None = None
     if prefix_a is not None:
-        if prefix_a.value.isdigit() and 0 <= int(prefix_a.value) <= 32:
+        if _number(prefix_a.value) is not None and 0 <= int(prefix_a.value) <= 32:
             prefix = int(prefix_a.value)
             if mask_a is not None:
                 draft.note(f"{mask_a.shown()} is ignored: {prefix_a.shown()} counts, as in initscripts")
@@ -914,7 +920,8 @@ def _bond_options(f: IfcfgFile, used: set[str], draft: InterfaceDraft) -> None:
             draft.note(f"not translated: BONDING_OPTS word {word!r}: expected option=value")
             continue
         if key == "mode":
-            mode = MODE_NAMES.get(int(value)) if value.isdigit() else value if value in MODES else None
+            number = _number(value)
+            mode = MODE_NAMES.get(number) if number is not None else value if value in MODES else None
             if mode is None:
                 draft.note(f"not translated: BONDING_OPTS mode={value}: not a bond mode")
             else:
@@ -940,12 +947,16 @@ def _bond_value(key: str, value: str, mode: str | None) -> object:
     if option.modes is not None and (mode or "balance-rr") not in option.modes:
         return f"!the kernel takes it in the modes {', '.join(sorted(option.modes))} only"
     if option.kind == "int":
-        return int(value) if value.isdigit() else "!not a number"
+        number = _number(value)
+        if number is None:
+            return "!not a number"
+        return number if option.lo <= number <= option.hi else f"!out of range ({option.lo}-{option.hi})"
     if option.kind == "bool":
         return {"0": False, "1": True}.get(value, "!not 0 or 1")
     if option.kind == "enum":
-        if value.isdigit() and int(value) < len(option.choices):
-            return option.choices[int(value)]
+        index = _number(value)
+        if index is not None and index < len(option.choices):
+            return option.choices[index]
         return value if value in option.choices else f"!not one of {', '.join(option.choices)}"
     if option.kind == "ip-list":
         targets = [t.lstrip("+") for t in value.split(",") if t and not t.startswith("-")]
@@ -1045,11 +1056,11 @@ def _ip_route_args(words: list[str], device: str, family: int, source: str) -> t
                 return None, problem
             dev = arg
         elif word in ("metric", "preference", "priority"):
-            if not arg.isdigit():
+            if _number(arg) is None:
                 return None, f"{word} {arg!r} is not a number"
             metric = int(arg)
         elif word == "table":
-            if not arg.isdigit() or int(arg) in (0, 253, 255):
+            if _number(arg) is None or int(arg) in (0, 253, 255):
                 return None, f"table {arg!r}: vnetd takes numbered tables (1-252, 254, 256-...)"
             table = None if int(arg) == 254 else int(arg)
         elif word == "proto" and arg in ("static", "boot"):

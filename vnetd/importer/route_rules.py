@@ -25,7 +25,8 @@ from vnetd.importer.sources import split_lines
 
 _TABLE_NAMES = {"main": 254, "default": 253, "local": 255}
 _ACTIONS = ("blackhole", "prohibit", "unreachable")
-_MARK = re.compile(r"^(0x[0-9a-fA-F]+|[0-9]+)(?:/(0x[0-9a-fA-F]+|[0-9]+))?$")
+_MARK = re.compile(r"^(0x[0-9a-fA-F]{1,8}|[0-9]{1,10})(?:/(0x[0-9a-fA-F]{1,8}|[0-9]{1,10}))?$")
+_NUMBER = re.compile(r"^[0-9]{1,10}$")  # a 32-bit number (and bounded work for int())
 
 
 @dataclass
@@ -139,13 +140,13 @@ def _argument(word: str, arg: str, draft: RuleDraft) -> str | None:
     elif word in ("table", "lookup"):
         if arg in _TABLE_NAMES:
             draft.table = _TABLE_NAMES[arg]
-        elif arg.isdigit() and 0 < int(arg) < 2**32:
+        elif _NUMBER.match(arg) and 0 < int(arg) < 2**32:
             draft.table = int(arg)
         else:
             return (f"table {arg!r}: vnetd takes table numbers; look the name up in /etc/iproute2/rt_tables "
                     "and write its number")
     elif word in ("pref", "priority", "preference", "order"):
-        if not arg.isdigit() or int(arg) >= 2**32:
+        if not _NUMBER.match(arg) or int(arg) >= 2**32:
             return f"{word} {arg!r} is not a number"
         draft.priority = int(arg)
     elif word == "fwmark":

@@ -10,7 +10,8 @@ files' schema errors (one run of ``vnetd check`` lists every problem):
 * what only the kernel checks (hooks, tables, protocols of a match), asked of the
   kernel in a throw-away namespace (``vnetd.backends.kernelcheck``; root only);
 * environment warnings: the host's iptables is the nft variant, nft holds rules in
-  this namespace (a split firewall).
+  this namespace (a split firewall); the kernel cannot create the bonds, VLANs or
+  VXLANs declared (its module is missing: ``vnetd.backends.linkcheck``).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from vnetd.errors import ConfigError, ConfigIssue
+from vnetd.model.interfaces import KERNEL_KIND, AdminState, IfType
 from vnetd.model.state import DesiredState
 
 if TYPE_CHECKING:
@@ -60,7 +62,26 @@ def check_state(desired: DesiredState, *, kernel: bool = True) -> tuple[list[Con
         if kernel and checked.compiled:
             issues += _kernel_issues(desired, checked, warnings)
         warnings += backend_warnings()
+    if kernel:
+        warnings += link_kind_warnings(desired)
     return issues, warnings
+
+
+def link_kind_warnings(desired: DesiredState) -> list[str]:
+    """A warning for each declared kind of link this kernel cannot create (root only)."""
+    wanted: dict[str, list[str]] = {}
+    for iface in desired.interfaces:
+        if iface.type in (IfType.BOND, IfType.VLAN, IfType.VXLAN) and iface.state is not AdminState.ABSENT:
+            wanted.setdefault(KERNEL_KIND[iface.type], []).append(iface.name)
+    if not wanted:
+        return []
+    from vnetd.backends.linkcheck import MODULES, missing_kinds
+
+    missing = missing_kinds(wanted)
+    if isinstance(missing, str):
+        return [f"link.kinds_unchecked: {missing}"]
+    return [f"link.kind_missing: this kernel cannot create {kind} links (module {MODULES[kind]} not available): "
+            f"{', '.join(wanted[kind])} will fail to apply until it is" for kind in sorted(missing)]
 
 
 def _kernel_issues(desired: DesiredState, checked: RuleCheck, warnings: list[str]) -> list[ConfigIssue]:

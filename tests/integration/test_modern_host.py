@@ -12,7 +12,7 @@ import json
 
 import pytest
 
-from tests.integration.test_bond_vlan import need
+from tests.integration.test_bond_vlan import kernel_has, need
 from tests.support import ROOT, Netns, NetnsFactory, StateDir, vnetd
 
 pytestmark = pytest.mark.kernel
@@ -36,6 +36,13 @@ def test_the_example_passes_check(state_dir: StateDir) -> None:
     result = vnetd("check", state_dir=state_dir)
     assert result.returncode == 0, result.stderr
     assert "3 files valid (7 interfaces, 3 routes, 2 route rules, 1 sysctls, 0 chains" in result.stdout
+    # check says what the kernel here cannot create (asked of the kernel, in a namespace of its own)
+    bonding = ("warning: link.kind_missing: this kernel cannot create bond links (module bonding not available): "
+               "bond0 will fail to apply until it is")
+    vlans = ("warning: link.kind_missing: this kernel cannot create vlan links (module 8021q not available): "
+             "bond0.100, bond0.200 will fail to apply until it is")
+    assert (bonding in result.stderr) is not kernel_has("bond"), result.stderr
+    assert (vlans in result.stderr) is not kernel_has("vlan"), result.stderr
 
 
 def test_the_plan_finds_the_nics_by_mac_and_builds_the_stack(host: Netns, state_dir: StateDir) -> None:

@@ -404,3 +404,20 @@ def test_permanent_mac_is_read_and_all_zeros_is_none() -> None:
         link = rtnl.decode_link(data, 0, len(data))
         assert (link.mac, link.perm_mac) == ("52:54:00:00:00:09", want)
         assert link.hw_mac == (want or "52:54:00:00:00:09")
+
+
+def test_a_bond_ports_own_mac_is_its_identity() -> None:
+    """A bond gives its ports its MAC; the port's own one comes in the bond's slave data."""
+    msg = ifinfmsg()
+    msg["index"] = 3
+    msg["attrs"] = [("IFLA_IFNAME", "eth2"), ("IFLA_ADDRESS", "52:54:00:b0:00:01"), ("IFLA_MASTER", 9),
+                    ("IFLA_LINKINFO", {"attrs": [("IFLA_INFO_KIND", "veth"), ("IFLA_INFO_SLAVE_KIND", "bond"),
+                                                 ("IFLA_INFO_SLAVE_DATA", {"attrs": [
+                                                     ("IFLA_BOND_SLAVE_STATE", 1),
+                                                     ("IFLA_BOND_SLAVE_PERM_HWADDR", "52:54:00:b0:00:02")]})]})]
+    msg["header"]["type"] = rtnl.RTM_NEWLINK
+    msg.encode()
+    data = bytes(msg.data)
+    link = rtnl.decode_link(data, 0, len(data))
+    assert (link.kind, link.mac, link.perm_mac, link.hw_mac) == ("veth", "52:54:00:b0:00:01", "52:54:00:b0:00:02",
+                                                                "52:54:00:b0:00:02")

@@ -68,7 +68,8 @@ IFF_UP = 0x1
 IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_LINK, IFLA_MASTER = 1, 3, 4, 5, 10
 IFLA_LINKINFO, IFLA_EXT_MASK, IFLA_LINK_NETNSID, IFLA_PERM_ADDRESS = 18, 29, 37, 54
 VETH_INFO_PEER = 1
-IFLA_INFO_KIND, IFLA_INFO_DATA = 1, 2
+IFLA_INFO_KIND, IFLA_INFO_DATA, IFLA_INFO_SLAVE_KIND, IFLA_INFO_SLAVE_DATA = 1, 2, 4, 5
+IFLA_BOND_SLAVE_PERM_HWADDR = 4
 IFLA_BR_FORWARD_DELAY, IFLA_BR_HELLO_TIME, IFLA_BR_MAX_AGE = 1, 2, 3
 IFLA_BR_STP_STATE, IFLA_BR_PRIORITY = 5, 6
 IFLA_VLAN_ID, IFLA_VLAN_FLAGS, IFLA_VLAN_PROTOCOL = 1, 2, 5
@@ -200,7 +201,8 @@ def decode_link(data: bytes, off: int, length: int) -> Link:
     if IFLA_LINKINFO not in found:
         return Link(index, name, None, bool(flags & IFF_UP), mtu, mac, master, link, netnsid, perm_mac=perm_mac)
     aoff, alen = found[IFLA_LINKINFO]
-    kind, info = _linkinfo(data, aoff, aoff + alen)
+    kind, info, port_mac = _linkinfo(data, aoff, aoff + alen)
+    perm_mac = perm_mac or port_mac
     bridge = vlan = vxlan = bond = vlan_id = None
     if info is not None:
         if kind == "bridge":
@@ -215,16 +217,30 @@ def decode_link(data: bytes, off: int, length: int) -> Link:
                 perm_mac, vlan, vxlan, bond)
 
 
-def _linkinfo(data: bytes, start: int, end: int) -> tuple[str | None, tuple[int, int] | None]:
-    """IFLA_LINKINFO -> (kind, the span of its IFLA_INFO_DATA)."""
-    kind = None
+def _linkinfo(data: bytes, start: int, end: int) -> tuple[str | None, tuple[int, int] | None, str | None]:
+    """IFLA_LINKINFO -> (kind, the span of its IFLA_INFO_DATA, a bond port's own MAC).
+
+    A bond gives its ports its MAC; it remembers each port's own one and reports
+    it (IFLA_BOND_SLAVE_PERM_HWADDR): that identifies the port where the driver
+    has no permanent MAC to report (veths, some virtual NICs)."""
+    kind = slave_kind = None
     info: tuple[int, int] | None = None
+    slave: tuple[int, int] | None = None
     for atype, aoff, alen in _attrs(data, start, end):
         if atype == IFLA_INFO_KIND:
             kind = _cstr(data, aoff, alen)
         elif atype == IFLA_INFO_DATA:
             info = (aoff, aoff + alen)
-    return kind, info
+        elif atype == IFLA_INFO_SLAVE_KIND:
+            slave_kind = _cstr(data, aoff, alen)
+        elif atype == IFLA_INFO_SLAVE_DATA:
+            slave = (aoff, aoff + alen)
+    port_mac = None
+    if slave_kind == "bond" and slave is not None:
+        for atype, aoff, alen in _attrs(data, *slave):
+            if atype == IFLA_BOND_SLAVE_PERM_HWADDR and alen >= 6 and any(data[aoff : aoff + 6]):
+                port_mac = data[aoff : aoff + 6].hex(":")
+    return kind, info, port_mac
 
 
 def _decode_vlan(data: bytes, start: int, end: int) -> tuple[int | None, VlanInfo]:

@@ -209,8 +209,8 @@ class Link:
     link_netnsid: int | None = None
     vlan_id: int | None = None
     bridge: BridgeInfo | None = None
-    #: the hardware's own MAC (IFLA_PERM_ADDRESS), where the driver has one: a bond
-    #: port's current MAC is the bond's
+    #: the device's own MAC: IFLA_PERM_ADDRESS where the driver has one, else the one a
+    #: bond remembers for its port (a bond port's current MAC is the bond's)
     perm_mac: str | None = None
     vlan: VlanInfo | None = None
     vxlan: VxlanInfo | None = None

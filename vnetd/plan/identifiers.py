@@ -18,8 +18,9 @@ planned. No guess is ever made: a MAC no NIC has, or two NICs have, is a Problem
 and nothing that refers to that profile is planned (a bridge keeps its other
 ports; a route, rule or sysctl key through it waits). The candidates for a MAC are
 the links a declared ``ethernet`` may be (a NIC, or a veth standing in for one),
-compared by their permanent MAC where the driver reports one: a bridge or a VLAN
-shows its port's MAC, and a bond port shows the bond's.
+compared by their own MAC: the permanent one where the driver reports it, else
+the one a bond remembers for its port (a bond port shows the bond's MAC), else
+the current one. A bridge or a VLAN shows its port's MAC and is no candidate.
 """
 
 from __future__ import annotations

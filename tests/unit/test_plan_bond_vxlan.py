@@ -200,3 +200,31 @@ def test_show_writes_bonds_and_vxlans_back_as_a_state_that_plans_nothing() -> No
     assert "link-aggregation:\n    mode: 802.3ad\n    port:\n    - eth1\n    - eth2\n" in text
     assert "vxlan:\n    id: 100\n    remote: 198.51.100.2\n    base-iface: eth1\n" in text
     assert plan(desired(text), Observed(net=net)).empty
+
+
+def test_a_trial_of_live_option_changes_is_rolled_back() -> None:
+    """apply --confirm: the VXLAN's remote, a bond's option, a VLAN's flags come back as recorded."""
+    from vnetd.model.checkpoint import Checkpoint
+    from vnetd.plan.restore import record_links, restore_plan, scope_of
+
+    before = existing_bond()
+    vx = replace(make_link(7, "vx100", "vxlan"), vxlan=VxlanInfo(100, IP("198.51.100.9"), None, 2, 4789, False))
+    before.put_link(vx)
+    trial = BOND.replace("miimon: 100", "miimon: 250") + """\
+- name: vx100
+  type: vxlan
+  vxlan: {id: 100, remote: 198.51.100.2, learning: true}
+"""
+    change = plan(desired(trial), Observed(net=before))
+    scope = scope_of(change, before)
+    assert {"bond0", "vx100"} <= scope.links
+    links, addresses, routes = record_links(scope.links, before)
+    cp = Checkpoint(0.0, "ns", links, addresses, routes)
+    assert Checkpoint.from_json(cp.to_json()) == cp
+    after = existing_bond(miimon=250)
+    after.put_link(replace(vx, vxlan=VxlanInfo(100, IP("198.51.100.2"), None, 2, 4789, True)))
+    ops = [a.op for a in restore_plan(cp, after, {}, {}, None).actions]
+    assert SetLinkOptions("bond0", "bond", bond_options=(("miimon", 100),)) in ops
+    assert SetLinkOptions("vx100", "vxlan", vxlan_remote=IP("198.51.100.9")) in ops
+    assert SetLinkOptions("vx100", "vxlan", vxlan_learning=False) in ops
+    assert restore_plan(cp, before, {}, {}, None).empty

@@ -41,6 +41,12 @@ class LinkRecord:
     #: bridge options in the kernel's units (centiseconds): stp_state, forward_delay, hello_time, max_age, priority
     bridge: tuple[int, int, int, int, int] | None = None
     veth_peer: str | None = None
+    #: what a change may set on a live VLAN, VXLAN or bond (SetLinkOptions): VLAN flags,
+    #: VXLAN remote and learning, bond options (``primary`` as a link name)
+    vlan_flags: int | None = None
+    vxlan_remote: str | None = None
+    vxlan_learning: bool | None = None
+    bond_options: tuple[tuple[str, int | str | tuple[str, ...]], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,6 +182,8 @@ def _link(data: dict[str, Any]) -> LinkRecord:
     fields = _fields(data, LinkRecord)
     if fields.get("bridge") is not None:
         fields["bridge"] = tuple(int(x) for x in fields["bridge"])
+    fields["bond_options"] = tuple((str(k), tuple(v) if isinstance(v, list) else v)
+                                   for k, v in fields.get("bond_options", ()))
     return LinkRecord(**fields)
 
 

@@ -25,8 +25,9 @@ import ipaddress
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+from vnetd.model.bond import NO_PORTS
 from vnetd.model.checkpoint import ChainRecord, Checkpoint, LinkRecord, NetworkRecord, RouteRecord, RuleRecord
-from vnetd.model.interfaces import Link, StpOptions
+from vnetd.model.interfaces import Link, StpOptions, VlanOptions
 from vnetd.model.libvirt import ObservedNetwork
 from vnetd.model.netstate import NetState
 from vnetd.model.route_rules import ACTION_NAMES, FR_ACT_TO_TBL, RouteRule, RouteRuleSpec
@@ -49,6 +50,7 @@ from vnetd.plan.actions import (
     RemoveRouteRule,
     RestoreChain,
     SetBridgeOptions,
+    SetLinkOptions,
     SetLinkUp,
     SetMac,
     SetMaster,
@@ -86,8 +88,8 @@ def scope_of(plan: Plan, net: NetState) -> Scope:
         match op:
             case CreateLink():
                 scope.links.update(filter(None, (op.name, op.veth_peer)))
-            case DeleteLink() | SetLinkUp() | SetMtu() | SetMac() | SetBridgeOptions() | AddAddress() \
-                    | RemoveAddress():
+            case DeleteLink() | SetLinkUp() | SetMtu() | SetMac() | SetBridgeOptions() | SetLinkOptions() \
+                    | AddAddress() | RemoveAddress():
                 scope.links.add(op.name)
             case SetMaster():
                 scope.links.add(op.name)
@@ -141,8 +143,12 @@ def record_links(names: Iterable[str], net: NetState) -> LinkRecords:
             b = link.bridge
             bridge = (b.stp_state, b.forward_delay, b.hello_time, b.max_age, b.priority)
         peer = net.name_of(link.link) if link.kind == "veth" and link.link_netnsid is None else None
+        bond = tuple((k, net.name_of(v) or "" if k == "primary" and isinstance(v, int) else v)
+                     for k, v in link.bond.options) if link.bond is not None else ()
         links.append(LinkRecord(name, True, link.kind, link.up, link.mtu, link.mac, net.name_of(link.master),
-                                bridge, peer))
+                                bridge, peer, link.vlan.flags if link.vlan is not None else None,
+                                str(link.vxlan.remote) if link.vxlan is not None and link.vxlan.remote else None,
+                                link.vxlan.learning if link.vxlan is not None else None, bond))
         addresses.append((name, tuple(sorted(str(a.ip) for a in net.addresses_of(link.index) if _managed(a.ip)))))
     routes = tuple(sorted((_route_record(r, indexes[r.oif]) for r in net.routes
                            if r.oif in indexes and _restorable(r)), key=lambda r: (r.key, r.gateway or "")))
@@ -253,6 +259,8 @@ def _link_fields(want: LinkRecord, have: Link | None, res: str, net: NetState) -
         if (b.stp_state, b.forward_delay, b.hello_time, b.max_age, b.priority) != want.bridge:
             out.append(Action(SetBridgeOptions(want.name, _stp(want.bridge) or StpOptions()), Phase.LINK_PROPERTIES,
                               res, "bridge options", list(want.bridge), None))
+    if have is not None:
+        out += _kind_options(want, have, res, net)
     master = net.name_of(have.master) if have is not None else None
     if have is not None and master != want.master:
         out.append(Action(SetMaster(want.name, want.master), Phase.ENSLAVE, res, "controller", want.master, master))
@@ -261,6 +269,33 @@ def _link_fields(want: LinkRecord, have: Link | None, res: str, net: NetState) -
     if have is None or have.up != want.up:
         out.append(Action(SetLinkUp(want.name, want.up), Phase.ADMIN_STATE, res, "state",
                           "up" if want.up else "down", None if have is None else ("up" if have.up else "down")))
+    return out
+
+
+def _kind_options(want: LinkRecord, have: Link, res: str, net: NetState) -> list[Action]:
+    """A VLAN's flags, a VXLAN's remote and learning, a bond's options back as recorded."""
+    out: list[Action] = []
+    if want.vlan_flags is not None and have.vlan is not None and have.vlan.flags != want.vlan_flags:
+        flags = want.vlan_flags
+        options = VlanOptions(reorder_headers=bool(flags & 0x1), loose_binding=bool(flags & 0x4),
+                              registration_protocol="gvrp" if flags & 0x2 else "mvrp" if flags & 0x8 else "none")
+        out.append(Action(SetLinkOptions(want.name, "vlan", vlan=options), Phase.LINK_PROPERTIES, res, "vlan flags",
+                          want.vlan_flags, have.vlan.flags))
+    if have.vxlan is not None:
+        remote = str(have.vxlan.remote) if have.vxlan.remote else None
+        if want.vxlan_remote is not None and remote != want.vxlan_remote:
+            out.append(Action(SetLinkOptions(want.name, "vxlan", vxlan_remote=ipaddress.ip_address(want.vxlan_remote)),
+                              Phase.LINK_PROPERTIES, res, "vxlan.remote", want.vxlan_remote, remote))
+        if want.vxlan_learning is not None and have.vxlan.learning != want.vxlan_learning:
+            out.append(Action(SetLinkOptions(want.name, "vxlan", vxlan_learning=want.vxlan_learning),
+                              Phase.LINK_PROPERTIES, res, "vxlan.learning", want.vxlan_learning, have.vxlan.learning))
+    if have.bond is not None:
+        now = {k: (net.name_of(v) or "" if k == "primary" and isinstance(v, int) else v) for k, v in have.bond.options}
+        for name, value in want.bond_options:
+            if now.get(name) != value and name not in NO_PORTS and (name != "primary" or value):
+                out.append(Action(SetLinkOptions(want.name, "bond", bond_options=((name, value),)),
+                                  Phase.LINK_PROPERTIES, res, f"link-aggregation.options.{name}", value,
+                                  now.get(name)))
     return out
 
 

@@ -167,7 +167,7 @@ class Engine:
     def _read_resolved_sysctls(self, desired: DesiredState, observed: Observed) -> None:
         """Per-device sysctl keys that name a NIC found by its MAC are read where that NIC
         is (net.ipv4.conf.eth1.x may be net.ipv4.conf.enp3s0.x here: plan.identifiers)."""
-        if observed.sysctls is None or not any(i.match_mac for i in desired.interfaces):
+        if observed.sysctls is None or not self.memo.identifiers.finds_by_mac(desired):
             return
         from vnetd.plan.identifiers import sysctl_keys
 

@@ -208,9 +208,19 @@ class ResolutionMemo:
 
     def __init__(self) -> None:
         self._last: tuple[DesiredState, tuple[tuple[str, str | None], ...], DesiredState, list[Problem]] | None = None
+        self._plain: DesiredState | None = None  # the last state without NICs found by MAC
+
+    def finds_by_mac(self, desired: DesiredState) -> bool:
+        """Whether ``desired`` has NICs found by MAC (asked once per desired state)."""
+        if desired is self._plain:
+            return False  # a quiet pass of the daemon: nothing to look at
+        if not any(i.match_mac is not None for i in desired.interfaces):
+            self._plain = desired
+            return False
+        return True
 
     def resolve(self, desired: DesiredState, net: NetState) -> Resolution:
-        if not any(i.match_mac is not None for i in desired.interfaces):
+        if not self.finds_by_mac(desired):
             return Resolution(desired)
         names, problems, notes = find_nics(desired, net)
         key = tuple(sorted(names.items()))

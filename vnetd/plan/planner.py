@@ -55,6 +55,13 @@ class PlanMemo:
         self._entries: dict[str, tuple[tuple[object, ...], Section]] = {}
         self.interfaces: _GroupMemo | None = None
         self.identifiers = ResolutionMemo()
+        self.notes: tuple[object, tuple[Note, ...]] | None = None
+
+    def ip_notes(self, desired: DesiredState) -> tuple[Note, ...]:
+        """ip_notes of the same interfaces are the same notes."""
+        if self.notes is None or self.notes[0] is not desired.interfaces:
+            self.notes = (desired.interfaces, tuple(ip_notes(desired)))
+        return self.notes[1]
 
     def get(self, name: str, inputs: tuple[object, ...], compute: Callable[[], Section]) -> Section:
         entry = self._entries.get(name)
@@ -255,4 +262,4 @@ def plan(desired: DesiredState, observed: Observed, memo: PlanMemo | None = None
         actions += section_actions
         problems += section_problems
     problems += resolution.problems
-    return Plan(ordered(actions), tuple(problems), tuple(resolution.notes) + tuple(ip_notes(desired)))
+    return Plan(ordered(actions), tuple(problems), resolution.notes + memo.ip_notes(desired))

@@ -449,6 +449,7 @@ def _settle_bridge_mtus(desired: tuple[Interface, ...], observed: NetState, acti
     """
     moving = {a.op.name: a.op.master for a in actions if isinstance(a.op, SetMaster)}
     created = {a.op.name for a in actions if isinstance(a.op, CreateLink)}
+    by_name = {i.name: i for i in desired}
     new_mtu = {a.op.name: a.op.mtu for a in actions if isinstance(a.op, SetMtu)}
     for iface in desired:
         if iface.type is not IfType.BRIDGE or iface.state is AdminState.ABSENT or iface.mtu is None:
@@ -472,7 +473,7 @@ def _settle_bridge_mtus(desired: tuple[Interface, ...], observed: NetState, acti
 
         def mtu_of(port: str) -> int:
             port_link = observed.link(port)
-            declared = next((i for i in desired if i.name == port), None)
+            declared = by_name.get(port)
             new = new_link_mtu(declared, observed) if declared is not None else _NEW_LINK_MTU
             return new_mtu.get(port, port_link.mtu if port_link is not None else new)
 

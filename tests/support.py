@@ -84,9 +84,9 @@ class Netns:
         return json.loads(out.stdout)[0]  # type: ignore[no-any-return]
 
     def snapshot(self) -> str:
-        """`ip -d -j` link/addr/route, without what the kernel changes by itself."""
+        """`ip -d -j` link/addr/route/rule, without what the kernel changes by itself."""
         parts = {}
-        for what in (("link",), ("addr",), ("route", "show", "table", "all")):
+        for what in (("link",), ("addr",), ("route", "show", "table", "all"), ("-4", "rule"), ("-6", "rule")):
             items = _scrub(json.loads(self.ip("-d", "-j", *what) or "[]"))
             # the kernel lists routes in insertion order: a re-added route moves
             parts[" ".join(what)] = sorted(items, key=lambda i: json.dumps(i, sort_keys=True))  # type: ignore[arg-type]

@@ -16,7 +16,8 @@ files' schema errors (one run of ``vnetd check`` lists every problem):
   directories of links the state creates, which exist only once they do (the same
   key under ``default`` is checked instead). Needs no root: only stat() and listdir().
 * environment warnings: the host's iptables is the nft variant, nft holds tables in
-  this namespace (a split firewall).
+  this namespace (a split firewall); the kernel cannot create the bonds, VLANs or
+  VXLANs declared (its module is missing: ``vnetd.backends.linkcheck``).
 
 Warnings are ``"EVENT: message"`` strings: ``vnetd check/plan/apply`` print them on
 stderr, the daemon logs them (``config.warning``, or the ``firewall.*`` event).
@@ -30,7 +31,7 @@ import stat
 from typing import TYPE_CHECKING
 
 from vnetd.errors import ConfigError, ConfigIssue
-from vnetd.model.interfaces import AdminState
+from vnetd.model.interfaces import KERNEL_KIND, AdminState, IfType
 from vnetd.model.state import DesiredState
 from vnetd.model.sysctl import SysctlSpec
 
@@ -162,7 +163,26 @@ def check_state(desired: DesiredState, *, kernel: bool = True, environment: bool
             issues += _kernel_issues(desired, checked, warnings)
         if environment and not issues:
             warnings += backend_warnings(families={c.family for c in desired.chains})
+    if kernel:
+        warnings += link_kind_warnings(desired)
     return issues, warnings
+
+
+def link_kind_warnings(desired: DesiredState) -> list[str]:
+    """A warning for each declared kind of link this kernel cannot create (root only)."""
+    wanted: dict[str, list[str]] = {}
+    for iface in desired.interfaces:
+        if iface.type in (IfType.BOND, IfType.VLAN, IfType.VXLAN) and iface.state is not AdminState.ABSENT:
+            wanted.setdefault(KERNEL_KIND[iface.type], []).append(iface.name)
+    if not wanted:
+        return []
+    from vnetd.backends.linkcheck import MODULES, missing_kinds
+
+    missing = missing_kinds(wanted)
+    if isinstance(missing, str):
+        return [f"link.kinds_unchecked: {missing}"]
+    return [f"link.kind_missing: this kernel cannot create {kind} links (module {MODULES[kind]} not available): "
+            f"{', '.join(wanted[kind])} will fail to apply until it is" for kind in sorted(missing)]
 
 
 def _kernel_issues(desired: DesiredState, checked: RuleCheck, warnings: list[str]) -> list[ConfigIssue]:

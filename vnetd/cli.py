@@ -195,7 +195,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     desired = load_checked(args)
     n_files = len(desired.files)
     print(f"{args.state_dir}: {n_files} file{'s' if n_files != 1 else ''} valid "
-          f"({len(desired.interfaces)} interfaces, {len(desired.routes)} routes, {len(desired.sysctls)} sysctls, "
+          f"({len(desired.interfaces)} interfaces, {len(desired.routes)} routes, "
+          f"{len(desired.route_rules)} route rules, {len(desired.sysctls)} sysctls, "
           f"{len(desired.chains)} chains, {len(desired.libvirt.networks) if desired.libvirt else 0} libvirt networks)")
     return EXIT_OK
 

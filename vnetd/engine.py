@@ -175,7 +175,19 @@ class Engine:
 
     def plan(self, desired: DesiredState, observer: Observer | None = None) -> tuple[Plan, Observed]:
         observed = (observer or self.observe)(desired)
+        self._read_resolved_sysctls(desired, observed)
         return plan(desired, observed, self.memo), observed
+
+    def _read_resolved_sysctls(self, desired: DesiredState, observed: Observed) -> None:
+        """Per-device sysctl keys that name a NIC found by its MAC are read where that NIC
+        is (net.ipv4.conf.eth1.x may be net.ipv4.conf.enp3s0.x here: plan.identifiers)."""
+        if observed.sysctls is None or not self.memo.identifiers.finds_by_mac(desired):
+            return
+        from vnetd.plan.identifiers import sysctl_keys
+
+        missing = [k for k in sysctl_keys(desired, observed.net) if k not in observed.sysctls]
+        if missing:
+            observed.sysctls.update(self.backends.sysctl.read(missing))
 
     # -- apply ----------------------------------------------------------------------
 

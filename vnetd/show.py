@@ -7,7 +7,9 @@ routes the kernel made for an address) are left out, so that feeding the output
 back never turns a lease into a static address. Firewall rules, chains and tables
 of other tools are not vnetd's to declare, but the administrator must see them:
 they are comments (``# foreign rule (not managed): -A FORWARD ...``), as
-iptables-save would print them.
+iptables-save would print them. A bond is shown with its mode and ports
+(not its options: the kernel reports every option, and some are refused in the
+bond's own mode); the kernel's own routing rules are not shown.
 """
 
 from __future__ import annotations
@@ -18,8 +20,10 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from vnetd.model.bond import MODE_NAMES
 from vnetd.model.interfaces import Link
 from vnetd.model.netstate import NetState
+from vnetd.model.route_rules import ACTION_NAMES, FR_ACT_TO_TBL, RouteRule
 from vnetd.model.routes import KERNEL_ROUTE_PROTOCOL, MAIN_TABLE, Route
 
 if TYPE_CHECKING:
@@ -28,7 +32,8 @@ if TYPE_CHECKING:
 _LINK_LOCAL_V6 = ipaddress.ip_network("fe80::/10")
 #: rtm_protocol values of routes some other daemon owns (dhcp, ra, redirect)
 _FOREIGN_PROTOCOLS = {KERNEL_ROUTE_PROTOCOL, 1, 9, 16}
-_KIND_TYPES = {"bridge": "linux-bridge", "veth": "veth", "vlan": "vlan", "dummy": "dummy", "tun": "tun"}
+_KIND_TYPES = {"bridge": "linux-bridge", "veth": "veth", "vlan": "vlan", "bond": "bond", "vxlan": "vxlan",
+               "dummy": "dummy", "tun": "tun"}
 
 
 def link_type(link: Link) -> str:
@@ -52,6 +57,13 @@ def interfaces_section(net: NetState) -> list[dict[str, Any]]:
             entry["veth"] = {"peer": net.links[link.link].name}
         if link.kind == "vlan" and link.link in net.links and link.vlan_id is not None:
             entry["vlan"] = {"base-iface": net.links[link.link].name, "id": link.vlan_id}
+            if link.vlan is not None:
+                entry["vlan"]["protocol"] = "802.1ad" if link.vlan.protocol == 0x88A8 else "802.1q"
+        if link.kind == "vxlan" and link.vxlan is not None:
+            entry["vxlan"] = _vxlan_entry(link, net)
+        if link.kind == "bond" and link.bond is not None:
+            entry["link-aggregation"] = {"mode": MODE_NAMES.get(link.bond.mode, "balance-rr"),
+                                         "port": sorted(p.name for p in net.ports_of(link.index))}
         if link.kind == "bridge" and link.bridge is not None:
             b = link.bridge
             stp: dict[str, Any] = {"enabled": b.stp_state != 0, "forward-delay": round(b.forward_delay / 100),
@@ -69,6 +81,22 @@ def interfaces_section(net: NetState) -> list[dict[str, Any]]:
                     {"ip": str(a.ip.ip), "prefix-length": a.ip.network.prefixlen} for a in addrs]}
         out.append(entry)
     return out
+
+
+def _vxlan_entry(link: Link, net: NetState) -> dict[str, Any]:
+    assert link.vxlan is not None
+    v = link.vxlan
+    entry: dict[str, Any] = {"id": v.id}
+    if v.remote is not None:
+        entry["remote"] = str(v.remote)
+    if v.local is not None:
+        entry["local"] = str(v.local)
+    base = net.name_of(v.link)
+    if base is not None:
+        entry["base-iface"] = base
+    entry["destination-port"] = v.port
+    entry["learning"] = v.learning
+    return entry
 
 
 def routes_section(net: NetState) -> list[dict[str, Any]]:
@@ -91,6 +119,39 @@ def routes_section(net: NetState) -> list[dict[str, Any]]:
             entry["table-id"] = route.table
         out.append(entry)
     return out
+
+
+def route_rules_section(net: NetState) -> list[dict[str, Any]]:
+    """The rules a state file can declare; not the kernel's own three (local, main,
+    default) and not rules with selectors vnetd does not manage (oif, tos, not...)."""
+    out = []
+    for rule in sorted(net.rules, key=lambda r: (r.family, r.priority, r.describe())):
+        if rule.kernel_default or rule.other or (rule.action != FR_ACT_TO_TBL and rule.action not in ACTION_NAMES):
+            continue
+        out.append(_rule_entry(rule))
+    return out
+
+
+def _rule_entry(rule: RouteRule) -> dict[str, Any]:
+    entry: dict[str, Any] = {}
+    if rule.source is not None:
+        entry["ip-from"] = str(rule.source)
+    if rule.destination is not None:
+        entry["ip-to"] = str(rule.destination)
+    if rule.source is None and rule.destination is None:
+        entry["family"] = f"ipv{rule.family}"
+    entry["priority"] = rule.priority
+    if rule.iif is not None:
+        entry["iif"] = rule.iif
+    if rule.fwmark or rule.fwmask:
+        entry["fwmark"] = f"{rule.fwmark:#x}"
+        entry["fwmask"] = f"{rule.fwmask:#x}"
+    action = ACTION_NAMES.get(rule.action)
+    if action is not None:
+        entry["action"] = action.value
+    else:
+        entry["route-table"] = rule.table
+    return entry
 
 
 def _route_key(route: Route) -> tuple[int, int, str, int]:
@@ -189,6 +250,9 @@ def show_state(state_dir: str, netns: str | None) -> str:
     routes = routes_section(net)
     if routes:
         sections["routes"] = {"config": routes}
+    rules = route_rules_section(net)
+    if rules:
+        sections["route-rules"] = {"config": rules}
     desired = _declared(state_dir)
     if desired is not None and desired.sysctls:
         from vnetd.backends.sysctl import SysctlBackend

@@ -5,8 +5,8 @@ exit 1 with the documented error, and the namespace is byte-for-byte unchanged.
 One namespace serves the whole module: a host with a stand-in ``eth1`` (a veth)
 already converged to a baseline (br0 with eth1, an address, a route, a sysctl and
 firewall rules). Every case's state directory holds the broken file(s) next to a
-valid ``05-pending.yaml`` that *would* change links, addresses, routes, a sysctl and
-netfilter: applying any part of a directory with an invalid file must change nothing.
+valid ``05-pending.yaml`` that *would* change links, addresses, routes, a routing
+rule, a sysctl and netfilter: applying any part of a directory with an invalid file must change nothing.
 The catalogues are the unit tests' (tests/unit/test_loader.py, test_rule_syntax.py).
 """
 
@@ -80,6 +80,10 @@ routes:
   config:
   - destination: 203.0.113.128/25
     next-hop-address: 203.0.113.254
+route-rules:
+  config:
+  - ip-from: 203.0.113.0/24
+    route-table: 100
 sysctl:
   net.ipv4.ip_default_ttl: 99
 firewall:
@@ -145,13 +149,14 @@ def test_pending_file_alone_would_change_everything(baseline: Netns, tmp_path: P
     assert {"interface/brpending", "sysctl/net.ipv4.ip_default_ttl", "firewall/raw/PREROUTING",
             "firewall/filter/pending", "firewall6/raw/PREROUTING"} <= resources, resources
     assert any(r.startswith("route/203.0.113.128/25") for r in resources), resources
+    assert "route-rule/from 203.0.113.0/24 lookup 100" in resources, resources
 
 
 def test_catalogue_is_large_and_mixed() -> None:
     assert len(CASES) >= 30
     assert len({c.id for c in CASES}) == len(CASES)
     texts = [text for c in CASES for _, text in c.files]
-    for section in ("interfaces:", "routes:", "firewall:", "sysctl:"):
+    for section in ("interfaces:", "routes:", "route-rules:", "firewall:", "sysctl:"):
         assert sum(section in t for t in texts) >= 5, section
 
 
@@ -171,7 +176,7 @@ def test_bad_input_is_refused_and_changes_nothing(case: Broken, baseline: Netns,
         assert "Traceback" not in result.stderr
         assert not result.stdout.strip(), f"vnetd {command} reported work on invalid files: {result.stdout}"
     after = observe(baseline)
-    assert after[0] == before[0], "links, addresses or routes changed"
+    assert after[0] == before[0], "links, addresses, routes or rules changed"
     assert after[1] == before[1], "netfilter changed"
     assert after[2] == before[2], "a sysctl changed"
 

@@ -137,6 +137,7 @@ def test_host_ifcfg_translates_to_the_bridges_of_the_article() -> None:
     eth1, br0, brdmz = by_name["eth1"], by_name["br0"], by_name["brdmz"]
     assert eth1.type is IfType.ETHERNET and eth1.mtu == 9000 and eth1.state is AdminState.UP
     assert eth1.mac is None  # HWADDR names the NIC; it is not a MAC to set
+    assert eth1.match_mac == "00:25:90:13:ba:a1"  # ... and identifies it: identifier: mac-address
     assert br0.type is IfType.BRIDGE and br0.state is AdminState.UP
     assert br0.bridge is not None and br0.bridge.ports == ("eth1",)
     assert br0.bridge.stp.forward_delay == 0 and br0.bridge.stp.enabled is False
@@ -144,7 +145,8 @@ def test_host_ifcfg_translates_to_the_bridges_of_the_article() -> None:
     assert brdmz.bridge.stp.forward_delay == 0 and not brdmz.bridge.ports
     assert brdmz.ipv4 is None and br0.ipv4 is None  # no IPADDR in those files: not managed
     notes = untranslated(text)
-    assert "not translated: HWADDR=00:25:90:13:BA:A1" in notes
+    assert "HWADDR=00:25:90:13:BA:A1 says which NIC this file is for: identifier: mac-address" in notes
+    assert "identifier: mac-address\n  mac-address: 00:25:90:13:BA:A1\n" in text
     assert "Django: 2011-08-04 Konfiguration für Bridging-Interface" in notes  # the file's comments stay
     assert "(9000 with the ports listed here)" in notes
 
@@ -162,18 +164,19 @@ def test_gateway_ifcfg_dhcp_and_static() -> None:
     text, desired = run_import(ifcfg=GATEWAY_SCRIPTS)
     by_name = {i.name: i for i in desired.interfaces}
     eth0, eth1 = by_name["eth0"], by_name["eth1"]
-    assert eth0.type is IfType.ETHERNET and eth0.ipv4 is None  # DHCP: left to the client
+    assert eth0.type is IfType.ETHERNET and eth0.ipv4 is not None  # DHCP: left to the client
+    assert eth0.ipv4.dhcp and eth0.ipv4.foreign and eth0.ipv4.addresses is None
     assert eth1.ipv4 is not None and [str(a) for a in eth1.ipv4.addresses or ()] == ["10.0.0.10/24"]
     assert not desired.routes  # no GATEWAY in either file
     notes = untranslated(text)
-    assert "BOOTPROTO=dhcp: the address is left to the DHCP client" in notes
+    assert "BOOTPROTO=dhcp: dhcp: true, the address and default route belong to the DHCP client" in notes
     for key, value in (("NM_CONTROLLED", '"yes"'), ("UUID", "5fb06bd0-0bb0-7ffb-45f1-d6edd65f3e03"),
                        ("DNS1", "192.168.10.1"), ("DOMAIN", "dmz.nausch.org"), ("PEERDNS", "yes"),
                        ("IPV6INIT", "no"), ("DEFROUTE", "yes"), ("PEERROUTES", "yes"),
                        ("IPV4_FAILURE_FATAL", "yes")):
         assert f"{key}={value}" in notes, key
-    assert "not translated: HWADDR=52:54:00:C0:15:C4" in notes
-    assert "not translated: HWADDR=52:54:00:0A:FA:3E" in notes
+    assert (eth0.match_mac, eth1.match_mac) == ("52:54:00:c0:15:c4", "52:54:00:0a:fa:3e")
+    assert "HWADDR=52:54:00:0A:FA:3E says which NIC this file is for" in notes
 
 
 def test_gateway_iptables_is_the_articles_firewall() -> None:
@@ -301,7 +304,7 @@ def test_cli_writes_a_file_that_vnetd_check_accepts(tmp_path: Path) -> None:
     assert stat.S_IMODE(gateway.stat().st_mode) == 0o644
     checked = vnetd_cli("--state-dir", str(g), "check")
     assert checked.returncode == 0, checked.stderr
-    assert "2 interfaces, 0 routes, 7 sysctls, 3 chains" in checked.stdout
+    assert "2 interfaces, 0 routes, 0 route rules, 7 sysctls, 3 chains" in checked.stdout
     assert not list(g.glob(".*"))  # no temporary file left behind
 
 
@@ -756,12 +759,14 @@ def test_ifcfg_addresses_routes_vlans_aliases(tmp_path: Path) -> None:
     write(d, "ifup-eth", "#!/bin/bash\nreboot\n")
     text, desired = run_import(ifcfg=d)
     by_name = {i.name: i for i in desired.interfaces}
-    assert set(by_name) == {"eth0", "eth2", "eth2.10", "br10"}
+    assert set(by_name) == {"eth0", "eth2", "eth2.10", "br10", "bond0"}
     eth0 = by_name["eth0"]
     assert eth0.state is AdminState.DOWN and eth0.mac == "52:54:00:12:34:56"
     assert eth0.ipv4 is not None
     assert [str(a) for a in eth0.ipv4.addresses or ()] == ["192.168.1.5/24", "10.1.2.3/8", "192.168.1.6/24"]
     assert by_name["eth2"].type is IfType.ETHERNET and by_name["eth2"].mac is None
+    assert by_name["eth2"].match_mac == "52:54:00:aa:bb:cc"
+    assert by_name["bond0"].bond is not None and by_name["bond0"].bond.mode == "active-backup"
     vlan = by_name["eth2.10"]
     assert vlan.type is IfType.VLAN and vlan.vlan_base == "eth2" and vlan.vlan_id == 10
     br10 = by_name["br10"]
@@ -772,10 +777,9 @@ def test_ifcfg_addresses_routes_vlans_aliases(tmp_path: Path) -> None:
     notes = untranslated(text)
     # eth0 is ONBOOT=no, so kept down: the kernel would refuse a route through it
     assert "goes through 'eth0', which is declared down" in notes
-    assert "not translated: ifcfg-bond0: TYPE=Bond: vnetd does not manage bonds" in notes
     assert "not translated: ifcfg-lo: the loopback device is set up by the kernel" in notes
     assert "not translated: ifcfg-eth2.bak: backup or package leftovers" in notes
-    assert "not translated: rule-eth0: policy routing rules are not managed" in notes
+    assert [(str(r.source), r.table) for r in desired.route_rules] == [("10.0.0.0/8", 5)]
     assert "not translated: route-eth2:2: 10.9.0.0/16 via 192.168.1.9 src 1.2.3.4" in notes
     assert "IPADDR1=10.1.2.3 has no PREFIX1= or NETMASK1=: /8, the classful default" in notes
     assert "192.168.1.6/24 from ifcfg-eth0:1" in notes
@@ -956,3 +960,121 @@ COMMIT
     assert [r.text for r in chain.tail] == ["-p tcp -m tcp --dport 22 -j ACCEPT",
                                             "-j REJECT --reject-with icmp-host-prohibited"]
     assert "position: append" in text and "must stay below the rules libvirt inserts" in untranslated(text)
+
+
+# --------------------------------------------------------------------------- a modern RHEL host (issue 14)
+
+
+RHEL_BOND = {
+    # as the RHEL 7 networking guide writes them
+    "ifcfg-bond0": 'DEVICE=bond0\nNAME=bond0\nTYPE=Bond\nBONDING_MASTER=yes\nONBOOT=yes\nBOOTPROTO=none\n'
+                   'BONDING_OPTS="mode=802.3ad miimon=100 lacp_rate=fast xmit_hash_policy=layer3+4 fail_over_mac=1"\n'
+                   'MTU=9000\nNM_CONTROLLED=no\n',
+    "ifcfg-eth0": 'DEVICE=eth0\nNAME=bond0-slave0\nTYPE=Ethernet\nBOOTPROTO=none\nONBOOT=yes\nMASTER=bond0\n'
+                  'SLAVE=yes\nHWADDR=52:54:00:aa:00:01\nMTU=9000\n',
+    "ifcfg-eth1": 'DEVICE=eth1\nNAME=bond0-slave1\nTYPE=Ethernet\nBOOTPROTO=none\nONBOOT=yes\nMASTER=bond0\n'
+                  'SLAVE=yes\nHWADDR=52:54:00:aa:00:02\nIPADDR=10.9.9.9\n',
+    "ifcfg-bond0.100": 'DEVICE=bond0.100\nBOOTPROTO=none\nONBOOT=yes\nVLAN=yes\nBRIDGE=br100\nREORDER_HDR=no\n',
+    "ifcfg-vlan200": 'DEVICE=vlan200\nPHYSDEV=bond0\nVLAN=yes\nVLAN_NAME_TYPE=VLAN_PLUS_VID_NO_PAD\n'
+                     'BOOTPROTO=none\nONBOOT=yes\nBRIDGE=br200\n',
+    "ifcfg-br100": 'DEVICE=br100\nTYPE=Bridge\nONBOOT=yes\nBOOTPROTO=none\nIPADDR=192.168.100.2\nPREFIX=24\n'
+                   'IPV6INIT=yes\nIPV6_AUTOCONF=no\nIPV6ADDR=2001:db8:100::2/64\n',
+    "ifcfg-br200": 'DEVICE=br200\nTYPE=Bridge\nONBOOT=yes\nBOOTPROTO=none\n',
+    "ifcfg-em3": 'DEVICE=em3\nTYPE=Ethernet\nONBOOT=yes\nBOOTPROTO=dhcp\nIPV6INIT=yes\nDHCPV6C=yes\n'
+                 'HWADDR=52:54:00:aa:00:03\nPEERDNS=yes\n',
+    "route-br100": "default via 192.168.100.1 table 100\n",
+    "rule-br100": "from 192.168.100.2 table 100 priority 1000\nto 10.0.0.0/8 table main pref 1001\n"
+                  "iif br200 fwmark 0x10/0xff prohibit\nnot from 192.0.2.0/24 table 5\nfrom all lookup mgmt\n",
+    "rule6-br100": "from 2001:db8:100::/64 table 100 priority 1000\n",
+}
+
+
+def test_a_bonded_vlan_host_with_policy_routing_and_dhcp(tmp_path: Path) -> None:
+    d = tmp_path / "network-scripts"
+    for name, text in RHEL_BOND.items():
+        write(d, name, text)
+    text, desired = run_import(ifcfg=d)
+    by_name = {i.name: i for i in desired.interfaces}
+    assert set(by_name) == {"eth0", "eth1", "bond0", "bond0.100", "vlan200", "br100", "br200", "em3"}
+    bond0 = by_name["bond0"]
+    assert bond0.type is IfType.BOND and bond0.mtu == 9000 and bond0.bond is not None
+    assert bond0.bond.mode == "802.3ad" and bond0.bond.ports == ("eth0", "eth1")
+    assert dict(bond0.bond.options) == {"miimon": 100, "lacp_rate": 1, "xmit_hash_policy": 1, "fail_over_mac": 1}
+    for port, mac in (("eth0", "52:54:00:aa:00:01"), ("eth1", "52:54:00:aa:00:02")):
+        assert by_name[port].match_mac == mac and by_name[port].ipv4 is None  # a port has no address
+    vlan100, vlan200 = by_name["bond0.100"], by_name["vlan200"]
+    assert (vlan100.vlan_base, vlan100.vlan_id, vlan200.vlan_base, vlan200.vlan_id) == ("bond0", 100, "bond0", 200)
+    assert vlan100.vlan is not None and vlan100.vlan.reorder_headers is False
+    br100 = by_name["br100"]
+    assert br100.bridge is not None and br100.bridge.ports == ("bond0.100",)
+    assert br100.ipv6 is not None and not br100.ipv6.foreign  # IPV6_AUTOCONF=no: static only
+    assert [str(a) for a in br100.ipv6.addresses or ()] == ["2001:db8:100::2/64"]
+    em3 = by_name["em3"]
+    assert em3.ipv4 is not None and em3.ipv4.dhcp and em3.ipv6 is not None and em3.ipv6.dhcp and em3.ipv6.autoconf
+    assert [(str(r.destination), r.table_id) for r in desired.routes] == [("0.0.0.0/0", 100)]
+    rules = [(r.family, str(r.source), str(r.destination), r.table_id, r.priority, r.iif, r.fwmark, r.fwmask,
+              r.action) for r in desired.route_rules]
+    assert rules == [
+        (4, "192.168.100.2/32", "None", 100, 1000, None, None, None, None),
+        (4, "None", "10.0.0.0/8", 254, 1001, None, None, None, None),
+        (4, "None", "None", 0, None, "br200", 16, 255, "prohibit"),
+        (6, "2001:db8:100::/64", "None", 100, 1000, None, None, None, None)]
+    notes = untranslated(text)
+    assert "not translated: rule-br100:4: not from 192.0.2.0/24 table 5 ('not' (an inverted selector) has no " \
+           "nmstate equivalent)" in notes
+    assert "not translated: rule-br100:5: from all lookup mgmt (table 'mgmt': vnetd takes table numbers" in notes
+    assert "not translated: IPADDR=10.9.9.9: eth1 is a bond port (MASTER=), which initscripts gives no address" \
+        in notes
+    assert "a port of bond0 (MASTER=bond0 SLAVE=yes): listed under bond0's link-aggregation.port" in notes
+    assert "VLAN_NAME_TYPE=VLAN_PLUS_VID_NO_PAD" in notes
+    names = re.findall(r"^- name: (\S+)$", text, re.M)
+    assert names.index("eth0") < names.index("bond0") < names.index("bond0.100") < names.index("br100")
+
+
+@pytest.mark.parametrize(("opts", "mode", "options", "note"), [
+    ("mode=1 miimon=100 primary=eth0", "active-backup", {"miimon": 100, "primary": "eth0"}, None),
+    ("mode=balance-alb miimon=100 lacp_rate=1", "balance-alb", {"miimon": 100},
+     "BONDING_OPTS lacp_rate=1: the kernel takes it in the modes 802.3ad only"),
+    ("mode=0 arp_interval=1000 arp_ip_target=+192.0.2.1 arp_ip_target=+192.0.2.2", "balance-rr",
+     {"arp_interval": 1000, "arp_ip_target": ("192.0.2.1", "192.0.2.2")}, None),
+    ("mode=4 ad_select=bandwidth downdelay=x", "802.3ad", {"ad_select": 1},
+     "BONDING_OPTS downdelay=x: not a number"),
+    ("mode=4 max_bonds=2", "802.3ad", {}, "BONDING_OPTS max_bonds=2: not an option vnetd manages"),
+    ("mode=9", None, {}, "BONDING_OPTS mode=9: not a bond mode"),
+], ids=["active-backup", "option-of-another-mode", "arp-targets", "bad-number", "module-option", "bad-mode"])
+def test_bonding_opts(tmp_path: Path, opts: str, mode: str | None, options: dict[str, object],
+                      note: str | None) -> None:
+    d = tmp_path / "scripts"
+    write(d, "ifcfg-bond0", f'DEVICE=bond0\nTYPE=Bond\nBONDING_OPTS="{opts}"\n')
+    write(d, "ifcfg-eth0", "DEVICE=eth0\nMASTER=bond0\nSLAVE=yes\n")
+    text, desired = run_import(ifcfg=d)
+    bond0 = next(i for i in desired.interfaces if i.name == "bond0")
+    assert bond0.bond is not None and bond0.bond.mode == mode and dict(bond0.bond.options) == options
+    assert bond0.bond.ports == ("eth0",)
+    if note:
+        assert f"not translated: {note}" in untranslated(text)
+
+
+def test_hwaddr_and_macaddr_together(tmp_path: Path) -> None:
+    d = tmp_path / "scripts"
+    write(d, "ifcfg-eth0", "DEVICE=eth0\nHWADDR=52:54:00:aa:00:01\nMACADDR=02:00:00:00:00:01\n")
+    write(d, "ifcfg-eth9", "DEVICE=eth9\nHWADDR=zz:54:00:aa:00:01\n")
+    text, desired = run_import(ifcfg=d)
+    eth0, eth9 = desired.interfaces
+    assert eth0.match_mac == "52:54:00:aa:00:01" and eth0.mac is None
+    assert eth9.match_mac is None
+    notes = untranslated(text)
+    assert "not translated: MACADDR=02:00:00:00:00:01: with HWADDR the NIC is found by its MAC" in notes
+    assert "not translated: HWADDR=zz:54:00:aa:00:01: 'zz:54:00:aa:00:01' is not a MAC address" in notes
+
+
+@pytest.mark.parametrize("value", ["9" * 5000, "\u00b2", "0x" + "f" * 5000])
+def test_huge_or_unicode_numbers_are_comments_not_crashes(tmp_path: Path, value: str) -> None:
+    d = tmp_path / "scripts"
+    write(d, "ifcfg-bond0", f'DEVICE=bond0\nTYPE=Bond\nMTU={value}\nBONDING_OPTS="mode={value} miimon={value}"\n')
+    write(d, "ifcfg-eth0.5", f"DEVICE=eth0.5\nVLAN=yes\nVLAN_ID={value}\nIPADDR=192.0.2.1\nPREFIX={value}\n")
+    write(d, "route-bond0", f"10.0.0.0/8 via 192.0.2.254 metric {value} table {value}\n")
+    write(d, "rule-bond0", f"from 192.0.2.0/24 table {value} pref {value}\nfwmark {value} table 5\n")
+    text, desired = run_import(ifcfg=d)
+    assert [i.name for i in desired.interfaces] == ["bond0"] and not desired.routes and not desired.route_rules
+    assert text.count("not translated:") >= 6

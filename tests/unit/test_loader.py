@@ -104,7 +104,7 @@ BROKEN: list[Broken] = [
         interface:
         - name: eth1
           type: ethernet
-        """, 1, "interface", "unknown key", "valid keys: interfaces, routes, sysctl, firewall, firewall6, libvirt, health"),
+        """, 1, "interface", "unknown key", "valid keys: interfaces, routes, route-rules, sysctl, firewall, firewall6, libvirt, health"),
     bad("unknown-interface-key", """\
         interfaces:
         - name: eth1
@@ -202,9 +202,10 @@ BROKEN: list[Broken] = [
         """, 2, "interfaces[0].name", "required: the interface name (1-15 characters)"),
     bad("unknown-type", """\
         interfaces:
-        - name: bond0
-          type: bond
-        """, 3, "interfaces[0].type", "'bond' is not valid", "expected one of: ethernet, linux-bridge, veth, vlan"),
+        - name: team0
+          type: team
+        """, 3, "interfaces[0].type", "'team' is not valid",
+        "expected one of: ethernet, linux-bridge, veth, vlan, bond, vxlan"),
     bad("port-is-its-own-bridge", """\
         interfaces:
         - name: br0
@@ -240,7 +241,7 @@ BROKEN: list[Broken] = [
                 - name: eth1
             """)),
         "20-b.yaml", 3, "interfaces[br1].bridge.port",
-        ("'eth1' is already a port of bridge 'br0' ({dir}/10-a.yaml:2)", "enslaved to one bridge only")),
+        ("'eth1' is already a port of bridge 'br0' ({dir}/10-a.yaml:2)", "enslaved to one bridge or bond only")),
     bad("bridge-as-port", """\
         interfaces:
         - name: br0
@@ -409,14 +410,14 @@ BROKEN: list[Broken] = [
           ipv6:
             address: [2001:db8::1/64]
         """, 4, "interfaces[0].mtu", "IPv6 needs an MTU of at least 1280"),
-    bad("dhcp-true", """\
+    bad("dhcp-true-but-disabled", """\
         interfaces:
         - name: eth1
           type: ethernet
           ipv4:
-            enabled: true
+            enabled: false
             dhcp: true
-        """, 6, "interfaces[0].ipv4.dhcp", "vnetd manages static addresses only; remove 'dhcp: true'"),
+        """, 6, "interfaces[0].ipv4.dhcp", "ipv4 is disabled (enabled: false) but dhcp is true"),
     bad("key-is-a-list", """\
         interfaces:
         - name: eth1
@@ -445,7 +446,7 @@ BROKEN: list[Broken] = [
     bad("top-level-list", """\
         - name: eth1
           type: ethernet
-        """, 1, "", "expected a mapping with the keys interfaces, routes, sysctl, firewall, firewall6, libvirt, health, got a list"),
+        """, 1, "", "expected a mapping with the keys interfaces, routes, route-rules, sysctl, firewall, firewall6, libvirt, health, got a list"),
     bad("interfaces-as-mapping", """\
         interfaces:
           eth1: {type: ethernet}
@@ -463,6 +464,362 @@ BROKEN: list[Broken] = [
         "YAML syntax error", "exceeded maximum nesting depth"),
     bad("deep-block-nesting", "interfaces:\n" + "".join("  " * i + "-\n" for i in range(1, 1200)), 1000, "",
         "YAML syntax error", "exceeded maximum nesting depth"),
+    # ---- route-rules (policy routing, nmstate route-rules.config)
+    bad("rule-without-family", """\
+        route-rules:
+          config:
+          - priority: 100
+            route-table: 100
+        """, 3, "route-rules.config[0]", "a route rule needs ip-from, ip-to or family (ipv4 or ipv6)"),
+    bad("rule-family-mismatch", """\
+        route-rules:
+          config:
+          - family: ipv6
+            ip-from: 192.0.2.0/24
+            route-table: 100
+        """, 4, "route-rules.config[0].ip-from", "192.0.2.0/24 is IPv4 but family is ipv6"),
+    bad("rule-from-host-bits", """\
+        route-rules:
+          config:
+          - ip-from: 192.0.2.7/24
+            route-table: 100
+        """, 3, "route-rules.config[0].ip-from", "has host bits set; did you mean 192.0.2.0/24?"),
+    bad("rule-action-and-table", """\
+        route-rules:
+          config:
+          - ip-to: 198.51.100.0/24
+            route-table: 100
+            action: blackhole
+        """, 5, "route-rules.config[0].action", "a rule either looks up route-table or is blackhole"),
+    bad("rule-unknown-action", """\
+        route-rules:
+          config:
+          - ip-to: 198.51.100.0/24
+            action: drop
+        """, 4, "route-rules.config[0].action", "'drop' is not valid; expected one of: blackhole, unreachable, "
+        "prohibit"),
+    bad("rule-fwmask-without-fwmark", """\
+        route-rules:
+          config:
+          - family: ipv4
+            fwmask: 0xff
+            route-table: 100
+        """, 4, "route-rules.config[0].fwmask", "fwmask needs fwmark"),
+    bad("rule-fwmark-octal", """\
+        route-rules:
+          config:
+          - family: ipv4
+            fwmark: 010
+            route-table: 100
+        """, 4, "route-rules.config[0].fwmark", "write '010' in decimal or as 0x hex: YAML 1.1 reads it as 8"),
+    bad("rule-table-zero", """\
+        route-rules:
+          config:
+          - ip-from: 192.0.2.0/24
+            route-table: 0
+        """, 4, "route-rules.config[0].route-table", "table 0 is no table; write 254 (main)"),
+    bad("rule-unknown-key", """\
+        route-rules:
+          config:
+          - ip-from: 192.0.2.0/24
+            table: 100
+        """, 4, "route-rules.config[0].table", "unknown key in a route rule",
+        "valid keys: ip-from, ip-to, priority, route-table, fwmark, fwmask, iif, action, family, state"),
+    bad("rule-bad-iif", """\
+        route-rules:
+          config:
+          - ip-from: 192.0.2.0/24
+            iif: "eth 1"
+            route-table: 100
+        """, 4, "route-rules.config[0].iif", "contains [' ']"),
+    bad("rule-absent-and-declared", """\
+        route-rules:
+          config:
+          - ip-from: 192.0.2.0/24
+            route-table: 100
+            priority: 1000
+          - route-table: 100
+            family: ipv4
+            state: absent
+        """, 6, "", "is declared absent but route-rule/priority 1000 from 192.0.2.0/24 lookup 100 is declared "
+        "at {dir}/10-bad.yaml:3"),
+    Broken("rule-twice", (
+        ("10-a.yaml", "route-rules:\n  config:\n  - {ip-from: 192.0.2.0/24, route-table: 100}\n"),
+        ("20-b.yaml", "route-rules:\n  config:\n  - ip-from: 192.0.2.0/24\n    route-table: 100\n")),
+        "20-b.yaml", 3, "", ("route rule 'from 192.0.2.0/24 lookup 100' is defined twice: at {dir}/10-a.yaml:3 "
+                             "and at {dir}/20-b.yaml:3",)),
+    # ---- NICs by MAC (identifier: mac-address, profile-name)
+    bad("identifier-without-mac", """\
+        interfaces:
+        - name: eth1
+          type: ethernet
+          identifier: mac-address
+        """, 2, "interfaces[0].mac-address", "required with identifier: mac-address"),
+    bad("identifier-on-a-bridge", """\
+        interfaces:
+        - name: br0
+          type: linux-bridge
+          identifier: mac-address
+          mac-address: 52:54:00:aa:bb:01
+        """, 4, "interfaces[0].identifier", "only NICs (type: ethernet) are found by their MAC"),
+    bad("identifier-unknown", """\
+        interfaces:
+        - name: eth1
+          type: ethernet
+          identifier: pci-address
+        """, 4, "interfaces[0].identifier", "'pci-address' is not valid; expected one of: name, mac-address"),
+    bad("profile-name-without-identifier", """\
+        interfaces:
+        - name: eth1
+          type: ethernet
+          profile-name: wan0
+        """, 4, "interfaces[0].profile-name", "profile-name names a NIC found by its MAC"),
+    bad("identifier-mac-twice", """\
+        interfaces:
+        - name: eth1
+          type: ethernet
+          identifier: mac-address
+          mac-address: 52:54:00:aa:bb:01
+        - name: eth2
+          type: ethernet
+          identifier: mac-address
+          mac-address: 52:54:00:AA:BB:01
+        """, 6, "interfaces[eth2].mac-address", "52:54:00:aa:bb:01 identifies 'eth1' too"),
+    bad("identifier-bad-profile-name", """\
+        interfaces:
+        - name: eth1
+          type: ethernet
+          identifier: mac-address
+          mac-address: 52:54:00:aa:bb:01
+          profile-name: uplink/0
+        """, 6, "interfaces[0].profile-name", "contains ['/']"),
+    # ---- DHCP-owned addresses (ipv4.dhcp, ipv6.autoconf)
+    bad("autoconf-on-ipv4", """\
+        interfaces:
+        - name: eth0
+          type: ethernet
+          ipv4:
+            autoconf: true
+        """, 5, "interfaces[0].ipv4.autoconf", "autoconf exists for ipv6 only"),
+    bad("autoconf-but-disabled", """\
+        interfaces:
+        - name: eth0
+          type: ethernet
+          ipv6:
+            enabled: false
+            autoconf: true
+        """, 6, "interfaces[0].ipv6.autoconf", "ipv6 is disabled (enabled: false) but autoconf is true"),
+    bad("dhcp-as-string", """\
+        interfaces:
+        - name: eth0
+          type: ethernet
+          ipv4:
+            dhcp: "yes"
+        """, 5, "interfaces[0].ipv4.dhcp", "expected true or false, got a string ('yes')"),
+    bad("dhcp-client-settings", """\
+        interfaces:
+        - name: eth0
+          type: ethernet
+          ipv4:
+            dhcp: true
+            auto-dns: false
+        """, 6, "interfaces[0].ipv4.auto-dns", "configures nmstate's own DHCP client; vnetd runs none"),
+    bad("default-route-of-a-dhcp-link", """\
+        interfaces:
+        - name: eth0
+          type: ethernet
+          ipv4: {dhcp: true}
+        routes:
+          config:
+          - destination: 0.0.0.0/0
+            next-hop-address: 192.0.2.1
+            next-hop-interface: eth0
+        """, 7, "", "the default route through 'eth0' belongs to its DHCP client (ipv4.dhcp: true)"),
+    # ---- VXLAN
+    bad("vxlan-without-id", """\
+        interfaces:
+        - name: vx100
+          type: vxlan
+          vxlan:
+            remote: 198.51.100.2
+        """, 5, "interfaces[0].vxlan.id", "required: the VXLAN network identifier (VNI, 0-16777215)"),
+    bad("vxlan-id-too-large", """\
+        interfaces:
+        - name: vx100
+          type: vxlan
+          vxlan:
+            id: 16777216
+        """, 5, "interfaces[0].vxlan.id", "16777216 is out of range", "0-16777215"),
+    bad("vxlan-section-missing", """\
+        interfaces:
+        - name: vx100
+          type: vxlan
+        """, 2, "interfaces[0].vxlan", "required for type: vxlan"),
+    bad("vxlan-multicast-without-base", """\
+        interfaces:
+        - name: vx100
+          type: vxlan
+          vxlan:
+            id: 100
+            remote: 239.1.1.1
+        """, 6, "interfaces[0].vxlan.remote", "is a multicast group: the kernel needs base-iface"),
+    bad("vxlan-families-differ", """\
+        interfaces:
+        - name: vx100
+          type: vxlan
+          vxlan:
+            id: 100
+            remote: 2001:db8::2
+            local: 198.51.100.1
+        """, 7, "interfaces[0].vxlan.local", "198.51.100.1 is IPv4 but remote 2001:db8::2 is IPv6"),
+    bad("vxlan-port-zero", """\
+        interfaces:
+        - name: vx100
+          type: vxlan
+          vxlan:
+            id: 100
+            destination-port: 0
+        """, 6, "interfaces[0].vxlan.destination-port", "0 is out of range", "1-65535"),
+    bad("vxlan-section-on-bridge", """\
+        interfaces:
+        - name: br0
+          type: linux-bridge
+          vxlan:
+            id: 100
+        """, 4, "interfaces[0].vxlan", "'vxlan' is only valid with type: vxlan"),
+    # ---- bonds (link-aggregation)
+    bad("bond-unknown-mode", """\
+        interfaces:
+        - name: bond0
+          type: bond
+          link-aggregation:
+            mode: lacp
+        """, 5, "interfaces[0].link-aggregation.mode", "is not a bond mode",
+        "balance-rr (0), active-backup (1), balance-xor (2), broadcast (3), 802.3ad (4)"),
+    bad("bond-unknown-option", """\
+        interfaces:
+        - name: bond0
+          type: bond
+          link-aggregation:
+            mode: 802.3ad
+            options:
+              mimon: 100
+        """, 7, "interfaces[0].link-aggregation.options.mimon", "unknown key in bond options",
+        "valid keys: miimon, updelay"),
+    bad("bond-option-of-another-mode", """\
+        interfaces:
+        - name: bond0
+          type: bond
+          link-aggregation:
+            mode: active-backup
+            options:
+              lacp_rate: fast
+        """, 7, "interfaces[0].link-aggregation.options.lacp_rate",
+        "the kernel refuses lacp_rate in mode active-backup; it is an option of the modes 802.3ad"),
+    bad("bond-bad-enum", """\
+        interfaces:
+        - name: bond0
+          type: bond
+          link-aggregation:
+            mode: active-backup
+            options:
+              arp_validate: sometimes
+        """, 7, "interfaces[0].link-aggregation.options.arp_validate", "is not valid; expected one of: none (0)"),
+    bad("bond-miimon-and-arp", """\
+        interfaces:
+        - name: bond0
+          type: bond
+          link-aggregation:
+            mode: active-backup
+            options:
+              miimon: 100
+              arp_interval: 100
+              arp_ip_target: 192.0.2.1
+        """, 8, "interfaces[0].link-aggregation.options.arp_interval",
+        "MII monitoring (miimon) and ARP monitoring (arp_interval) exclude each other"),
+    bad("bond-arp-target-not-ipv4", """\
+        interfaces:
+        - name: bond0
+          type: bond
+          link-aggregation:
+            mode: active-backup
+            options:
+              arp_ip_target: 192.0.2.1,2001:db8::1
+        """, 7, "interfaces[0].link-aggregation.options.arp_ip_target", "'2001:db8::1' is not an IPv4 address"),
+    bad("bond-section-on-ethernet", """\
+        interfaces:
+        - name: eth1
+          type: ethernet
+          link-aggregation:
+            mode: active-backup
+        """, 4, "interfaces[0].link-aggregation", "'link-aggregation' is only valid with type: bond"),
+    bad("bond-port-in-bridge-too", """\
+        interfaces:
+        - name: bond0
+          type: bond
+          link-aggregation:
+            mode: active-backup
+            port: [eth1, eth2]
+        - name: br0
+          type: linux-bridge
+          bridge:
+            port: [{name: eth2}]
+        """, 7, "interfaces[br0].bridge.port", "'eth2' is already a port of bond 'bond0'"),
+    bad("bond-port-mtu-differs", """\
+        interfaces:
+        - name: eth1
+          type: ethernet
+          mtu: 1500
+        - name: bond0
+          type: bond
+          mtu: 9000
+          link-aggregation:
+            mode: active-backup
+            port: [eth1]
+        """, 5, "interfaces[bond0].link-aggregation.port", "'eth1' is declared with mtu 1500",
+        "the kernel gives a bond's ports the bond's MTU"),
+    bad("bond-primary-not-a-port", """\
+        interfaces:
+        - name: bond0
+          type: bond
+          link-aggregation:
+            mode: active-backup
+            port: [eth1]
+            options:
+              primary: eth2
+        """, 2, "interfaces[bond0].link-aggregation.options.primary", "primary 'eth2' is not one of the bond's ports"),
+    # ---- VLANs as nmstate writes them
+    bad("vlan-unknown-protocol", """\
+        interfaces:
+        - name: eth1.10
+          type: vlan
+          vlan:
+            base-iface: eth1
+            id: 10
+            protocol: 802.1x
+        """, 7, "interfaces[0].vlan.protocol", "'802.1x' is not valid; expected one of: 802.1q, 802.1ad"),
+    bad("vlan-on-a-bond-port", """\
+        interfaces:
+        - name: bond0
+          type: bond
+          link-aggregation:
+            mode: active-backup
+            port: [eth1]
+        - name: eth1.10
+          type: vlan
+          vlan:
+            base-iface: eth1
+            id: 10
+        """, 7, "interfaces[eth1.10].vlan.base-iface", "'eth1' is a port of bond 'bond0'; put the VLAN on the bond"),
+    bad("vlan-registration-protocol", """\
+        interfaces:
+        - name: eth1.10
+          type: vlan
+          vlan:
+            base-iface: eth1
+            id: 10
+            registration-protocol: stp
+        """, 7, "interfaces[0].vlan.registration-protocol", "expected one of: gvrp, mvrp, none"),
 ]
 
 
@@ -576,7 +933,7 @@ def test_aliases_of_valid_values_are_fine(state_dir: StateDir) -> None:
 # --------------------------------------------------------------------------- examples, order, merging
 
 
-@pytest.mark.parametrize("directory", ["vnetd.d", "examples/gateway", "examples/dmz-guest"])
+@pytest.mark.parametrize("directory", ["vnetd.d", "examples/gateway", "examples/dmz-guest", "examples/modern-host"])
 def test_bundled_examples_load(directory: str, state_dir: StateDir) -> None:
     state_dir.copy_from(EXAMPLES / directory)
     state = load_state_dir(str(state_dir))
@@ -594,12 +951,24 @@ def test_bundled_examples_load(directory: str, state_dir: StateDir) -> None:
         assert [n.name for n in state.libvirt.networks] == ["default"]
     elif directory == "examples/gateway":
         assert [i.name for i in state.interfaces] == ["eth0", "eth1"]
+        assert state.interfaces[0].ipv4 is not None and state.interfaces[0].ipv4.dhcp  # the DHCP client's
         assert {(c.table, c.name) for c in state.chains} == {("nat", "POSTROUTING"), ("filter", "INPUT"),
                                                               ("filter", "FORWARD")}
         assert [(s.key, s.value) for s in state.sysctls] == [("net.ipv4.ip_forward", "1")]
-    else:
+    elif directory == "examples/dmz-guest":
         assert [str(r.destination) for r in state.routes] == ["0.0.0.0/0"]
         assert str(state.routes[0].next_hop_address) == "10.0.0.10"
+    else:  # bond0 over two NICs found by MAC, VLAN 100 and 200 bridges, IPv6 on br100, a second table
+        by_name = {i.name: i for i in state.interfaces}
+        assert [n for n, i in by_name.items() if i.match_mac] == ["eno1", "eno2"]
+        bond0 = by_name["bond0"]
+        assert bond0.type is IfType.BOND and bond0.bond is not None and bond0.bond.ports == ("eno1", "eno2")
+        assert (by_name["bond0.100"].vlan_base, by_name["bond0.200"].vlan_id) == ("bond0", 200)
+        br100 = by_name["br100"]
+        assert br100.ipv6 is not None and [str(a) for a in br100.ipv6.addresses or ()] == ["2001:db8:100::10/64"]
+        assert {(r.family, r.table_id) for r in state.route_rules} == {(4, 100), (6, 100)}
+        assert {(str(r.destination), r.table_id) for r in state.routes} == {("0.0.0.0/0", 254), ("0.0.0.0/0", 100),
+                                                                            ("::/0", 100)}
 
 
 def test_drop_ins_are_read_in_lexical_order(state_dir: StateDir) -> None:
@@ -961,3 +1330,24 @@ def test_load_sources_takes_already_read_files() -> None:
                                "at /virtual/10-a.yaml:2 and at /virtual/20-b.yaml:2")
     state = load_sources(sources[1:])
     assert state.interfaces[0].state is AdminState.DOWN
+
+
+def test_huge_numbers_in_the_new_sections_are_errors_not_crashes(state_dir: StateDir) -> None:
+    digits = "9" * 5000
+    state_dir.write("10-a.yaml", f"""\
+        route-rules:
+          config:
+          - {{family: ipv4, fwmark: {digits}, route-table: 100}}
+          - {{family: ipv4, fwmark: "0x{'f' * 5000}", route-table: 100}}
+        interfaces:
+        - name: bond0
+          type: bond
+          link-aggregation:
+            mode: {digits}
+            options: {{miimon: {digits}, arp_validate: {digits}}}
+        """)
+    issues = issues_of(state_dir)
+    assert [i.path for i in issues] == ["route-rules.config[0].fwmark", "route-rules.config[1].fwmark",
+                                        "interfaces[0].link-aggregation.mode",
+                                        "interfaces[0].link-aggregation.options.miimon",
+                                        "interfaces[0].link-aggregation.options.arp_validate"], shown(issues)

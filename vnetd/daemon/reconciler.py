@@ -130,6 +130,14 @@ class NetCache:
                 self.state.put_route(route)
             else:
                 self.state.drop_route(route)
+        elif mtype in (rtnl.RTM_NEWRULE, rtnl.RTM_DELRULE):
+            rule = rtnl.decode_rule(data, off, length)
+            if rule is None:
+                return 0
+            if mtype == rtnl.RTM_NEWRULE:
+                self.state.put_rule(rule)
+            else:
+                self.state.drop_rule(rule)
         elif mtype == rtnl.NLMSG_OVERRUN:
             self.overrun = True
         else:

@@ -30,6 +30,7 @@ from vnetd.desired.health import parse_health
 from vnetd.desired.interfaces import cross_check, parse_interfaces
 from vnetd.desired.libvirt import parse_libvirt
 from vnetd.desired.nodes import MAX_ISSUES_PER_FILE, FileContext, MapView, as_map
+from vnetd.desired.route_rules import check_route_rules, parse_route_rules
 from vnetd.desired.routes import parse_routes
 from vnetd.desired.sysctl import parse_sysctl
 from vnetd.errors import ConfigError, ConfigIssue
@@ -38,7 +39,8 @@ from vnetd.model.firewall import ChainSpec
 from vnetd.model.health import ProbeSpec
 from vnetd.model.interfaces import AdminState, Interface
 from vnetd.model.libvirt import LibvirtSpec, NetworkSpec
-from vnetd.model.routes import RouteSpec
+from vnetd.model.route_rules import RouteRuleSpec
+from vnetd.model.routes import MAIN_TABLE, RouteSpec
 from vnetd.model.state import DesiredState
 from vnetd.model.sysctl import SysctlSpec
 from vnetd.safefiles import insecure_ancestor
@@ -57,7 +59,7 @@ MAX_NODES_PER_RUN = 2_000_000
 MAX_ISSUES_PER_RUN = 300
 MAX_ISSUES_PER_CHECK = 50
 
-SECTIONS = ("interfaces", "routes", "sysctl", "firewall", "firewall6", "libvirt", "health")
+SECTIONS = ("interfaces", "routes", "route-rules", "sysctl", "firewall", "firewall6", "libvirt", "health")
 
 try:  # libyaml: 20x faster, and it limits nesting depth itself
     _Base: type = yaml.CSafeLoader
@@ -267,6 +269,7 @@ class _Parsed:
     chains: list[ChainSpec]
     libvirt: list[tuple[LibvirtSpec, bool]]
     probes: list[ProbeSpec] = field(default_factory=list)
+    route_rules: list[RouteRuleSpec] = field(default_factory=list)
 
 
 def parse_file(source: SourceFile, budget: int = MAX_NODES) -> tuple[_Parsed, list[ConfigIssue], int]:
@@ -471,6 +474,8 @@ def _dispatch(top: MapView, ctx: FileContext, parsed: _Parsed) -> None:
             parsed.interfaces += parse_interfaces(node, ctx)
         elif key == "routes":
             parsed.routes += parse_routes(node, ctx)
+        elif key == "route-rules":
+            parsed.route_rules += parse_route_rules(node, ctx)
         elif key == "sysctl":
             parsed.sysctls += parse_sysctl(node, ctx)
         elif key == "firewall":
@@ -517,7 +522,9 @@ def load_partial(sources: Sequence[SourceFile], issues: Iterable[ConfigIssue] = 
         merged.chains += parsed.chains
         merged.libvirt += parsed.libvirt
         merged.probes += parsed.probes
-        for items in (parsed.interfaces, parsed.routes, parsed.sysctls, parsed.chains, parsed.libvirt, parsed.probes):
+        merged.route_rules += parsed.route_rules
+        for items in (parsed.interfaces, parsed.routes, parsed.sysctls, parsed.chains, parsed.libvirt, parsed.probes,
+                      parsed.route_rules):
             items.clear()  # cheap (merged holds the items): nothing big is freed at once on the way out
     merged.chains, chain_issues = merge_chains(merged.chains)
     networks: list[NetworkSpec] = [n for spec, _ in merged.libvirt for n in spec.networks]
@@ -528,6 +535,8 @@ def load_partial(sources: Sequence[SourceFile], issues: Iterable[ConfigIssue] = 
         ("routes defined twice", _duplicates("route", ((_route_key(r), r.origin) for r in merged.routes))),
         ("absent routes that are declared", _absent_routes_declared(merged.routes)),
         ("routes through unusable links", _routes_through_unusable_links(merged.routes, merged.interfaces)),
+        ("default routes of DHCP links", _default_routes_of_dhcp_links(merged.routes, merged.interfaces)),
+        ("route rules", check_route_rules(merged.route_rules)),
         ("libvirt networks defined twice", _duplicates("libvirt network", ((n.name, n.origin) for n in networks))),
         ("libvirt uris", _duplicates("libvirt uri", (("uri", s.origin) for s, has_uri in merged.libvirt
                                                      if has_uri))),
@@ -552,6 +561,7 @@ def load_partial(sources: Sequence[SourceFile], issues: Iterable[ConfigIssue] = 
         libvirt=libvirt,
         files=tuple(s.name for s in sources),
         probes=tuple(merged.probes),
+        route_rules=tuple(merged.route_rules),
     ), all_issues
 
 
@@ -614,6 +624,27 @@ def _routes_through_unusable_links(routes: Sequence[RouteSpec], interfaces: Sequ
         issues.append(_issue_at(route.origin, f"{route.resource} goes through {route.next_hop_interface!r}, "
                                 f"which is declared {declared.value}; the kernel refuses a route through a link "
                                 "that is not up"))
+    return issues
+
+
+def _default_routes_of_dhcp_links(routes: Sequence[RouteSpec], interfaces: Sequence[Interface]) -> list[ConfigIssue]:
+    """A default route declared through a link whose default route a DHCP client (or
+    SLAAC) owns: both would hold it, and each would replace the other's."""
+    owned: dict[tuple[str, int], str] = {}
+    for iface in interfaces:
+        for version, config in ((4, iface.ipv4), (6, iface.ipv6)):
+            if config is not None and config.foreign:
+                key = "dhcp" if config.dhcp else "autoconf"
+                owned[(iface.name, version)] = f"ipv{version}.{key}: true"
+    issues = []
+    for route in routes:
+        why = owned.get((route.next_hop_interface or "", route.family))
+        if route.absent or why is None or route.destination.prefixlen or route.table_id != MAIN_TABLE \
+                or route.metric is not None:
+            continue
+        issues.append(_issue_at(route.origin, f"{route.resource}: the default route through "
+                                f"{route.next_hop_interface!r} belongs to its DHCP client ({why}); leave it to "
+                                "the client, or declare a second one with a metric"))
     return issues
 
 

@@ -31,13 +31,14 @@ from vnetd.errors import ConfigError, ConfigIssue
 from vnetd.importer.emit import Blank, Comment, Emitted, Mapping, Node, emit
 from vnetd.importer.ifcfg import IfcfgImport, InterfaceDraft, RouteDraft, translate_directory
 from vnetd.importer.iptables_save import ChainDraft, IptablesImport, RuleDraft, read_iptables_save
+from vnetd.importer.route_rules import RuleDraft as RouteRuleDraft
 from vnetd.importer.sources import ImportProblem
 from vnetd.importer.sysctl_conf import SysctlDraft, SysctlImport, read_sysctl_conf
 from vnetd.model.state import DesiredState
 
 #: what the loader's complaints can be traced back to (each has ``untranslated``)
-DRAFTS = (InterfaceDraft, RouteDraft, SysctlDraft, ChainDraft, RuleDraft)
-Draft = InterfaceDraft | RouteDraft | SysctlDraft | ChainDraft | RuleDraft
+DRAFTS = (InterfaceDraft, RouteDraft, RouteRuleDraft, SysctlDraft, ChainDraft, RuleDraft)
+Draft = InterfaceDraft | RouteDraft | RouteRuleDraft | SysctlDraft | ChainDraft | RuleDraft
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -96,6 +97,9 @@ def build_document(imported: Imported) -> Mapping:
         routes = imported.ifcfg.build_routes()
         if routes is not None:
             section("routes", routes)
+        rules = imported.ifcfg.build_rules()
+        if rules is not None:
+            section("route-rules", rules)
     if imported.sysctl is not None:
         section("sysctl", imported.sysctl.build())
     if imported.iptables is not None:
@@ -209,9 +213,9 @@ def _write_exclusive(path: str, data: bytes) -> None:
 def summary(text: str, desired: DesiredState) -> str:
     untranslated = sum(1 for line in text.splitlines() if line.lstrip().startswith(f"# {NOT_TRANSLATED}"))
     rules = sum(len(c.all_rules) for c in desired.chains)
-    return (f"{len(desired.interfaces)} interfaces, {len(desired.routes)} routes, {len(desired.sysctls)} "
-            f"sysctls, {len(desired.chains)} chains with {rules} rules; {untranslated} "
-            f"{'comments mark' if untranslated != 1 else 'comment marks'} what was not translated "
+    return (f"{len(desired.interfaces)} interfaces, {len(desired.routes)} routes, {len(desired.route_rules)} "
+            f"route rules, {len(desired.sysctls)} sysctls, {len(desired.chains)} chains with {rules} rules; "
+            f"{untranslated} {'comments mark' if untranslated != 1 else 'comment marks'} what was not translated "
             f"(grep '{NOT_TRANSLATED}')")
 
 

@@ -11,9 +11,11 @@ from vnetd.plan.actions import Action, Plan, jsonable
 
 
 def plan_text(plan: Plan) -> str:
+    """``~`` a change, ``!`` a problem vnetd cannot fix, ``=`` what is left alone on purpose."""
+    notes = [f"= {note.describe()}" for note in plan.notes]
     if plan.empty and not plan.problems:
-        return "nothing to do: the system matches the state files\n"
-    lines = []
+        return "".join(f"{line}\n" for line in notes) + "nothing to do: the system matches the state files\n"
+    lines = list(notes)
     for action in plan.actions:
         lines.append(f"~ {action.describe()}")
     for problem in plan.problems:
@@ -30,6 +32,7 @@ def plan_json(plan: Plan) -> str:
     return json.dumps({
         "changes": [a.as_dict() for a in plan.actions],
         "problems": [{"resource": p.resource, "message": p.message} for p in plan.problems],
+        "notes": [{"resource": n.resource, "message": n.message} for n in plan.notes],
     }, indent=2) + "\n"
 
 

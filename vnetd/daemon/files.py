@@ -124,6 +124,7 @@ class _InotifyFD(InotifyFD):
 
     def __init__(self, overflowed: Callable[[], None], failed: Failed) -> None:
         super().__init__()
+        os.set_inheritable(self._inotify_fd, False)  # watchdog's inotify_init() leaves it open across exec
         self.name = "vnetd-inotify"
         self._overflowed = overflowed
         self._failed = failed

@@ -3,7 +3,8 @@
 
 * loading never delays a repair of the last good state (it runs off the repair path);
 * a file is read once its writer closed it (or renamed it into place), never half-written;
-* a state directory renamed away and re-created is watched again;
+* a state directory renamed away and re-created is watched again, one made insecure
+  (chmod) is refused at once;
 * files that are not loaded are named once;
 * a file that disappears or is emptied is not a decision: what it declared stays
   enforced until ``vnetd reload`` (or SIGHUP, or ``vnetd apply``) confirms it.
@@ -172,6 +173,20 @@ def test_a_state_directory_renamed_away_and_recreated_is_watched_again(host: Net
     mark = daemon.mark()
     fresh.write("30-more.yaml", "interfaces:\n- {name: brmore, type: linux-bridge, state: up}\n")
     assert daemon.wait_until(lambda: host.link("brmore") is not None)
+
+
+def test_a_state_directory_made_writable_by_others_is_refused_at_once(host: Netns, state_dir: StateDir,
+                                                                     daemon: DaemonProcess) -> None:
+    mark = daemon.mark()
+    os.chmod(state_dir.path, 0o777)  # no file changed: the directory's own IN_ATTRIB
+    try:
+        invalid = daemon.wait_for("config.invalid", since=mark)
+        assert "insecure state directory" in invalid["errors"][0]
+        host.ip("link", "set", "eth1", "nomaster")  # the last valid state stays enforced
+        assert daemon.wait_until(lambda: enslaved(host))
+    finally:
+        os.chmod(state_dir.path, 0o755)
+    daemon.wait_for("config.loaded", since=mark)  # and made safe again, loaded again
 
 
 def test_files_that_are_not_loaded_get_one_warning_each(host: Netns, state_dir: StateDir,

@@ -233,3 +233,29 @@ def test_closing_ends_every_thread_and_descriptor(state: Path) -> None:
         loop.close()
         assert not threads()
     assert len(os.listdir("/proc/self/fd")) == before
+
+
+def test_a_watch_the_kernel_refuses_counts_as_a_failed_observer(state: Path) -> None:
+    refusals = iter([True])
+
+    class NoWatchLeft(files._Observer):
+        def schedule(self, handler: Any, path: Any, **kwargs: Any) -> Any:
+            if path == str(state) and next(refusals, False):
+                raise OSError(errno.ENOSPC, "inotify watch limit reached")
+            return super().schedule(handler, path, **kwargs)
+
+    with capture_logs() as logs:
+        loop = Loop(state, NoWatchLeft)
+        try:
+            watcher = loop.watcher
+            due = watcher.next_due()
+            assert due is not None  # not silently unwatched: failed, listed meanwhile
+            assert watcher.read(due)  # restarted: everything read again
+            assert watcher.next_due() is None
+            (state / "10-a.yaml").write_text("x")
+            assert loop.changed_within(WAIT)
+        finally:
+            loop.close()
+    events = [e for e in logs if e["event"].startswith("files.")]
+    assert [e["event"] for e in events] == ["files.watch_failed", "files.watch_restarted"]
+    assert "inotify watch limit reached" in events[0]["error"]

@@ -353,10 +353,8 @@ class StateDirWatcher:
             self._dir_watch = None
         self._identity = identity
         if identity is not None:
-            try:
-                self._dir_watch = self._observer.schedule(_Handler(self, self._dir_event), self.path,
-                                                          event_filter=DIR_EVENTS, follow_symlink=True)
-            except OSError:  # replaced again meanwhile: the parent's watch tells
+            self._dir_watch = self._schedule(self._dir_event, self.path, DIR_EVENTS)
+            if self._dir_watch is None:
                 self._identity = None
         return True
 
@@ -382,8 +380,9 @@ class StateDirWatcher:
             self._observer.start()
             self._schedule_parent()
             self.rewatch(force=True)
-        except Exception as exc:  # no inotify instance or watch left (EMFILE, ENOSPC), a bug
+        except Exception as exc:  # no inotify instance left (EMFILE), a bug
             self._failure = self._failure or ("start", exc)
+        if self._failure is not None:  # (also: a watch refused, or a thread dead already)
             self._stop_observer()
             return False
         return True
@@ -392,11 +391,21 @@ class StateDirWatcher:
         if self._parent_watch is not None:
             self._observer.unschedule(self._parent_watch)
             self._parent_watch = None
+        self._parent_watch = self._schedule(self._parent_event, self.parent, PARENT_EVENTS)
+
+    def _schedule(self, judge: Callable[[FileSystemEvent], str | None], path: str,
+                  events: list[type[FileSystemEvent]]) -> ObservedWatch | None:
+        """A watch, or None: the path is gone (replaced again meanwhile: the parent's watch or
+        the slow timer tells), or no inotify watch is left (ENOSPC: the observer failed)."""
         try:
-            self._parent_watch = self._observer.schedule(_Handler(self, self._parent_event), self.parent,
-                                                         event_filter=PARENT_EVENTS, follow_symlink=True)
-        except FileNotFoundError:  # the slow timer's identity check is left
-            pass
+            watch: ObservedWatch = self._observer.schedule(_Handler(self, judge), path, event_filter=events,
+                                                           follow_symlink=True)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        except OSError as exc:
+            self._failed(self._generation, "vnetd-watch", exc)
+            return None
+        return watch
 
     def _healthy(self) -> bool:
         threads = [self._observer, self._observer._inotify_fd] if isinstance(self._observer, _Observer) \

@@ -6,6 +6,7 @@
 * a state directory renamed away and re-created is watched again, one made insecure
   (chmod) is refused at once;
 * a watch thread that dies is logged once, and the directory read and watched again;
+  without any watch, the directory is listed (and that said once);
 * files that are not loaded are named once;
 * a file that disappears or is emptied is not a decision: what it declared stays
   enforced until ``vnetd reload`` (or SIGHUP, or ``vnetd apply``) confirms it.
@@ -227,6 +228,43 @@ def test_a_dead_watch_thread_is_logged_once_and_the_daemon_reads_and_watches_aga
         host.ip("link", "set", "eth1", "nomaster")
         assert proc.wait_until(lambda: enslaved(host))
         assert len(proc.find("files.watch_failed")) == 1 and not proc.find("pass.crashed")
+    finally:
+        code = proc.stop()
+    assert code == 0, "\n".join(proc.lines[-30:])
+    assert not proc.bad_lines, proc.bad_lines[:5]
+
+
+# no inotify instance can be had (as when the user's limit is reached): every start is refused
+NO_INOTIFY = """
+import errno, sys
+from vnetd.daemon import files
+
+def refuse(self, *args, **kwargs):
+    raise OSError(errno.EMFILE, "inotify instance limit reached")
+
+files._Observer.__init__ = refuse
+from vnetd.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_without_a_watch_the_daemon_lists_the_directory_and_says_so_once(host: Netns, state_dir: StateDir) -> None:
+    state_dir.write("10-bridge.yaml", BRIDGE)
+    proc = DaemonProcess(host, state_dir, script=NO_INOTIFY)
+    try:
+        proc.wait_ready()
+        failed = proc.wait_for("files.watch_failed")
+        assert "inotify instance limit reached" in failed["error"]
+        assert proc.wait_until(lambda: enslaved(host))
+        mark = proc.mark()
+        state_dir.write("20-dmz.yaml", "interfaces:\n- {name: brdmz, type: linux-bridge, state: up}\n")
+        proc.wait_for("config.loaded", since=mark, source="files")  # found by the listing
+        assert proc.wait_until(lambda: host.link("brdmz") is not None)
+        mark = proc.mark()
+        state_dir.remove("20-dmz.yaml")
+        proc.wait_for("config.file_removed", since=mark)
+        assert len(proc.find("files.watch_failed")) == 1 and not proc.find("files.watch_restarted")
+        assert not proc.find("pass.crashed")
     finally:
         code = proc.stop()
     assert code == 0, "\n".join(proc.lines[-30:])

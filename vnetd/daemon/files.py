@@ -299,7 +299,7 @@ class StateDirWatcher:
     # -- the main loop's thread ---------------------------------------------------------
 
     def read(self, now: float | None = None) -> bool:
-        """What watchdog's threads noted since the last call (after a ``"files"`` wake-up,
+        """What watchdog's threads noted since the last call (after a ``WAKE_REASON`` wake-up,
         or when ``next_due`` came); True when the state files may have changed."""
         now = time.monotonic() if now is None else now
         news: set[str] = set()

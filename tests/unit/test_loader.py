@@ -1397,3 +1397,10 @@ def test_no_validating_pattern_ends_in_a_dollar() -> None:
             if _re.search(r"re\.(compile|match|fullmatch|search)\(r?[\"'].*\$[\"']", line):
                 offenders.append(f"{path.relative_to(ROOT)}:{n}: {line.strip()}")
     assert offenders == [], "anchor with \\Z, not $ (which matches before a trailing newline):\n" + "\n".join(offenders)
+
+
+def test_a_key_with_a_newline_is_shown_escaped_on_one_line(state_dir: StateDir) -> None:
+    """An error names the key as written, escaped: it cannot fake a second error line."""
+    state_dir.write("10-a.yaml", 'firewall:\n  filter:\n    "VNETX\\nerror: forged":\n      rules: [-j ACCEPT]\n')
+    (issue,) = issues_of(state_dir)
+    assert "\n" not in str(issue) and "firewall.filter[VNETX\\nerror: forged]" in str(issue), str(issue)

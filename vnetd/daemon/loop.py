@@ -89,6 +89,8 @@ class Daemon:
         self.trials: Any = None  # daemon.trials.TrialWatch
         #: wake-up reasons that came while reconciling was paused for a trial
         self.paused_reasons: set[str] = set()
+        #: a trial was confirmed: no pass until the files are read again
+        self.resume_after_load = False
         self.reconciler.observe_flag = getattr(args, "observe", None)
 
     @property
@@ -113,6 +115,7 @@ class Daemon:
         if rec.observe_flag:
             rec._report_mode()
         self.trials = TrialWatch(self.log)
+        rec.pause_check = self.trials.appeared
         self.watcher = StateDirWatcher(self.args.state_dir)
         self.debounce = FileDebounce(self.args.state_dir)
         self.pending_loads.add("startup")
@@ -232,7 +235,7 @@ class Daemon:
     def _maybe_pass(self, reasons: set[str], now: float) -> None:
         """Run a pass for these reasons, unless a crashed pass is waiting for its retry."""
         reasons.discard("stop")
-        if self.trials is not None and self.trials.pending:
+        if self.resume_after_load or (self.trials is not None and self.trials.pending):
             self.paused_reasons |= reasons  # run once the trial is over
             if self.started and not self.ready:
                 self._declare_ready()
@@ -299,10 +302,13 @@ class Daemon:
             self.metrics.rollbacks.labels(reason="trial").inc()
         if event.rolled_back:
             self._refuse_tried_files(event.record.state_dir)
+            reasons |= self.paused_reasons | {"trial"}
+            self.paused_reasons = set()
         else:
-            self.pending_loads.add("reload")  # confirmed: the administrator decided
-        reasons |= self.paused_reasons | {"trial"}
-        self.paused_reasons = set()
+            # confirmed: the administrator decided; the files are read before the next pass
+            # (the state loaded before the trial would undo the change)
+            self.pending_loads.add("reload")
+            self.resume_after_load = True
 
     def _refuse_tried_files(self, trial_dir: str) -> None:
         """After a rollback: files of the state directory that differ from those last loaded
@@ -413,6 +419,10 @@ class Daemon:
         for request in waiters:
             request.result = status
             request.done.set()
+        if self.resume_after_load and not (self.trials is not None and self.trials.pending):
+            self.resume_after_load = False
+            resumed, self.paused_reasons = self.paused_reasons, set()
+            return {outcome.source, "trial"} | resumed
         return {outcome.source}
 
     # -- control socket (called from its thread) ---------------------------------------

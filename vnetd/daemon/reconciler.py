@@ -204,6 +204,9 @@ class Reconciler:
         #: observe only (``vnetd run --observe`` or ``daemon: {observe: true}``): plan, report, change nothing
         self.observe_flag: bool | None = None
         self._drift_seen: set[str] = set()
+        #: True when reconciling must stop at once (an `apply --confirm` trial began); asked
+        #: before every round of a pass
+        self.pause_check: Callable[[], bool] | None = None
 
     # -- configuration ----------------------------------------------------------------
 
@@ -439,6 +442,8 @@ class Reconciler:
         already = self._drift_seen if observing else set()
 
         def filter_plan(plan: Plan) -> Plan:
+            if self.pause_check is not None and self.pause_check():
+                return Plan((), plan.problems)  # a trial began during this pass: leave its change alone
             keep = []
             for action in plan.actions:
                 if self.health.held(action.resource, now):

@@ -66,6 +66,19 @@ class TrialWatch:
     def pending(self) -> bool:
         return self.record is not None
 
+    def appeared(self) -> bool:
+        """A trial is pending, or a record not looked at yet exists (one ``lstat``; asked
+        between the rounds of a pass)."""
+        if self.record is not None:
+            return True
+        if self.paths is None:
+            return False
+        try:
+            st = os.lstat(self.paths.record)
+        except OSError:
+            return False
+        return (st.st_ino, st.st_mtime_ns, st.st_size) != self._identity
+
     def poll(self, engine: Engine, recover: bool = True) -> TrialEvent | None:
         """Look at the record (cheap when unchanged); recover an orphaned trial (unless
         ``recover`` is False: observe only, which changes nothing)."""

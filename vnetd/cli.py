@@ -70,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     apply.add_argument("--confirm", type=float, metavar="SECONDS",
                        help="try the change: keep it only if `vnetd confirm` (or Enter) comes within SECONDS; "
                             "a timeout, Ctrl-C, a lost terminal or a failed health probe restores what was "
-                            "there before")
+                            "there before; a daemon running in the namespace pauses until the trial ends")
 
     sub.add_parser("confirm", help="keep the change of a pending `apply --confirm` trial")
     sub.add_parser("rollback", help="undo the change of a pending `apply --confirm` trial now")
@@ -106,7 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     status = sub.add_parser(
         "status", help="ask the running daemon what it manages and how it stands",
-        description="Ask the running daemon (root only) what it manages and how each resource stands.",
+        description="Ask the running daemon (root only) what it manages and how each resource stands, "
+                    "whether it only observes, whether an `apply --confirm` trial is pending (who, since when, "
+                    "until when, what it changes) and whether state files were refused after a rollback.",
         epilog="exit status: 0 ok; 1 running but degraded (the last load of the state files failed, or "
                "resources are failing or backed off: the reasons go to stderr); 3 not running; 4 status "
                "unknown (permission denied). --prometheus exits 0 whenever the daemon answers (the metrics "

@@ -321,3 +321,16 @@ def test_no_observe_overrides_the_setting(
     remote.host.ip("link", "set", "obs3", "mtu", "1400")
     daemon.wait_for("action.applied", since=mark, resource="interface/obs3", field="mtu")
     assert not daemon.find("daemon.observing")
+
+
+def test_trying_the_daemons_own_directory_after_it_applied_it_says_how_to_try_instead(
+        remote: Host, state_dir: StateDir, daemon_on: Callable[..., DaemonProcess]) -> None:
+    state_dir.write("10-br0.yaml", BASE)
+    daemon = daemon_on(state_dir)
+    mark = daemon.mark()
+    state_dir.write("10-br0.yaml", BASE.replace("state: up", "state: up\n  mtu: 1400"))
+    daemon.wait_for("action.applied", since=mark, resource="interface/br0", field="mtu")
+    result = vnetd("apply", "--confirm", "5", netns=remote.host, state_dir=state_dir)
+    assert result.returncode == 0 and "nothing to change" in result.stdout, result.stdout + result.stderr
+    assert f"the daemon of this namespace (pid {daemon.proc.pid}) applies" in result.stderr
+    assert "edit a copy of the directory" in result.stderr

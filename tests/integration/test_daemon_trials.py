@@ -334,3 +334,49 @@ def test_trying_the_daemons_own_directory_after_it_applied_it_says_how_to_try_in
     assert result.returncode == 0 and "nothing to change" in result.stdout, result.stdout + result.stderr
     assert f"the daemon of this namespace (pid {daemon.proc.pid}) applies" in result.stderr
     assert "edit a copy of the directory" in result.stderr
+
+
+def test_a_daemon_started_during_a_trial_waits_for_it_and_does_not_apply_the_tried_files(
+        remote: Host, state_dir: StateDir, daemon_on: Callable[..., DaemonProcess]) -> None:
+    """vnetd restarted in the middle of a trial of its own files: it pauses at once, and
+    after the rollback it does not enforce the files that were just rolled back."""
+    before = remote.view()
+    state_dir.write("10-br0.yaml", LOCKOUT)
+    proc = start_trial(remote.host, state_dir, 300)
+    try:
+        daemon = daemon_on(state_dir)
+        daemon.wait_for("trial.pending", pid=proc.pid)
+        settle(daemon)
+        assert addresses(remote.host) == ["198.51.100.7/24"]
+        assert 'vnetd_paused 1.0' in status(daemon, "--prometheus")
+    finally:
+        assert vnetd("rollback", netns=remote.host).returncode == 0
+        code, out = finish(proc)
+    assert code == 4, out
+    daemon.wait_for("trial.ended", outcome="rolled back")
+    daemon.wait_for("config.rejected", source="trial")
+    settle(daemon)
+    assert remote.view() == before
+    assert not daemon.find("action.applied")
+    assert 'vnetd_paused 0.0' in status(daemon, "--prometheus")
+    shown = json.loads(status(daemon, "--json"))
+    assert shown["files"] == [] and "rolled back" in shown["rejected_files"]["reason"]
+
+    later = daemon.mark()  # new files: enforced again
+    state_dir.write("10-br0.yaml", BASE.replace("state: up", "state: up\n  mtu: 1450"))
+    daemon.wait_for("action.applied", since=later, resource="interface/br0", field="mtu")
+
+
+def test_a_change_that_removes_a_probe_with_what_it_watches_is_still_checked_by_it(
+        remote: Host, state_dir: StateDir, daemon_on: Callable[..., DaemonProcess]) -> None:
+    with TcpServer(remote.admin, "192.0.2.50", 2222, lifetime=120):
+        state_dir.write("00-health.yaml", PROBE)
+        state_dir.write("10-br0.yaml", BASE)
+        daemon = daemon_on(state_dir)
+        before = remote.view()
+        mark = daemon.mark()
+        state_dir.write("00-health.yaml", "")  # emptied: held (still enforced) until a reload
+        state_dir.write("10-br0.yaml", LOCKOUT)
+        daemon.wait_for("config.rolled_back", since=mark)
+        settle(daemon)
+        assert remote.view() == before

@@ -113,7 +113,7 @@ class Daemon:
                       check_interval_s=self.args.check_interval, resync_interval_s=self.args.resync_interval,
                       observe=rec.observe_flag)
         if rec.observe_flag:
-            rec._report_mode()
+            rec.report_mode()
         self.trials = TrialWatch(self.log)
         rec.pause_check = self.trials.appeared
         self.watcher = StateDirWatcher(self.args.state_dir)
@@ -293,6 +293,8 @@ class Daemon:
         """Pause while a trial is pending; when it ends, resume (daemon/trials.py)."""
         rec = self.reconciler
         event = self.trials.poll(rec.engine, recover=not rec.observing)  # observing: changes nothing
+        if event is not None and self.metrics:
+            self.metrics.paused.set(1 if self.trials.pending else 0)
         if event is None or event.kind == "started":
             return
         if self.trials.pending:  # an orphan that could not be fully restored: still paused
@@ -314,6 +316,7 @@ class Daemon:
         """After a rollback: files of the state directory that differ from those last loaded
         are the change just refused; they are not adopted until they change again."""
         from vnetd.daemon.loading import current_digest
+        from vnetd.model.state import DesiredState
 
         rec = self.reconciler
         digest = current_digest(self.args.state_dir)
@@ -323,6 +326,11 @@ class Daemon:
         if digest == rec.loaded_digest:
             return
         rec.reject(digest, [], "an `apply --confirm` trial of these files was rolled back")
+        if rec.loaded and rec.loaded_digest is None:
+            # what is loaded came in during the trial (the daemon started then): the tried
+            # files; no configuration from before the trial is known, so none is enforced
+            rec.enforce(DesiredState(), None)
+            rec.loaded = False
         self.log.warning("config.rejected", source="trial", state_dir=self.args.state_dir,
                          note="the state files differ from the configuration enforced before the trial that was "
                               "rolled back; that configuration stays enforced until the files change again "
@@ -409,6 +417,10 @@ class Daemon:
             return set()
         self.debounce.settled()
         rec.adopt(outcome)
+        if self.trials is not None and self.trials.pending:
+            # read while a trial is pending (the daemon started during one): these files may be
+            # the trial's, not a configuration enforced before it (see _refuse_tried_files)
+            rec.loaded_digest = None
         if outcome.source == "startup":
             self.started = True
         if outcome.source == "reload" or (outcome.source == "startup" and self.ready):
@@ -431,10 +443,7 @@ class Daemon:
         return json.dumps(self._status()).encode() + b"\n"
 
     def _metrics_answer(self) -> bytes:
-        status = self._status()
-        self.metrics.paused.set(1 if status.get("trial") else 0)
-        self.metrics.observing.set(1 if status.get("observing") else 0)
-        return bytes(self.metrics.render(status.get("counts", {})))
+        return bytes(self.metrics.render(self._status().get("counts", {})))
 
     def _reload_answer(self) -> bytes:
         """Ask the main loop to reload, and answer with the status once that load is adopted."""

@@ -258,14 +258,15 @@ class Reconciler:
         if not self.probe_pending:  # (a state adopted but never applied is no rollback target)
             self.previous_good = previous if self.loaded else None
             self.previous_digest = self.loaded_digest
-        self.probe_pending = source in PROBED_SOURCES and self.loaded and bool(desired.probes)
+        self.probe_pending = source in PROBED_SOURCES and self.loaded and bool(
+            desired.probes or (self.previous_good is not None and self.previous_good.probes))
         self.desired = desired
         self.loaded = True
         self.loaded_digest = outcome.digest or None
         self.rejected_digest = None
         self.rejected = None
         if self.observing != was_observing or (source == "startup" and self.observing):
-            self._report_mode()
+            self.report_mode()
         self.load_errors = []
         for warning in warnings:
             event, _, message = warning.partition(": ")
@@ -292,7 +293,9 @@ class Reconciler:
             return self.observe_flag
         return bool(self.desired.daemon.observe)
 
-    def _report_mode(self) -> None:
+    def report_mode(self) -> None:
+        if self.metrics:
+            self.metrics.observing.set(1 if self.observing else 0)
         by = "--observe" if self.observe_flag is not None else (
             "daemon.observe" if self.desired.daemon.observe is not None else "default")
         if self.observing:
@@ -541,15 +544,22 @@ class Reconciler:
         actions = tuple(a for a in plan.actions if not self.health.held(a.resource, now))
         if not actions:
             return None, []
-        before = self.run_probes(self.desired.probes)
+        before = self.run_probes(self._probes())
         return take_checkpoint(self.engine, Plan(actions, plan.problems), observed), before
+
+    def _probes(self) -> tuple[ProbeSpec, ...]:
+        """The probes of the new configuration and of the one before (a change that drops
+        a probe together with what it watches is still checked by it)."""
+        probes = {p.name: p for p in (self.previous_good.probes if self.previous_good else ())}
+        probes.update((p.name, p) for p in self.desired.probes)
+        return tuple(probes.values())
 
     def _after_change(self, checkpoint: Any, before: list[ProbeResult], source: str) -> bool:
         """Probes that passed before the change and fail now: restore the checkpoint and go
         back to the previous configuration (``config.rolled_back``). True when rolled back."""
         from vnetd.trial import restore
 
-        after = self.run_probes(self.desired.probes)
+        after = self.run_probes(self._probes())
         passed = {r.probe.name for r in before if r.ok}
         broken = [r for r in after if not r.ok and r.probe.name in passed]
         if not broken:

@@ -722,8 +722,11 @@ def hold_vanished(new: DesiredState, enforced: DesiredState, vanished: Iterable[
     # an observe setting in a file that vanished stays too: its removal would start repairs
     settings = enforced.daemon if _origin_file(enforced.daemon) in gone and new.daemon.observe is None \
         else new.daemon
-    items: list[Interface | ChainSpec | SysctlSpec | RouteSpec | NetworkSpec | DaemonSettings] = [
-        *interfaces, *kept_chains, *sysctls, *kept_routes, *kept_networks]
+    # so do its health probes: the change that removed them is still checked by them
+    probe_names = {p.name for p in new.probes}
+    kept_probes = [p for p in enforced.probes if _origin_file(p) in gone and p.name not in probe_names]
+    items: list[Interface | ChainSpec | SysctlSpec | RouteSpec | NetworkSpec | DaemonSettings | ProbeSpec] = [
+        *interfaces, *kept_chains, *sysctls, *kept_routes, *kept_networks, *kept_probes]
     if settings is not new.daemon:
         items.append(settings)
     by_file: dict[str, list[str]] = {}
@@ -745,6 +748,7 @@ def hold_vanished(new: DesiredState, enforced: DesiredState, vanished: Iterable[
         chains=new.chains + tuple(kept_chains),
         libvirt=libvirt,
         daemon=settings,
+        probes=new.probes + tuple(kept_probes),
     )
     conflicts = [*cross_check(merged.interfaces), *_routes_through_unusable_links(merged.routes, merged.interfaces),
                  *_absent_routes_declared(merged.routes)]

@@ -295,6 +295,8 @@ class Daemon:
         event = self.trials.poll(rec.engine, recover=not rec.observing)  # observing: changes nothing
         if event is not None and self.metrics:
             self.metrics.paused.set(1 if self.trials.pending else 0)
+        if event is not None and self.trials.pending and self.notifier.enabled:
+            self.notifier.status(f"paused: an `apply --confirm` trial is pending (pid {event.record.pid})")
         if event is None or event.kind == "started":
             return
         if self.trials.pending:  # an orphan that could not be fully restored: still paused

@@ -142,7 +142,12 @@ class TrialWatch:
         record = self.record
         assert record is not None
         self.record = None
-        rolled_back = restore_needed(engine, record.checkpoint).empty
+        try:
+            rolled_back = restore_needed(engine, record.checkpoint).empty
+        except Exception as exc:  # unknown outcome: assume the change was refused (the safe side)
+            self.log.error("trial.outcome_unknown", pid=record.pid, error=f"{type(exc).__name__}: {exc}",
+                           note="taken as rolled back: changed state files are not adopted until they change again")
+            rolled_back = True
         self.log.info("trial.ended", pid=record.pid, outcome="rolled back" if rolled_back else "confirmed",
                       state_dir=record.state_dir or None, note="reconciling resumes")
         return TrialEvent("ended", record, rolled_back=rolled_back)

@@ -142,3 +142,23 @@ def test_status_shows_observe_only_and_refused_files() -> None:
                                                                  "reason": "health probes failed"}))
     assert "OBSERVING ONLY" in text
     assert "ROLLED BACK at" in text and "health probes failed" in text
+
+
+# --------------------------------------------------------------------------- held files
+
+
+def test_a_vanished_files_probes_and_observe_setting_are_held(state_dir: StateDir) -> None:
+    state_dir.write("00-daemon.yaml", "daemon: {observe: true}\n")
+    state_dir.write("05-health.yaml", "health:\n  probes:\n  - icmp: 192.0.2.254\n    name: gw\n")
+    state_dir.write("10-x.yaml", "sysctl:\n  net.ipv4.ip_forward: 1\n")
+    before = load_now(str(state_dir), "startup", None).desired
+    assert before is not None
+    state_dir.remove("00-daemon.yaml")
+    state_dir.remove("05-health.yaml")
+    held = load_now(str(state_dir), "files", before, frozenset(before.files))
+    assert held.desired is not None
+    assert [p.name for p in held.desired.probes] == ["gw"] and held.desired.daemon.observe is True
+    assert sorted(r for h in held.held for r in h.resources) == ["daemon/observe", "probe/gw"]
+    confirmed = load_now(str(state_dir), "reload", before, frozenset())
+    assert confirmed.desired is not None and not confirmed.desired.probes
+    assert confirmed.desired.daemon.observe is None

@@ -17,7 +17,9 @@ files' schema errors (one run of ``vnetd check`` lists every problem):
   key under ``default`` is checked instead). Needs no root: only stat() and listdir().
 * environment warnings: the host's iptables is the nft variant, nft holds tables in
   this namespace (a split firewall); the kernel cannot create the bonds, VLANs or
-  VXLANs declared (its module is missing: ``vnetd.backends.linkcheck``).
+  VXLANs declared (its module is missing: ``vnetd.backends.linkcheck``); a health
+  probe whose target the shipped systemd unit blocks (``IPAddressDeny=any``) and no
+  ``IPAddressAllow=`` of an installed vnetd.service or drop-in allows.
 
 Warnings are ``"EVENT: message"`` strings: ``vnetd check/plan/apply`` print them on
 stderr, the daemon logs them (``config.warning``, or the ``firewall.*`` event).
@@ -25,12 +27,15 @@ stderr, the daemon logs them (``config.warning``, or the ``firewall.*`` event).
 
 from __future__ import annotations
 
+import contextlib
 import difflib
+import ipaddress
 import os
 import stat
 from typing import TYPE_CHECKING
 
 from vnetd.errors import ConfigError, ConfigIssue
+from vnetd.model.health import ProbeKind
 from vnetd.model.interfaces import KERNEL_KIND, AdminState, IfType
 from vnetd.model.state import DesiredState
 from vnetd.model.sysctl import SysctlSpec
@@ -168,7 +173,67 @@ def check_state(desired: DesiredState, *, kernel: bool = True, environment: bool
             warnings += backend_warnings(families={c.family for c in desired.chains})
     if kernel:
         warnings += link_kind_warnings(desired)
+    warnings += probe_unit_warnings(desired)
     return issues, warnings
+
+
+#: where systemd looks for an administrator's vnetd.service and its drop-ins
+SYSTEMD_DIRS = tuple(os.environ.get("VNETD_SYSTEMD_UNIT_DIRS", "/etc/systemd/system:/run/systemd/system").split(":"))
+_NAMED_ADDRESSES = {
+    "any": ("0.0.0.0/0", "::/0"),
+    "localhost": ("127.0.0.0/8", "::1/128"),
+    "link-local": ("169.254.0.0/16", "fe80::/64"),
+    "multicast": ("224.0.0.0/4", "ff00::/8"),
+}
+
+
+def unit_allowed_addresses(dirs: tuple[str, ...] = SYSTEMD_DIRS) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    """``IPAddressAllow=`` of the shipped unit (localhost) plus what the administrator's
+    vnetd.service and its drop-ins (``systemctl edit vnetd``) add; an empty assignment resets."""
+    allowed = [ipaddress.ip_network(n) for n in _NAMED_ADDRESSES["localhost"]]
+    files = []
+    for directory in dirs:
+        files.append(os.path.join(directory, "vnetd.service"))
+        dropins = os.path.join(directory, "vnetd.service.d")
+        with contextlib.suppress(OSError):
+            files += [os.path.join(dropins, n) for n in sorted(os.listdir(dropins)) if n.endswith(".conf")]
+    for path in files:
+        try:
+            with open(path, encoding="utf-8", errors="replace") as f:
+                lines = f.read(1 << 20).splitlines()
+        except OSError:
+            continue
+        for line in lines:
+            key, sep, value = line.strip().partition("=")
+            if not sep or key.strip() != "IPAddressAllow":
+                continue
+            if not value.strip():
+                allowed = []
+            for token in value.split():
+                for name in _NAMED_ADDRESSES.get(token, (token,)):
+                    with contextlib.suppress(ValueError):
+                        allowed.append(ipaddress.ip_network(name, strict=False))
+    return allowed
+
+
+def probe_unit_warnings(desired: DesiredState, dirs: tuple[str, ...] = SYSTEMD_DIRS) -> list[str]:
+    """A warning for each ICMP/TCP probe that the systemd unit as shipped blocks
+    (``IPAddressDeny=any``, loopback allowed) unless a drop-in allows its target."""
+    targets = [p for p in desired.probes if p.kind in (ProbeKind.ICMP, ProbeKind.TCP) and p.address is not None]
+    if not targets:
+        return []
+    allowed = unit_allowed_addresses(dirs)
+    out = []
+    for probe in targets:
+        address = probe.address
+        assert address is not None
+        if any(address.version == net.version and address in net for net in allowed):
+            continue
+        out.append(f"probe.blocked_by_unit: probe {probe.name} ({probe.describe()}) cannot work under the shipped "
+                   f"systemd unit, which allows IP traffic to loopback only (IPAddressDeny=any): allow its target "
+                   f"in a drop-in (`systemctl edit vnetd`: [Service] IPAddressAllow={address}); blocked, it fails "
+                   "before and after every change and protects nothing")
+    return out
 
 
 def link_kind_warnings(desired: DesiredState) -> list[str]:

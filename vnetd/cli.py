@@ -70,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     apply.add_argument("--confirm", type=float, metavar="SECONDS",
                        help="try the change: keep it only if `vnetd confirm` (or Enter) comes within SECONDS; "
                             "a timeout, Ctrl-C, a lost terminal or a failed health probe restores what was "
-                            "there before")
+                            "there before; a daemon running in the namespace pauses until the trial ends")
 
     sub.add_parser("confirm", help="keep the change of a pending `apply --confirm` trial")
     sub.add_parser("rollback", help="undo the change of a pending `apply --confirm` trial now")
@@ -96,13 +96,19 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--conflict-repairs", type=int, default=5, metavar="N",
                      help="a resource repaired more than N times in 60 s is being fought over: back off "
                           "(default 5; 0 never backs off)")
+    run.add_argument("--observe", action=argparse.BooleanOptionalAction, default=None,
+                     help="observe only: load, watch, plan and log drift.detected with what would be done, "
+                          "change nothing (--no-observe: enforce even if a state file sets "
+                          "`daemon: {observe: true}`; without either, that setting decides)")
 
 
     sub.add_parser("show", help="print the current state as a valid state file")
 
     status = sub.add_parser(
         "status", help="ask the running daemon what it manages and how it stands",
-        description="Ask the running daemon (root only) what it manages and how each resource stands.",
+        description="Ask the running daemon (root only) what it manages and how each resource stands, "
+                    "whether it only observes, whether an `apply --confirm` trial is pending (who, since when, "
+                    "until when, what it changes) and whether state files were refused after a rollback.",
         epilog="exit status: 0 ok; 1 running but degraded (the last load of the state files failed, or "
                "resources are failing or backed off: the reasons go to stderr); 3 not running; 4 status "
                "unknown (permission denied). --prometheus exits 0 whenever the daemon answers (the metrics "
@@ -306,7 +312,9 @@ def cmd_apply_confirm(args: argparse.Namespace, desired: Any) -> int:
 
     if not 1 <= args.confirm <= 86400:
         raise SystemExit("vnetd: --confirm wants 1-86400 seconds")
-    confirm_with_daemon(args.state_dir)
+    # No reload of a daemon on this directory first (a plain apply asks for one): it would
+    # apply the files at once, untried. The daemon pauses while the trial is pending and
+    # re-reads the files once the change is confirmed (vnetd.daemon.trials).
 
     def report(action: Action, error: BackendError | None) -> None:
         state = "applied" if error is None else "failed"
@@ -315,11 +323,13 @@ def cmd_apply_confirm(args: argparse.Namespace, desired: Any) -> int:
     terminal = sys.stdin if sys.stdin is not None and sys.stdin.isatty() else None
     engine = Engine()
     try:
-        outcome = Trial(engine, desired, args.confirm, terminal=terminal).run(hook=report)
+        outcome = Trial(engine, desired, args.confirm, terminal=terminal, state_dir=args.state_dir).run(hook=report)
     finally:
         engine.backends.close()
     if outcome.confirmed:
         print(outcome.reason)
+        if outcome.restore is None and outcome.reason.startswith("nothing to change"):
+            daemon_applies_these_files(args.state_dir)
         return EXIT_OK
     return EXIT_ROLLED_BACK if outcome.restore is not None and outcome.restore.restored else EXIT_ERROR
 
@@ -334,6 +344,25 @@ def cmd_end_trial(args: argparse.Namespace) -> int:
         return end_trial(engine, args.command, print)
     finally:
         engine.backends.close()
+
+
+def daemon_applies_these_files(state_dir: str) -> None:
+    """After "nothing to change": if this namespace's daemon runs on the same directory,
+    it has applied the edit already (as soon as the file changed), so there was nothing
+    left to try. Say how to try a change on such a host."""
+    from vnetd.daemon.instance import running_daemon
+
+    try:
+        owner = running_daemon()
+    except OSError:
+        return
+    if not owner or not owner.get("state_dir"):
+        return
+    if os.path.realpath(str(owner["state_dir"])) == os.path.realpath(state_dir):
+        print(f"note: the daemon of this namespace (pid {owner.get('pid')}) applies {state_dir} itself as soon as "
+              "a file changes; to try a change first, edit a copy of the directory and run `vnetd --state-dir "
+              "COPY apply --confirm SECONDS`, then install the files before confirming (docs/OPERATIONS.md, "
+              "\"Changing a remote host safely\")", file=sys.stderr)
 
 
 def confirm_with_daemon(state_dir: str) -> None:

@@ -104,7 +104,7 @@ BROKEN: list[Broken] = [
         interface:
         - name: eth1
           type: ethernet
-        """, 1, "interface", "unknown key", "valid keys: interfaces, routes, route-rules, sysctl, firewall, firewall6, libvirt, health"),
+        """, 1, "interface", "unknown key", "valid keys: interfaces, routes, route-rules, sysctl, firewall, firewall6, libvirt, health, daemon"),
     bad("unknown-interface-key", """\
         interfaces:
         - name: eth1
@@ -446,7 +446,7 @@ BROKEN: list[Broken] = [
     bad("top-level-list", """\
         - name: eth1
           type: ethernet
-        """, 1, "", "expected a mapping with the keys interfaces, routes, route-rules, sysctl, firewall, firewall6, libvirt, health, got a list"),
+        """, 1, "", "expected a mapping with the keys interfaces, routes, route-rules, sysctl, firewall, firewall6, libvirt, health, daemon, got a list"),
     bad("interfaces-as-mapping", """\
         interfaces:
           eth1: {type: ethernet}

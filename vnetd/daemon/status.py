@@ -50,6 +50,14 @@ class Metrics:
                                      registry=self.registry)
         self.passes = Counter("vnetd_passes", "Reconcile passes, by what woke them", ["source"],
                               registry=self.registry)
+        self.rollbacks = Counter("vnetd_config_rollbacks", "Configuration changes rolled back, by why (probe: "
+                                 "health probes failed after a change of the files; trial: an `apply --confirm` "
+                                 "trial whose process was gone, restored by the daemon)", ["reason"],
+                                 registry=self.registry)
+        self.paused = Gauge("vnetd_paused", "1 while reconciling is paused for an `apply --confirm` trial",
+                            registry=self.registry)
+        self.observing = Gauge("vnetd_observe_only", "1 when the daemon only observes (changes nothing)",
+                               registry=self.registry)
 
     def render(self, counts: dict[str, int]) -> bytes:
         from prometheus_client import generate_latest
@@ -222,10 +230,48 @@ def status_command(args: argparse.Namespace) -> int:
     return STATUS_OK
 
 
+def _clock(when: Any) -> str:
+    import time
+
+    try:
+        return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(when)))
+    except (TypeError, ValueError, OverflowError):
+        return "?"
+
+
+def render_trial(t: dict[str, Any]) -> list[str]:
+    """A pending ``apply --confirm`` trial: who, since when, until when, what it changes."""
+    who = f"pid {t.get('pid')}" + (f", user {t['user']}" if t.get("user") else "")
+    left = t.get("deadline_in_s")
+    lines = [f"TRIAL PENDING ({who}): since {_clock(t.get('since'))}, rolled back at {_clock(t.get('deadline'))}"
+             + (f" (in {left:g} s)" if isinstance(left, int | float) and left >= 0 else "")
+             + " unless `vnetd confirm`; reconciling is paused until it ends"]
+    if t.get("command"):
+        lines.append(f"  command: {t['command']}")
+    if t.get("state_dir"):
+        lines.append(f"  state files tried: {t['state_dir']}")
+    if not t.get("owner_alive", True):
+        lines.append("  its process is gone: the daemon restores the checkpoint")
+    changes = list(t.get("changes") or [])
+    lines += [f"  changes: {c}" for c in changes[:20]]
+    if len(changes) > 20:
+        lines.append(f"  ... and {len(changes) - 20} more changes")
+    return lines
+
+
 def render_status(s: dict[str, Any]) -> str:
     lines = [f"vnetd is running: {s['passes']} passes, last woken by {s['last_source'] or '-'}"
              + (f" {s['last_pass_age_s']} s ago" if s.get("last_pass_age_s") is not None else "")]
     lines.append(f"state files ({s['state_dir']}): " + (", ".join(os.path.basename(f) for f in s["files"]) or "none"))
+    if s.get("observing"):
+        lines.append("OBSERVING ONLY: drift is reported (drift.detected), nothing is changed")
+    trial = s.get("trial")
+    if trial:
+        lines += render_trial(trial)
+    rejected = s.get("rejected_files")
+    if rejected:
+        lines.append(f"state files ROLLED BACK at {_clock(rejected.get('at'))}: {rejected.get('reason')}; the previous "
+                     "configuration is enforced until the files change again")
     if s["last_load_errors"]:
         lines.append("last load FAILED (the last valid state is still enforced):")
         lines += [f"  {e}" for e in s["last_load_errors"]]

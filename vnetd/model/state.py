@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from vnetd.model.firewall import ChainSpec
 from vnetd.model.health import ProbeSpec
@@ -11,6 +11,7 @@ from vnetd.model.interfaces import Interface
 from vnetd.model.libvirt import LibvirtSpec
 from vnetd.model.route_rules import RouteRuleSpec
 from vnetd.model.routes import RouteSpec
+from vnetd.model.settings import DaemonSettings
 from vnetd.model.sysctl import SysctlSpec
 
 
@@ -24,6 +25,8 @@ class DesiredState:
     files: tuple[str, ...] = ()
     probes: tuple[ProbeSpec, ...] = ()
     route_rules: tuple[RouteRuleSpec, ...] = ()
+    #: how `vnetd run` acts (the ``daemon:`` section); not network state
+    daemon: DaemonSettings = field(default_factory=DaemonSettings)
 
     def interface(self, name: str) -> Interface | None:
         for iface in self.interfaces:

@@ -22,6 +22,8 @@ EXIT_ERROR = 1
 EXIT_CHANGES = 2
 EXIT_NOT_RUNNING = 3
 EXIT_ROLLED_BACK = 4
+#: the event of the warnings ``plan`` and ``apply`` print themselves (``vnetd.plan.shadowing.SHADOWED``)
+SHADOWED = "firewall.shadowed:"
 
 DESCRIPTION = """\
 vnetd keeps a host's network as its state files declare it: links, bridges and
@@ -169,12 +171,13 @@ def enter_netns(args: argparse.Namespace) -> None:
         netns.enter(args.netns)
 
 
-def load_checked(args: argparse.Namespace) -> Any:
+def load_checked(args: argparse.Namespace, shadowing: bool = True) -> Any:
     """The state files, loaded and checked against this machine (inside --netns).
 
     The files are read before entering the namespace (a path does not depend on
     it); the rules are checked inside it (its chains, its kernel). Every problem
-    of both steps comes in one ConfigError; warnings are printed.
+    of both steps comes in one ConfigError; warnings are printed (``shadowing``:
+    the ``firewall.shadowed`` ones too; ``plan`` and ``apply`` print those themselves).
     """
     from vnetd.checks import finish
     from vnetd.desired.loader import load_state_dir_partial, unloaded_files, unloaded_warning
@@ -184,8 +187,25 @@ def load_checked(args: argparse.Namespace) -> Any:
     desired, issues = load_state_dir_partial(args.state_dir)
     enter_netns(args)
     for warning in finish(desired, issues):
-        print(f"warning: {warning}", file=sys.stderr)
+        if shadowing or not warning.startswith(SHADOWED):
+            print(f"warning: {warning}", file=sys.stderr)
     return desired
+
+
+def shadowed(desired: Any, engine: Any) -> tuple[list[str], int]:
+    """``firewall.shadowed`` warnings (printed on stderr) and how many chains they name:
+    chains of other tables, backends or tools that drop what vnetd's rules accept, for
+    the backend the engine writes."""
+    if not desired.chains:
+        return [], 0
+    from vnetd.backends.shadowing import find_shadows
+    from vnetd.plan.shadowing import warning_lines
+
+    found = find_shadows(desired.chains, engine.backends.firewall.name) or ()
+    lines = warning_lines(found)
+    for line in lines:
+        print(f"warning: {line}", file=sys.stderr)
+    return lines, len(found)
 
 
 # --------------------------------------------------------------------------- commands
@@ -205,13 +225,14 @@ def cmd_plan(args: argparse.Namespace) -> int:
     from vnetd.engine import Engine
     from vnetd.plan.render import plan_json, plan_text
 
-    desired = load_checked(args)
+    desired = load_checked(args, shadowing=False)
     engine = Engine()
     try:
         plan, _observed = engine.plan(desired)
+        warnings, n_shadowed = shadowed(desired, engine)
     finally:
         engine.backends.close()
-    sys.stdout.write(plan_json(plan) if args.format == "json" else plan_text(plan))
+    sys.stdout.write(plan_json(plan, warnings) if args.format == "json" else plan_text(plan, n_shadowed))
     if plan.problems:
         return EXIT_ERROR
     return EXIT_CHANGES if plan.actions else EXIT_OK
@@ -225,7 +246,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
     from vnetd.engine import Engine, verify
     from vnetd.plan.actions import Action
 
-    desired = load_checked(args)
+    desired = load_checked(args, shadowing=args.confirm is not None)
     if args.confirm is not None:
         return cmd_apply_confirm(args, desired)
     refuse_during_trial()
@@ -252,6 +273,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
     engine = Engine()
     try:
         result = engine.converge(desired, hook=report)
+        warnings, n_shadowed = shadowed(desired, engine)  # of what is left after applying: said with the outcome
     finally:
         engine.backends.close()
     remaining = result.final_plan
@@ -269,14 +291,20 @@ def cmd_apply(args: argparse.Namespace) -> int:
             "diff": drift.diff if drift else "",
             "problems": [{"resource": p.resource, "message": p.message} for p in remaining.problems],
             "duration_ms": round(result.duration_ms, 1),
+            "warnings": warnings,
         }, indent=2))
     else:
         for problem in remaining.problems:
             print(f"problem: {problem.describe()}")
         if result.converged:
             n = len(result.applied)
-            print(f"converged: {n} change{'s' if n != 1 else ''} applied and verified" if n
-                  else "converged: nothing to do")
+            done = f"converged: {n} change{'s' if n != 1 else ''} applied and verified" if n \
+                else "converged: nothing to do"
+            if n_shadowed:  # never a bare "converged" over traffic another chain drops
+                from vnetd.plan.shadowing import shadowed_note
+
+                done += f"; {shadowed_note(n_shadowed)}"
+            print(done)
         elif drift is not None:
             print(f"not converged: {drift}")
             out.write(drift.diff)

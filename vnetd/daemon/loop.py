@@ -200,6 +200,7 @@ class Daemon:
         if now >= self.next_check:
             checked = self._guarded("check", rec.check_unevented)
             reasons.update(checked or ())
+            self._guarded("shadowing", rec.check_shadowing)
             self._guarded("libvirt", self._libvirt_reconnect, reasons)
             self.next_check = now + args.check_interval
         if now >= self.next_resync:

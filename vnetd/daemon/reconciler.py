@@ -33,6 +33,7 @@ from typing import Any
 
 from vnetd.backends import rtnl
 from vnetd.backends.nftdetect import BackendWatch
+from vnetd.backends.shadowing import ShadowWatch
 from vnetd.daemon.backoff import Health, HealthBook
 from vnetd.daemon.loading import LoadOutcome, load_now
 from vnetd.desired.loader import Held, unloaded_warning
@@ -162,6 +163,7 @@ class Reconciler:
         self.load_errors: list[str] = []
         self.health = HealthBook(conflict_repairs)
         self.backend_watch = BackendWatch(log)
+        self.shadow_watch = ShadowWatch(log)
         #: every resource the desired state declares (health of anything else is forgotten)
         self.declared: frozenset[str] = frozenset()
         #: files gone (or emptied) whose declarations are still enforced, until a reload confirms it
@@ -367,6 +369,11 @@ class Reconciler:
                 reasons.append("libvirt")
         return reasons
 
+    def check_shadowing(self) -> bool:
+        """Chains of others that drop what vnetd's rules accept: logged once per change
+        (``firewall.shadowed``; a step of its own, so a failure here delays no repair)."""
+        return self.shadow_watch.check(self.desired.chains, lambda: str(self.engine.backends.firewall.name))
+
     # -- the pass ---------------------------------------------------------------------
 
     def run_pass(self, sources: set[str]) -> PassSummary:
@@ -483,6 +490,7 @@ class Reconciler:
             "held_files": [{"file": h.file, "resources": list(h.resources)} for h in self.held],
             "health_tracked": len(self.health.resources),
             "unloaded_files": sorted(self._unloaded_reported),
+            "shadowed": self.shadow_watch.status(),
         }
 
     def summary_line(self) -> str:
@@ -495,6 +503,7 @@ class Reconciler:
 
     def close(self) -> None:
         self.net.close()
+        self.shadow_watch.close()
 
 
 def resources_of(desired: DesiredState) -> list[str]:

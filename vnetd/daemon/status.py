@@ -165,6 +165,10 @@ def degraded(s: dict[str, Any]) -> list[str]:
         if counts.get(state):
             n = counts[state]
             reasons.append(f"{n} resource{'s' if n != 1 else ''} {state}")
+    shadowed = len(s.get("shadowed", []))
+    if shadowed:  # vnetd's rules are in place, but the traffic they accept is dropped
+        reasons.append(f"{shadowed} firewall chain{'s' if shadowed != 1 else ''} of others drop"
+                       f"{'s' if shadowed == 1 else ''} what vnetd's rules accept")
     return reasons
 
 
@@ -234,6 +238,8 @@ def render_status(s: dict[str, Any]) -> str:
                      f"({', '.join(held['resources'])})")
     for name in s.get("unloaded_files", []):
         lines.append(f"not loaded (not *.yaml/*.yml): {name}")
+    for message in s.get("shadowed", []):
+        lines.append(f"firewall shadowed: {message}")
     counts = ", ".join(f"{n} {k}" for k, n in s["counts"].items() if n) or "nothing managed"
     lines.append(f"resources: {counts}")
     import time

@@ -42,6 +42,7 @@ from vnetd.errors import BackendError, ConfigError
 from vnetd.model.netstate import NetState
 from vnetd.model.state import DesiredState
 from vnetd.plan.actions import FIREWALL_OPS, Action, AttachTap, EnsureNetwork, Plan, jsonable
+from vnetd.plan.identifiers import sysctl_keys
 from vnetd.plan.planner import Observed
 
 #: Sources whose passes apply the administrator's own changes (never counted as drift repairs).
@@ -303,7 +304,12 @@ class Reconciler:
             self.net.resync()
         observed = Observed(net=self.net.state)
         if desired.sysctls:
-            observed.sysctls = self.engine.backends.sysctl.read(s.key for s in desired.sysctls)
+            keys = [s.key for s in desired.sysctls]
+            if self.engine.memo.identifiers.finds_by_mac(desired):
+                # per-device keys of a NIC found by its MAC are read where that NIC is
+                # (plan.identifiers), so that check_unevented sees their drift too
+                keys += sysctl_keys(desired, observed.net)
+            observed.sysctls = self.engine.backends.sysctl.read(dict.fromkeys(keys))
             self.sysctl_last = dict(observed.sysctls)
         firewall = self.engine.backends.firewall
         if desired.chains or self.fw_tables or self.fw_dirty:
@@ -358,7 +364,7 @@ class Reconciler:
                 self.fw_dirty = True
                 reasons.append("netfilter")
         if self.desired.sysctls:
-            now = self.engine.backends.sysctl.read(s.key for s in self.desired.sysctls)
+            now = self.engine.backends.sysctl.read(self.sysctl_last)
             if now != self.sysctl_last:
                 reasons.append("sysctl")
         if self.desired.libvirt is not None:
@@ -398,7 +404,7 @@ class Reconciler:
                     drifted_reported.add(key)
                     self.log.info("drift.detected", resource=action.resource, field=action.field,
                                   want=jsonable(action.want), have=jsonable(action.have), source=source)
-            return Plan(tuple(keep), plan.problems)
+            return Plan(tuple(keep), plan.problems, plan.notes)
 
         def hook(action: Action, error: BackendError | None) -> None:
             op = action.op
@@ -510,6 +516,7 @@ def resources_of(desired: DesiredState) -> list[str]:
     """Every resource name the desired state manages (for status and forgetting)."""
     out = [i.resource for i in desired.interfaces]
     out += [r.resource for r in desired.routes]
+    out += [r.resource for r in desired.route_rules]
     out += [s.resource for s in desired.sysctls]
     out += [c.resource for c in desired.chains]
     if desired.libvirt is not None:

@@ -194,14 +194,16 @@ def load_checked(args: argparse.Namespace, shadowing: bool = True) -> Any:
 
 def shadowed(desired: Any, engine: Any) -> tuple[list[str], int]:
     """``firewall.shadowed`` warnings (printed on stderr) and how many chains they name:
-    chains of other tables, backends or tools that drop what vnetd's rules accept, for
+    chains of other tables, backends or tools that drop what vnetd's rules accept, and
+    rules of others that vnetd's ``position: append`` rules are never reached past, for
     the backend the engine writes."""
     if not desired.chains:
         return [], 0
-    from vnetd.backends.shadowing import find_shadows
+    from vnetd.backends.shadowing import findings
     from vnetd.plan.shadowing import warning_lines
 
-    found = find_shadows(desired.chains, engine.backends.firewall.name) or ()
+    firewall = engine.backends.firewall
+    found = findings(desired.chains, firewall.name, lambda: firewall.show(desired.chains))
     lines = warning_lines(found)
     for line in lines:
         print(f"warning: {line}", file=sys.stderr)

@@ -32,6 +32,7 @@ firewall:
       - -m physdev --physdev-is-bridged -j ACCEPT
 """
 PHYSDEV = "filter FORWARD accepts bridged traffic (-m physdev --physdev-is-bridged -j ACCEPT)"
+NOTE = "but a firewall chain or rule of another tool overrides vnetd's rules (see the firewall.shadowed warning)"
 DOCKER_CHAIN = "nf_tables `table ip filter` chain FORWARD (hook forward, priority 0, policy drop)"
 
 
@@ -120,14 +121,11 @@ def test_plan_and_apply_say_it_and_never_converged_alone(netns: Netns, state_dir
     plan = vnetd("plan", netns=netns, state_dir=state_dir)
     assert plan.returncode == 2, plan.stderr
     assert len(shadowed_lines(plan.stderr)) == 1, plan.stderr  # once, though check and plan both look
-    assert plan.stdout.splitlines()[-1] == ("1 change pending; but another firewall chain drops what vnetd's rules "
-                                            "accept (see the firewall.shadowed warning)")
+    assert plan.stdout.splitlines()[-1] == f"1 change pending; {NOTE}"
     applied = vnetd("apply", netns=netns, state_dir=state_dir)
     assert applied.returncode == 0, applied.stderr
     assert len(shadowed_lines(applied.stderr)) == 1, applied.stderr
-    assert applied.stdout.splitlines()[-1] == (
-        "converged: 1 change applied and verified; but another firewall chain drops what vnetd's rules accept "
-        "(see the firewall.shadowed warning)")
+    assert applied.stdout.splitlines()[-1] == f"converged: 1 change applied and verified; {NOTE}"
     again = vnetd("plan", "--format", "json", netns=netns, state_dir=state_dir)
     assert again.returncode == 0, again.stderr
     answer = json.loads(again.stdout)
@@ -152,7 +150,7 @@ def test_nothing_is_said_when_nothing_drops_what_vnetd_accepts(netns: Netns, sta
         result = vnetd(command, netns=netns, state_dir=state_dir)
         assert result.returncode in (0, 2), result.stderr
         assert shadowed_lines(result.stderr) == [], (command, result.stderr)
-        assert "but another" not in result.stdout
+        assert "overrides vnetd's rules" not in result.stdout
     assert vnetd("apply", netns=netns, state_dir=state_dir).stdout == "converged: nothing to do\n"
 
 
@@ -177,6 +175,64 @@ def test_a_chain_vnetd_declares_counts_as_it_will_be(netns: Netns, state_dir: St
     netns.exec("iptables-legacy", "-t", "mangle", "-P", "FORWARD", "ACCEPT")
     (line,) = shadowed_lines(vnetd("check", netns=netns, state_dir=state_dir).stderr)
     assert "legacy iptables table `mangle` chain FORWARD" in line
+
+
+# --------------------------------------------------------------------------- inside vnetd's chains
+
+TOP = """\
+firewall:
+  filter:
+    INPUT:
+      rules:
+      - -p tcp --dport 22 -j ACCEPT
+"""
+BOTTOM = """\
+firewall:
+  filter:
+    INPUT:
+      position: append
+      rules:
+      - -j REJECT --reject-with icmp-host-prohibited
+"""
+NEVER_REACHED = ("warning: firewall.shadowed: filter INPUT: vnetd's rules kept at the bottom (position: append: "
+                 "-j REJECT --reject-with icmp-host-prohibited) are never reached: the rule of another tool before "
+                 "them (`-j ACCEPT`, its #2 in the chain) ends every packet's path there (see docs/OPERATIONS.md)")
+
+
+def test_a_rule_of_another_tool_above_vnetds_bottom_rules_that_decides_everything(netns: Netns,
+                                                                                state_dir: StateDir) -> None:
+    """``position: append`` rules go below every other tool's rules, by design: an
+    unconditional ACCEPT there means vnetd's catch-all REJECT never runs."""
+    state_dir.write("20-firewall.yaml", TOP)
+    state_dir.write("90-reject.yaml", BOTTOM)
+    netns.exec("iptables-legacy", "-A", "INPUT", "-i", "lo", "-j", "ACCEPT")
+    applied = vnetd("apply", netns=netns, state_dir=state_dir)
+    assert applied.returncode == 0 and shadowed_lines(applied.stderr) == [], applied.stderr
+    netns.exec("iptables-legacy", "-I", "INPUT", "3", "-j", "ACCEPT")  # libvirt-like, between vnetd's rules
+    saved = netns.iptables_save("filter")
+    for command in ("check", "plan", "apply"):
+        result = vnetd(command, netns=netns, state_dir=state_dir)
+        assert result.returncode == 0, result.stderr
+        assert shadowed_lines(result.stderr) == [NEVER_REACHED], (command, result.stderr)
+    assert netns.iptables_save("filter") == saved  # reported, not removed: the rule is another tool's
+
+
+def test_the_daemon_logs_vnetds_bottom_rules_never_reached_and_when_they_are_again(netns: Netns,
+                                                                                  state_dir: StateDir) -> None:
+    state_dir.write("20-firewall.yaml", TOP)
+    state_dir.write("90-reject.yaml", BOTTOM)
+    process = DaemonProcess(netns, state_dir)
+    try:
+        process.wait_ready()
+        mark = process.mark()
+        netns.exec("iptables-legacy", "-I", "INPUT", "-j", "ACCEPT")  # above vnetd's: moved below its top rule
+        event = process.wait_for("firewall.shadowed", since=mark, where="in_chain", chain="INPUT")
+        assert event["foreign_rule"] == "-j ACCEPT" and event["vnetd_chain"] == "filter INPUT"
+        netns.exec("iptables-legacy", "-D", "INPUT", "-j", "ACCEPT")
+        process.wait_for("firewall.shadow_clear", since=mark, where="in_chain", chain="INPUT")
+        assert len(process.find("firewall.shadowed", since=mark)) == 1
+    finally:
+        assert process.stop() == 0, "\n".join(process.lines[-30:])
 
 
 # --------------------------------------------------------------------------- it is real
@@ -223,7 +279,7 @@ def test_the_warned_chain_really_drops_what_vnetd_accepts(routed: tuple[Netns, N
     again = vnetd("apply", netns=router, state_dir=state_dir)
     (line,) = shadowed_lines(again.stderr)
     assert f"but {DOCKER_CHAIN} drops" in line
-    assert "converged: nothing to do; but another firewall chain drops" in again.stdout
+    assert f"converged: nothing to do; {NOTE}" in again.stdout
     assert not ping(a, "198.51.100.2", count=2)
     router.exec("iptables-nft", "-P", "FORWARD", "ACCEPT")
     assert reachable(a, "198.51.100.2")
@@ -264,7 +320,7 @@ def test_the_daemon_logs_a_shadow_once_shows_it_in_status_and_logs_when_it_ends(
     assert eventually(lambda: last.append(status(daemon)) or last[-1][0] == 1, timeout=10), last
     code, out, err = last[-1]
     assert f"firewall shadowed: {PHYSDEV}, but {DOCKER_CHAIN} drops" in out
-    assert "1 firewall chain of others drops what vnetd's rules accept" in err
+    assert "1 firewall chain or rule of other tools overrides vnetd's rules (firewall.shadowed)" in err
     assert json.loads(status(daemon, "--json")[1])["shadowed"] == [event["message"]]
     # the periodic check runs many times; the same shadow is logged once
     netns.exec("nft", "add", "table", "inet", "unrelated")  # a new generation, the same shadow

@@ -15,7 +15,7 @@ from vnetd.backends import nftexpr as nx
 from vnetd.backends.shadowing import _legacy_verdict, unconditional_verdict
 from vnetd.backends.xtables import IPV4, IPV6, STANDARD_TARGET_SIZE, comment_match, encode_plain_entry, xt_header
 from vnetd.desired.rules import parse_rule
-from vnetd.model.firewall import ChainMode, ChainSpec
+from vnetd.model.firewall import ChainMode, ChainSpec, ShownChain, ShownRule, ShownTable
 from vnetd.plan.shadowing import (
     IN_LEGACY,
     IN_NF_TABLES,
@@ -28,6 +28,8 @@ from vnetd.plan.shadowing import (
     as_declared,
     shadowed_note,
     shadows,
+    terminal_verdict,
+    unreached,
     warning_lines,
 )
 
@@ -262,10 +264,10 @@ def test_plan_never_says_nothing_to_do_alone_over_dropped_traffic() -> None:
 
     assert plan_text(Plan()) == "nothing to do: the system matches the state files\n"
     assert plan_text(Plan(), shadowed=1) == (
-        "nothing to do: the system matches the state files; but another firewall chain drops what vnetd's "
-        "rules accept (see the firewall.shadowed warning)\n")
-    assert shadowed_note(3) == "but 3 other firewall chains drop what vnetd's rules accept (see the " \
-                               "firewall.shadowed warning)"
+        "nothing to do: the system matches the state files; but a firewall chain or rule of another tool "
+        "overrides vnetd's rules (see the firewall.shadowed warning)\n")
+    assert shadowed_note(3) == "but 3 firewall chains or rules of other tools override vnetd's rules (see the " \
+                               "firewall.shadowed warnings)"
 
 
 def test_a_shadowed_daemon_is_degraded_and_says_why() -> None:
@@ -274,6 +276,55 @@ def test_a_shadowed_daemon_is_degraded_and_says_why() -> None:
     message = decide(ARTICLE, [DOCKER])[0]
     answer = {"passes": 3, "last_source": "timer", "state_dir": "/etc/vnetd.d", "files": [], "last_load_errors": [],
               "counts": {"converged": 2}, "resources": [], "shadowed": [message]}
-    assert degraded(answer) == ["1 firewall chain of others drops what vnetd's rules accept"]
+    assert degraded(answer) == ["1 firewall chain or rule of other tools overrides vnetd's rules (firewall.shadowed)"]
     assert f"firewall shadowed: {message}\n" in render_status(answer)
     assert degraded({**answer, "shadowed": []}) == []
+
+
+# --------------------------------------------------------------------------- inside vnetd's chains
+
+
+def shown(*rules: tuple[str, bool], chain_name: str = "INPUT", table: str = "filter", family: int = 4) -> ShownTable:
+    return ShownTable(table, (ShownChain(chain_name, True, "ACCEPT", False,
+                                         tuple(ShownRule(text, managed) for text, managed in rules)),), family)
+
+
+REJECT_LAST = chain("filter", "INPUT", "-p tcp --dport 22 -j ACCEPT",
+                    tail=("-j REJECT --reject-with icmp-host-prohibited",))
+
+
+def test_rules_that_decide_every_packet() -> None:
+    for text, verdict in (("-j ACCEPT", "ACCEPT"), ("-j DROP", "DROP"), ("-j RETURN", "RETURN"),
+                          ("-j REJECT --reject-with icmp-port-unreachable", "REJECT"), ("-j REJECT", "REJECT"),
+                          ('-m comment --comment "libvirt: allow all" -j ACCEPT', "ACCEPT")):
+        assert terminal_verdict(text) == verdict, text
+    for text in ("-i lo -j ACCEPT", "-m conntrack --ctstate INVALID -j DROP", "-j LIBVIRT_INP", "-j LOG",
+                 "-j MARK --set-mark 1", "-m limit --limit 1/s -j DROP", '-j ACCEPT "', "", "-j"):
+        assert terminal_verdict(text) is None, text
+
+
+def test_a_foreign_rule_that_decides_everything_above_vnetds_bottom_rules() -> None:
+    table = shown(("-p tcp --dport 22 -j ACCEPT", True), ("-i lo -j ACCEPT", False), ("-j ACCEPT", False),
+                  ("-j DROP", False), ("-j REJECT --reject-with icmp-host-prohibited", True))
+    (found,) = unreached((REJECT_LAST,), (table,))
+    assert (found.foreign, found.position) == ("-j ACCEPT", 2)
+    assert found.message() == (
+        "filter INPUT: vnetd's rules kept at the bottom (position: append: -j REJECT --reject-with "
+        "icmp-host-prohibited) are never reached: the rule of another tool before them (`-j ACCEPT`, its #2 in "
+        "the chain) ends every packet's path there (see docs/OPERATIONS.md)")
+    assert found.fields()["where"] == "in_chain" and found.fields()["vnetd_chain"] == "filter INPUT"
+    assert warning_lines([found]) == [f"firewall.shadowed: {found.message()}"]
+
+
+def test_nothing_above_vnetds_bottom_rules_that_decides_everything() -> None:
+    quiet = shown(("-i lo -j ACCEPT", False), ("-j LIBVIRT_INP", False), ("-j ACCEPT", True))
+    assert unreached((REJECT_LAST,), (quiet,)) == ()
+    # vnetd's own rules on top are the administrator's; no bottom rules, nothing compared
+    assert unreached((chain("filter", "INPUT", "-j ACCEPT"),), (shown(("-j DROP", False)),)) == ()
+    # another family's table, another chain, an exclusive chain: not compared
+    drop = shown(("-j DROP", False))
+    assert unreached((chain("filter", "INPUT", tail=("-j ACCEPT",), family=6),), (drop,)) == ()
+    assert unreached((chain("filter", "FORWARD", tail=("-j ACCEPT",)),), (drop,)) == ()
+    assert unreached((chain("filter", "INPUT", "-j ACCEPT", mode=ChainMode.EXCLUSIVE),), (drop,)) == ()
+    assert len(unreached((chain("filter", "INPUT", tail=("-j ACCEPT",), family=6),),
+                         (shown(("-j DROP", False), family=6),))) == 1

@@ -30,7 +30,7 @@ from typing import Any
 
 from vnetd.backends import nfnl
 from vnetd.errors import BackendError
-from vnetd.model.firewall import ChainSpec
+from vnetd.model.firewall import ChainSpec, ShownTable
 from vnetd.model.state import DesiredState
 from vnetd.plan.shadowing import (
     BRIDGE,
@@ -42,12 +42,15 @@ from vnetd.plan.shadowing import (
     NFT,
     Acceptance,
     BaseChain,
+    Finding,
     Shadow,
+    Unreached,
     acceptances,
     as_declared,
     iptables_priority,
     own_chain,
     shadows,
+    unreached,
     warning_lines,
 )
 
@@ -342,44 +345,89 @@ def find_shadows(chains: Sequence[ChainSpec], backend: str) -> tuple[Shadow, ...
         reader.close()
 
 
+def find_unreached(chains: Sequence[ChainSpec], show: Callable[[], Sequence[ShownTable]]) -> tuple[Unreached, ...]:
+    """vnetd's ``position: append`` rules that a rule of another tool above them keeps every
+    packet from; ``show``: the ruleset of the backend vnetd writes, read only when such
+    rules are declared (empty when it cannot be read)."""
+    if not any(c.tail for c in chains):
+        return ()
+    try:
+        shown = show()
+    except (BackendError, OSError):
+        return ()
+    return unreached(chains, shown)
+
+
+def legacy_ruleset(chains: Sequence[ChainSpec]) -> tuple[ShownTable, ...]:
+    """The legacy tables of the families whose chains keep rules at the bottom (for ``check``)."""
+    from vnetd.backends.ruleset import read_ruleset
+
+    return tuple(t for family in sorted({c.family for c in chains if c.tail}) for t in read_ruleset(chains, family))
+
+
+def findings(chains: Sequence[ChainSpec], backend: str, show: Callable[[], Sequence[ShownTable]]
+             ) -> tuple[Finding, ...]:
+    """Everything that keeps packets from what vnetd's rules decide: other base chains that drop
+    what they accept, then rules of others above vnetd's bottom rules."""
+    return (*(find_shadows(chains, backend) or ()), *find_unreached(chains, show))
+
+
 def shadow_warnings(desired: DesiredState) -> list[str]:
     """``firewall.shadowed: ...`` lines for ``vnetd check`` (empty when nothing can be read)."""
-    return warning_lines(find_shadows(desired.chains, written_backend(desired)) or ())
+    chains = desired.chains
+    return warning_lines(findings(chains, written_backend(desired), lambda: legacy_ruleset(chains)))
 
 
 class ShadowWatch:
-    """The daemon's periodic look for chains that drop what vnetd accepts: logs
-    ``firewall.shadowed`` once per chain that starts shadowing vnetd's rules and
-    ``firewall.shadow_clear`` when it stops; ``current`` is what ``vnetd status`` shows.
-    The nf_tables part is read again only when the ruleset's generation changed."""
+    """The daemon's periodic look for what keeps packets from vnetd's rules: logs
+    ``firewall.shadowed`` once per chain that starts doing so and ``firewall.shadow_clear``
+    when it stops; ``current`` is what ``vnetd status`` shows. The nf_tables part is read
+    again only when the ruleset's generation changed, vnetd's own chains (for rules kept at
+    the bottom) only when the daemon read its firewall again (``firewall_key``)."""
 
     def __init__(self, log: Any) -> None:
         self.log = log
-        self.current: tuple[Shadow, ...] = ()
+        self.current: tuple[Finding, ...] = ()
         self._reader = Reader()
         self._nft_key: tuple[object, ...] | None = None
         self._nft_chains: list[BaseChain] | None = None
+        self._tail_key: tuple[object, ...] | None = None
+        self._tail: tuple[Unreached, ...] = ()
 
-    def check(self, chains: Sequence[ChainSpec], backend: Callable[[], str]) -> bool:
+    def check(self, chains: Sequence[ChainSpec], backend: Callable[[], str],
+              show: Callable[[], Sequence[ShownTable]] | None = None, firewall_key: object = None) -> bool:
         """Look again (``backend``: the name of the backend vnetd writes, asked only when
-        chains are declared); True when what shadows vnetd's rules changed (and was logged)."""
-        found: tuple[Shadow, ...] | None = ()
+        chains are declared; ``show``: its ruleset); True when what was found changed (and
+        was logged)."""
+        shadowed: tuple[Shadow, ...] | None = ()
         if chains:
             name = backend()
             accepted = acceptances(chains)
             if accepted:
-                found = combine(chains, accepted, name, self._nft(accepted, name), self._reader.legacy(accepted, name))
-        if found is None or found == self.current:
+                shadowed = combine(chains, accepted, name, self._nft(accepted, name),
+                                   self._reader.legacy(accepted, name))
+        if shadowed is None:  # nothing could be read this time: what was found stays
+            shadowed = tuple(f for f in self.current if isinstance(f, Shadow))
+        found: tuple[Finding, ...] = (*shadowed, *self._unreached(chains, show, firewall_key))
+        if found == self.current:
             return False
         before, self.current = set(self.current), found
-        for shadow in found:
-            if shadow not in before:
-                self.log.warning("firewall.shadowed", message=shadow.message(), **shadow.fields())
+        for finding in found:
+            if finding not in before:
+                self.log.warning("firewall.shadowed", message=finding.message(), **finding.fields())
         now = set(found)
-        for shadow in sorted(before - now, key=lambda s: s.message()):
-            self.log.info("firewall.shadow_clear", message=f"no longer dropped by {shadow.chain.describe()}: "
-                          f"{shadow.accepted.describe()}", **shadow.fields())
+        for finding in sorted(before - now, key=lambda f: f.message()):
+            self.log.info("firewall.shadow_clear", message=finding.clear_message(), **finding.fields())
         return True
+
+    def _unreached(self, chains: Sequence[ChainSpec], show: Callable[[], Sequence[ShownTable]] | None,
+                   firewall_key: object) -> tuple[Unreached, ...]:
+        if show is None or not any(c.tail for c in chains):
+            return ()
+        key = (firewall_key, tuple(chains))
+        if key != self._tail_key:
+            self._tail, self._tail_key = find_unreached(chains, show), key
+        return self._tail
 
     def _nft(self, accepted: Sequence[Acceptance], backend: str) -> list[BaseChain] | None:
         """The nf_tables chains, read again only when the generation (or what is asked) changed."""
@@ -398,7 +446,7 @@ class ShadowWatch:
         return self._nft_chains
 
     def status(self) -> list[str]:
-        return [s.message() for s in self.current]
+        return [f.message() for f in self.current]
 
     def close(self) -> None:
         self._reader.close()

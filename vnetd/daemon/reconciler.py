@@ -175,6 +175,7 @@ class Reconciler:
         self.fw_tables: dict[str, Any] | None = None
         self.fw_dirty = True
         self.fw_watch: list[str] = []
+        self.fw_reads = 0
         self.sysctl_last: dict[str, str | None] = {}
         self.lv_networks: Any = None
         self.lv_taps: tuple[Any, ...] = ()
@@ -315,6 +316,7 @@ class Reconciler:
         if desired.chains or self.fw_tables or self.fw_dirty:
             if self.fw_dirty or self.fw_tables is None:
                 self.fw_tables = firewall.observe(desired.chains)
+                self.fw_reads += 1  # (what the shadowing check keys its reading of vnetd's chains on)
                 self.fw_watch = firewall.tables_to_read(desired.chains)
                 self.fw_dirty = False
             if desired.chains or any(self._has_tags(t) for t in self.fw_tables.values()):
@@ -378,7 +380,9 @@ class Reconciler:
     def check_shadowing(self) -> bool:
         """Chains of others that drop what vnetd's rules accept: logged once per change
         (``firewall.shadowed``; a step of its own, so a failure here delays no repair)."""
-        return self.shadow_watch.check(self.desired.chains, lambda: str(self.engine.backends.firewall.name))
+        firewall = self.engine.backends.firewall
+        return self.shadow_watch.check(self.desired.chains, lambda: str(firewall.name),
+                                       lambda: firewall.show(self.desired.chains), self.fw_reads)
 
     # -- the pass ---------------------------------------------------------------------
 

@@ -166,9 +166,9 @@ def degraded(s: dict[str, Any]) -> list[str]:
             n = counts[state]
             reasons.append(f"{n} resource{'s' if n != 1 else ''} {state}")
     shadowed = len(s.get("shadowed", []))
-    if shadowed:  # vnetd's rules are in place, but the traffic they accept is dropped
-        reasons.append(f"{shadowed} firewall chain{'s' if shadowed != 1 else ''} of others drop"
-                       f"{'s' if shadowed == 1 else ''} what vnetd's rules accept")
+    if shadowed:  # vnetd's rules are in place, but other tools' decide first
+        reasons.append(f"{shadowed} firewall chain{'s' if shadowed != 1 else ''} or rule{'s' if shadowed != 1 else ''}"
+                       f" of other tools override{'s' if shadowed == 1 else ''} vnetd's rules (firewall.shadowed)")
     return reasons
 
 

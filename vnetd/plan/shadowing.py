@@ -50,10 +50,12 @@ hooks than vnetd's and are not compared.
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
+from typing import Protocol
 
-from vnetd.model.firewall import ChainMode, ChainSpec, Rule, table_key
+from vnetd.model.firewall import ChainMode, ChainSpec, Rule, ShownTable, table_key
 
 #: the backends vnetd writes (``FirewallBackend.name``)
 LEGACY = "iptables-legacy"
@@ -173,6 +175,9 @@ class Shadow:
     def message(self) -> str:
         return (f"{self.accepted.describe()}, but {self.chain.describe()} {self.chain.verb} what it does not "
                 f"accept itself: packets must pass both (see {DOCS})")
+
+    def clear_message(self) -> str:
+        return f"no longer dropped by {self.chain.describe()}: {self.accepted.describe()}"
 
     def fields(self) -> dict[str, object]:
         """Key/value fields of the log event."""
@@ -298,7 +303,17 @@ def shadows(accepted: Iterable[Acceptance], chains: Iterable[BaseChain], backend
                                             s.chain.source, s.chain.family, s.chain.table, s.chain.name)))
 
 
-def warning_lines(found: Iterable[Shadow]) -> list[str]:
+class Finding(Protocol):
+    """A ``Shadow`` or an ``Unreached``: what is said (``message``) and logged (``fields``)."""
+
+    def message(self) -> str: ...
+
+    def clear_message(self) -> str: ...
+
+    def fields(self) -> dict[str, object]: ...
+
+
+def warning_lines(found: Iterable[Finding]) -> list[str]:
     """``firewall.shadowed: ...`` warnings (check, plan, apply), the first SHOWN_SHADOWS of them."""
     found = tuple(found)
     lines = [f"{SHADOWED}: {s.message()}" for s in found[:SHOWN_SHADOWS]]
@@ -309,7 +324,94 @@ def warning_lines(found: Iterable[Shadow]) -> list[str]:
 
 
 def shadowed_note(n: int) -> str:
-    """What ``plan`` and ``apply`` add to their last line when ``n`` chains shadow vnetd's
-    accepts: "converged" or "nothing to do" is never said alone over dropped traffic."""
-    chains = "another firewall chain drops" if n == 1 else f"{n} other firewall chains drop"
-    return f"but {chains} what vnetd's rules accept (see the {SHADOWED} warning)"
+    """What ``plan`` and ``apply`` add to their last line when ``n`` chains or rules of others
+    override vnetd's rules: "converged" or "nothing to do" is never said alone over traffic
+    that is dropped."""
+    if n == 1:
+        return f"but a firewall chain or rule of another tool overrides vnetd's rules (see the {SHADOWED} warning)"
+    return f"but {n} firewall chains or rules of other tools override vnetd's rules (see the {SHADOWED} warnings)"
+
+
+# --------------------------------------------------------------------------- inside vnetd's chains
+
+
+@dataclass(frozen=True, slots=True)
+class Unreached:
+    """vnetd's ``position: append`` rules of a merge chain that no packet reaches: a rule of
+    another tool, kept above them by design, ends every packet's path through the chain."""
+
+    family: int
+    table: str
+    chain: str
+    rules: tuple[str, ...]  # vnetd's rules kept at the bottom, as declared
+    foreign: str  # the other tool's rule, as iptables-save prints it
+    position: int  # its place among the other tools' rules of the chain (1: the first)
+
+    def message(self) -> str:
+        shown = ", ".join(self.rules[:SHOWN_RULES])
+        more = len(self.rules) - SHOWN_RULES
+        extra = f" and {more} more rule{'s' if more != 1 else ''}" if more > 0 else ""
+        return (f"{table_key(self.table, self.family)} {self.chain}: vnetd's rules kept at the bottom "
+                f"(position: append: {shown}{extra}) are never reached: the rule of another tool before them "
+                f"(`{self.foreign}`, its #{self.position} in the chain) ends every packet's path there "
+                f"(see {DOCS})")
+
+    def clear_message(self) -> str:
+        return (f"{table_key(self.table, self.family)} {self.chain}: vnetd's rules kept at the bottom are reached "
+                f"again (`{self.foreign}` is gone or no longer decides everything)")
+
+    def fields(self) -> dict[str, object]:
+        return {"vnetd_chain": f"{table_key(self.table, self.family)} {self.chain}", "where": "in_chain",
+                "family": LEGACY_FAMILY[self.family], "table": self.table, "chain": self.chain,
+                "foreign_rule": self.foreign, "position": self.position}
+
+
+#: what ends a packet's path through a chain when nothing else is in the rule
+TERMINAL = frozenset({"ACCEPT", "DROP", "REJECT", "RETURN"})
+
+
+def terminal_verdict(text: str) -> str | None:
+    """ACCEPT / DROP / REJECT / RETURN when a rule (iptables-save text) decides every packet
+    that reaches it: no match but comments, a verdict and only the REJECT type after it."""
+    try:
+        words = shlex.split(text)
+    except ValueError:
+        return None
+    kept: list[str] = []
+    i = 0
+    while i < len(words):
+        if words[i] in ("-m", "--match") and i + 1 < len(words) and words[i + 1] == "comment":
+            i += 2
+            while i + 1 < len(words) and words[i] == "--comment":
+                i += 2
+            continue
+        kept.append(words[i])
+        i += 1
+    if len(kept) < 2 or kept[0] not in ("-j", "--jump") or kept[1] not in TERMINAL:
+        return None
+    rest = kept[2:]
+    if kept[1] == "REJECT" and (not rest or (len(rest) == 2 and rest[0] == "--reject-with")):
+        return "REJECT"
+    return kept[1] if not rest else None
+
+
+def unreached(declared: Iterable[ChainSpec], shown: Iterable[ShownTable]) -> tuple[Unreached, ...]:
+    """The merge chains whose ``position: append`` rules another tool's rule keeps every
+    packet from (its first rule that decides everything, among those above vnetd's).
+    Before ``apply`` too: the other tools' rules are the same, and vnetd's go below them."""
+    tables = {(t.family, t.name): t for t in shown}
+    out = []
+    for spec in declared:
+        if not spec.tail or spec.mode != ChainMode.MERGE:
+            continue
+        table = tables.get((spec.family, spec.table))
+        chain = next((c for c in table.chains if c.name == spec.name), None) if table else None
+        if chain is None:
+            continue
+        foreign = [r.text for r in chain.rules if not r.managed]
+        for i, text in enumerate(foreign):
+            if terminal_verdict(text) is not None:
+                out.append(Unreached(spec.family, spec.table, spec.name, tuple(r.text for r in spec.tail),
+                                     text, i + 1))
+                break
+    return tuple(sorted(out, key=lambda u: (u.family, u.table, u.chain)))

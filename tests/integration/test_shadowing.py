@@ -137,6 +137,23 @@ def test_plan_and_apply_say_it_and_never_converged_alone(netns: Netns, state_dir
     assert ":FORWARD DROP" in netns.exec("iptables-nft-save", "-t", "filter").stdout
 
 
+def test_a_chain_that_accepts_vnetds_rules_itself_is_no_shadow(netns: Netns, state_dir: StateDir) -> None:
+    """The fix on a Docker host: the same rule in DOCKER-USER (a chain FORWARD jumps to)
+    lets vnetd's traffic through Docker's DROP policy: the warning goes."""
+    state_dir.write("20-firewall.yaml", FIREWALL)
+    docker(netns)
+    netns.exec("iptables-nft", "-N", "DOCKER-USER")
+    netns.exec("iptables-nft", "-A", "DOCKER-USER", "-j", "RETURN")
+    netns.exec("iptables-nft", "-I", "FORWARD", "-j", "DOCKER-USER")
+    assert len(shadowed_lines(vnetd("check", netns=netns, state_dir=state_dir).stderr)) == 1
+    netns.exec("iptables-nft", "-I", "DOCKER-USER", "-m", "physdev", "--physdev-is-bridged", "-j", "ACCEPT")
+    result = vnetd("check", netns=netns, state_dir=state_dir)
+    assert result.returncode == 0 and shadowed_lines(result.stderr) == [], result.stderr
+    # another rule is not the same rule: still said
+    netns.exec("iptables-nft", "-R", "DOCKER-USER", "1", "-m", "physdev", "--physdev-in", "vnet0", "-j", "ACCEPT")
+    assert len(shadowed_lines(vnetd("check", netns=netns, state_dir=state_dir).stderr)) == 1
+
+
 def test_nothing_is_said_when_nothing_drops_what_vnetd_accepts(netns: Netns, state_dir: StateDir) -> None:
     """A conditional drop (``ct state invalid``, a ban) is in every firewall: not reported;
     nor a DROP policy in the chain holding vnetd's own rules (vnetd's rules come first),

@@ -328,3 +328,11 @@ def test_nothing_above_vnetds_bottom_rules_that_decides_everything() -> None:
     assert unreached((chain("filter", "INPUT", "-j ACCEPT", mode=ChainMode.EXCLUSIVE),), (drop,)) == ()
     assert len(unreached((chain("filter", "INPUT", tail=("-j ACCEPT",), family=6),),
                          (shown(("-j DROP", False), family=6),))) == 1
+
+
+def test_a_chain_that_accepts_every_one_of_vnetds_rules_itself_is_no_shadow() -> None:
+    """Docker's FORWARD with the same rule in DOCKER-USER (the reader finds it: ``accepts``)."""
+    fixed = BaseChain(IN_NF_TABLES, "ip", "filter", "FORWARD", FORWARD, 0, True, None, frozenset({PHYSDEV}))
+    assert decide(ARTICLE, [fixed]) == []
+    two = (chain("filter", "FORWARD", PHYSDEV, "-i br0 -j ACCEPT"),)
+    assert len(decide(two, [fixed])) == 1  # one of vnetd's accepting rules is still dropped there

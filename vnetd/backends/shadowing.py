@@ -29,6 +29,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from vnetd.backends import nfnl
+from vnetd.backends import nftexpr as nx
+from vnetd.backends.nftexpr import data_verdict
 from vnetd.errors import BackendError
 from vnetd.model.firewall import ChainSpec, ShownTable
 from vnetd.model.state import DesiredState
@@ -65,6 +67,8 @@ NFT_REG_VERDICT = 0
 PASSIVE = frozenset({"counter", "log", "notrack", "last"})
 #: dumps interrupted by a concurrent commit are read again this many times
 DUMP_TRIES = 3
+#: looking for vnetd's accepting rules in a chain that drops: chains followed, rules read
+MAX_JUMPS, MAX_RULES = 16, 5000
 #: the built-in chain of an iptables table on each NF_INET_* hook
 HOOK_CHAIN = {0: "PREROUTING", 1: "INPUT", 2: "FORWARD", 3: "OUTPUT", 4: "POSTROUTING"}
 _U16 = struct.Struct("=H")
@@ -163,8 +167,55 @@ def _last_rule_verdict(sock: nfnl.NftSocket, family: int, table: str, chain: str
     return None
 
 
+def _chain_accepts(sock: nfnl.NftSocket, family: int, table: str, chain: str, wanted: dict[str, str],
+                   tables: dict[tuple[int, str], dict[str, list[bytes]] | None]) -> frozenset[str]:
+    """Which of ``wanted`` (iptables-save text -> vnetd's declared text) the chain accepts
+    itself: the same rule with ``-j ACCEPT`` in it or in a chain it jumps to (the table is
+    dumped once; at most MAX_JUMPS chains and MAX_RULES rules are looked at)."""
+    if not wanted:
+        return frozenset()
+    key = (family, table)
+    if key not in tables:
+        replies = _dump(sock, nfnl.dump_rules(table, family))
+        rules: dict[str, list[bytes]] | None = None
+        if replies is not None:
+            rules = {}
+            for data, kind, off, length in replies:
+                if kind == nfnl.NFT_MSG_NEWRULE:
+                    rule = nfnl.decode_rule(data, off, length)
+                    if rule.table == table:
+                        rules.setdefault(rule.chain, []).append(rule.exprs)
+        tables[key] = rules
+    by_chain = tables[key]
+    if by_chain is None:
+        return frozenset()
+    from vnetd.backends.nftables import render_rule
+
+    found: set[str] = set()
+    todo, seen, looked = [chain], {chain}, 0
+    while todo and looked < MAX_RULES:
+        for exprs in by_chain.get(todo.pop(), ())[: MAX_RULES - looked]:
+            looked += 1
+            elements = _elements(exprs)
+            if not elements or elements[-1][0] != "immediate":
+                continue
+            verdict = data_verdict(nx.fields(elements[-1][1]).get(NFTA_IMMEDIATE_DATA))
+            if verdict is None:
+                continue
+            code, callee = verdict
+            if code == nfnl.NF_ACCEPT:
+                declared = wanted.get(render_rule(exprs))
+                if declared is not None:
+                    found.add(declared)
+            elif code in (nx.NFT_JUMP, nx.NFT_GOTO) and callee and callee not in seen and len(seen) < MAX_JUMPS:
+                seen.add(callee)
+                todo.append(callee)
+    return frozenset(found)
+
+
 def nft_base_chains(sock: nfnl.NftSocket, hooks: dict[str, set[int]],
-                    skip: set[tuple[str, str, str, str]]) -> list[BaseChain] | None:
+                    skip: set[tuple[str, str, str, str]],
+                    wanted: dict[str, dict[str, str]] | None = None) -> list[BaseChain] | None:
     """The nf_tables base chains on ``hooks`` (nf_tables family name -> NF_INET_* hooks),
     their policy and, for those whose policy is accept and are not in ``skip``, how their
     last rule ends. None when nf_tables cannot be read (no CAP_NET_ADMIN, no nf_tables)."""
@@ -172,6 +223,7 @@ def nft_base_chains(sock: nfnl.NftSocket, hooks: dict[str, set[int]],
     if replies is None:
         return None
     out = []
+    tables: dict[tuple[int, str], dict[str, list[bytes]] | None] = {}
     for data, kind, off, length in replies:
         if kind != nfnl.NFT_MSG_NEWCHAIN:
             continue
@@ -183,8 +235,12 @@ def nft_base_chains(sock: nfnl.NftSocket, hooks: dict[str, set[int]],
         final = None
         if not policy_drop and (IN_NF_TABLES, family, chain.table, chain.name) not in skip:
             final = _last_rule_verdict(sock, chain.family, chain.table, chain.name)
+        accepts: frozenset[str] = frozenset()
+        if policy_drop or final is not None:
+            accepts = _chain_accepts(sock, chain.family, chain.table, chain.name, (wanted or {}).get(family, {}),
+                                     tables)
         out.append(BaseChain(IN_NF_TABLES, family, chain.table, chain.name, chain.hooknum, chain.priority,
-                             policy_drop, final))
+                             policy_drop, final, accepts))
     return out
 
 
@@ -268,6 +324,34 @@ def legacy_base_chains(hooks: dict[int, set[int]], skip_tables: set[tuple[int, s
 # --------------------------------------------------------------------------- together
 
 
+def wanted_texts(chains: Sequence[ChainSpec], accepted: Sequence[Acceptance]) -> dict[str, dict[str, str]]:
+    """nf_tables family -> vnetd's accepting ``-j ACCEPT`` rules as ``iptables-save`` prints
+    them -> their declared text: what a chain that drops may hold to accept them itself."""
+    from vnetd.backends.xtables import RuleCompileError, render_entry, shared_compiler
+
+    by_name = {(c.family, c.table, c.name): c for c in chains}
+    names = {f: {c.name for c in chains if c.family == f and c.table == "filter"} for f in (4, 6)}
+    compiler = shared_compiler()
+    out: dict[str, dict[str, str]] = {}
+    for acc in accepted:
+        spec = by_name.get((acc.family, acc.table, acc.chain))
+        if spec is None:
+            continue
+        for rule in spec.all_rules:
+            if rule.text not in acc.rules or rule.jump is None or rule.jump[0] != "ACCEPT":
+                continue
+            try:
+                compiled = compiler.compile(spec, rule, names[acc.family])
+            except RuleCompileError:
+                continue
+            if len(compiled.entries) != 1:  # -s a,b: several rules, not looked for
+                continue
+            text = render_entry(compiled.entries[0], compiled.target_name, family=acc.family)
+            for family in NF_FAMILIES[acc.family]:
+                out.setdefault(family, {})[text] = rule.text
+    return out
+
+
 class Reader:
     """Reads the base chains for a set of acceptances (an nf_tables socket kept open)."""
 
@@ -288,7 +372,8 @@ class Reader:
             self._sock.close()
             self._sock = None
 
-    def nft(self, accepted: Sequence[Acceptance], backend: str) -> list[BaseChain] | None:
+    def nft(self, accepted: Sequence[Acceptance], backend: str,
+            chains: Sequence[ChainSpec] = ()) -> list[BaseChain] | None:
         sock = self.socket()
         if sock is None:
             return None
@@ -300,7 +385,7 @@ class Reader:
                 hooks.setdefault(BRIDGE, set()).add(acc.hook)
         skip = {own_chain(backend, acc) for acc in accepted}
         try:
-            return nft_base_chains(sock, hooks, skip)
+            return nft_base_chains(sock, hooks, skip, wanted_texts(chains, accepted))
         except (OSError, struct.error, IndexError):  # EPERM, no nf_tables, a timeout, a malformed message
             self.close()
             return None
@@ -322,7 +407,8 @@ class Reader:
         accepted = acceptances(chains)
         if not accepted:
             return ()
-        return combine(chains, accepted, backend, self.nft(accepted, backend), self.legacy(accepted, backend))
+        return combine(chains, accepted, backend, self.nft(accepted, backend, chains),
+                       self.legacy(accepted, backend))
 
 
 def combine(chains: Sequence[ChainSpec], accepted: Sequence[Acceptance], backend: str,
@@ -404,7 +490,7 @@ class ShadowWatch:
             name = backend()
             accepted = acceptances(chains)
             if accepted:
-                shadowed = combine(chains, accepted, name, self._nft(accepted, name),
+                shadowed = combine(chains, accepted, name, self._nft(accepted, name, chains),
                                    self._reader.legacy(accepted, name))
         if shadowed is None:  # nothing could be read this time: what was found stays
             shadowed = tuple(f for f in self.current if isinstance(f, Shadow))
@@ -429,7 +515,7 @@ class ShadowWatch:
             self._tail, self._tail_key = find_unreached(chains, show), key
         return self._tail
 
-    def _nft(self, accepted: Sequence[Acceptance], backend: str) -> list[BaseChain] | None:
+    def _nft(self, accepted: Sequence[Acceptance], backend: str, chains: Sequence[ChainSpec]) -> list[BaseChain] | None:
         """The nf_tables chains, read again only when the generation (or what is asked) changed."""
         sock = self._reader.socket()
         if sock is None:
@@ -441,7 +527,7 @@ class ShadowWatch:
             gen = None
         key = (gen, tuple(accepted), backend)
         if gen is None or key != self._nft_key or self._nft_chains is None:
-            self._nft_chains = self._reader.nft(accepted, backend)
+            self._nft_chains = self._reader.nft(accepted, backend, chains)
             self._nft_key = key if self._nft_chains is not None else None
         return self._nft_chains
 

@@ -34,11 +34,13 @@ firewall, they drop only what their author meant to, and whether they hit
 vnetd's traffic cannot be known from the rules (it depends on the packets);
 reporting them would put a warning on every host and teach administrators to
 ignore it. Jumps into chains that drop everything and verdict maps are not
-followed either, and a chain with a drop policy that also accepts vnetd's
-traffic itself (the same rule added to it by hand) is still reported: vnetd
-reads only each chain's policy and last rule, so the reading stays cheap and
-bounded. The message says what is known: that chain drops what it does not
-accept itself.
+followed either: of a chain, vnetd reads its policy and last rule, so the reading
+stays cheap and bounded. One exception: a chain of nf_tables that drops is not
+reported when it (or a chain it jumps to) holds every one of vnetd's accepting
+rules on that hook as the same iptables rule with ``-j ACCEPT`` (the fix an
+administrator makes on a Docker host: ``iptables -I DOCKER-USER -m physdev
+--physdev-is-bridged -j ACCEPT``), which the reader finds (``BaseChain.accepts``).
+The message says what is known: that chain drops what it does not accept itself.
 
 Bridged traffic (br_netfilter) passes the ``bridge`` family's hooks as well as
 the IP ones, so a ``bridge`` family chain on the forward hook that drops (an
@@ -103,6 +105,9 @@ class BaseChain:
     priority: int | None
     policy_drop: bool
     final: str | None = None  # "drop" / "reject": the last rule is an unconditional drop or reject
+    #: vnetd's accepting rules (declared texts) that this chain accepts itself, as the same
+    #: iptables rule in it or in a chain it jumps to (Docker's DOCKER-USER, added by hand)
+    accepts: frozenset[str] = frozenset()
 
     @property
     def drops(self) -> bool:
@@ -297,6 +302,8 @@ def shadows(accepted: Iterable[Acceptance], chains: Iterable[BaseChain], backend
                 continue
             if (chain.source, chain.family, chain.table, chain.name) == own:
                 continue
+            if acc.rules and chain.accepts.issuperset(acc.rules):
+                continue  # it lets through what vnetd accepts: the other tool was told to
             out.append(Shadow(acc, chain))
     return tuple(sorted(out, key=lambda s: (s.accepted.family, s.accepted.hook,
                                             s.chain.priority if s.chain.priority is not None else 0,

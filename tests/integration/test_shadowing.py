@@ -132,6 +132,8 @@ def test_plan_and_apply_say_it_and_never_converged_alone(netns: Netns, state_dir
     assert answer["changes"] == []
     (warning,) = answer["warnings"]
     assert warning.startswith(f"firewall.shadowed: {PHYSDEV}, but {DOCKER_CHAIN} drops")
+    as_json = json.loads(vnetd("apply", "--format", "json", netns=netns, state_dir=state_dir).stdout)
+    assert as_json["converged"] is True and as_json["warnings"] == answer["warnings"]
     # vnetd wrote its legacy table only: the chain it warns about is untouched
     assert nft_ruleset(netns) == before
     assert ":FORWARD DROP" in netns.exec("iptables-nft-save", "-t", "filter").stdout

@@ -9,7 +9,10 @@ program run and a bounded cost:
   a hook where vnetd accepts, of a family that sees vnetd's packets, whose policy
   is accept, is read further: one rule dump of that chain alone (the kernel
   filters by table and chain), of which only the last rule is decoded. The chain
-  holding vnetd's own rules (iptables-nft backend) is never dumped.
+  holding vnetd's own rules (iptables-nft backend) is never dumped. Only for a
+  chain that drops, its table is dumped once more, to see whether it (or a chain
+  it jumps to) accepts vnetd's rules itself as the same iptables rules (vnetd's
+  rules compiled and printed as ``iptables-nft-save`` prints them, only then).
 * legacy tables: only those ``/proc/net/ip_tables_names`` (``ip6_tables_names``)
   lists (reading another would create it), each with one ``IPT_SO_GET_ENTRIES``;
   the policy is the entry at the hook's underflow, the last rule the entry right
@@ -215,7 +218,7 @@ def _chain_accepts(sock: nfnl.NftSocket, family: int, table: str, chain: str, wa
 
 def nft_base_chains(sock: nfnl.NftSocket, hooks: dict[str, set[int]],
                     skip: set[tuple[str, str, str, str]],
-                    wanted: dict[str, dict[str, str]] | None = None) -> list[BaseChain] | None:
+                    wanted: Callable[[], dict[str, dict[str, str]]] = dict) -> list[BaseChain] | None:
     """The nf_tables base chains on ``hooks`` (nf_tables family name -> NF_INET_* hooks),
     their policy and, for those whose policy is accept and are not in ``skip``, how their
     last rule ends. None when nf_tables cannot be read (no CAP_NET_ADMIN, no nf_tables)."""
@@ -224,6 +227,7 @@ def nft_base_chains(sock: nfnl.NftSocket, hooks: dict[str, set[int]],
         return None
     out = []
     tables: dict[tuple[int, str], dict[str, list[bytes]] | None] = {}
+    texts: dict[str, dict[str, str]] | None = None
     for data, kind, off, length in replies:
         if kind != nfnl.NFT_MSG_NEWCHAIN:
             continue
@@ -237,8 +241,9 @@ def nft_base_chains(sock: nfnl.NftSocket, hooks: dict[str, set[int]],
             final = _last_rule_verdict(sock, chain.family, chain.table, chain.name)
         accepts: frozenset[str] = frozenset()
         if policy_drop or final is not None:
-            accepts = _chain_accepts(sock, chain.family, chain.table, chain.name, (wanted or {}).get(family, {}),
-                                     tables)
+            if texts is None:
+                texts = wanted()  # compiled only when a chain drops
+            accepts = _chain_accepts(sock, chain.family, chain.table, chain.name, texts.get(family, {}), tables)
         out.append(BaseChain(IN_NF_TABLES, family, chain.table, chain.name, chain.hooknum, chain.priority,
                              policy_drop, final, accepts))
     return out
@@ -385,7 +390,7 @@ class Reader:
                 hooks.setdefault(BRIDGE, set()).add(acc.hook)
         skip = {own_chain(backend, acc) for acc in accepted}
         try:
-            return nft_base_chains(sock, hooks, skip, wanted_texts(chains, accepted))
+            return nft_base_chains(sock, hooks, skip, lambda: wanted_texts(chains, accepted))
         except (OSError, struct.error, IndexError):  # EPERM, no nf_tables, a timeout, a malformed message
             self.close()
             return None

@@ -341,6 +341,7 @@ def test_the_daemon_logs_a_shadow_once_shows_it_in_status_and_logs_when_it_ends(
     assert f"firewall shadowed: {PHYSDEV}, but {DOCKER_CHAIN} drops" in out
     assert "1 firewall chain or rule of other tools overrides vnetd's rules (firewall.shadowed)" in err
     assert json.loads(status(daemon, "--json")[1])["shadowed"] == [event["message"]]
+    assert "vnetd_firewall_shadowed 1.0" in status(daemon, "--prometheus")[1]
     # the periodic check runs many times; the same shadow is logged once
     netns.exec("nft", "add", "table", "inet", "unrelated")  # a new generation, the same shadow
     daemon.wait_until(lambda: len(daemon.find("firewall.backend_mismatch", since=mark)) >= 2)

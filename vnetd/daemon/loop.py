@@ -359,7 +359,8 @@ class Daemon:
         return json.dumps(self._status()).encode() + b"\n"
 
     def _metrics_answer(self) -> bytes:
-        return bytes(self.metrics.render(self._status().get("counts", {})))
+        status = self._status()
+        return bytes(self.metrics.render(status.get("counts", {}), len(status.get("shadowed", ()))))
 
     def _reload_answer(self) -> bytes:
         """Ask the main loop to reload, and answer with the status once that load is adopted."""

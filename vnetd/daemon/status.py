@@ -50,12 +50,15 @@ class Metrics:
                                      registry=self.registry)
         self.passes = Counter("vnetd_passes", "Reconcile passes, by what woke them", ["source"],
                               registry=self.registry)
+        self.shadowed = Gauge("vnetd_firewall_shadowed", "Firewall chains or rules of other tools that override "
+                              "vnetd's rules (firewall.shadowed)", registry=self.registry)
 
-    def render(self, counts: dict[str, int]) -> bytes:
+    def render(self, counts: dict[str, int], shadowed: int = 0) -> bytes:
         from prometheus_client import generate_latest
 
         for state, n in counts.items():
             self.resources.labels(state=state).set(n)
+        self.shadowed.set(shadowed)
         return bytes(generate_latest(self.registry))
 
 

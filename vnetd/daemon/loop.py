@@ -1,20 +1,20 @@
 # SPDX-License-Identifier: MIT
 """The daemon's event loop: one thread owns all state and runs every pass.
 
-The loop waits in ``select()`` on the wake-up pipe, the netlink notification
-socket and the state directory's inotify descriptor, with a timeout for the next
-timer (netfilter/sysctl check, slow resync, debounced load, a back-off ending, a
-crashed pass's retry, the systemd watchdog). Wake-up reasons are coalesced; each
+The loop waits in ``select()`` on the wake-up pipe and the netlink notification
+socket, with a timeout for the next timer (netfilter/sysctl check, slow resync,
+debounced load, a back-off ending, a crashed pass's retry, the systemd watchdog,
+a restart of the state directory's watch). Wake-up reasons are coalesced; each
 wake-up runs at most one pass, and passes never overlap. Other threads (control
-socket, libvirt's event loop, a load job, the metrics listener) only post
-wake-ups; signal handlers too.
+socket, libvirt's event loop, a load job, the metrics listener, watchdog's
+observer of the state directory) only post wake-ups; signal handlers too.
 
 The daemon never dies of an exception (SPEC section 5). Every step of an
 iteration (the pass, the netfilter/sysctl check, the resync, reading netlink or
-inotify, libvirt's reconnection) is guarded: an unexpected exception is logged
-once, with its traceback, as ``pass.crashed`` (``step`` says which), the caches
-are marked stale, and that step alone is skipped until it is retried after 1, 2,
-4 ... ``CRASH_MAX`` seconds, while the other steps, signals, status requests and
+what the state directory's watch noted, libvirt's reconnection) is guarded: an
+unexpected exception is logged once, with its traceback, as ``pass.crashed``
+(``step`` says which), the caches are marked stale, and that step alone is
+skipped until it is retried after 1, 2, 4 ... ``CRASH_MAX`` seconds, while the other steps, signals, status requests and
 loads go on. Errors the backends expect (``BackendError``) never get here: they
 are per-resource failures with back-off.
 """
@@ -86,6 +86,7 @@ class Daemon:
         self.held_reasons: set[str] = set()
         self.watcher: Any = None
         self.debounce: Any = None
+        self.files_wanted = False  # the watch posted (or is due): read what it noted
 
     @property
     def stopping(self) -> bool:
@@ -94,7 +95,7 @@ class Daemon:
     # -- the loop ---------------------------------------------------------------------
 
     def run(self) -> int:
-        from vnetd.daemon.files import FileDebounce, StateDirWatcher
+        from vnetd.daemon.files import WAKE_REASON, FileDebounce, StateDirWatcher
 
         rec = self.reconciler
         if self.stopping:  # SIGTERM while starting: nothing was done yet
@@ -103,7 +104,8 @@ class Daemon:
             return 0
         self.log.info("daemon.starting", pid=os.getpid(), state_dir=self.args.state_dir, netns=self.args.netns,
                       check_interval_s=self.args.check_interval, resync_interval_s=self.args.resync_interval)
-        self.watcher = StateDirWatcher(self.args.state_dir)
+        self.watch_reason = WAKE_REASON
+        self.watcher = StateDirWatcher(self.args.state_dir, self.wake.post)
         self.debounce = FileDebounce(self.args.state_dir)
         self.pending_loads.add("startup")
         self._start_load()
@@ -158,15 +160,19 @@ class Daemon:
             deadlines.append(self.crash_until["pass"])
         if self.notifier.watchdog_interval:
             deadlines.append(self.next_watchdog)
+        watch_due = self.watcher.next_due()
+        if watch_due is not None:
+            deadlines.append(watch_due)
+        if self.files_wanted:  # (only while reading what the watch noted waits for its retry)
+            deadlines.append(self.crash_until.get("files", now))
         timeout = max(0.0, min(deadlines) - now)
         fds = [self.wake.fileno()]
         # a descriptor whose reading crashed is left alone until its retry (not a busy loop)
-        for step, fd in (("netlink", rec.net.events.fileno()), ("files", self.watcher.fileno())):
-            retry_at = self.crash_until.get(step, 0.0)
-            if retry_at > now:
-                timeout = min(timeout, retry_at - now)
-            else:
-                fds.append(fd)
+        retry_at = self.crash_until.get("netlink", 0.0)
+        if retry_at > now:
+            timeout = min(timeout, retry_at - now)
+        else:
+            fds.append(rec.net.events.fileno())
         try:
             readable, _, _ = select.select(fds, [], [], timeout)
         except InterruptedError:
@@ -178,8 +184,15 @@ class Daemon:
         if "status" in reasons:
             reasons.discard("status")
             self._answer_status_requests()
-        if self.watcher.fileno() in readable and self._guarded("files", self.watcher.read, default=True):
-            self.debounce.touched(now)  # (a crash reading the events: read the files again, to be sure)
+        watch_due = self.watcher.next_due()
+        if self.watch_reason in reasons or (watch_due is not None and now >= watch_due):
+            reasons.discard(self.watch_reason)
+            self.files_wanted = True
+        if self.files_wanted and self.crash_until.get("files", 0.0) <= now:
+            self.files_wanted = False
+            if self._guarded("files", self.watcher.read, now, default=True):
+                self.debounce.touched(now)  # (a crash reading the events: read the files again, to be sure)
+            self.files_wanted = self.crash_until.get("files", 0.0) > now  # crashed: again at its retry
         if rec.net.events.fileno() in readable and self._guarded("netlink", rec.net.drain):
             reasons.add("netlink")
         if rec.net.overrun:
@@ -209,7 +222,7 @@ class Daemon:
             self._guarded("resync", rec.net.resync)
             rec.lv_dirty = True
             reasons.add("resync")
-            if self.watcher.check_identity():
+            if self._guarded("files", self.watcher.check_identity):
                 self.debounce.touched(now)
             self.next_resync = now + args.resync_interval
         if release is not None and now >= release:

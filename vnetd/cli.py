@@ -37,7 +37,8 @@ EPILOG = """\
 exit status: check 0 valid / 1 invalid; plan 0 nothing to do / 2 changes pending /
 1 error; apply 0 converged and verified / 1 not (with --confirm: 0 confirmed /
 4 rolled back / 1 error); confirm, rollback 0 done / 1 no trial; status 0 ok /
-1 running but degraded (last load failed, resources failing or backed off) /
+1 running but degraded (last load failed, resources failing or backed off,
+other tools' firewall rules override vnetd's: firewall.shadowed) /
 3 not running / 4 unknown; reload 0 reloaded / 1 invalid files (the last
 valid state stays) / 3 not running; run 0 after SIGTERM / 1 refused to start.
 
@@ -105,8 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
     status = sub.add_parser(
         "status", help="ask the running daemon what it manages and how it stands",
         description="Ask the running daemon (root only) what it manages and how each resource stands.",
-        epilog="exit status: 0 ok; 1 running but degraded (the last load of the state files failed, or "
-               "resources are failing or backed off: the reasons go to stderr); 3 not running; 4 status "
+        epilog="exit status: 0 ok; 1 running but degraded (the last load of the state files failed, "
+               "resources are failing or backed off, or firewall chains or rules of other tools override "
+               "vnetd's rules (firewall.shadowed): the reasons go to stderr); 3 not running; 4 status "
                "unknown (permission denied). --prometheus exits 0 whenever the daemon answers (the metrics "
                "carry the state).")
     status.add_argument("--socket", metavar="PATH", default="/run/vnetd/vnetd.sock")

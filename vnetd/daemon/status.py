@@ -203,7 +203,8 @@ def reload_command(args: argparse.Namespace) -> int:
 
 def status_command(args: argparse.Namespace) -> int:
     """``vnetd status``: 0 ok, 1 running but degraded (last load failed, resources
-    failing or backed off), 3 not running, 4 status unknown (no permission)."""
+    failing or backed off, other tools' firewall rules override vnetd's), 3 not running,
+    4 status unknown (no permission)."""
     try:
         if args.prometheus:
             sys.stdout.write(query(args.socket, "metrics").decode())

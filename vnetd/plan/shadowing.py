@@ -48,6 +48,13 @@ the IP ones, so a ``bridge`` family chain on the forward hook that drops (an
 traffic (``-m physdev``, without ``! --physdev-is-bridged``), and only those.
 Chains of the ``netdev`` and ``arp`` families and ``ingress`` hooks are other
 hooks than vnetd's and are not compared.
+
+Inside vnetd's own chains (``unreached``): in a merge chain vnetd's declared rules
+come first, so nothing of others' is above them; but ``position: append`` rules
+are kept *below* every other tool's rules, by design, and a rule of another tool
+that decides every packet (``-j ACCEPT``/``DROP``/``REJECT``/``RETURN`` with no
+match but comments) keeps every packet from them (``Unreached``), read from the
+ruleset the backend shows (``ShownTable``).
 """
 
 from __future__ import annotations

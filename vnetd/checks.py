@@ -49,8 +49,11 @@ def existing_chains(table: str, family: int = 4) -> set[str] | None:
     from vnetd.backends.iptables import LEGACY, RawTables, loaded_tables, walk_table
     from vnetd.errors import BackendError
 
-    if table not in loaded_tables(family):
-        return set()  # not instantiated: only its built-in chains would exist
+    try:
+        if table not in loaded_tables(family):
+            return set()  # not instantiated: only its built-in chains would exist
+    except PermissionError:
+        return None  # not root: /proc/net/ip_tables_names is root's
     try:
         raw = RawTables(family)
     except OSError:

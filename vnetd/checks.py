@@ -16,7 +16,9 @@ files' schema errors (one run of ``vnetd check`` lists every problem):
   directories of links the state creates, which exist only once they do (the same
   key under ``default`` is checked instead). Needs no root: only stat() and listdir().
 * environment warnings: the host's iptables is the nft variant, nft holds tables in
-  this namespace (a split firewall); the kernel cannot create the bonds, VLANs or
+  this namespace (a split firewall); another base chain on a hook where vnetd's
+  rules accept drops what they let through (``firewall.shadowed``:
+  ``vnetd.backends.shadowing``); the kernel cannot create the bonds, VLANs or
   VXLANs declared (its module is missing: ``vnetd.backends.linkcheck``); a health
   probe whose target the shipped systemd unit blocks (``IPAddressDeny=any``) and no
   ``IPAddressAllow=`` of an installed vnetd.service or drop-in allows.
@@ -162,6 +164,7 @@ def check_state(desired: DesiredState, *, kernel: bool = True, environment: bool
         warnings += sysctl_warnings
     if desired.chains:
         from vnetd.backends.nftdetect import backend_warnings
+        from vnetd.backends.shadowing import shadow_warnings
         from vnetd.backends.xtables import validate_rules
 
         checked = validate_rules(desired.chains, existing_chains)
@@ -171,6 +174,7 @@ def check_state(desired: DesiredState, *, kernel: bool = True, environment: bool
             issues += _kernel_issues(desired, checked, warnings)
         if environment and not issues:
             warnings += backend_warnings(families={c.family for c in desired.chains})
+            warnings += shadow_warnings(desired)  # other tables' chains that drop what vnetd accepts
     if kernel:
         warnings += link_kind_warnings(desired)
     warnings += probe_unit_warnings(desired)

@@ -22,6 +22,8 @@ EXIT_ERROR = 1
 EXIT_CHANGES = 2
 EXIT_NOT_RUNNING = 3
 EXIT_ROLLED_BACK = 4
+#: the event of the warnings ``plan`` and ``apply`` print themselves (``vnetd.plan.shadowing.SHADOWED``)
+SHADOWED = "firewall.shadowed:"
 
 DESCRIPTION = """\
 vnetd keeps a host's network as its state files declare it: links, bridges and
@@ -35,7 +37,8 @@ EPILOG = """\
 exit status: check 0 valid / 1 invalid; plan 0 nothing to do / 2 changes pending /
 1 error; apply 0 converged and verified / 1 not (with --confirm: 0 confirmed /
 4 rolled back / 1 error); confirm, rollback 0 done / 1 no trial; status 0 ok /
-1 running but degraded (last load failed, resources failing or backed off) /
+1 running but degraded (last load failed, resources failing or backed off,
+other tools' firewall rules override vnetd's: firewall.shadowed) /
 3 not running / 4 unknown; reload 0 reloaded / 1 invalid files (the last
 valid state stays) / 3 not running; run 0 after SIGTERM / 1 refused to start.
 
@@ -109,8 +112,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Ask the running daemon (root only) what it manages and how each resource stands, "
                     "whether it only observes, whether an `apply --confirm` trial is pending (who, since when, "
                     "until when, what it changes) and whether state files were refused after a rollback.",
-        epilog="exit status: 0 ok; 1 running but degraded (the last load of the state files failed, or "
-               "resources are failing or backed off: the reasons go to stderr); 3 not running; 4 status "
+        epilog="exit status: 0 ok; 1 running but degraded (the last load of the state files failed, "
+               "resources are failing or backed off, or firewall chains or rules of other tools override "
+               "vnetd's rules (firewall.shadowed): the reasons go to stderr); 3 not running; 4 status "
                "unknown (permission denied). --prometheus exits 0 whenever the daemon answers (the metrics "
                "carry the state).")
     status.add_argument("--socket", metavar="PATH", default="/run/vnetd/vnetd.sock")
@@ -175,12 +179,13 @@ def enter_netns(args: argparse.Namespace) -> None:
         netns.enter(args.netns)
 
 
-def load_checked(args: argparse.Namespace) -> Any:
+def load_checked(args: argparse.Namespace, shadowing: bool = True) -> Any:
     """The state files, loaded and checked against this machine (inside --netns).
 
     The files are read before entering the namespace (a path does not depend on
     it); the rules are checked inside it (its chains, its kernel). Every problem
-    of both steps comes in one ConfigError; warnings are printed.
+    of both steps comes in one ConfigError; warnings are printed (``shadowing``:
+    the ``firewall.shadowed`` ones too; ``plan`` and ``apply`` print those themselves).
     """
     from vnetd.checks import finish
     from vnetd.desired.loader import load_state_dir_partial, unloaded_files, unloaded_warning
@@ -190,8 +195,27 @@ def load_checked(args: argparse.Namespace) -> Any:
     desired, issues = load_state_dir_partial(args.state_dir)
     enter_netns(args)
     for warning in finish(desired, issues):
-        print(f"warning: {warning}", file=sys.stderr)
+        if shadowing or not warning.startswith(SHADOWED):
+            print(f"warning: {warning}", file=sys.stderr)
     return desired
+
+
+def shadowed(desired: Any, engine: Any) -> tuple[list[str], int]:
+    """``firewall.shadowed`` warnings (printed on stderr) and how many chains they name:
+    chains of other tables, backends or tools that drop what vnetd's rules accept, and
+    rules of others that vnetd's ``position: append`` rules are never reached past, for
+    the backend the engine writes."""
+    if not desired.chains:
+        return [], 0
+    from vnetd.backends.shadowing import findings
+    from vnetd.plan.shadowing import warning_lines
+
+    firewall = engine.backends.firewall
+    found = findings(desired.chains, firewall.name, lambda: firewall.show(desired.chains))
+    lines = warning_lines(found)
+    for line in lines:
+        print(f"warning: {line}", file=sys.stderr)
+    return lines, len(found)
 
 
 # --------------------------------------------------------------------------- commands
@@ -211,13 +235,14 @@ def cmd_plan(args: argparse.Namespace) -> int:
     from vnetd.engine import Engine
     from vnetd.plan.render import plan_json, plan_text
 
-    desired = load_checked(args)
+    desired = load_checked(args, shadowing=False)
     engine = Engine()
     try:
         plan, _observed = engine.plan(desired)
+        warnings, n_shadowed = shadowed(desired, engine)
     finally:
         engine.backends.close()
-    sys.stdout.write(plan_json(plan) if args.format == "json" else plan_text(plan))
+    sys.stdout.write(plan_json(plan, warnings) if args.format == "json" else plan_text(plan, n_shadowed))
     if plan.problems:
         return EXIT_ERROR
     return EXIT_CHANGES if plan.actions else EXIT_OK
@@ -231,7 +256,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
     from vnetd.engine import Engine, verify
     from vnetd.plan.actions import Action
 
-    desired = load_checked(args)
+    desired = load_checked(args, shadowing=args.confirm is not None)
     if args.confirm is not None:
         return cmd_apply_confirm(args, desired)
     refuse_during_trial()
@@ -258,6 +283,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
     engine = Engine()
     try:
         result = engine.converge(desired, hook=report)
+        warnings, n_shadowed = shadowed(desired, engine)  # of what is left after applying: said with the outcome
     finally:
         engine.backends.close()
     remaining = result.final_plan
@@ -275,14 +301,20 @@ def cmd_apply(args: argparse.Namespace) -> int:
             "diff": drift.diff if drift else "",
             "problems": [{"resource": p.resource, "message": p.message} for p in remaining.problems],
             "duration_ms": round(result.duration_ms, 1),
+            "warnings": warnings,
         }, indent=2))
     else:
         for problem in remaining.problems:
             print(f"problem: {problem.describe()}")
         if result.converged:
             n = len(result.applied)
-            print(f"converged: {n} change{'s' if n != 1 else ''} applied and verified" if n
-                  else "converged: nothing to do")
+            done = f"converged: {n} change{'s' if n != 1 else ''} applied and verified" if n \
+                else "converged: nothing to do"
+            if n_shadowed:  # never a bare "converged" over traffic another chain drops
+                from vnetd.plan.shadowing import shadowed_note
+
+                done += f"; {shadowed_note(n_shadowed)}"
+            print(done)
         elif drift is not None:
             print(f"not converged: {drift}")
             out.write(drift.diff)

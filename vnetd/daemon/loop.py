@@ -227,6 +227,7 @@ class Daemon:
         if now >= self.next_check:
             checked = self._guarded("check", rec.check_unevented)
             reasons.update(checked or ())
+            self._guarded("shadowing", rec.check_shadowing)
             self._guarded("libvirt", self._libvirt_reconnect, reasons)
             self.next_check = now + args.check_interval
         if now >= self.next_resync:
@@ -458,7 +459,8 @@ class Daemon:
         return json.dumps(self._status()).encode() + b"\n"
 
     def _metrics_answer(self) -> bytes:
-        return bytes(self.metrics.render(self._status().get("counts", {})))
+        status = self._status()
+        return bytes(self.metrics.render(status.get("counts", {}), len(status.get("shadowed", ()))))
 
     def _reload_answer(self) -> bytes:
         """Ask the main loop to reload, and answer with the status once that load is adopted."""

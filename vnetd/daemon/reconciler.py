@@ -34,6 +34,7 @@ from typing import Any
 
 from vnetd.backends import rtnl
 from vnetd.backends.nftdetect import BackendWatch
+from vnetd.backends.shadowing import ShadowWatch
 from vnetd.daemon.backoff import Health, HealthBook
 from vnetd.daemon.loading import LoadOutcome, load_now
 from vnetd.desired.loader import Held, unloaded_warning
@@ -170,6 +171,7 @@ class Reconciler:
         self.load_errors: list[str] = []
         self.health = HealthBook(conflict_repairs)
         self.backend_watch = BackendWatch(log)
+        self.shadow_watch = ShadowWatch(log)
         #: every resource the desired state declares (health of anything else is forgotten)
         self.declared: frozenset[str] = frozenset()
         #: files gone (or emptied) whose declarations are still enforced, until a reload confirms it
@@ -180,6 +182,7 @@ class Reconciler:
         self.fw_tables: dict[str, Any] | None = None
         self.fw_dirty = True
         self.fw_watch: list[str] = []
+        self.fw_reads = 0
         self.sysctl_last: dict[str, str | None] = {}
         self.lv_networks: Any = None
         self.lv_taps: tuple[Any, ...] = ()
@@ -376,6 +379,7 @@ class Reconciler:
         if desired.chains or self.fw_tables or self.fw_dirty:
             if self.fw_dirty or self.fw_tables is None:
                 self.fw_tables = firewall.observe(desired.chains)
+                self.fw_reads += 1  # (what the shadowing check keys its reading of vnetd's chains on)
                 self.fw_watch = firewall.tables_to_read(desired.chains)
                 self.fw_dirty = False
             if desired.chains or any(self._has_tags(t) for t in self.fw_tables.values()):
@@ -435,6 +439,13 @@ class Reconciler:
                 self.lv_dirty = True
                 reasons.append("libvirt")
         return reasons
+
+    def check_shadowing(self) -> bool:
+        """Chains of others that drop what vnetd's rules accept: logged once per change
+        (``firewall.shadowed``; a step of its own, so a failure here delays no repair)."""
+        firewall = self.engine.backends.firewall
+        return self.shadow_watch.check(self.desired.chains, lambda: str(firewall.name),
+                                       lambda: firewall.show(self.desired.chains), self.fw_reads)
 
     # -- the pass ---------------------------------------------------------------------
 
@@ -640,6 +651,7 @@ class Reconciler:
             "observing": self.observing,
             "rejected_files": self.rejected,
             "rollbacks": self.rollbacks,
+            "shadowed": self.shadow_watch.status(),
         }
 
     def summary_line(self) -> str:
@@ -652,6 +664,7 @@ class Reconciler:
 
     def close(self) -> None:
         self.net.close()
+        self.shadow_watch.close()
 
 
 def resources_of(desired: DesiredState) -> list[str]:

@@ -58,12 +58,15 @@ class Metrics:
                             registry=self.registry)
         self.observing = Gauge("vnetd_observe_only", "1 when the daemon only observes (changes nothing)",
                                registry=self.registry)
+        self.shadowed = Gauge("vnetd_firewall_shadowed", "Firewall chains or rules of other tools that override "
+                              "vnetd's rules (firewall.shadowed)", registry=self.registry)
 
-    def render(self, counts: dict[str, int]) -> bytes:
+    def render(self, counts: dict[str, int], shadowed: int = 0) -> bytes:
         from prometheus_client import generate_latest
 
         for state, n in counts.items():
             self.resources.labels(state=state).set(n)
+        self.shadowed.set(shadowed)
         return bytes(generate_latest(self.registry))
 
 
@@ -173,6 +176,10 @@ def degraded(s: dict[str, Any]) -> list[str]:
         if counts.get(state):
             n = counts[state]
             reasons.append(f"{n} resource{'s' if n != 1 else ''} {state}")
+    shadowed = len(s.get("shadowed", []))
+    if shadowed:  # vnetd's rules are in place, but other tools' decide first
+        reasons.append(f"{shadowed} firewall chain{'s' if shadowed != 1 else ''} or rule{'s' if shadowed != 1 else ''}"
+                       f" of other tools override{'s' if shadowed == 1 else ''} vnetd's rules (firewall.shadowed)")
     return reasons
 
 
@@ -204,7 +211,8 @@ def reload_command(args: argparse.Namespace) -> int:
 
 def status_command(args: argparse.Namespace) -> int:
     """``vnetd status``: 0 ok, 1 running but degraded (last load failed, resources
-    failing or backed off), 3 not running, 4 status unknown (no permission)."""
+    failing or backed off, other tools' firewall rules override vnetd's), 3 not running,
+    4 status unknown (no permission)."""
     try:
         if args.prometheus:
             sys.stdout.write(query(args.socket, "metrics").decode())
@@ -280,6 +288,8 @@ def render_status(s: dict[str, Any]) -> str:
                      f"({', '.join(held['resources'])})")
     for name in s.get("unloaded_files", []):
         lines.append(f"not loaded (not *.yaml/*.yml): {name}")
+    for message in s.get("shadowed", []):
+        lines.append(f"firewall shadowed: {message}")
     counts = ", ".join(f"{n} {k}" for k, n in s["counts"].items() if n) or "nothing managed"
     lines.append(f"resources: {counts}")
     import time

@@ -280,6 +280,11 @@ class NftFirewallBackend:
         if self._mine_of[0] is chains and isinstance(chains, tuple):
             return self._mine_of[1]
         mine = tuple(c for c in chains if c.family == self.family)
+        if mine == self._mine_of[1]:
+            # the same chains in a new container (the engine passes the desired state's
+            # list, made a tuple per call): the elements compare by identity first, so
+            # this costs one comparison per chain, and every cache keyed on it holds
+            mine = self._mine_of[1]
         self._mine_of = (chains, mine)
         return mine
 

@@ -454,10 +454,21 @@ class _Reader:
         elif offset in (0, 2) and length == 2 and len(data) == 2:
             port = struct.unpack(">H", data)[0]
             bit = XT_TCP_INV_SRCPT if offset == 0 else XT_TCP_INV_DSTPT
+            low, high = ports.spts if offset == 0 else ports.dpts
+            # as iptables-nft 1.8.9 reads it back (port_match_single_to_range): a bound
+            # is a bound, never an inversion (``! --dport 0:1023``, written ``gt 1023``,
+            # is printed ``--dport 1024:65535``)
+            inverted = neq
             if op in (nx.NFT_CMP_EQ, nx.NFT_CMP_NEQ):
-                span, inverted = (port, port), neq
-            elif op in (nx.NFT_CMP_LTE, nx.NFT_CMP_GT):
-                span, inverted = (0, port), op == nx.NFT_CMP_GT
+                span = (port, port)
+            elif op == nx.NFT_CMP_LT:
+                span = (low, max(port - 1, 1))
+            elif op == nx.NFT_CMP_LTE:
+                span = (low, port)
+            elif op == nx.NFT_CMP_GT:
+                span = (min(port + 1, 0xFFFF), high)
+            elif op == nx.NFT_CMP_GTE:
+                span = (port, high)
             else:
                 return False
             if offset == 0:

@@ -493,6 +493,7 @@ class NftFirewallBackend:
                 if error is not None:
                     results[id(action)] = error
             pending = [a for a in pending if id(a) not in results]
+            batch.drop_emptied_tables(self._sock)
             if not batch.messages:
                 for a in pending:
                     results[id(a)] = None
@@ -699,6 +700,9 @@ class _Batch:
         self.new_tables: set[str] = set()
         self.new_chains: set[tuple[str, str]] = set()
         self.deleted: set[int] = set()  # handles deleted in this transaction
+        #: table -> the restore that deleted chains of it which had not existed when recorded
+        self.unrecorded: dict[str, Action] = {}
+        self.deleted_chains: set[tuple[str, str]] = set()
         self.added: dict[int, tuple[str | None, bytes, bytes]] = {}  # message index -> tag, fingerprint, key
 
     def _emit(self, message: nfnl.Message, owner: Action, what: str) -> None:
@@ -781,6 +785,8 @@ class _Batch:
         if not record.exists:
             if chain is not None:
                 self._emit(nfnl.del_chain(table, name, nfproto), action, f"the deletion of chain {name}")
+                self.deleted_chains.add((table, name))
+                self.unrecorded[table] = action
             return
         if record.builtin:
             code = POLICY_CODES.get(record.policy or "ACCEPT", nfnl.NF_ACCEPT)
@@ -790,6 +796,23 @@ class _Batch:
         place = nfnl.rule_place(table, name)
         for body, _meaning in record.entries:
             self._emit(nfnl.add_rule(place, body, family=nfproto), action, "a recorded rule")
+
+    def drop_emptied_tables(self, sock: nfnl.NftSocket) -> None:
+        """A table left with nothing by restores of chains that did not exist when they were
+        recorded (the change made them, and the table for them) is deleted too, as
+        iptables-nft-save did not show it then. Only when it holds nothing else: no chain
+        kept, no set, no stateful object, no flowtable (the kernel's use count)."""
+        if not self.unrecorded:
+            return
+        replies, _interrupted = sock.dump(nfnl.dump_tables(self.nfproto))
+        uses = dict(nfnl.table_uses(data, off, length) for data, _kind, off, length in replies)
+        for table, action in self.unrecorded.items():
+            cached = self.mirror.tables.get(table_key(table, self.family))
+            if cached is None or table in self.new_tables or any(c in self.new_chains for c in
+                                                                 ((table, n) for n in cached.chains)):
+                continue
+            if all((table, n) in self.deleted_chains for n in cached.chains) and uses.get(table) == len(cached.chains):
+                self._emit(nfnl.del_table(table, self.nfproto), action, f"the deletion of table {self.ip} {table}")
 
     def _want(self, op: SyncChain, resource: str, tail: bool = False) -> Wanted:
         rules = op.tail if tail else op.rules

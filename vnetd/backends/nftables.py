@@ -46,7 +46,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from vnetd.backends import nfnl
-from vnetd.backends.nftcache import IPTABLES_TABLES, KEY_SIZE, CachedChain, CachedRule, CachedTable, Mirror, rule_key
+from vnetd.backends.nftcache import IPTABLES_TABLES, CachedChain, CachedRule, CachedTable, Mirror
 from vnetd.backends.nftcompat import HEADERS, CannotEncode, NftRule, encode, to_entry
 from vnetd.backends.nftexpr import NFTA_IMMEDIATE_DATA, Fingerprinter, data_verdict, fields, split
 from vnetd.backends.xtables import (
@@ -62,6 +62,7 @@ from vnetd.errors import BackendError
 from vnetd.model.checkpoint import ChainRecord
 from vnetd.model.firewall import (
     BUILTIN_CHAINS,
+    KEY_SIZE,
     OWNER_MARK,
     TAG_PREFIX,
     ChainMode,
@@ -75,6 +76,9 @@ from vnetd.model.firewall import (
     ShownChain,
     ShownRule,
     ShownTable,
+    common_prefix,
+    common_suffix,
+    rule_key,
     split_table_key,
     table_key,
 )
@@ -421,21 +425,24 @@ class NftFirewallBackend:
         cached = self._views.get(key)
         if cached is not None and cached[0] == chain.version and cached[1] == render:
             return cached[2]
-        rules = []
+        # each kernel rule's view is made once (a 10,000-rule chain is rebuilt per change):
+        # one pass takes the views made before, a second one fills in the others, in order
+        cached_rules = chain.rules
+        rules = [r.plain if r.tag is not None or not render else None for r in cached_rules]
         rendered = 0
-        for rule in chain.rules:
-            # each kernel rule's view is made once (a 10,000-rule chain is rebuilt per change)
+        for index in [i for i, view in enumerate(rules) if view is None]:
+            rule = cached_rules[index]
             if rule.tag is None and render and rendered < RENDER_LIMIT:
                 rendered += 1
                 if rule.shown is None:
                     rule.shown = ObservedRule(None, rule.fingerprint, render_rule(rule.exprs, self.family))
-                rules.append(rule.shown)
+                rules[index] = rule.shown
                 continue
             if rule.plain is None:
                 rule.plain = ObservedRule(rule.tag, rule.fingerprint)
-            rules.append(rule.plain)
+            rules[index] = rule.plain
         view = ObservedChain(chain.name, chain.base, _policy_name(chain.policy) if chain.base else None,
-                             tuple(rules))
+                             tuple(rules), chain.keys())  # type: ignore[arg-type]  # no None left
         self._views[key] = (chain.version, render, view)
         return view
 
@@ -648,30 +655,6 @@ def _in_commit_order(actions: list[Action]) -> list[Action]:
     return sorted(actions, key=key)
 
 
-def _common_prefix(a: bytes, b: bytes) -> int:
-    """How many leading keys two joined key lists share (memcmp, binary search)."""
-    lo, hi = 0, min(len(a), len(b)) // KEY_SIZE
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        if a[: mid * KEY_SIZE] == b[: mid * KEY_SIZE]:
-            lo = mid
-        else:
-            hi = mid - 1
-    return lo
-
-
-def _common_suffix(a: bytes, b: bytes, prefix: int) -> int:
-    """How many trailing keys they share, not counting into the common prefix."""
-    lo, hi = 0, min(len(a), len(b)) // KEY_SIZE - prefix
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        if a[len(a) - mid * KEY_SIZE :] == b[len(b) - mid * KEY_SIZE :]:
-            lo = mid
-        else:
-            hi = mid - 1
-    return lo
-
-
 @dataclass(frozen=True, slots=True)
 class Wanted:
     """What a chain must start with (or hold), for one declaration: kept across passes."""
@@ -881,8 +864,8 @@ class _Batch:
         target_keys += foreign_keys + bottom.keys
         # keep what already matches at both ends; rewrite only the middle (a drift is
         # usually one rule: one deletion or one insertion, not the rest of the chain)
-        k = _common_prefix(have_keys, target_keys)
-        s = _common_suffix(have_keys, target_keys, k)
+        k = common_prefix(have_keys, target_keys)
+        s = common_suffix(have_keys, target_keys, k)
         n_target = len(target_keys) // KEY_SIZE
         middle = have[k : len(have) - s]
         kept = []

@@ -35,14 +35,13 @@ without blocking (the daemon calls it when the event socket is readable).
 
 from __future__ import annotations
 
-import hashlib
 import struct
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from vnetd.backends import nfnl
 from vnetd.backends.nftexpr import Fingerprinter, xt_comments
-from vnetd.model.firewall import TAG_PREFIX, ObservedRule, split_table_key, table_key
+from vnetd.model.firewall import TAG_PREFIX, ObservedRule, rule_key, split_table_key, table_key
 
 #: the tables iptables-nft writes (family ip) and ip6tables-nft (family ip6)
 IPTABLES_TABLES = ("filter", "nat", "mangle", "raw", "security")
@@ -69,12 +68,6 @@ def rule_tag(exprs: bytes, udata: bytes | None) -> str | None:
     return None
 
 
-def rule_key(tag: str | None, fingerprint: bytes) -> bytes:
-    """(tag, fingerprint) in 16 bytes: a chain's keys joined compare at memcmp speed."""
-    return hashlib.blake2b((tag or "").encode() + b"\0" + fingerprint, digest_size=KEY_SIZE).digest()
-
-
-KEY_SIZE = 16
 
 
 class CachedRule:

@@ -133,7 +133,19 @@ def shrink_event_buffer():
     backend.member(4)._events.sock.setsockopt(socket.SOL_SOCKET, 33, 4096)  # SO_RCVBUFFORCE: overflows soon
     return True
 
+def caches_hold_for_a_list():
+    # the engine passes the desired state's list: a new tuple per call must keep the
+    # compiled rules and the planner's inputs (the same objects, nothing compiled again)
+    ids = backend.rule_ids(list(chains))
+    observed = backend.observe(list(chains))
+    declared = {f: backend.member(f)._declared for f in backend.families}
+    return {"ids": backend.rule_ids(list(chains)) is ids,
+            "declared": all(backend.member(f).compile_all(list(chains)) is declared[f] for f in backend.families),
+            "observed": all(backend.observe(list(chains))[k].chains[c] is t.chains[c]
+                            for k, t in observed.items() for c in t.chains if t.chains[c].rules)}
+
 COMMANDS = {
+    "caches_hold_for_a_list": caches_hold_for_a_list,
     "mirror_matches_kernel": mirror_matches_kernel,
     "shrink_event_buffer": shrink_event_buffer,
     "declare": declare,

@@ -205,6 +205,16 @@ def test_fingerprints_of_declared_rules_match_the_kernel_copy(netns: Netns) -> N
                     assert fp in declared[tag], (table, name, tag)
 
 
+def test_desired_state_caches_hold_when_the_chains_come_as_a_list(netns: Netns) -> None:
+    """The engine passes the desired state's list of chains (a new tuple per call): the
+    compiled rules, the rule ids and the chain views stay the same objects (a drift in a
+    10,000-rule chain is not a recompilation of all of them)."""
+    with NftWorker(netns) as worker:
+        worker.declare(*_declared(), chain("filter", "INPUT", "-s 2001:db8::1 -j ACCEPT", family=6))
+        worker.converge()
+        assert worker.call("caches_hold_for_a_list") == {"ids": True, "declared": True, "observed": True}
+
+
 def test_rule_iptables_nft_cannot_write_is_refused_with_a_reason(netns: Netns) -> None:
     """-j QUEUE has no iptables-nft spelling (iptables-nft 1.8.9 fails on it too)."""
     with NftWorker(netns) as worker:

@@ -144,7 +144,21 @@ def caches_hold_for_a_list():
             "observed": all(backend.observe(list(chains))[k].chains[c] is t.chains[c]
                             for k, t in observed.items() for c in t.chains if t.chains[c].rules)}
 
+def views_match_rebuild():
+    # each chain view made again from the last one (where only the changed rules are
+    # looked at) against one made from scratch
+    out = []
+    for f in backend.families:
+        member = backend.member(f)
+        member.observe(chains)
+        for (table, name), (_version, render, view, shown) in member._views.items():
+            chain = member._mirror.tables[table].chains[name]
+            rules, total = member._rule_views(chain.rules, render, 200)
+            out.append([table, name, list(view.rules) == rules and view.keys == chain.keys() and shown == total])
+    return out
+
 COMMANDS = {
+    "views_match_rebuild": views_match_rebuild,
     "caches_hold_for_a_list": caches_hold_for_a_list,
     "mirror_matches_kernel": mirror_matches_kernel,
     "shrink_event_buffer": shrink_event_buffer,

@@ -270,7 +270,8 @@ class NftFirewallBackend:
         self._ids: dict[RuleKey, RuleId] = {}
         self._tag_of: dict[RuleKey, str] = {}
         self._observed_gen: int | None = None
-        self._views: dict[tuple[str, str], tuple[int, bool, ObservedChain]] = {}
+        #: (table key, chain) -> (chain version, render, view, foreign rules shown with their text)
+        self._views: dict[tuple[str, str], tuple[int, bool, ObservedChain, int]] = {}
         self.lock_waits = 0.0
         self.restarts = 0
 
@@ -440,19 +441,43 @@ class NftFirewallBackend:
         return observed
 
     def _view(self, table: str, chain: CachedChain, render: bool) -> ObservedChain:
-        """A chain as the planner sees it (``table``: its key)."""
+        """A chain as the planner sees it (``table``: its key). Made again from the last
+        view of the chain where it still holds: the rules that changed (found by their
+        keys, at memcmp speed) are looked at, the others taken as they were."""
         key = (table, chain.name)
         cached = self._views.get(key)
         if cached is not None and cached[0] == chain.version and cached[1] == render:
             return cached[2]
-        # each kernel rule's view is made once (a 10,000-rule chain is rebuilt per change):
-        # one pass takes the views made before, a second one fills in the others, in order
+        keys = chain.keys()
         cached_rules = chain.rules
-        rules = [r.plain if r.tag is not None or not render else None for r in cached_rules]
+        view: ObservedChain | None = None
+        if cached is not None and cached[1] == render and cached[3] < RENDER_LIMIT and cached[2].keys is not None:
+            old, old_keys = cached[2], cached[2].keys
+            k = common_prefix(old_keys, keys)
+            s = common_suffix(old_keys, keys, k)
+            gone = sum(1 for r in old.rules[k : len(old.rules) - s] if r.text is not None)
+            middle, shown = self._rule_views(cached_rules[k : len(cached_rules) - s], render, RENDER_LIMIT)
+            total = cached[3] - gone + shown
+            if total < RENDER_LIMIT:  # every foreign rule shown with its text, as a rebuild would
+                view = ObservedChain(chain.name, chain.base, _policy_name(chain.policy) if chain.base else None,
+                                     old.rules[:k] + tuple(middle) + old.rules[len(old.rules) - s :], keys)
+        if view is None:
+            rules, total = self._rule_views(cached_rules, render, RENDER_LIMIT)
+            view = ObservedChain(chain.name, chain.base, _policy_name(chain.policy) if chain.base else None,
+                                 tuple(rules), keys)
+        self._views[key] = (chain.version, render, view, total)
+        return view
+
+    def _rule_views(self, cached_rules: list[CachedRule], render: bool, limit: int) -> tuple[list[ObservedRule], int]:
+        """Each kernel rule's view (made once per rule), and how many are shown with their
+        text: foreign rules of a chain vnetd renders, up to ``limit``."""
+        # one pass takes the views made before, a second one fills in the others, in order
+        rules: list[ObservedRule | None] = [r.plain if r.tag is not None or not render else None
+                                            for r in cached_rules]
         rendered = 0
         for index in [i for i, view in enumerate(rules) if view is None]:
             rule = cached_rules[index]
-            if rule.tag is None and render and rendered < RENDER_LIMIT:
+            if rule.tag is None and render and rendered < limit:
                 rendered += 1
                 if rule.shown is None:
                     rule.shown = ObservedRule(None, rule.fingerprint, render_rule(rule.exprs, self.family))
@@ -461,10 +486,7 @@ class NftFirewallBackend:
             if rule.plain is None:
                 rule.plain = ObservedRule(rule.tag, rule.fingerprint)
             rules[index] = rule.plain
-        view = ObservedChain(chain.name, chain.base, _policy_name(chain.policy) if chain.base else None,
-                             tuple(rules), chain.keys())  # type: ignore[arg-type]  # no None left
-        self._views[key] = (chain.version, render, view)
-        return view
+        return rules, rendered  # type: ignore[return-value]  # no None left
 
     @_kernel_errors
     def changed(self, tables: Iterable[str]) -> list[str]:

@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 
 from vnetd.backends import nfnl
 from vnetd.backends.nftexpr import Fingerprinter, xt_comments
-from vnetd.model.firewall import TAG_PREFIX, ObservedRule, rule_key, split_table_key, table_key
+from vnetd.model.firewall import KEY_SIZE, TAG_PREFIX, ObservedRule, rule_key, split_table_key, table_key
 
 #: the tables iptables-nft writes (family ip) and ip6tables-nft (family ip6)
 IPTABLES_TABLES = ("filter", "nat", "mangle", "raw", "security")
@@ -101,6 +101,8 @@ class CachedChain:
     version: int = 0  # bumped on every change (what built views are keyed on)
     _keys: tuple[int, bytes] | None = None
     _foreign: tuple[int, bytes] | None = None
+    #: the keys kept in step with ``rules`` by the methods below (None: joined again)
+    _kbuf: bytearray | None = field(default=None, repr=False, compare=False)
 
     @property
     def base(self) -> bool:
@@ -109,8 +111,33 @@ class CachedChain:
     def keys(self) -> bytes:
         """The keys of the chain's rules, joined (see rule_key)."""
         if self._keys is None or self._keys[0] != self.version:
-            self._keys = (self.version, b"".join([r.key for r in self.rules]))
+            kbuf = self._kbuf
+            if kbuf is not None and len(kbuf) == len(self.rules) * KEY_SIZE:
+                joined = bytes(kbuf)  # a drift changes a rule or two: no join of 10,000 keys
+            else:
+                joined = b"".join([r.key for r in self.rules])
+                self._kbuf = bytearray(joined)
+            self._keys = (self.version, joined)
         return self._keys[1]
+
+    def insert_rule(self, at: int, rule: CachedRule) -> None:
+        self.rules.insert(at, rule)
+        if self._kbuf is not None:
+            self._kbuf[at * KEY_SIZE : at * KEY_SIZE] = rule.key
+
+    def append_rule(self, rule: CachedRule) -> None:
+        self.rules.append(rule)
+        if self._kbuf is not None:
+            self._kbuf += rule.key
+
+    def delete_at(self, index: int) -> None:
+        del self.rules[index]
+        if self._kbuf is not None:
+            del self._kbuf[index * KEY_SIZE : (index + 1) * KEY_SIZE]
+
+    def keys_changed(self) -> None:
+        """A rule's key was changed in place: join the keys again when next asked."""
+        self._kbuf = None
 
     def foreign_keys(self) -> bytes:
         """The keys of the rules that are not vnetd's, joined."""
@@ -265,7 +292,7 @@ class Mirror:
                     return False  # a chain created after the chain dump: read again
                 continue  # a chain deleted since: its rules went with it
             rule = self._rule(msg, family)
-            chain.rules.append(rule)
+            chain.append_rule(rule)
             chain.by_handle[rule.handle] = rule
         table.rules_gen = gen
         return True
@@ -295,6 +322,7 @@ class Mirror:
                         rule.plain = rule.shown = None
                         changed = True
                 if changed:
+                    chain.keys_changed()
                     chain.version = self._next_version()
                     self.dirty.add(table.key)
         self.fp_versions = {family: fp.version for family, fp in self.fps.items()}
@@ -501,12 +529,12 @@ class Mirror:
     def _remove(self, chain: CachedChain, handle: int) -> None:
         i = self._index(chain, handle)
         if i is not None:
-            del chain.rules[i]
+            chain.delete_at(i)
             del chain.by_handle[handle]
 
     def _insert(self, chain: CachedChain, at: int, rule: CachedRule,
                 waiting: dict[int, list[tuple[CachedChain, CachedRule]]]) -> None:
-        chain.rules.insert(at, rule)
+        chain.insert_rule(at, rule)
         chain.by_handle[rule.handle] = rule
         self._hint = (chain, at)
         for follower_chain, follower in waiting.pop(rule.handle, []):

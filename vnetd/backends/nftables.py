@@ -302,9 +302,10 @@ class NftFirewallBackend:
             return self._mine_of[1]
         mine = tuple(c for c in chains if c.family == self.family)
         if mine == self._mine_of[1]:
-            # the same chains in a new container (the engine passes the desired state's
-            # list, made a tuple per call): the elements compare by identity first, so
-            # this costs one comparison per chain, and every cache keyed on it holds
+            # the same chains in a new container (a list made a tuple per call, or this
+            # family's tuple handed on by observe to compile_all): the elements compare
+            # by identity first, so this costs one comparison per chain, and every cache
+            # keyed on the tuple holds
             mine = self._mine_of[1]
         self._mine_of = (chains, mine)
         return mine

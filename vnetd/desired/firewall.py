@@ -15,24 +15,21 @@ import yaml
 from vnetd.desired import validate
 from vnetd.desired.nodes import FileContext, MapView, as_map, as_string, join
 from vnetd.desired.rules import RuleSyntaxError, parse_rule
+from vnetd.desired.schema import CHAIN, FIREWALL, FIREWALL_TABLE
 from vnetd.errors import ConfigIssue
 from vnetd.model.common import Origin
-from vnetd.model.firewall import BUILTIN_CHAINS, POLICIES, TABLES, ChainMode, ChainSpec, Rule
-
-_CHAIN_KEYS = ("policy", "mode", "position", "rules")
-_MODES = tuple(m.value for m in ChainMode)
-_POSITIONS = ("top", "append")
+from vnetd.model.firewall import BUILTIN_CHAINS, ChainMode, ChainSpec, Rule
 
 
 def parse_firewall(node: yaml.Node, ctx: FileContext) -> list[ChainSpec]:
-    tables = as_map(node, "firewall", ctx, TABLES, "firewall (tables)")
+    tables = as_map(node, "firewall", ctx, FIREWALL, "firewall (tables)")
     if tables is None:
         return []
     chains: list[ChainSpec] = []
     for table in tables.keys():
         tnode = tables.value_node(table)
         assert tnode is not None
-        tview = as_map(tnode, join("firewall", table), ctx, None)
+        tview = as_map(tnode, join("firewall", table), ctx, FIREWALL_TABLE)
         if tview is None:
             continue
         for chain in tview.keys():
@@ -58,15 +55,15 @@ def _parse_chain(
                       f"(those are {', '.join(BUILTIN_CHAINS[table])}); pick another name for a user chain")
     vnode = tview.value_node(chain)
     assert vnode is not None
-    c = as_map(vnode, path, ctx, _CHAIN_KEYS, "a chain")
+    c = as_map(vnode, path, ctx, CHAIN, "a chain")
     if c is None:
         return None
-    policy = c.choice("policy", POLICIES)
+    policy = c.choice("policy")
     if policy is not None and not builtin:
         ctx.error(c.value_node("policy"), join(path, "policy"),
                   f"only built-in chains have a policy; {chain} is a user chain (end it with a rule instead)")
-    mode = ChainMode(c.choice("mode", _MODES) or "merge")
-    position = c.choice("position", _POSITIONS) or "top"
+    mode = ChainMode(c.choice("mode") or "merge")
+    position = c.choice("position") or "top"
     if position == "append" and mode is ChainMode.EXCLUSIVE:
         ctx.error(c.value_node("position"), join(path, "position"),
                   "position: append is for merge chains (an exclusive chain holds only vnetd's rules)")

@@ -17,6 +17,7 @@ import yaml
 
 from vnetd.desired import validate
 from vnetd.desired.nodes import FileContext, MapView, as_list, as_map, describe, join, scalar_value
+from vnetd.desired.schema import ADDRESS, BRIDGE, BRIDGE_OPTIONS, INTERFACE, IP, PORT, STP, VETH, VLAN
 from vnetd.errors import ConfigIssue
 from vnetd.model.common import Origin
 from vnetd.model.interfaces import (
@@ -30,13 +31,7 @@ from vnetd.model.interfaces import (
     StpOptions,
 )
 
-_IFACE_KEYS = ("name", "type", "state", "mtu", "mac-address", "description", "ipv4", "ipv6",
-               "bridge", "veth", "vlan")
-_IP_KEYS = ("enabled", "address", "dhcp", "autoconf")
-_ADDR_KEYS = ("ip", "prefix-length")
-_STP_KEYS = ("enabled", "forward-delay", "hello-time", "max-age", "priority")
-_TYPES = tuple(t.value for t in IfType)
-_STATES = tuple(s.value for s in AdminState)
+_TYPES = INTERFACE.values("type")
 
 
 def parse_interfaces(node: yaml.Node, ctx: FileContext) -> list[Interface]:
@@ -52,15 +47,15 @@ def parse_interfaces(node: yaml.Node, ctx: FileContext) -> list[Interface]:
 
 
 def _parse_interface(node: yaml.Node, path: str, ctx: FileContext) -> Interface | None:
-    m = as_map(node, path, ctx, _IFACE_KEYS, "an interface")
+    m = as_map(node, path, ctx, INTERFACE, "an interface")
     if m is None:
         return None
     errors_before = len(ctx.issues)
     if not m.require("name", "the interface name (1-15 characters)"):
         return None
     name = m.string("name", validate.link_name)
-    state = AdminState(m.choice("state", _STATES) or "up")
-    type_str = m.choice("type", _TYPES)
+    state = AdminState(m.choice("state") or "up")
+    type_str = m.choice("type")
     if "type" not in m and state is not AdminState.ABSENT:
         m.require("type", "one of " + ", ".join(_TYPES))
     iftype = IfType(type_str) if type_str else None
@@ -68,7 +63,7 @@ def _parse_interface(node: yaml.Node, path: str, ctx: FileContext) -> Interface 
         ctx.error(m.value_node("state"), join(path, "state"),
                   f"'absent' deletes virtual interfaces only ({', '.join(sorted(VIRTUAL_TYPES))}); "
                   f"an interface of type {iftype} cannot be deleted, use state: down")
-    mtu = m.integer("mtu", 68, 65535)
+    mtu = m.integer("mtu")
     mac = m.string("mac-address", validate.mac_address)
     m.string("description")  # accepted for nmstate compatibility, not managed
 
@@ -94,7 +89,7 @@ def _parse_interface(node: yaml.Node, path: str, ctx: FileContext) -> Interface 
 
 
 def _parse_ip(m: MapView, key: str, version: int, ctx: FileContext) -> IpConfig | None:
-    ip = m.mapping(key, _IP_KEYS, key)
+    ip = m.mapping(key, IP, key)
     if ip is None:
         return None
     enabled = ip.boolean("enabled")
@@ -139,7 +134,7 @@ def _parse_address(node: yaml.Node, path: str, version: int, ctx: FileContext) -
     if isinstance(node, yaml.ScalarNode) and node.tag == "tag:yaml.org,2002:str":
         text = str(node.value)  # the CIDR shorthand: 192.168.10.212/24
     else:
-        a = as_map(node, path, ctx, _ADDR_KEYS, "an address")
+        a = as_map(node, path, ctx, ADDRESS, "an address")
         if a is None:
             return None
         if not (a.require("ip", f"the {family} address") & a.require("prefix-length", "the prefix length")):
@@ -166,23 +161,23 @@ def _parse_address(node: yaml.Node, path: str, version: int, ctx: FileContext) -
 def _parse_bridge(
     m: MapView, path: str, iftype: IfType | None, name: str | None, ctx: FileContext
 ) -> BridgeConfig | None:
-    b = m.mapping("bridge", ("options", "port"), "bridge")
+    b = m.mapping("bridge", BRIDGE, "bridge")
     if b is None:
         return None
     if iftype is not IfType.BRIDGE:
         ctx.error(m.key_node("bridge"), join(path, "bridge"), "'bridge' is only valid with type: linux-bridge")
         return None
     stp = StpOptions()
-    options = b.mapping("options", ("stp",), "bridge.options")
+    options = b.mapping("options", BRIDGE_OPTIONS, "bridge.options")
     if options is not None:
-        s = options.mapping("stp", _STP_KEYS, "bridge.options.stp")
+        s = options.mapping("stp", STP, "bridge.options.stp")
         if s is not None:
             stp = StpOptions(
                 enabled=s.boolean("enabled"),
-                forward_delay=s.integer("forward-delay", 0, 30, " seconds"),
-                hello_time=s.integer("hello-time", 1, 10, " seconds"),
-                max_age=s.integer("max-age", 6, 40, " seconds"),
-                priority=s.integer("priority", 0, 65535),
+                forward_delay=s.integer("forward-delay"),
+                hello_time=s.integer("hello-time"),
+                max_age=s.integer("max-age"),
+                priority=s.integer("priority"),
             )
             if stp.enabled and stp.forward_delay is not None and stp.forward_delay < 2:
                 ctx.error(s.value_node("forward-delay"), join(s.path, "forward-delay"),
@@ -207,7 +202,7 @@ def _parse_bridge(
 
 def _parse_port(node: yaml.Node, path: str, ctx: FileContext) -> str | None:
     if isinstance(node, yaml.MappingNode):
-        p = MapView(node, path, ctx, ("name",), "a bridge port")
+        p = MapView(node, path, ctx, PORT, "a bridge port")
         if not p.require("name", "the port's interface name"):
             return None
         return p.string("name", validate.link_name)
@@ -223,7 +218,7 @@ def _parse_port(node: yaml.Node, path: str, ctx: FileContext) -> str | None:
 
 
 def _parse_veth(m: MapView, path: str, iftype: IfType | None, ctx: FileContext) -> str | None:
-    v = m.mapping("veth", ("peer",), "veth")
+    v = m.mapping("veth", VETH, "veth")
     if v is None:
         return None
     if iftype is not IfType.VETH:
@@ -233,7 +228,7 @@ def _parse_veth(m: MapView, path: str, iftype: IfType | None, ctx: FileContext) 
 
 
 def _parse_vlan(m: MapView, path: str, iftype: IfType | None, ctx: FileContext) -> tuple[str | None, int | None]:
-    v = m.mapping("vlan", ("base-iface", "id", "protocol"), "vlan")
+    v = m.mapping("vlan", VLAN, "vlan")
     if iftype is IfType.VLAN and v is None and m.value_node("vlan") is None:
         ctx.error(m.node, join(path, "vlan"), "required for type: vlan: {base-iface: NAME, id: 1-4094}")
         return None, None
@@ -245,8 +240,8 @@ def _parse_vlan(m: MapView, path: str, iftype: IfType | None, ctx: FileContext) 
     v.require("base-iface", "the parent interface")
     v.require("id", "the VLAN id (1-4094)")
     if "protocol" in v:
-        v.choice("protocol", ("802.1q",))
-    return v.string("base-iface", validate.link_name), v.integer("id", 1, 4094)
+        v.choice("protocol")
+    return v.string("base-iface", validate.link_name), v.integer("id")
 
 
 def cross_check(interfaces: Sequence[Interface]) -> list[ConfigIssue]:

@@ -23,6 +23,7 @@ from vnetd.desired.interfaces import cross_check, parse_interfaces
 from vnetd.desired.libvirt import parse_libvirt
 from vnetd.desired.nodes import MAX_ISSUES_PER_FILE, FileContext, MapView, as_map
 from vnetd.desired.routes import parse_routes
+from vnetd.desired.schema import TOP
 from vnetd.desired.sysctl import parse_sysctl
 from vnetd.errors import ConfigError, ConfigIssue
 from vnetd.model.common import Origin
@@ -41,7 +42,7 @@ IGNORED_SUFFIXES = ("~", ".swp", ".swo", ".tmp", ".rpmnew", ".rpmsave", ".rpmori
 MAX_FILE_BYTES = 8 * 1024 * 1024
 MAX_FILES = 1000
 
-SECTIONS = ("interfaces", "routes", "sysctl", "firewall", "libvirt", "health")
+SECTIONS = TOP.keys
 
 try:  # libyaml: 20x faster, and it limits nesting depth itself
     _Base: type = yaml.CSafeLoader
@@ -221,7 +222,7 @@ def parse_file(source: SourceFile) -> tuple[_Parsed, list[ConfigIssue]]:
     tagged = _explicit_tags(source) if "!" in source.text else []
     if root is None or (isinstance(root, yaml.ScalarNode) and root.tag == "tag:yaml.org,2002:null"):
         return parsed, tagged  # an empty file (only comments, a bare '---' or '~') declares nothing
-    top = as_map(root, "", ctx, SECTIONS, "a state file (top level)")
+    top = as_map(root, "", ctx, TOP, "a state file (top level)")
     if top is not None:
         _dispatch(top, ctx, parsed)
     return parsed, tagged + ctx.finish()

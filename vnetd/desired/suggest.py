@@ -1,0 +1,53 @@
+# SPDX-License-Identifier: MIT
+""""Did you mean ...?": the valid words closest to a misspelt one (difflib).
+
+Used for unknown keys and values of the state files and for rule options, targets
+and values (vnetd.backends.rulehints). Case is ignored when comparing (``mtU``,
+``accept``): a candidate that differs only in case comes first, then those the word
+begins (``mac`` for ``mac-address``); only when there are none, difflib's closest.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+#: difflib's similarity ratio a candidate needs (0.6, difflib's own default, lets
+#: ``mtux`` find ``mtu`` and keeps ``bond`` from finding ``vlan``)
+CUTOFF = 0.6
+#: and a ratio at most this much below the best candidate's
+RELATIVE = 0.1
+
+
+def close_matches(word: str, candidates: Iterable[str], n: int = 3, cutoff: float = CUTOFF) -> list[str]:
+    """Up to ``n`` candidates close to ``word``, the closest first; never ``word`` itself."""
+    by_folded: dict[str, str] = {}
+    for candidate in candidates:
+        if candidate != word:
+            by_folded.setdefault(candidate.casefold(), candidate)
+    folded = word.casefold()
+    if not folded:
+        return []
+    found = [folded] if folded in by_folded else []
+    if len(folded.strip("-")) >= 3:  # "mac" for mac-address, "next-hop" for next-hop-address
+        found += sorted((c for c in by_folded if c != folded and c.startswith(folded)), key=len)
+    if found:
+        return [by_folded[c] for c in found][:n]
+    scored = sorted(((difflib.SequenceMatcher(None, folded, c).ratio(), c) for c in by_folded), reverse=True)
+    if scored:  # only the closest few: "activ" is active, not also inactive
+        best = scored[0][0]
+        found += [c for ratio, c in scored if ratio >= max(cutoff, best - RELATIVE)]
+    return [by_folded[c] for c in found][:n]
+
+
+def alternatives(words: list[str]) -> str:
+    """``a``, ``a or b``, ``a, b or c``."""
+    if len(words) <= 1:
+        return "".join(words)
+    return ", ".join(words[:-1]) + " or " + words[-1]
+
+
+def did_you_mean(word: str, candidates: Iterable[str], n: int = 3) -> str:
+    """``"did you mean X?"``, or "" when nothing is close."""
+    found = close_matches(word, candidates, n)
+    return f"did you mean {alternatives(found)}?" if found else ""

@@ -1,0 +1,91 @@
+# SPDX-License-Identifier: MIT
+"""The command line as an administrator uses it, in a namespace: --help with examples,
+global options after the command, ``show NAME`` and ``show --section``, what ``plan``
+says about new bridges, rules and addresses, and "did you mean" from check."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from tests.support import ROOT, Netns, StateDir, vnetd
+
+pytestmark = pytest.mark.kernel
+
+HOST = ROOT / "etc" / "vnetd.d"
+
+
+@pytest.fixture
+def host(make_netns, state_dir) -> tuple[Netns, StateDir]:  # type: ignore[no-untyped-def]
+    """The article's set-ups 2 and 3, applied: br0 over eth1, brdmz, the physdev rule."""
+    ns = make_netns("cli")
+    ns.veth("eth1", "eth1peer")
+    for name in ("10-uplink-br0.yaml", "20-dmz-brdmz.yaml"):
+        state_dir.write(name, (HOST / name).read_text())
+    result = vnetd("apply", netns=ns, state_dir=state_dir)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return ns, state_dir
+
+
+def shown(text: str) -> dict:  # type: ignore[type-arg]
+    return yaml.safe_load(text) or {}
+
+
+@pytest.mark.parametrize("command", ["", "check", "plan", "apply", "show", "run", "import"])
+def test_help_describes_and_ends_with_examples(command: str) -> None:
+    result = vnetd(*([command] if command else []), "--help")
+    assert result.returncode == 0, result.stderr
+    tail = result.stdout.rstrip().splitlines()
+    examples = tail.index("examples:")
+    assert [line for line in tail[examples + 1 :] if line.startswith("  vnetd")], result.stdout
+    assert len([line for line in tail[examples + 1 :] if line.startswith("  vnetd")]) in (2, 3)
+
+
+def test_global_options_after_the_command(host: tuple[Netns, StateDir]) -> None:
+    ns, state = host
+    before = vnetd("--netns", str(ns), "--state-dir", str(state), "plan")
+    after = vnetd("plan", "--netns", str(ns), "--state-dir", str(state))
+    mixed = vnetd("--netns", str(ns), "plan", "--state-dir", str(state), "--log-level", "error")
+    assert before.returncode == after.returncode == mixed.returncode == 0, after.stderr
+    assert before.stdout == after.stdout == mixed.stdout
+    check = vnetd("check", "--netns", str(ns), "--state-dir", str(state))
+    assert check.returncode == 0 and f"{state}: 2 files valid" in check.stdout, check.stderr
+
+
+def test_a_global_option_in_both_places_must_agree(host: tuple[Netns, StateDir]) -> None:
+    ns, state = host
+    result = vnetd("--netns", str(ns), "check", "--netns", "no-such-namespace", "--state-dir", str(state))
+    assert result.returncode == 2
+    assert f"--netns is given before the command ({ns}) and after it (no-such-namespace); give it once" \
+        in result.stderr
+
+
+def test_show_names(host: tuple[Netns, StateDir]) -> None:
+    ns, state = host
+    result = vnetd("show", "br0", "FORWARD", netns=ns, state_dir=state)
+    assert result.returncode == 0, result.stderr
+    data = shown(result.stdout)
+    assert [i["name"] for i in data["interfaces"]] == ["br0"]
+    assert list(data["firewall"]) == ["filter"] and list(data["firewall"]["filter"]) == ["FORWARD"]
+    assert "sysctl" not in data
+    # fed back, what is shown plans nothing
+    fed = StateDir(state.path.parent / "fed-back")
+    fed.write("10-shown.yaml", result.stdout)
+    assert vnetd("plan", netns=ns, state_dir=fed).returncode == 0
+
+
+def test_show_sections(host: tuple[Netns, StateDir]) -> None:
+    ns, state = host
+    result = vnetd("show", "--section", "firewall", netns=ns, state_dir=state)
+    assert result.returncode == 0, result.stderr
+    assert list(shown(result.stdout)) == ["firewall"]
+    result = vnetd("show", "--section", "interfaces", "--section", "sysctl", netns=ns, state_dir=state)
+    assert list(shown(result.stdout)) == ["interfaces", "sysctl"]
+    assert "firewall" not in result.stdout
+
+
+def test_show_a_name_that_is_not_there(host: tuple[Netns, StateDir]) -> None:
+    ns, state = host
+    result = vnetd("show", "br1", "FORWRD", netns=ns, state_dir=state)
+    assert result.returncode == 1 and not result.stdout
+    assert "nothing is named br1 (did you mean br0?), FORWRD (did you mean FORWARD?)" in result.stderr

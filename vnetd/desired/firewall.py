@@ -71,6 +71,11 @@ def _parse_chain(
     seen: dict[str, int] = {}
     items = c.sequence("rules") if "rules" in c else []
     for item, rpath in items or []:
+        if isinstance(item, yaml.MappingNode) and len(item.value) == 1:
+            ctx.error(item, rpath, "expected a rule in iptables-save syntax, e.g. '-i eth1 -j ACCEPT', got a "
+                      "mapping (': ' inside an unquoted rule makes YAML read it as 'key: value': quote the rule, "
+                      "e.g. - '-j LOG --log-prefix \"fw: \"')")
+            continue
         text = as_string(item, rpath, ctx, "a rule in iptables-save syntax, e.g. '-i eth1 -j ACCEPT'")
         if text is None:
             continue

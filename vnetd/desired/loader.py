@@ -25,6 +25,7 @@ from vnetd.desired.nodes import MAX_ISSUES_PER_FILE, FileContext, MapView, as_ma
 from vnetd.desired.routes import parse_routes
 from vnetd.desired.schema import TOP
 from vnetd.desired.sysctl import parse_sysctl
+from vnetd.desired.yamlerrors import syntax_error
 from vnetd.errors import ConfigError, ConfigIssue
 from vnetd.model.common import Origin
 from vnetd.model.firewall import ChainSpec
@@ -211,10 +212,8 @@ def parse_file(source: SourceFile) -> tuple[_Parsed, list[ConfigIssue]]:
                                     f"YAML syntax error: character {_codepoint(exc.character)} "
                                     f"is not allowed in YAML text")]
     except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark is not None else 0
-        what = " ".join(p for p in (exc.context, exc.problem) if p)
-        return parsed, [ConfigIssue(source.name, line, "", f"YAML syntax error: {what}{_yaml_hint(what)}")]
+        line, message = syntax_error(source.text, exc)
+        return parsed, [ConfigIssue(source.name, line, "", message)]
     except yaml.YAMLError as exc:
         return parsed, [ConfigIssue(source.name, 0, "", f"YAML error: {exc}")]
     except RecursionError:
@@ -226,19 +225,6 @@ def parse_file(source: SourceFile) -> tuple[_Parsed, list[ConfigIssue]]:
     if top is not None:
         _dispatch(top, ctx, parsed)
     return parsed, tagged + ctx.finish()
-
-
-def _yaml_hint(problem: str) -> str:
-    """What usually causes a YAML syntax error in a state file."""
-    if "mapping values are not allowed" in problem:
-        return (" (a ': ' inside an unquoted value starts a mapping: quote the value, e.g. "
-                "- '-j LOG --log-prefix \"fw: \"')")
-    if "cannot start any token" in problem:
-        return (" (YAML does not allow tabs for indentation, nor @ or ` at the start of a value: "
-                "indent with spaces, quote the value)")
-    if "quoted scalar" in problem:
-        return " (a quote is not closed: a rule with \" inside is written in single quotes)"
-    return ""
 
 
 def _explicit_tags(source: SourceFile) -> list[ConfigIssue]:

@@ -201,13 +201,16 @@ COMMAND_FLAGS = {
 
 
 def _explain(message: str, rule: Rule) -> str:
-    """libxtables' message, with vnetd's reason for command flags and a quoting hint."""
+    """libxtables' message, with vnetd's reason for command flags, a quoting hint and
+    what would be valid (vnetd.backends.rulehints: "did you mean", an option's values)."""
     if message.startswith("command flag ") and len(message) == 14:
         flag, why = COMMAND_FLAGS.get(message[-1], (f"-{message[-1]}", "not part of a rule"))
         return f"{flag} is not allowed in a rule: {why}"
     if any(w.startswith("'") or w.endswith("'") for w in rule.words):
         message += " (iptables-save syntax quotes with double quotes: --comment \"two words\")"
-    return message
+    from vnetd.backends.rulehints import hint
+
+    return message + hint(message, rule)
 
 
 def meaning_tag(table: str, chain: str, plain_fingerprints: Iterable[bytes]) -> str:
@@ -498,10 +501,14 @@ def _jump_problem(chain: ChainSpec, compiled: CompiledRule, declared: set[str], 
         return f"'{flag} {target}': jumps to a built-in chain; iptables allows jumps to user chains only"
     if target in declared or existing is None or target in existing:
         return None
+    from vnetd.backends.rulehints import chains_hint, target_hint
+
+    chains = declared | existing
     if compiled.goto:
-        return f"goto '{target}' is not a chain of the {chain.table} table (declare it under the table)"
+        return (f"goto '{target}' is not a chain of the {chain.table} table (declare it under the table)"
+                + chains_hint(target, chains))
     return (f"'-j {target}': no such target, and no chain of that name in the {chain.table} table "
-            "(declare it under the table, or check the spelling)")
+            "(declare it under the table, or check the spelling)" + target_hint(target, chains))
 
 
 def declared_texts(chains: Iterable[ChainSpec]) -> dict[str, str]:

@@ -24,12 +24,12 @@ def close_matches(word: str, candidates: Iterable[str], n: int = 3, cutoff: floa
     by_folded: dict[str, str] = {}
     for candidate in candidates:
         if candidate != word:
-            by_folded.setdefault(candidate.casefold(), candidate)
-    folded = word.casefold()
+            by_folded.setdefault(_fold(candidate), candidate)
+    folded = _fold(word)
     if not folded:
         return []
     found = [folded] if folded in by_folded else []
-    if len(folded.strip("-")) >= 3:  # "mac" for mac-address, "next-hop" for next-hop-address
+    if len(folded) >= 3:  # "mac" for mac-address, "next-hop" for next-hop-address
         found += sorted((c for c in by_folded if c != folded and c.startswith(folded)), key=len)
     if found:
         return [by_folded[c] for c in found][:n]
@@ -38,6 +38,11 @@ def close_matches(word: str, candidates: Iterable[str], n: int = 3, cutoff: floa
         best = scored[0][0]
         found += [c for ratio, c in scored if ratio >= max(cutoff, best - RELATIVE)]
     return [by_folded[c] for c in found][:n]
+
+
+def _fold(word: str) -> str:
+    """What is compared: no case, no leading dashes (``--`` would make every option look alike)."""
+    return word.casefold().lstrip("-")
 
 
 def alternatives(words: list[str]) -> str:

@@ -89,3 +89,58 @@ def test_show_a_name_that_is_not_there(host: tuple[Netns, StateDir]) -> None:
     result = vnetd("show", "br1", "FORWRD", netns=ns, state_dir=state)
     assert result.returncode == 1 and not result.stdout
     assert "nothing is named br1 (did you mean br0?), FORWRD (did you mean FORWARD?)" in result.stderr
+
+
+def test_plan_says_what_new_links_rules_and_addresses_will_be(host: tuple[Netns, StateDir]) -> None:
+    ns, state = host
+    state.write("30-more.yaml", """\
+        interfaces:
+        - name: br9
+          type: linux-bridge
+          state: up
+          mac-address: "52:54:00:00:00:09"
+          ipv4:
+            enabled: true
+            address: [198.51.100.1/24]
+          bridge:
+            options:
+              stp: {enabled: false, forward-delay: 0}
+        firewall:
+          filter:
+            mine:
+              rules: [-j RETURN]
+        """)
+    assert vnetd("apply", netns=ns, state_dir=state).returncode == 0
+    # the files change: br9 goes away and comes back as something else, a rule changes, a chain goes
+    state.write("30-more.yaml", """\
+        interfaces:
+        - name: br9
+          type: linux-bridge
+          state: up
+          ipv4:
+            enabled: true
+            address: [203.0.113.1/24]
+        - name: br8
+          type: linux-bridge
+          bridge:
+            options:
+              stp: {enabled: true, priority: 4096}
+        """)
+    text = (HOST / "20-dmz-brdmz.yaml").read_text().replace("- -m physdev --physdev-is-bridged -j ACCEPT",
+                                                          "- -m physdev --physdev-is-bridged -j ACCEPT\n      - -j LOG")
+    state.write("20-dmz-brdmz.yaml", text)
+    ns.exec("iptables-legacy", "-A", "FORWARD", "-s", "192.0.2.99", "-j", "DROP")
+    result = vnetd("plan", netns=ns, state_dir=state)
+    assert result.returncode == 2, result.stderr
+    lines = result.stdout.splitlines()
+    assert "+ interface/br8: create linux-bridge (bridge.options.stp {enabled: true, priority: 4096})" in lines
+    assert "- interface/br9: ipv4.address remove 198.51.100.1/24" in lines
+    assert "+ interface/br9: ipv4.address add 203.0.113.1/24" in lines
+    forward = lines.index("~ firewall/filter/FORWARD: rules (merge: vnetd's rules first, other tools' rules kept)")
+    assert lines[forward + 1 : forward + 4] == [
+        "      -m physdev --physdev-is-bridged -j ACCEPT",
+        "    + -j LOG",
+        "      (foreign) -s 192.0.2.99/32 -j DROP",
+    ], result.stdout
+    mine = lines.index("- firewall/filter/mine: delete the chain and its rules (no longer declared)")
+    assert lines[mine + 1] == "    - -j RETURN (vnetd's, no longer declared)", result.stdout

@@ -3,19 +3,34 @@
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import json
 from collections.abc import Sequence
 
-from vnetd.plan.actions import Action, Plan, jsonable
+from vnetd.model.firewall import ChainMode
+from vnetd.plan.actions import (
+    Action,
+    AddAddress,
+    CreateLink,
+    DeleteLink,
+    Plan,
+    PruneChain,
+    RemoveAddress,
+    SyncChain,
+    jsonable,
+)
 
 
 def plan_text(plan: Plan) -> str:
+    """One line per change ('+' adds or creates, '-' removes or deletes, '~' changes), with
+    what a new link will be, which address is added or removed, and a chain's rules as a
+    diff (the rules' text); then the problems, then a summary."""
     if plan.empty and not plan.problems:
         return "nothing to do: the system matches the state files\n"
     lines = []
     for action in plan.actions:
-        lines.append(f"~ {action.describe()}")
+        lines += describe_action(action)
     for problem in plan.problems:
         lines.append(f"! {problem.describe()}")
     n = len(plan.actions)
@@ -24,6 +39,76 @@ def plan_text(plan: Plan) -> str:
         summary += f", {len(plan.problems)} problem{'s' if len(plan.problems) != 1 else ''} vnetd cannot fix"
     lines.append(summary)
     return "\n".join(lines) + "\n"
+
+
+def describe_action(action: Action) -> list[str]:
+    """An action as plan text: its line, and for a chain the rules it gains and loses."""
+    op = action.op
+    where = f"{action.resource}: "
+    if isinstance(op, CreateLink):
+        return [f"+ {where}create {action.want or op.kind}{_link_details(op)}"]
+    if isinstance(op, DeleteLink):
+        return [f"- {where}delete ({action.have or 'link'})"]
+    if isinstance(op, AddAddress):
+        again = str(op.ip) in _texts(action.have)  # its subnet's primary goes: the kernel drops it too
+        return [f"+ {where}{action.field} add {op.ip}" + (" again (removing its subnet's primary address "
+                                                          "removes it too)" if again else "")]
+    if isinstance(op, RemoveAddress):
+        return [f"- {where}{action.field} remove {op.ip}"]
+    if isinstance(op, SyncChain):
+        return _chain_lines(action, op)
+    if isinstance(op, PruneChain):
+        removed = [r for r in _texts(action.have) if not r.startswith(FOREIGN)]
+        what = "delete the chain and its rules" if op.delete_chain else "remove vnetd's rules"
+        return [f"- {where}{what} (no longer declared)"] + [f"    - {r}" for r in removed]
+    return [f"~ {action.describe()}"]
+
+
+def _link_details(op: CreateLink) -> str:
+    parts = []
+    if op.veth_peer:
+        parts.append(f"veth.peer {op.veth_peer}")
+    if op.vlan_base is not None or op.vlan_id is not None:
+        parts.append(f"vlan.base-iface {op.vlan_base}, vlan.id {op.vlan_id}")
+    if op.stp is not None:
+        stp = [(f.name.replace("_", "-"), getattr(op.stp, f.name)) for f in dataclasses.fields(op.stp)]
+        shown = ", ".join(f"{k}: {json.dumps(v)}" for k, v in stp if v is not None)
+        parts.append(f"bridge.options.stp {{{shown}}}" if shown else "STP as the kernel defaults")
+    if op.mac:
+        parts.append(f"mac-address {op.mac}")
+    return f" ({'; '.join(parts)})" if parts else ""
+
+
+FOREIGN = "(foreign) "
+
+
+def _texts(value: object) -> list[str]:
+    return [str(v) for v in value] if isinstance(value, list | tuple) else []
+
+
+def _chain_lines(action: Action, op: SyncChain) -> list[str]:
+    """A chain's rules as a diff: '+' a rule vnetd writes, '-' one it removes, '  ' one
+    that stays (in a merge chain other tools' rules always stay, below vnetd's)."""
+    want, have = _texts(action.want), _texts(action.have)
+    merge = op.mode is ChainMode.MERGE
+    head = f"{action.resource}: rules"
+    if action.have is None:
+        lines = [f"+ {head}: new chain ({op.mode.value}) with {len(want)} rule{'s' if len(want) != 1 else ''}"]
+        return lines + [f"    + {r}" for r in want]
+    how = ("merge: vnetd's rules first, other tools' rules kept" if merge
+           else "exclusive: exactly the declared rules")
+    lines = [f"~ {head} ({how})"]
+    kept = [r for r in have if r.startswith(FOREIGN) or r.startswith("#")] if merge else []
+    mine = [r for r in have if r not in kept]
+    matcher = difflib.SequenceMatcher(a=mine, b=want, autojunk=False)
+    for tag, i1, i2, j1, j2 in matcher.get_opcodes():
+        if tag == "equal":
+            lines += [f"      {r}" for r in mine[i1:i2]]
+            continue
+        lines += [f"    - {r}" for r in mine[i1:i2]]
+        lines += [f"    + {r}" for r in want[j1:j2]]
+    lines += [f"      {r}" for r in kept]
+    return lines
 
 
 def plan_json(plan: Plan) -> str:

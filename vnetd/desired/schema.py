@@ -146,10 +146,10 @@ IP = Table(
         Field("enabled", Kind.BOOLEAN, "false: the family has no address on this link (listed addresses "
               "are an error).", default="true", example="true"),
         Field("address", Kind.LIST, "The static addresses; addresses on the link that are not listed are "
-              "removed (those of a DHCP client or SLAAC excepted).", table=ADDRESS,
+              "removed (IPv6 link-local ones excepted).", table=ADDRESS,
               item="CIDR string", example="[192.0.2.1/24]"),
-        Field("dhcp", Kind.BOOLEAN, "Only false is accepted: vnetd manages static addresses only.",
-              default="false"),
+        Field("dhcp", Kind.BOOLEAN, "Only false is accepted: vnetd manages static addresses only (leave the "
+              "section out to leave a DHCP client's addresses alone).", default="false"),
         Field("autoconf", Kind.BOOLEAN, "IPv6 only; only false is accepted.", default="false"),
     ),
 )

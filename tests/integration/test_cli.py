@@ -144,3 +144,29 @@ def test_plan_says_what_new_links_rules_and_addresses_will_be(host: tuple[Netns,
     ], result.stdout
     mine = lines.index("- firewall/filter/mine: delete the chain and its rules (no longer declared)")
     assert lines[mine + 1] == "    - -j RETURN (vnetd's, no longer declared)", result.stdout
+
+
+def test_check_says_what_would_be_valid(netns: Netns, state_dir: StateDir) -> None:
+    state_dir.write("10-keys.yaml", "interfaces:\n- {name: br0, type: linux-brige, mtux: 9000}\n")
+    state_dir.write("20-rules.yaml", """\
+        firewall:
+          filter:
+            INPUT:
+              rules:
+              - -p tcp --dprot 22 -j ACCEPT
+              - -j REJECT --reject-with icmp-host-prohibted
+              - -j ACCPET
+        """)
+    state_dir.write("30-yaml.yaml", 'firewall:\n  filter:\n    INPUT:\n      rules:\n'
+                                    '      - "-m comment --comment "ssh" -j ACCEPT"\n')
+    result = vnetd("check", netns=netns, state_dir=state_dir)
+    assert result.returncode == 1
+    err = result.stderr
+    for says in ("interfaces[0].mtux: unknown key in an interface; valid keys: ", "; did you mean mtu?",
+                 "'linux-brige' is not valid; expected one of: ", "; did you mean linux-bridge?",
+                 'unknown option "--dprot" (did you mean --dport?)',
+                 '(did you mean icmp-host-prohibited? --reject-with takes: icmp-net-unreachable',
+                 "'-j ACCPET': no such target", "(did you mean ACCEPT?)",
+                 "30-yaml.yaml:5: YAML syntax error at line 5, column 9: ",
+                 "write a rule that contains \" in single quotes, e.g. - '-m comment --comment \"ssh\" -j ACCEPT'"):
+        assert says in err, err

@@ -140,3 +140,18 @@ def test_option_of_value() -> None:
     words = parse_rule("-m state --state NEW,ESTABLISHD -j ACCEPT").words
     assert rulehints.option_of_value("ESTABLISHD", words) == ("--state", "NEW,ESTABLISHD")
     assert rulehints.option_of_value("nothing", words) is None
+
+
+def test_hints_are_bounded_per_check() -> None:
+    """Thousands of broken rules: the first HINT_BUDGET get a hint, the rest iptables' message
+    alone (the check's work stays proportional to the rules, not to their hints)."""
+    n = rulehints.HINT_BUDGET + 50
+    rules = tuple(parse_rule(f"-p tcp --dprot {i} -j ACCEPT") for i in range(n))
+    issues = validate_rules([ChainSpec("filter", "INPUT", None, ChainMode.MERGE, rules, None)],
+                            lambda t: set()).issues
+    assert len(issues) == n
+    hinted = [i for i in issues if "(did you mean --dport?)" in i.message]
+    assert len(hinted) == rulehints.HINT_BUDGET
+    assert issues[0] in hinted
+    # the next check has its budget again
+    assert "did you mean ACCEPT?" in refused("-j ACCPET")

@@ -17,8 +17,8 @@ from the extensions themselves where they can say it:
   captures it as ``iptables -j REJECT --help`` prints it), else those of
   ``ENUMERATED`` below.
 
-Everything here runs only for a rule that failed, and never raises: a hint that
-cannot be made is left out.
+Everything here runs only for a rule that failed, at most ``HINT_BUDGET`` times per
+check, and never raises: a hint that cannot be made is left out.
 """
 
 from __future__ import annotations
@@ -79,8 +79,27 @@ _PROTOCOL = re.compile(r'^unknown protocol "([^"]+)" specified')
 _QUOTED = re.compile(r"""[`"']([^`"']+)['"]""")
 
 
+#: hints per check (``reset_budget``): a file of thousands of broken rules is still
+#: checked in bounded time (~0.3 ms a hint); the first ones teach what the rest need
+HINT_BUDGET = 200
+_budget = [HINT_BUDGET]
+
+
+def reset_budget() -> None:
+    _budget[0] = HINT_BUDGET
+
+
+def _spend() -> bool:
+    if _budget[0] <= 0:
+        return False
+    _budget[0] -= 1
+    return True
+
+
 def hint(message: str, rule: Rule) -> str:
     """`` (did you mean ...?)`` and what would be valid for a libxtables message, or ""."""
+    if not _spend():
+        return ""
     try:
         return _hint(message, rule)
     except Exception:  # a hint is a courtesy: it never hides the error itself
@@ -89,6 +108,8 @@ def hint(message: str, rule: Rule) -> str:
 
 def target_hint(target: str, chains: Iterable[str]) -> str:
     """For a ``-j`` that is neither a target nor a chain: the close ones of both."""
+    if not _spend():
+        return ""
     try:
         found = close_matches(target, [*STANDARD_TARGETS, *installed("target"), *chains])
     except Exception:  # a hint is a courtesy: it never hides the error itself
@@ -246,6 +267,7 @@ def _owner(option: str, words: Iterable[str]) -> tuple[str, str, str] | None:
     return None
 
 
+@functools.lru_cache(maxsize=256)
 def enumerated(kind: str, ext: str, option: str) -> tuple[str, ...]:
     """The values an enumerated option takes: from the extension's help text, else ENUMERATED."""
     from_help = values_from_help(help_text(kind, ext), option)
@@ -280,5 +302,7 @@ def values_from_help(text: str, option: str) -> tuple[str, ...]:
 
 def chains_hint(name: str, chains: Collection[str]) -> str:
     """For ``-g NAME`` that is no chain: the close chain names."""
+    if not _spend():
+        return ""
     found = close_matches(name, chains)
     return f" (did you mean {alternatives(found)}?)" if found else ""

@@ -449,6 +449,9 @@ def validate_rules(chains: Iterable[ChainSpec], existing_chains: Callable[[str],
     whole table's commit fail: an error when the kernel's chains are known, a
     warning when they are not.
     """
+    from vnetd.backends.rulehints import reset_budget
+
+    reset_budget()
     chains = tuple(chains)
     compiler = shared_compiler()
     result = RuleCheck()

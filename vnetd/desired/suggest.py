@@ -33,10 +33,10 @@ def close_matches(word: str, candidates: Iterable[str], n: int = 3, cutoff: floa
         found += sorted((c for c in by_folded if c != folded and c.startswith(folded)), key=len)
     if found:
         return [by_folded[c] for c in found][:n]
-    scored = sorted(((difflib.SequenceMatcher(None, folded, c).ratio(), c) for c in by_folded), reverse=True)
-    if scored:  # only the closest few: "activ" is active, not also inactive
-        best = scored[0][0]
-        found += [c for ratio, c in scored if ratio >= max(cutoff, best - RELATIVE)]
+    close = difflib.get_close_matches(folded, by_folded, n=n, cutoff=cutoff)  # quick ratios filter first
+    if close:  # only the closest few: "activ" is active, not also inactive
+        best = difflib.SequenceMatcher(None, folded, close[0]).ratio()
+        found = [c for c in close if difflib.SequenceMatcher(None, folded, c).ratio() >= best - RELATIVE]
     return [by_folded[c] for c in found][:n]
 
 

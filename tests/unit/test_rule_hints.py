@@ -111,7 +111,15 @@ def test_the_documented_values_agree_with_the_installed_extensions() -> None:
 def test_installed_extensions() -> None:
     targets, matches = rulehints.installed("target"), rulehints.installed("match")
     assert {"LOG", "REJECT", "MASQUERADE", "DNAT"} <= set(targets) and "standard" not in targets
-    assert {"tcp", "conntrack", "state", "comment", "icmp"} <= set(matches)
+    assert {"tcp", "conntrack", "state", "comment", "icmp"} <= set(matches) and "icmp6" not in matches
+    assert {"tcp", "icmp6", "conntrack"} <= set(rulehints.installed("match", 6))
+    assert "icmp" not in rulehints.installed("match", 6)
+
+
+def test_ip6tables_values_differ() -> None:
+    assert "icmp6-adm-prohibited" in rulehints.enumerated_table(6)[("REJECT", "--reject-with")]
+    assert "icmp-host-prohibited" not in rulehints.enumerated_table(6)[("REJECT", "--reject-with")]
+    assert rulehints.enumerated_table(6)[("state", "--state")] == rulehints.ENUMERATED[("state", "--state")]
 
 
 def test_the_extension_query_keeps_the_modules_guarantees() -> None:

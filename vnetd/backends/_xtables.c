@@ -1180,14 +1180,15 @@ static int guarded_query(struct vx_query *q)
     return status;
 }
 
-/* extension(kind, name, help) -> list of long option names ("--dport"), or the help
- * text (help true); None when no such extension is installed. kind: "match" or
- * "target". Loads the extension as -m/-j would (the kernel's revision); changes no
- * rule and leaves libxtables' per-rule state reset. */
+/* extension(kind, name, help, family=4) -> list of long option names ("--dport"), or
+ * the help text (help true); None when no such extension is installed. kind: "match"
+ * or "target". Loads the extension as -m/-j would (the kernel's revision); changes no
+ * rule and leaves libxtables' per-rule state reset. This module serves IPv4 only:
+ * family is there for the callers that pass a chain's family. */
 static PyObject *vx_extension(PyObject *self, PyObject *args)
 {
     const char *kind, *name;
-    int help;
+    int help, family = 4;
     struct vx_query q;
     struct vx_capture out, err;
     bool out_ok, err_ok;
@@ -1196,8 +1197,12 @@ static PyObject *vx_extension(PyObject *self, PyObject *args)
     unsigned int i;
 
     (void)self;
-    if (!PyArg_ParseTuple(args, "ssp", &kind, &name, &help))
+    if (!PyArg_ParseTuple(args, "ssp|i", &kind, &name, &help, &family))
         return NULL;
+    if (family != 4) {
+        PyErr_Format(PyExc_ValueError, "family must be 4, not %d", family);
+        return NULL;
+    }
     if (strcmp(kind, "match") != 0 && strcmp(kind, "target") != 0) {
         PyErr_Format(PyExc_ValueError, "kind must be 'match' or 'target', not '%s'", kind);
         return NULL;
@@ -1282,7 +1287,7 @@ static PyMethodDef vx_methods[] = {
     {"render", vx_render, METH_VARARGS,
      "render(entry, meaning) -> the rule as iptables-save prints it, without '-A CHAIN'"},
     {"extension", vx_extension, METH_VARARGS,
-     "extension(kind, name, help) -> an extension's long options (or help text); None if not installed"},
+     "extension(kind, name, help, family=4) -> an extension's long options (or help text); None if not installed"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -72,6 +72,25 @@ ENUMERATED: dict[tuple[str, str], tuple[str, ...]] = {
     ("tcp", "--tcp-flags"): ("SYN", "ACK", "FIN", "RST", "URG", "PSH", "ALL", "NONE"),
     ("LOG", "--log-level"): ("emerg", "alert", "crit", "error", "warning", "notice", "info", "debug"),
 }
+#: the same for ip6tables, where the values differ (ip6tables 1.8: libip6t_REJECT, libip6t_icmp6)
+ENUMERATED6: dict[tuple[str, str], tuple[str, ...]] = {
+    **{key: values for key, values in ENUMERATED.items() if key[0] not in ("REJECT", "icmp")},
+    ("REJECT", "--reject-with"): (
+        "icmp6-no-route", "no-route", "icmp6-adm-prohibited", "adm-prohibited", "icmp6-addr-unreachable",
+        "addr-unreach", "icmp6-port-unreachable", "port-unreach", "tcp-reset", "icmp6-policy-fail", "policy-fail",
+        "icmp6-reject-route", "reject-route"),
+    ("icmp6", "--icmpv6-type"): (
+        "destination-unreachable", "no-route", "communication-prohibited", "beyond-scope", "address-unreachable",
+        "port-unreachable", "failed-policy", "reject-route", "packet-too-big", "time-exceeded", "ttl-exceeded",
+        "ttl-zero-during-transit", "ttl-zero-during-reassembly", "parameter-problem", "bad-header",
+        "unknown-header-type", "unknown-option", "echo-request", "ping", "echo-reply", "pong",
+        "router-solicitation", "router-advertisement", "neighbour-solicitation", "neighbor-solicitation",
+        "neighbour-advertisement", "neighbor-advertisement", "redirect"),
+}
+
+
+def enumerated_table(family: int) -> dict[tuple[str, str], tuple[str, ...]]:
+    return ENUMERATED6 if family == 6 else ENUMERATED
 
 _UNKNOWN_OPTION = re.compile(r'^unknown option "(--?[^"]+)"')
 _LOAD = re.compile(r"^Couldn't load (match|target) `([^']*)'")
@@ -96,35 +115,36 @@ def _spend() -> bool:
     return True
 
 
-def hint(message: str, rule: Rule) -> str:
-    """`` (did you mean ...?)`` and what would be valid for a libxtables message, or ""."""
+def hint(message: str, rule: Rule, family: int = 4) -> str:
+    """`` (did you mean ...?)`` and what would be valid for a libxtables message, or ""
+    (``family``: the rule's, 4 for iptables, 6 for ip6tables)."""
     if not _spend():
         return ""
     try:
-        return _hint(message, rule)
+        return _hint(message, rule, family)
     except Exception:  # a hint is a courtesy: it never hides the error itself
         return ""
 
 
-def target_hint(target: str, chains: Iterable[str]) -> str:
+def target_hint(target: str, chains: Iterable[str], family: int = 4) -> str:
     """For a ``-j`` that is neither a target nor a chain: the close ones of both."""
     if not _spend():
         return ""
     try:
-        found = close_matches(target, [*STANDARD_TARGETS, *installed("target"), *chains])
+        found = close_matches(target, [*STANDARD_TARGETS, *installed("target", family), *chains])
     except Exception:  # a hint is a courtesy: it never hides the error itself
         return ""
     return f" (did you mean {alternatives(found)}?)" if found else ""
 
 
-def _hint(message: str, rule: Rule) -> str:
+def _hint(message: str, rule: Rule, family: int) -> str:
     m = _UNKNOWN_OPTION.match(message)
     if m:
-        return _option_hint(m.group(1), rule)
+        return _option_hint(m.group(1), rule, family)
     m = _LOAD.match(message)
     if m:
         kind, name = m.groups()
-        candidates = [*installed(kind), *(STANDARD_TARGETS if kind == "target" else ())]
+        candidates = [*installed(kind, family), *(STANDARD_TARGETS if kind == "target" else ())]
         found = close_matches(name, candidates)
         return f" (did you mean {alternatives(found)}?)" if found else ""
     m = _PROTOCOL.match(message)
@@ -133,28 +153,28 @@ def _hint(message: str, rule: Rule) -> str:
         return f" (did you mean {alternatives(found)}?)" if found else ""
     values = _QUOTED.findall(message)
     if values:
-        return _value_hint(values[-1], rule)
+        return _value_hint(values[-1], rule, family)
     return ""
 
 
 # --------------------------------------------------------------------------- options
 
 
-def _option_hint(option: str, rule: Rule) -> str:
+def _option_hint(option: str, rule: Rule, family: int) -> str:
     """The close options of the extensions the rule loads; else the installed matches
     that have this very option (``--dport`` without ``-p tcp``); else iptables' own."""
-    loaded = [o for kind, name in loaded_extensions(rule.words) for o in options(kind, name)]
+    loaded = [o for kind, name in loaded_extensions(rule.words, family) for o in options(kind, name, family)]
     found = close_matches(option, loaded)
     if found:
         return f" (did you mean {alternatives(found)}?)"
-    owners = sorted((name for name in installed("match") if option in options("match", name)),
+    owners = sorted((name for name in installed("match", family) if option in options("match", name, family)),
                     key=lambda name: (PROTOCOLS.index(name) if name in PROTOCOLS else len(PROTOCOLS), name))
     if owners:
         load = f"-p {owners[0]}" if owners[0] in PROTOCOLS else f"-m {owners[0]}"
         many = len(owners) > 1
         return (f" ({option} is an option of the {alternatives(owners[:6])} match{'es' if many else ''}: "
                 f"load {'one' if many else 'it'} first, e.g. {load} {option} ...)")
-    targets = [name for name in installed("target") if option in options("target", name)]
+    targets = [name for name in installed("target", family) if option in options("target", name, family)]
     if targets:
         return (f" ({option} is an option of the {alternatives(targets[:6])} "
                 f"target{'s' if len(targets) > 1 else ''}, not of this rule's)")
@@ -162,7 +182,7 @@ def _option_hint(option: str, rule: Rule) -> str:
     return f" (did you mean {alternatives(found)}?)" if found else ""
 
 
-def loaded_extensions(words: Iterable[str]) -> list[tuple[str, str]]:
+def loaded_extensions(words: Iterable[str], family: int = 4) -> list[tuple[str, str]]:
     """(kind, name) of the extensions a rule names: -m/--match, -p/--protocol (its
     protocol match, when one is installed), -j/--jump (a target extension)."""
     out: list[tuple[str, str]] = []
@@ -170,7 +190,7 @@ def loaded_extensions(words: Iterable[str]) -> list[tuple[str, str]]:
     for flag, value in itertools.pairwise(words):
         if flag in ("-m", "--match"):
             out.append(("match", value))
-        elif flag in ("-p", "--protocol") and value.lower() in installed("match"):
+        elif flag in ("-p", "--protocol") and value.lower() in installed("match", family):
             out.append(("match", value.lower()))
         elif flag in ("-j", "--jump") and value not in STANDARD_TARGETS:
             out.append(("target", value))
@@ -178,30 +198,32 @@ def loaded_extensions(words: Iterable[str]) -> list[tuple[str, str]]:
 
 
 @functools.lru_cache(maxsize=512)
-def options(kind: str, name: str) -> tuple[str, ...]:
+def options(kind: str, name: str, family: int = 4) -> tuple[str, ...]:
     """The long options of an extension ("" for none, or when it is not installed)."""
     from vnetd.backends.xtables import libxtables
 
     if not re.fullmatch(r"[A-Za-z0-9_-]{1,28}", name):
         return ()
-    result = libxtables().extension(kind, name, False)
+    result = libxtables().extension(kind, name, False, family)
     return tuple(result) if isinstance(result, list) else ()
 
 
 @functools.lru_cache(maxsize=256)
-def help_text(kind: str, name: str) -> str:
+def help_text(kind: str, name: str, family: int = 4) -> str:
+    """The extension's help, as ``iptables -m NAME --help`` prints it ("" if not installed)."""
     from vnetd.backends.xtables import libxtables
 
     if not re.fullmatch(r"[A-Za-z0-9_-]{1,28}", name):
         return ""
-    result = libxtables().extension(kind, name, True)
+    result = libxtables().extension(kind, name, True, family)
     return result if isinstance(result, str) else ""
 
 
 @functools.lru_cache(maxsize=4)
-def installed(kind: str) -> tuple[str, ...]:
-    """The extensions installed for IPv4 (libxt_NAME.so, libipt_NAME.so): targets are
-    named in capitals (LOG, REJECT), matches in small letters (tcp, conntrack)."""
+def installed(kind: str, family: int = 4) -> tuple[str, ...]:
+    """The extensions installed for a family (libxt_NAME.so, and libipt_NAME.so for IPv4,
+    libip6t_NAME.so for IPv6): targets are named in capitals (LOG, REJECT), matches in
+    small letters (tcp, conntrack)."""
     from vnetd.backends.xtables import _trusted_xtables_dir
 
     try:
@@ -210,7 +232,7 @@ def installed(kind: str) -> tuple[str, ...]:
         return ()
     names = set()
     for f in files:
-        m = re.fullmatch(r"lib(?:xt|ipt)_([A-Za-z0-9_-]+)\.so", f)
+        m = re.fullmatch(rf"lib(?:xt|{'ip6t' if family == 6 else 'ipt'})_([A-Za-z0-9_-]+)\.so", f)
         if m is None or m.group(1) == "standard":
             continue
         name = m.group(1)
@@ -222,16 +244,16 @@ def installed(kind: str) -> tuple[str, ...]:
 # --------------------------------------------------------------------------- values
 
 
-def _value_hint(value: str, rule: Rule) -> str:
+def _value_hint(value: str, rule: Rule, family: int) -> str:
     found = option_of_value(value, rule.words)
     if found is None:
         return ""
     option, _word = found
-    owner = _owner(option, rule.words)
+    owner = _owner(option, rule.words, family)
     if owner is None:
         return ""
     kind, ext, full = owner
-    values = enumerated(kind, ext, full)
+    values = enumerated(kind, ext, full, family)
     if not values:
         return ""
     bad = value.lstrip("!")
@@ -254,11 +276,12 @@ def option_of_value(value: str, words: Iterable[str]) -> tuple[str, str] | None:
     return None
 
 
-def _owner(option: str, words: Iterable[str]) -> tuple[str, str, str] | None:
+def _owner(option: str, words: Iterable[str], family: int = 4) -> tuple[str, str, str] | None:
     """(kind, extension, full option name) of the loaded extension that owns ``option``
     (as written, or as the unique abbreviation getopt accepted)."""
-    for kind, name in loaded_extensions(words):
-        opts = options(kind, name)
+    words = list(words)
+    for kind, name in loaded_extensions(words, family):
+        opts = options(kind, name, family)
         if option in opts:
             return kind, name, option
         matching = [o for o in opts if o.startswith(option)]
@@ -268,10 +291,10 @@ def _owner(option: str, words: Iterable[str]) -> tuple[str, str, str] | None:
 
 
 @functools.lru_cache(maxsize=256)
-def enumerated(kind: str, ext: str, option: str) -> tuple[str, ...]:
+def enumerated(kind: str, ext: str, option: str, family: int = 4) -> tuple[str, ...]:
     """The values an enumerated option takes: from the extension's help text, else ENUMERATED."""
-    from_help = values_from_help(help_text(kind, ext), option)
-    return from_help or ENUMERATED.get((ext, option), ())
+    from_help = values_from_help(help_text(kind, ext, family), option)
+    return from_help or enumerated_table(family).get((ext, option), ())
 
 
 def values_from_help(text: str, option: str) -> tuple[str, ...]:
@@ -282,7 +305,7 @@ def values_from_help(text: str, option: str) -> tuple[str, ...]:
         m = re.search(re.escape(option) + r"\s+[{\[]([A-Za-z0-9_|-]+)[}\]]", line)
         if m and "|" in m.group(1):
             return tuple(m.group(1).split("|"))
-    if not any(opt == option for (_ext, opt) in ENUMERATED):
+    if not any(opt == option for (_ext, opt) in (*ENUMERATED, *ENUMERATED6)):
         return ()
     lines = text.splitlines()
     start = next((i for i, line in enumerate(lines) if re.match(r"\s*Valid .*:\s*$", line)), None)

@@ -212,7 +212,7 @@ def show_state(state_dir: str, netns: str | None, sections: Collection[str] | No
         if names:
             interfaces = [i for i in interfaces if i["name"] in names]
             found |= {i["name"] for i in interfaces}
-        if wanted("interfaces") and interfaces:
+        if wanted("interfaces") and (interfaces or not names):
             out["interfaces"] = interfaces
         routes = routes_section(net)
         if names:

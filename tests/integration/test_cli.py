@@ -133,7 +133,8 @@ def test_plan_says_what_new_links_rules_and_addresses_will_be(host: tuple[Netns,
     result = vnetd("plan", netns=ns, state_dir=state)
     assert result.returncode == 2, result.stderr
     lines = result.stdout.splitlines()
-    assert "+ interface/br8: create linux-bridge (bridge.options.stp {enabled: true, priority: 4096})" in lines
+    assert ("+ interface/br8: exists want linux-bridge, have (none); created with bridge.options.stp "
+            "{enabled: true, priority: 4096}") in lines
     assert "- interface/br9: ipv4.address remove 198.51.100.1/24" in lines
     assert "+ interface/br9: ipv4.address add 203.0.113.1/24" in lines
     forward = lines.index("~ firewall/filter/FORWARD: rules (merge: vnetd's rules first, other tools' rules kept)")
@@ -142,7 +143,8 @@ def test_plan_says_what_new_links_rules_and_addresses_will_be(host: tuple[Netns,
         "    + -j LOG",
         "      (foreign) -s 192.0.2.99/32 -j DROP",
     ], result.stdout
-    mine = lines.index("- firewall/filter/mine: delete the chain and its rules (no longer declared)")
+    mine = lines.index("- firewall/filter/mine: rules: the chain and vnetd's rules in it are deleted (no longer "
+                       "declared)")
     assert lines[mine + 1] == "    - -j RETURN (vnetd's, no longer declared)", result.stdout
 
 

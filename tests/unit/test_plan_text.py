@@ -23,8 +23,8 @@ def test_a_new_bridge_shows_its_settings_and_addresses() -> None:
                  ipv4=IpConfig(True, (ip("192.0.2.1/24"),)))
     text = plan_text(plan_of(eth("eth1"), br0, observed=net(nic(2, "eth1"))))
     lines = text.splitlines()
-    assert ("+ interface/br0: create linux-bridge (bridge.options.stp {enabled: false, forward-delay: 0}; "
-            "mac-address 52:54:00:00:00:01)") in lines, text
+    assert ("+ interface/br0: exists want linux-bridge, have (none); created with bridge.options.stp "
+            "{enabled: false, forward-delay: 0}, mac-address 52:54:00:00:00:01") in lines, text
     assert "+ interface/br0: ipv4.address add 192.0.2.1/24" in lines, text
     assert "~ interface/eth1: controller want br0, have (none)" in lines, text
     assert lines[-1].endswith("changes pending")
@@ -34,8 +34,9 @@ def test_veth_and_vlan_show_their_peer_and_parent() -> None:
     veth = Interface("v0", IfType.VETH, veth_peer="v1")
     vlan = Interface("eth1.100", IfType.VLAN, vlan_base="eth1", vlan_id=100)
     text = plan_text(plan_of(eth("eth1"), veth, vlan, observed=net(nic(2, "eth1"))))
-    assert "+ interface/v0: create veth (veth.peer v1)" in text, text
-    assert "+ interface/eth1.100: create vlan (vlan.base-iface eth1, vlan.id 100)" in text, text
+    assert "+ interface/v0: exists want veth, have (none); created with veth.peer v1" in text, text
+    assert ("+ interface/eth1.100: exists want vlan, have (none); created with vlan.base-iface eth1, vlan.id 100"
+            in text), text
 
 
 def test_which_address_is_added_and_which_removed() -> None:
@@ -100,7 +101,7 @@ def test_a_new_chain_lists_its_rules_and_a_pruned_one_what_goes() -> None:
     assert plan_text(Plan((new, gone))).splitlines()[:4] == [
         "+ firewall/filter/mine: rules: new chain (merge) with 1 rule",
         "    + -j RETURN",
-        "- firewall/filter/old: delete the chain and its rules (no longer declared)",
+        "- firewall/filter/old: rules: the chain and vnetd's rules in it are deleted (no longer declared)",
         "    - -j DROP (vnetd's, no longer declared)",
     ]
 

@@ -46,9 +46,10 @@ def describe_action(action: Action) -> list[str]:
     op = action.op
     where = f"{action.resource}: "
     if isinstance(op, CreateLink):
-        return [f"+ {where}create {action.want or op.kind}{_link_details(op)}"]
+        details = _link_details(op)
+        return [f"+ {action.describe()}" + (f"; created with {details}" if details else "")]
     if isinstance(op, DeleteLink):
-        return [f"- {where}delete ({action.have or 'link'})"]
+        return [f"- {action.describe()}"]
     if isinstance(op, AddAddress):
         again = str(op.ip) in _texts(action.have)  # its subnet's primary goes: the kernel drops it too
         return [f"+ {where}{action.field} add {op.ip}" + (" again (removing its subnet's primary address "
@@ -59,8 +60,8 @@ def describe_action(action: Action) -> list[str]:
         return _chain_lines(action, op)
     if isinstance(op, PruneChain):
         removed = [r for r in _texts(action.have) if not r.startswith(FOREIGN)]
-        what = "delete the chain and its rules" if op.delete_chain else "remove vnetd's rules"
-        return [f"- {where}{what} (no longer declared)"] + [f"    - {r}" for r in removed]
+        what = "the chain and vnetd's rules in it are deleted" if op.delete_chain else "vnetd's rules are removed"
+        return [f"- {where}{action.field}: {what} (no longer declared)"] + [f"    - {r}" for r in removed]
     return [f"~ {action.describe()}"]
 
 
@@ -76,7 +77,7 @@ def _link_details(op: CreateLink) -> str:
         parts.append(f"bridge.options.stp {{{shown}}}" if shown else "STP as the kernel defaults")
     if op.mac:
         parts.append(f"mac-address {op.mac}")
-    return f" ({'; '.join(parts)})" if parts else ""
+    return ", ".join(parts)
 
 
 FOREIGN = "(foreign) "

@@ -1,5 +1,8 @@
 # SPDX-License-Identifier: MIT
-"""The differential test of issue 10: vnetd against iptables-legacy, rule by rule.
+"""The differential test of issue 10: vnetd against iptables-legacy, rule by rule (and
+``firewall6:`` against ip6tables-legacy: a ``Lab`` serves one family, its ``Suite``
+holds that family's corpus and deliberate refusals, and each family writes its own
+part of docs/CONFORMANCE.md).
 
 A *lab* is namespaces prepared alike: the iptables oracle (``tests.iptables_oracle``)
 works in one, vnetd worker processes (``tests.conformance_worker``) in the others. ``Lab.judge`` puts one rule through
@@ -36,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.iptables_oracle import (
+    TOOLS,
     IptablesOracle,
     Namespace,
     TableKeeper,
@@ -53,6 +57,29 @@ CORPUS = DATA / "corpus.txt"
 DELIBERATE = DATA / "deliberate-refusals.txt"
 RULESETS = DATA / "rulesets"
 CONFORMANCE_DOC = ROOT / "docs" / "CONFORMANCE.md"
+
+
+@dataclass(frozen=True, slots=True)
+class Suite:
+    """One family's conformance data (tests/data/iptables, tests/data/ip6tables)."""
+
+    family: int
+    data: Path
+
+    @property
+    def corpus(self) -> Path:
+        return self.data / "corpus.txt"
+
+    @property
+    def deliberate(self) -> Path:
+        return self.data / "deliberate-refusals.txt"
+
+    @property
+    def rulesets(self) -> Path:
+        return self.data / "rulesets"
+
+
+SUITES = {4: Suite(4, DATA), 6: Suite(6, ROOT / "tests" / "data" / "ip6tables")}
 
 AGREE = "agree"
 DIFFERENT = "different-meaning"
@@ -205,8 +232,9 @@ class VnetdWorker:
     back, and the rule is reported with what the worker left on stderr.
     """
 
-    def __init__(self, netns: str, tables: TableKeeper, timeout: float = 30.0) -> None:
+    def __init__(self, netns: str, tables: TableKeeper, timeout: float = 30.0, family: int = 4) -> None:
         self.netns = netns
+        self.family = family
         self.tables = tables
         self.timeout = timeout
         self.restarts = 0
@@ -218,7 +246,7 @@ class VnetdWorker:
     def _start(self) -> None:
         env = dict(os.environ, PYTHONPATH=str(ROOT), NO_COLOR="1")
         self.proc = subprocess.Popen([sys.executable, "-m", "tests.conformance_worker", self.netns,
-                                      str(self.state_dir)],
+                                      str(self.state_dir), str(self.family)],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log,
                                      text=True, cwd=ROOT, env=env)
 
@@ -325,18 +353,23 @@ WORKERS = max(1, min(2, os.cpu_count() or 1))
 
 
 class Lab:
-    """Namespaces prepared alike: iptables-legacy judges rules in one, vnetd workers in
-    the others, so that the oracle runs ahead while vnetd works, on several rules at once."""
+    """Namespaces prepared alike: iptables-legacy (ip6tables-legacy for family 6) judges
+    rules in one, vnetd workers in the others, so that the oracle runs ahead while vnetd
+    works, on several rules at once."""
 
-    def __init__(self, factory: NetnsFactory, workers: int = WORKERS) -> None:
-        self.reference = factory("xtref")
-        self.targets = [factory(f"xtvnetd{i}") for i in range(workers)]
+    def __init__(self, factory: NetnsFactory, workers: int = WORKERS, family: int = 4) -> None:
+        self.family = family
+        self.suite = SUITES[family]
+        label = "xt" if family == 4 else "xt6"
+        self.reference = factory(f"{label}ref")
+        self.targets = [factory(f"{label}vnetd{i}") for i in range(workers)]
         for ns in (self.reference, *self.targets):
-            prepare_namespace(ns.name)
-        self.oracle = IptablesOracle(self.reference.name)
-        self.workers = [VnetdWorker(ns.name, TableKeeper(Namespace(ns.name))) for ns in self.targets]
+            prepare_namespace(ns.name, family)
+        self.oracle = IptablesOracle(self.reference.name, family)
+        self.workers = [VnetdWorker(ns.name, TableKeeper(Namespace(ns.name), family), family=family)
+                        for ns in self.targets]
         self.worker = self.workers[0]
-        self.deliberate = load_deliberate()
+        self.deliberate = load_deliberate(self.suite.deliberate)
 
     def close(self) -> None:
         for worker in self.workers:
@@ -380,6 +413,8 @@ class Lab:
 
 IMPLICIT_OPTIONS = {
     "tcp": {"--sport", "--dport", "--source-port", "--destination-port", "--syn", "--tcp-flags", "--tcp-option"},
+    "icmp6": {"--icmpv6-type"},
+    "mh": {"--mh-type"},
     "udp": {"--sport", "--dport", "--source-port", "--destination-port"},
     "icmp": {"--icmp-type"},
     "sctp": {"--sport", "--dport", "--source-port", "--destination-port", "--chunk-types"},
@@ -390,11 +425,16 @@ IMPLICIT_OPTIONS = {
 }
 
 
-def extensions_of(rule: str) -> list[str]:
+#: -p names whose implicit match has another name (libxtables' aliases)
+PROTOCOL_MATCHES = {"icmpv6": "icmp6", "ipv6-icmp": "icmp6", "58": "icmp6", "ipv6-mh": "mh",
+                    "mobility-header": "mh", "135": "mh"}
+
+
+def extensions_of(rule: str, family: int = 4) -> list[str]:
     """Match and target extensions a rule uses (implicit protocol matches included;
     ACCEPT/DROP/RETURN/QUEUE and jumps to chains count as ``standard``)."""
     words = restore_split(rule)
-    targets = target_extensions()
+    targets = target_extensions(family)
     names: list[str] = []
     proto = None
     for i, word in enumerate(words):
@@ -406,7 +446,7 @@ def extensions_of(rule: str) -> list[str]:
         elif word in ("-g", "--goto"):
             names.append("standard")
         elif word in ("-p", "--protocol"):
-            proto = value.lower()
+            proto = PROTOCOL_MATCHES.get(value.lower(), value.lower())
     if proto in IMPLICIT_OPTIONS and proto not in names and IMPLICIT_OPTIONS[proto] & set(words):
         names.append(proto)
     if not any(w in ("-j", "--jump", "-g", "--goto") for w in words):
@@ -414,29 +454,65 @@ def extensions_of(rule: str) -> list[str]:
     return list(dict.fromkeys(names))
 
 
+#: where the IPv6 part of docs/CONFORMANCE.md starts: each family's run rewrites its own part
+IPV6_PART = "<!-- IPv6 (firewall6:, ip6tables-legacy): written by the IPv6 conformance run -->"
+
+
 def write_report(judgements: list[Judgement], deliberate: dict[tuple[str, str, str], str],
-                 path: Path = CONFORMANCE_DOC) -> str:
+                 path: Path = CONFORMANCE_DOC, family: int = 4) -> str:
+    """Write this family's part of the report (the other family's part is kept); its text."""
+    text = report(judgements, deliberate, family)
+    old = path.read_text() if path.exists() else ""
+    ipv4, _, ipv6 = old.partition(IPV6_PART)
+    if family == 4:
+        doc = text + (f"\n{IPV6_PART}\n{ipv6.lstrip()}" if ipv6.strip() else "")
+    else:
+        doc = (ipv4.rstrip() + "\n" if ipv4.strip() else "# Conformance with iptables-legacy\n\n(not run yet)\n")
+        doc += f"\n{IPV6_PART}\n\n{text}"
+    path.write_text(doc)
+    return text
+
+
+def report(judgements: list[Judgement], deliberate: dict[tuple[str, str, str], str], family: int = 4) -> str:
+    """One family's part of docs/CONFORMANCE.md."""
+    tool = TOOLS[family].command
+    suite = SUITES[family]
+    data = suite.data.relative_to(ROOT)
+    h2 = "## IPv6: " if family == 6 else "## "
     counts = Counter(j.verdict for j in judgements)
     accepted = sum(1 for j in judgements if j.iptables.accepted)
     per_ext: dict[str, Counter[str]] = {}
     for j in judgements:
-        for name in extensions_of(j.rule.rule):
+        for name in extensions_of(j.rule.rule, family):
             c = per_ext.setdefault(name, Counter())
             c["lines"] += 1
             c["accepted"] += j.iptables.accepted
             c["agree"] += j.verdict in (AGREE, DELIBERATE_REFUSAL)
     disagreements = sum(counts[c] for c in DISAGREEMENTS)
-    out = [
-        "# Conformance with iptables-legacy",
+    if family == 4:
+        out = [
+            "# Conformance with iptables-legacy",
+            "",
+            "Generated by `tests/integration/test_iptables_conformance.py` on every run (do not edit by hand):",
+            f"every rule of `{data}/corpus.txt` is given to `{tool} -A` and to",
+            "`vnetd check` / `apply` / `plan`, each in a network namespace prepared the same way; the",
+            "two must agree (issue 10). See `tests/conformance.py` for what each class means.",
+        ]
+    else:
+        out = [
+            "# Conformance with ip6tables-legacy (firewall6:)",
+            "",
+            "Generated by the IPv6 run of `tests/integration/test_iptables_conformance.py` (do not edit by",
+            f"hand): every rule of `{data}/corpus.txt` is given to `{tool} -A` and, in a",
+            "`firewall6:` section, to `vnetd check` / `apply` / `plan`, each in a network namespace prepared",
+            "the same way; the two must agree (issue 14). The classes are those of the IPv4 part above.",
+        ]
+    out += [
         "",
-        "Generated by `tests/integration/test_iptables_conformance.py` on every run (do not edit by hand):",
-        "every rule of `tests/data/iptables/corpus.txt` is given to `iptables-legacy -A` and to",
-        "`vnetd check` / `apply` / `plan`, each in a network namespace prepared the same way; the",
-        "two must agree (issue 10). See `tests/conformance.py` for what each class means.",
-        "",
-        f"* iptables: {iptables_version()}",
+        f"* {tool.split('-')[0]}: {iptables_version(family)}",
         f"* kernel: {kernel_release()}",
-        f"* corpus: {len(judgements)} rules, {accepted} accepted and {len(judgements) - accepted} refused by iptables",
+        f"* corpus: {len(judgements)} rules, {accepted} accepted and {len(judgements) - accepted} refused by "
+        f"{tool.split('-')[0]}",
         f"* agreement: {counts[AGREE]} rules; deliberate refusals: {counts[DELIBERATE_REFUSAL]}; "
         f"disagreements: {disagreements}",
         "",
@@ -445,15 +521,15 @@ def write_report(judgements: list[Judgement], deliberate: dict[tuple[str, str, s
     ]
     for name in DISAGREEMENTS:
         out.append(f"| {CLASS_TITLES[name]} | {counts[name]} |")
-    out += ["", "## Per extension", "",
+    out += ["", f"{h2}Per extension", "",
             "A rule counts for every extension it uses; *agree* includes deliberate refusals.", "",
-            "| extension | rules | accepted by iptables | agree |", "|---|---|---|---|"]
+            f"| extension | rules | accepted by {tool.split('-')[0]} | agree |", "|---|---|---|---|"]
     for name in sorted(per_ext, key=lambda n: (n.startswith("("), n.lower())):
         c = per_ext[name]
         out.append(f"| {name} | {c['lines']} | {c['accepted']} | {c['agree']} |")
-    out += ["", "## Deliberate refusals", "",
-            "Rules iptables accepts that vnetd refuses on purpose "
-            "(`tests/data/iptables/deliberate-refusals.txt`):", ""]
+    out += ["", f"{h2}Deliberate refusals", "",
+            f"Rules {tool.split('-')[0]} accepts that vnetd refuses on purpose "
+            f"(`{data}/deliberate-refusals.txt`):", ""]
     for (table, chain, rule), reason in deliberate.items():
         out.append(f"* `{table} {chain} {rule}`: {reason}")
     if not deliberate:
@@ -463,13 +539,11 @@ def write_report(judgements: list[Judgement], deliberate: dict[tuple[str, str, s
         if not examples:
             continue
         title = CLASS_TITLES[name]
-        out += ["", f"## {title[0].upper()}{title[1:]} ({len(examples)})", "", "```"]
+        out += ["", f"{h2}{title[0].upper()}{title[1:]} ({len(examples)})", "", "```"]
         for j in examples:
             out.append(j.describe())
         out.append("```")
-    text = "\n".join(out) + "\n"
-    path.write_text(text)
-    return text
+    return "\n".join(out) + "\n"
 
 
 def summary(judgements: list[Judgement], limit: int = 8) -> str:

@@ -1,15 +1,17 @@
 # SPDX-License-Identifier: MIT
 """The vnetd side of the differential test, as one long-lived process in the namespace.
 
-``python -m tests.conformance_worker NETNS STATE_DIR`` enters NETNS
+``python -m tests.conformance_worker NETNS STATE_DIR [FAMILY]`` enters NETNS
 (``vnetd.netns.enter``, before any thread), imports and warms up vnetd once, then answers one JSON request per line on
-stdin with one JSON line on stdout:
+stdin with one JSON line on stdout. FAMILY is 4 (``firewall:`` and iptables-legacy,
+the default) or 6 (``firewall6:`` and ip6tables-legacy).
 
 * ``{"op": "rule", "table": T, "chain": C, "rule": R}``: a state file holding
-  ``firewall: {T: {C: {rules: [R]}}}`` goes through ``vnetd check``, and when that
-  accepts it ``vnetd apply --format json``, the rule's lines from
-  ``iptables-legacy-save`` (vnetd's tag comment and owner mark removed), and a
-  second ``vnetd plan --format json``. Then the table is put back as it was.
+  ``firewall: {T: {C: {rules: [R]}}}`` (``firewall6:``) goes through ``vnetd check``,
+  and when that accepts it ``vnetd apply --format json``, the rule's lines from
+  ``iptables-legacy-save`` (``ip6tables-legacy-save``; vnetd's tag comment and owner
+  mark removed), and a second ``vnetd plan --format json``. Then the table is put
+  back as it was.
 * ``{"op": "state", "text": YAML}``: ``check`` then ``apply`` of a whole state file,
   left in place (the whole-table test reads the result).
 
@@ -40,6 +42,7 @@ from typing import Any
 
 from tests.iptables_oracle import (
     BUILTIN_CHAINS,
+    TOOLS,
     Namespace,
     TableKeeper,
     jump_chains,
@@ -56,10 +59,10 @@ REQUEST_TIMEOUT = 120.0
 STAGE_MARK = "conformance-worker: vnetd "
 
 
-def state_file(table: str, chain: str, rule: str) -> str:
+def state_file(table: str, chain: str, rule: str, section: str = "firewall") -> str:
     """The one-rule state file; the rule is a double-quoted YAML scalar (JSON escapes are valid
     YAML), so vnetd receives exactly these characters."""
-    return (f"firewall:\n  {json.dumps(table)}:\n    {json.dumps(chain)}:\n      rules:\n"
+    return (f"{section}:\n  {json.dumps(table)}:\n    {json.dumps(chain)}:\n      rules:\n"
             f"      - {json.dumps(rule)}\n")
 
 
@@ -80,20 +83,23 @@ def death(status: int) -> str:
 
 #: Warms the process up before it forks: vnetd's modules, python-iptables, libxtables and
 #: pyroute2 are imported and initialised once instead of in every command.
-WARM_UP_STATE = state_file("filter", "INPUT", "-p tcp -m tcp --dport 22 -m conntrack --ctstate NEW -j ACCEPT")
+WARM_UP_RULE = "-p tcp -m tcp --dport 22 -m conntrack --ctstate NEW -j ACCEPT"
+WARM_UP_STATE = state_file("filter", "INPUT", WARM_UP_RULE)
 
 
 class Worker:
-    def __init__(self, state_dir: Path) -> None:
+    def __init__(self, state_dir: Path, family: int = 4) -> None:
         self.ns = Namespace(None)  # this process already is in the namespace
-        self.tables = TableKeeper(self.ns)
+        self.family = family
+        self.tools = TOOLS[family]
+        self.tables = TableKeeper(self.ns, family)
         self.dir = state_dir
         from vnetd import cli
 
         # argparse costs more than a small command: build the parser once, before forking
         cli.build_parser = functools.lru_cache(maxsize=1)(cli.build_parser)  # type: ignore[method-assign]
         self.cli_main = cli.main
-        self.write_state(WARM_UP_STATE)
+        self.write_state(state_file("filter", "INPUT", WARM_UP_RULE, self.tools.section))
         for command in ("check", "apply", "plan"):
             self._run_cli((command,))
         (self.dir / STATE_FILE).unlink()
@@ -130,17 +136,17 @@ class Worker:
                                   "lines": [], "plan_empty": None, "plan": "", "crash": ""}
         words = restore_split(rule)
         try:
-            for target in jump_chains(words):
+            for target in jump_chains(words, self.family):
                 if target != chain and target not in BUILTIN_CHAINS.get(table, ()):
-                    self.ns.run("iptables-legacy", "-w", "-t", table, "-N", target)
-            self.write_state(state_file(table, chain, rule))
+                    self.ns.run(self.tools.command, "-w", "-t", table, "-N", target)
+            self.write_state(state_file(table, chain, rule, self.tools.section))
             code, text = self.cli("check")
             result["check_ok"], result["check"] = code == 0, text
             if code != 0:
                 return result
             code, text = self.cli("apply", "--format", "json")
             result["apply_ok"], result["apply"] = code == 0, text
-            result["lines"] = list(strip_tags(save_lines(self.ns.save(table), chain)))
+            result["lines"] = list(strip_tags(save_lines(self.ns.save(table, self.family), chain)))
             code, text = self.cli("plan", "--format", "json")
             result["plan_empty"], result["plan"] = code == 0, text
             return result
@@ -251,15 +257,17 @@ class ForkServer:
 
 
 def main(argv: list[str]) -> int:
-    """``NETNS STATE_DIR``: the namespace to enter and an empty directory for the state file."""
+    """``NETNS STATE_DIR [FAMILY]``: the namespace to enter, an empty directory for the state
+    file, and the family (4 or 6)."""
     from vnetd import netns
 
+    family = int(argv[2]) if len(argv) > 2 else 4
     netns.enter(argv[0])
     # python-iptables points file descriptor 1 elsewhere while it checks an extension:
     # answers go to a copy of the original stdout, fd 1 goes to stderr
     answers = os.fdopen(os.dup(1), "w", encoding="utf-8")
     os.dup2(2, 1)
-    server = ForkServer(Worker(Path(argv[1])))
+    server = ForkServer(Worker(Path(argv[1]), family))
     try:
         for line in sys.stdin:
             answers.write(json.dumps(server.handle(json.loads(line))) + "\n")

@@ -3,7 +3,7 @@
 
 Every kernel test works inside namespaces it creates here; they are removed after
 the test even when it fails. A session guard compares the root namespace's links,
-addresses, routes and legacy iptables before and after the whole run: a test that
+addresses, routes and legacy iptables and ip6tables before and after the whole run: a test that
 leaks into the host fails the session.
 """
 
@@ -98,7 +98,7 @@ def root_namespace_untouched() -> Iterator[None]:
         addrs = sorted((a["ifname"], i["local"], i["prefixlen"]) for a in json.loads(sh("ip", "-j", "addr").stdout)
                        for i in a.get("addr_info", []))
         routes = sorted(json.dumps(r, sort_keys=True) for r in json.loads(sh("ip", "-j", "route").stdout))
-        rules = sh("iptables-legacy-save", check=False).stdout
+        rules = sh("iptables-legacy-save", check=False).stdout + sh("ip6tables-legacy-save", check=False).stdout
         rules = "\n".join(line for line in rules.splitlines() if not line.startswith("#"))
         return json.dumps([sorted(links), addrs, routes, rules], indent=1)
 

@@ -1,5 +1,7 @@
 # SPDX-License-Identifier: MIT
-"""The reference for issue 10: what ``iptables-legacy`` itself makes of a rule.
+"""The reference for issue 10: what ``iptables-legacy`` itself makes of a rule (and,
+for ``firewall6:``, what ``ip6tables-legacy`` makes of it: every class and function
+here takes the family, 4 or 6, and runs that family's commands, ``Tools``).
 
 For a (table, chain, rule) the oracle runs ``iptables-legacy -w -t TABLE -A CHAIN
 ARGS`` inside a test namespace, the words split exactly as ``iptables-restore``
@@ -27,6 +29,26 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+
+@dataclass(frozen=True, slots=True)
+class Tools:
+    """One family's commands, extension libraries and state file section."""
+
+    family: int
+    command: str  # iptables-legacy / ip6tables-legacy
+    save: str
+    restore: str
+    prefixes: tuple[str, ...]  # the extension libraries this family loads: libxt_NAME.so, libipt_/libip6t_NAME.so
+    section: str  # firewall / firewall6
+
+
+TOOLS = {
+    4: Tools(4, "iptables-legacy", "iptables-legacy-save", "iptables-legacy-restore", ("libxt_", "libipt_"),
+             "firewall"),
+    6: Tools(6, "ip6tables-legacy", "ip6tables-legacy-save", "ip6tables-legacy-restore", ("libxt_", "libip6t_"),
+             "firewall6"),
+}
 
 TABLES = ("filter", "nat", "mangle", "raw")
 BUILTIN_CHAINS: dict[str, tuple[str, ...]] = {
@@ -90,27 +112,29 @@ def restore_split(line: str) -> list[str]:
     return words
 
 
-def target_extensions() -> set[str]:
-    """Names ``-j`` loads as an extension on this machine (libxt_NAME.so / libipt_NAME.so)."""
+def target_extensions(family: int = 4) -> set[str]:
+    """Names ``-j`` loads as an extension on this machine (libxt_NAME.so / libipt_NAME.so,
+    libip6t_NAME.so for family 6)."""
     names = set()
     for path in XTABLES_DIR.glob("lib*.so"):
         stem = path.name[:-3]
-        for prefix in ("libxt_", "libipt_"):
+        for prefix in TOOLS[family].prefixes:
             if stem.startswith(prefix) and stem[len(prefix):].isupper():
                 names.add(stem[len(prefix):])
     return names - {"NAT"}  # libxt_NAT.so registers SNAT/DNAT/MASQUERADE/REDIRECT (symlinked)
 
 
-_TARGETS = frozenset(target_extensions())
+_TARGETS = {family: frozenset(target_extensions(family)) for family in TOOLS}
 
 
-def jump_chains(words: Sequence[str]) -> list[str]:
+def jump_chains(words: Sequence[str], family: int = 4) -> list[str]:
     """User chains a rule jumps to (-j/-g NAME that is neither standard nor an extension)."""
     out = []
     for i, word in enumerate(words[:-1]):
         if word in ("-j", "--jump", "-g", "--goto"):
             name = words[i + 1]
-            if name in STANDARD_TARGETS or name in _TARGETS or name.lower().startswith(MISSING_CHAIN_PREFIX):
+            if name in STANDARD_TARGETS or name in _TARGETS[family] or \
+                    name.lower().startswith(MISSING_CHAIN_PREFIX):
                 continue
             if name and not name.startswith("-"):
                 out.append(name)
@@ -146,23 +170,24 @@ class Namespace:
             raise RuntimeError(f"{' '.join(cmd)} failed ({result.returncode}): {result.stderr.strip()}")
         return result
 
-    def save(self, table: str) -> str:
-        return self.run("iptables-legacy-save", "-t", table, check=True).stdout
+    def save(self, table: str, family: int = 4) -> str:
+        return self.run(TOOLS[family].save, "-t", table, check=True).stdout
 
 
 class TableKeeper:
-    """Remembers the tables after the fixtures and puts one back after each rule."""
+    """Remembers the tables (of one family) after the fixtures and puts one back after each rule."""
 
-    def __init__(self, ns: Namespace) -> None:
+    def __init__(self, ns: Namespace, family: int = 4) -> None:
         self.ns = ns
-        self.pristine = {table: _without_comments(ns.save(table)) for table in TABLES}
+        self.family = family
+        self.pristine = {table: _without_comments(ns.save(table, family)) for table in TABLES}
 
     def reset(self, table: str) -> None:
-        self.ns.run("iptables-legacy-restore", "-w", input=self.pristine[table], check=True)
+        self.ns.run(TOOLS[self.family].restore, "-w", input=self.pristine[table], check=True)
 
     def unchanged(self) -> list[str]:
         """Tables that differ from the pristine state (should be none between rules)."""
-        return [t for t in TABLES if _without_comments(self.ns.save(t)) != self.pristine[t]]
+        return [t for t in TABLES if _without_comments(self.ns.save(t, self.family)) != self.pristine[t]]
 
 
 def _without_comments(save: str) -> str:
@@ -170,24 +195,27 @@ def _without_comments(save: str) -> str:
 
 
 class IptablesOracle:
-    """iptables-legacy's verdict on rules, one at a time, in one prepared namespace."""
+    """iptables-legacy's (ip6tables-legacy's for family 6) verdict on rules, one at a time,
+    in one prepared namespace."""
 
-    def __init__(self, netns: str | None) -> None:
+    def __init__(self, netns: str | None, family: int = 4) -> None:
         self.ns = Namespace(netns)
-        self.tables = TableKeeper(self.ns)
+        self.family = family
+        self.tables = TableKeeper(self.ns, family)
 
     def verdict(self, table: str, chain: str, rule: str) -> Verdict:
         words = restore_split(rule)
+        command = TOOLS[self.family].command
         try:
             if chain not in BUILTIN_CHAINS.get(table, ()):
-                self.ns.run("iptables-legacy", "-w", "-t", table, "-N", chain)
-            for target in jump_chains(words):
+                self.ns.run(command, "-w", "-t", table, "-N", chain)
+            for target in jump_chains(words, self.family):
                 if target != chain:
-                    self.ns.run("iptables-legacy", "-w", "-t", table, "-N", target)
-            added = self.ns.run("iptables-legacy", "-w", "-t", table, "-A", chain, *words)
+                    self.ns.run(command, "-w", "-t", table, "-N", target)
+            added = self.ns.run(command, "-w", "-t", table, "-A", chain, *words)
             if added.returncode != 0:
                 return Verdict(False, added.stderr.strip(), ())
-            return Verdict(True, "", save_lines(self.ns.save(table), chain))
+            return Verdict(True, "", save_lines(self.ns.save(table, self.family), chain))
         finally:
             for touched in touched_tables(table, words):
                 self.tables.reset(touched)
@@ -208,10 +236,11 @@ import json, socket, struct, sys
 from pyroute2.ipset import IPSet
 
 spec = json.loads(sys.argv[1])
+family = socket.AF_INET6 if spec["family"] == 6 else socket.AF_INET  # a set serves one family's rules
 with IPSet() as ipset:
     for name, kind in spec["ipsets"].items():
-        ipset.create(name, stype=kind)
-    ipset.create(spec["skbinfo"], stype="hash:ip", skbinfo=True)
+        ipset.create(name, stype=kind, family=family)
+    ipset.create(spec["skbinfo"], stype="hash:ip", skbinfo=True, family=family)
 
 # nfacct objects: NFNL_SUBSYS_ACCT (7) / NFNL_MSG_ACCT_NEW (0), attribute NFACCT_NAME (1)
 sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 12)  # NETLINK_NETFILTER
@@ -231,30 +260,32 @@ for seq, name in enumerate(spec["nfacct"], 1):
 """
 
 
-def prepare_namespace(netns: str) -> None:
-    """Make the fixtures the corpus refers to, in ``netns`` (ipsets, nfacct, estimators)."""
+def prepare_namespace(netns: str, family: int = 4) -> None:
+    """Make the fixtures the corpus refers to, in ``netns`` (ipsets of the family, nfacct,
+    estimators)."""
     import json
 
     ns = Namespace(netns)
-    spec = {"ipsets": IPSETS, "skbinfo": IPSET_SKBINFO, "nfacct": NFACCT_OBJECTS}
+    command = TOOLS[family].command
+    spec = {"ipsets": IPSETS, "skbinfo": IPSET_SKBINFO, "nfacct": NFACCT_OBJECTS, "family": family}
     ns.run(sys.executable, "-c", _FIXTURE_SCRIPT, json.dumps(spec), check=True)
-    ns.run("iptables-legacy", "-w", "-t", "mangle", "-N", FIXTURE_CHAIN, check=True)
+    ns.run(command, "-w", "-t", "mangle", "-N", FIXTURE_CHAIN, check=True)
     for name in RATE_ESTIMATORS:
-        ns.run("iptables-legacy", "-w", "-t", "mangle", "-A", FIXTURE_CHAIN, "-j", "RATEEST",
+        ns.run(command, "-w", "-t", "mangle", "-A", FIXTURE_CHAIN, "-j", "RATEEST",
                "--rateest-name", name, "--rateest-interval", "1s", "--rateest-ewmalog", "8s", check=True)
     for table in TABLES:  # instantiate every table, so both sides see the same ones
-        ns.save(table)
+        ns.save(table, family)
 
 
 def kernel_release() -> str:
     return os.uname().release
 
 
-def iptables_version() -> str:
-    return subprocess.run(["iptables-legacy", "--version"], text=True, capture_output=True).stdout.strip()
+def iptables_version(family: int = 4) -> str:
+    return subprocess.run([TOOLS[family].command, "--version"], text=True, capture_output=True).stdout.strip()
 
 
 __all__ = [
-    "BUILTIN_CHAINS", "TABLES", "IptablesOracle", "Namespace", "TableKeeper", "Verdict", "jump_chains",
-    "prepare_namespace", "restore_split", "save_lines", "touched_tables",
+    "BUILTIN_CHAINS", "TABLES", "TOOLS", "IptablesOracle", "Namespace", "TableKeeper", "Tools", "Verdict",
+    "jump_chains", "prepare_namespace", "restore_split", "save_lines", "touched_tables",
 ]

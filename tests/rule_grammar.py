@@ -29,7 +29,7 @@ HEADER_FLAGS = {
 FRAGMENT = ("-f", "--fragment")
 MATCH = ("-m", "--match")
 TARGET = ("-j", "--jump", "-g", "--goto")
-IMPLICIT = ("tcp", "udp", "icmp", "sctp", "dccp", "esp", "ah", "ipcomp")
+IMPLICIT = ("tcp", "udp", "icmp", "sctp", "dccp", "esp", "ah", "ipcomp", "icmpv6", "ipv6-icmp", "mh", "ipv6-mh")
 #: Values no option takes as they are: negative, one past a limit, not a number, a reversed range.
 BAD_VALUES = ("-1", "0", "65536", "4294967296", "18446744073709551616", "x", "1:0", "0x", "", "1/0", "255.255.255.256")
 

@@ -4,7 +4,7 @@
 Every kernel test works inside namespaces it creates here and that are removed
 after the test, even when it fails; vnetd is always started with ``--netns``. A
 session guard compares the root namespace's links, addresses, routes and legacy
-iptables before and after the whole run: a test that leaks into the host fails
+iptables and ip6tables before and after the whole run: a test that leaks into the host fails
 the session.
 """
 
@@ -84,9 +84,9 @@ class Netns:
         return json.loads(out.stdout)[0]  # type: ignore[no-any-return]
 
     def snapshot(self) -> str:
-        """`ip -d -j` link/addr/route, without what the kernel changes by itself."""
+        """`ip -d -j` link/addr/route/rule, without what the kernel changes by itself."""
         parts = {}
-        for what in (("link",), ("addr",), ("route", "show", "table", "all")):
+        for what in (("link",), ("addr",), ("route", "show", "table", "all"), ("-4", "rule"), ("-6", "rule")):
             items = _scrub(json.loads(self.ip("-d", "-j", *what) or "[]"))
             # the kernel lists routes in insertion order: a re-added route moves
             parts[" ".join(what)] = sorted(items, key=lambda i: json.dumps(i, sort_keys=True))  # type: ignore[arg-type]
@@ -106,11 +106,16 @@ class Netns:
         return last
 
 
-    def iptables_save(self, table: str | None = None) -> str:
-        """The legacy tables as iptables-legacy-save prints them, without comments and counters."""
-        args = ["iptables-legacy-save"] + (["-t", table] if table else [])
+    def iptables_save(self, table: str | None = None, family: int = 4) -> str:
+        """The legacy tables as iptables-legacy-save (ip6tables-legacy-save for ``family`` 6)
+        prints them, without comments and counters."""
+        command = "ip6tables-legacy-save" if family == 6 else "iptables-legacy-save"
+        args = [command] + (["-t", table] if table else [])
         lines = self.exec(*args).stdout.splitlines()
         return "\n".join(re.sub(r"\[\d+:\d+\]$", "[0:0]", line) for line in lines if not line.startswith("#")) + "\n"
+
+    def ip6tables_save(self, table: str | None = None) -> str:
+        return self.iptables_save(table, family=6)
 
     def veth(self, name: str, peer: str, peer_ns: Netns | None = None) -> None:
         if peer_ns is None:

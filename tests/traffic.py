@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: MIT
-"""Real packets between test namespaces: a one-shot TCP server and client, and ping.
+"""Real packets between test namespaces: a one-shot TCP server and client, and ping,
+over IPv4 or IPv6 (an address with a ':' is IPv6).
 
 Traffic only ever goes to addresses of namespaces the test made.
 
@@ -25,7 +26,7 @@ from tests.support import Netns
 
 _SERVER = r"""
 import socket, sys
-s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+s = socket.socket(socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET, socket.SOCK_STREAM)
 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 s.bind((sys.argv[1], int(sys.argv[2])))
 s.listen(16)
@@ -43,7 +44,7 @@ while True:
 
 _CLIENT = r"""
 import errno, socket, sys
-c = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+c = socket.socket(socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET, socket.SOCK_STREAM)
 c.settimeout(float(sys.argv[3]))
 try:
     c.connect((sys.argv[1], int(sys.argv[2])))
@@ -52,7 +53,7 @@ except TimeoutError:
     print("timeout")
 except OSError as exc:
     print({errno.ECONNREFUSED: "refused", errno.EHOSTUNREACH: "unreachable",
-           errno.ENETUNREACH: "unreachable"}.get(exc.errno, "error %s" % exc.errno))
+           errno.ENETUNREACH: "unreachable", errno.EACCES: "prohibited"}.get(exc.errno, "error %s" % exc.errno))
 """
 
 
@@ -78,7 +79,8 @@ class TcpServer:
 
 
 def tcp_connect(ns: Netns, address: str, port: int, timeout: float = 2.0) -> str:
-    """'ok <peer address the server saw>', 'refused', 'unreachable', 'timeout' or 'error N'."""
+    """'ok <peer address the server saw>', 'refused', 'unreachable', 'prohibited' (ICMPv6
+    administratively prohibited), 'timeout' or 'error N'."""
     return ns.exec(sys.executable, "-c", _CLIENT, address, str(port), str(timeout)).stdout.strip()
 
 

@@ -4,8 +4,9 @@
 ``check`` must refuse every rule ``apply`` would fail on, in the same round as the
 files' schema errors (one run of ``vnetd check`` lists every problem):
 
-* every firewall rule is compiled as the iptables command compiles it (libxtables:
-  mandatory and exclusive options, aliases, revisions; ``vnetd.backends.xtables``);
+* every firewall rule is compiled as the iptables command (ip6tables for
+  ``firewall6:``) compiles it (libxtables: mandatory and exclusive options,
+  aliases, revisions; ``vnetd.backends.xtables``);
 * a jump to a chain that is neither declared nor present in the kernel's table;
 * what only the kernel checks (hooks, tables, protocols of a match), asked of the
   kernel in a throw-away namespace (``vnetd.backends.kernelcheck``; root only);
@@ -15,7 +16,8 @@ files' schema errors (one run of ``vnetd check`` lists every problem):
   directories of links the state creates, which exist only once they do (the same
   key under ``default`` is checked instead). Needs no root: only stat() and listdir().
 * environment warnings: the host's iptables is the nft variant, nft holds tables in
-  this namespace (a split firewall).
+  this namespace (a split firewall); the kernel cannot create the bonds, VLANs or
+  VXLANs declared (its module is missing: ``vnetd.backends.linkcheck``).
 
 Warnings are ``"EVENT: message"`` strings: ``vnetd check/plan/apply`` print them on
 stderr, the daemon logs them (``config.warning``, or the ``firewall.*`` event).
@@ -29,7 +31,7 @@ import stat
 from typing import TYPE_CHECKING
 
 from vnetd.errors import ConfigError, ConfigIssue
-from vnetd.model.interfaces import AdminState
+from vnetd.model.interfaces import KERNEL_KIND, AdminState, IfType
 from vnetd.model.state import DesiredState
 from vnetd.model.sysctl import SysctlSpec
 
@@ -39,15 +41,16 @@ if TYPE_CHECKING:
 #: sysctl directories with one sub-directory per link (plus "all" and "default")
 PER_LINK_DIRS = {("ipv4", "conf"), ("ipv6", "conf"), ("ipv4", "neigh"), ("ipv6", "neigh")}
 
-def existing_chains(table: str) -> set[str] | None:
-    """The chains of a table as the kernel has them; None when they cannot be read."""
-    from vnetd.backends.iptables import RawTables, loaded_tables, walk_table
+def existing_chains(table: str, family: int = 4) -> set[str] | None:
+    """The chains of a table (of ``family``: 4 iptables, 6 ip6tables) as the kernel has
+    them; None when they cannot be read."""
+    from vnetd.backends.iptables import LEGACY, RawTables, loaded_tables, walk_table
     from vnetd.errors import BackendError
 
-    if table not in loaded_tables():
+    if table not in loaded_tables(family):
         return set()  # not instantiated: only its built-in chains would exist
     try:
-        raw = RawTables()
+        raw = RawTables(family)
     except OSError:
         return None  # not root: the tables cannot be read
     try:
@@ -58,7 +61,7 @@ def existing_chains(table: str) -> set[str] | None:
         raw.close()
     if got is None:
         return set()
-    return {entry.chain for entry in walk_table(*got)}
+    return {entry.chain for entry in walk_table(*got, LEGACY[family].layout)}
 
 
 def links_created(desired: DesiredState) -> set[str]:
@@ -159,25 +162,48 @@ def check_state(desired: DesiredState, *, kernel: bool = True, environment: bool
         if kernel and checked.compiled:
             issues += _kernel_issues(desired, checked, warnings)
         if environment and not issues:
-            warnings += backend_warnings()
+            warnings += backend_warnings(families={c.family for c in desired.chains})
+    if kernel:
+        warnings += link_kind_warnings(desired)
     return issues, warnings
 
 
+def link_kind_warnings(desired: DesiredState) -> list[str]:
+    """A warning for each declared kind of link this kernel cannot create (root only)."""
+    wanted: dict[str, list[str]] = {}
+    for iface in desired.interfaces:
+        if iface.type in (IfType.BOND, IfType.VLAN, IfType.VXLAN) and iface.state is not AdminState.ABSENT:
+            wanted.setdefault(KERNEL_KIND[iface.type], []).append(iface.name)
+    if not wanted:
+        return []
+    from vnetd.backends.linkcheck import MODULES, missing_kinds
+
+    missing = missing_kinds(wanted)
+    if isinstance(missing, str):
+        return [f"link.kinds_unchecked: {missing}"]
+    return [f"link.kind_missing: this kernel cannot create {kind} links (module {MODULES[kind]} not available): "
+            f"{', '.join(wanted[kind])} will fail to apply until it is" for kind in sorted(missing)]
+
+
 def _kernel_issues(desired: DesiredState, checked: RuleCheck, warnings: list[str]) -> list[ConfigIssue]:
-    from vnetd.backends.kernelcheck import kernel_refusals, namespace_refusals
+    from vnetd.backends.kernelcheck import kernel_refusals, namespace_refusals, namespace_unasked
     from vnetd.backends.xtables import rule_issue
 
     refusals = kernel_refusals(desired.chains, checked.compiled, checked.foreign_chains)
     if isinstance(refusals, str):
         warnings.append(refusals)
         refusals = []
+    unasked = namespace_unasked(checked.compiled)
+    if unasked:
+        warnings.append(f"firewall6: {len(unasked)} rule(s) naming ipsets, nfacct objects or rate estimators "
+                        "are checked by the kernel when written, not before")
     here = namespace_refusals(desired.chains, checked.compiled)
     if isinstance(here, str):
         warnings.append(here)
     else:
         seen = {(r.table, r.chain, r.index) for r in refusals}
         refusals += [r for r in here if (r.table, r.chain, r.index) not in seen]
-    chains = {(c.table, c.name): c for c in desired.chains}
+    chains = {(c.table_key, c.name): c for c in desired.chains}
     out = []
     for refusal in refusals:
         chain = chains[(refusal.table, refusal.chain)]

@@ -26,10 +26,10 @@ EXIT_ROLLED_BACK = 4
 
 DESCRIPTION = """\
 vnetd keeps a host's network as its state files declare it: links, bridges and
-their ports, MTUs, addresses, routes, network sysctls, iptables rules and libvirt
-networks. State files are YAML drop-ins in the state directory (nmstate schema for
-interfaces and routes, plus sysctl:, firewall: and libvirt: sections; the
-reference is docs/SCHEMA.md and vnetd.d(5)).
+their ports, MTUs, addresses, routes, network sysctls, iptables and ip6tables rules
+and libvirt networks. State files are YAML drop-ins in the state directory (nmstate
+schema for interfaces, routes and route-rules, plus sysctl:, firewall:, firewall6:
+and libvirt: sections; the reference is docs/SCHEMA.md and vnetd.d(5)).
 """
 
 EPILOG = """\
@@ -37,7 +37,13 @@ exit status: check 0 valid / 1 invalid; plan 0 nothing to do / 2 changes pending
 1 error; apply 0 converged and verified / 1 not (with --confirm: 0 confirmed /
 4 rolled back / 1 error); confirm, rollback 0 done / 1 no trial; status 0 ok /
 1 running but degraded (last load failed, resources failing or backed off) /
-3 not running / 4 unknown.
+3 not running / 4 unknown; reload 0 reloaded / 1 invalid files (the last
+valid state stays) / 3 not running; run 0 after SIGTERM / 1 refused to start.
+
+A state file that disappears (or is emptied) while the daemon runs is not a
+decision: what it declared stays enforced (logged as config.file_removed) until
+`vnetd reload`, SIGHUP or `vnetd apply` confirms the removal. Write state files
+atomically (write a temporary file, then rename it into place).
 
 The global options may also be given after the command (vnetd check --netns x).
 `vnetd COMMAND --help` describes a command, its options and examples.
@@ -90,11 +96,16 @@ EXAMPLES: dict[str, tuple[tuple[str, str], ...]] = {
         ("vnetd status --json", "the same as JSON"),
         ("vnetd status --prometheus", "metrics in Prometheus text format"),
     ),
+    "reload": (
+        ("vnetd reload", "re-read the state files now and confirm the removal of files that disappeared"),
+        ("vnetd reload --socket /run/vnetd/guest1.sock", "the same for the daemon of namespace guest1"),
+    ),
     "import": (
         ("vnetd import --ifcfg-dir /etc/sysconfig/network-scripts -o 50-network.yaml",
          "translate ifcfg-* files into a state file"),
         ("vnetd import --iptables /etc/sysconfig/iptables --sysctl /etc/sysctl.conf",
          "translate the firewall and the net.* sysctls"),
+        ("vnetd import --ip6tables /etc/sysconfig/ip6tables", "translate the IPv6 firewall (firewall6:)"),
     ),
     "demo": (
         ("vnetd demo", "the daemon on the bundled examples in a throw-away namespace, until Ctrl-C"),
@@ -118,7 +129,7 @@ DEFAULT_STATE_DIR = "/etc/vnetd.d"
 _AFTER = "_after_command_"
 
 #: what `vnetd show --section` can print (vnetd.show.SECTIONS: tests/unit/test_cli.py keeps them equal)
-SHOW_SECTIONS = ("interfaces", "routes", "sysctl", "firewall", "libvirt")
+SHOW_SECTIONS = ("interfaces", "routes", "route-rules", "sysctl", "firewall", "firewall6", "libvirt")
 
 
 def paragraphs(text: str, width: int = 79) -> str:
@@ -176,21 +187,26 @@ def build_parser() -> argparse.ArgumentParser:
             "Undo the change of the pending `vnetd apply --confirm` trial now: what the trial's checkpoint\n"
             "recorded is put back. Exit status 0 done, 1 no trial.")
 
-    run = command("run", "run the daemon (foreground unless --daemon)",
+    run = command("run", "run the daemon (foreground unless --daemon); one per network namespace",
                   "Run the daemon: it applies the state files, then repairs every drift (netlink events,\n"
                   "a periodic check of what sends none) and re-reads the files when they change, until\n"
-                  "SIGTERM. SIGHUP re-reads the files.")
+                  "SIGTERM. SIGHUP (or `vnetd reload`) re-reads the files.\n\n"
+                  "Only one vnetd runs per network namespace (a lock in /run/vnetd names the pid holding\n"
+                  "it). The pidfile, log file and socket are never opened through a symlink, and only in\n"
+                  "directories only root can write. Exit status 0 after SIGTERM, 1 refused to start.")
     run.add_argument("--pidfile", metavar="PATH", help="write the daemon's pid here (locked while it runs)")
     run.add_argument("--daemon", action="store_true", help="detach from the terminal (for SysV init)")
     run.add_argument("--log-file", metavar="PATH", help="log to this file (reopened after logrotate)")
     run.add_argument("--socket", metavar="PATH", default="/run/vnetd/vnetd.sock",
-                     help="control socket for `vnetd status` (default /run/vnetd/vnetd.sock)")
+                     help="control socket for `vnetd status` and `vnetd reload` (default "
+                          "/run/vnetd/vnetd.sock); an existing path is replaced only if it is a stale socket")
     run.add_argument("--check-interval", type=float, default=1.0, metavar="SECONDS",
                      help="how often netfilter and sysctls (which send no events) are checked (default 1)")
     run.add_argument("--resync-interval", type=float, default=60.0, metavar="SECONDS",
                      help="how often everything is read in full (default 60)")
     run.add_argument("--metrics-listen", metavar="ADDR:PORT",
-                     help="serve Prometheus metrics on this loopback address (off by default)")
+                     help="serve Prometheus metrics on this loopback address, e.g. 127.0.0.1:9714 or "
+                          "localhost:9714 (off by default)")
     run.add_argument("--conflict-repairs", type=int, default=5, metavar="N",
                      help="a resource repaired more than N times in 60 s is being fought over: back off "
                           "(default 5; 0 never backs off)")
@@ -217,12 +233,25 @@ def build_parser() -> argparse.ArgumentParser:
     fmt.add_argument("--json", action="store_true", help="machine-readable status")
     fmt.add_argument("--prometheus", action="store_true", help="metrics in Prometheus text format")
 
-    imp = command("import", "translate ifcfg-* files and iptables-save output into a state file",
-                  "Translate a CentOS/RHEL host's ifcfg-* files, iptables-save output and sysctl.conf into\n"
-                  "one state file, checked as `vnetd check` would; what cannot be translated becomes a\n"
-                  "comment saying why (docs/IMPORT.md).")
+    reload = command("reload", "ask the running daemon to re-read the state files (as SIGHUP), "
+                               "confirming the removal of files that disappeared",
+                     "Ask the running daemon to re-read the state files now, as SIGHUP does, and wait for\n"
+                     "the answer. A state file that disappeared (or was emptied) stays enforced until this:\n"
+                     "reload confirms its removal. Exit status 0 reloaded, 1 invalid files (the last valid\n"
+                     "state stays), 3 not running.")
+    reload.add_argument("--socket", metavar="PATH", default="/run/vnetd/vnetd.sock",
+                        help="the daemon's control socket (default /run/vnetd/vnetd.sock)")
+
+    imp = command("import", "translate ifcfg-* files and iptables-save / ip6tables-save output into a state "
+                            "file",
+                  "Translate a CentOS/RHEL host's ifcfg-* (and route-*, rule-*) files, iptables-save and\n"
+                  "ip6tables-save output and sysctl.conf into one state file, checked as `vnetd check`\n"
+                  "would; what cannot be translated becomes a comment saying why (docs/IMPORT.md).")
     imp.add_argument("--ifcfg-dir", metavar="DIR", help="a network-scripts directory with ifcfg-* files")
-    imp.add_argument("--iptables", metavar="FILE", help="an iptables-save file (e.g. /etc/sysconfig/iptables)")
+    imp.add_argument("--iptables", metavar="FILE", help="an iptables-save file (e.g. /etc/sysconfig/iptables): "
+                                                        "the firewall: section")
+    imp.add_argument("--ip6tables", metavar="FILE", help="an ip6tables-save file (e.g. /etc/sysconfig/ip6tables): "
+                                                         "the firewall6: section")
     imp.add_argument("--sysctl", metavar="FILE", help="a sysctl.conf file (net.* keys are translated)")
     imp.add_argument("-o", "--output", metavar="FILE", help="write here instead of standard output "
                                                             "(an existing file is never overwritten)")
@@ -314,8 +343,10 @@ def load_checked(args: argparse.Namespace) -> Any:
     of both steps comes in one ConfigError; warnings are printed.
     """
     from vnetd.checks import finish
-    from vnetd.desired.loader import load_state_dir_partial
+    from vnetd.desired.loader import load_state_dir_partial, unloaded_files, unloaded_warning
 
+    for name in unloaded_files(args.state_dir):
+        print(f"warning: {unloaded_warning(args.state_dir, name)}", file=sys.stderr)
     desired, issues = load_state_dir_partial(args.state_dir)
     enter_netns(args)
     for warning in finish(desired, issues):
@@ -330,7 +361,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     desired = load_checked(args)
     n_files = len(desired.files)
     print(f"{args.state_dir}: {n_files} file{'s' if n_files != 1 else ''} valid "
-          f"({len(desired.interfaces)} interfaces, {len(desired.routes)} routes, {len(desired.sysctls)} sysctls, "
+          f"({len(desired.interfaces)} interfaces, {len(desired.routes)} routes, "
+          f"{len(desired.route_rules)} route rules, {len(desired.sysctls)} sysctls, "
           f"{len(desired.chains)} chains, {len(desired.libvirt.networks) if desired.libvirt else 0} libvirt networks)")
     return EXIT_OK
 
@@ -363,6 +395,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
     if args.confirm is not None:
         return cmd_apply_confirm(args, desired)
     refuse_during_trial()
+    confirm_with_daemon(args.state_dir)
     logger = log.get_logger()
     text = args.format == "text"
 
@@ -439,6 +472,7 @@ def cmd_apply_confirm(args: argparse.Namespace, desired: Any) -> int:
 
     if not 1 <= args.confirm <= 86400:
         raise SystemExit("vnetd: --confirm wants 1-86400 seconds")
+    confirm_with_daemon(args.state_dir)
 
     def report(action: Action, error: BackendError | None) -> None:
         state = "applied" if error is None else "failed"
@@ -468,6 +502,35 @@ def cmd_end_trial(args: argparse.Namespace) -> int:
         engine.backends.close()
 
 
+def confirm_with_daemon(state_dir: str) -> None:
+    """``vnetd apply`` is the administrator's decision on the files as they are: a daemon
+    running in this namespace on the same state directory re-reads them first, which
+    confirms the removal of files it was still holding (otherwise it would put back
+    what apply removes). Best effort: no daemon, another directory, no answer: nothing."""
+    import json
+
+    from vnetd.daemon.instance import running_daemon
+    from vnetd.daemon.status import query
+
+    try:
+        owner = running_daemon()
+    except OSError:
+        return
+    if not owner or not owner.get("socket") or not owner.get("state_dir"):
+        return
+    if os.path.realpath(str(owner["state_dir"])) != os.path.realpath(state_dir):
+        return
+    try:
+        before = json.loads(query(str(owner["socket"]), "status"))
+        after = json.loads(query(str(owner["socket"]), "reload", timeout=65))
+    except (OSError, ValueError):
+        return
+    held = [h.get("file") for h in before.get("held_files", []) if isinstance(h, dict)]
+    if held and after.get("config_valid"):
+        print(f"vnetd: the running daemon (pid {owner.get('pid')}) re-read the state files: removal of "
+              f"{', '.join(map(str, held))} confirmed", file=sys.stderr)
+
+
 def cmd_show(args: argparse.Namespace) -> int:
     from vnetd.show import show_state
 
@@ -486,6 +549,12 @@ def cmd_status(args: argparse.Namespace) -> int:
     from vnetd.daemon.status import status_command
 
     return status_command(args)
+
+
+def cmd_reload(args: argparse.Namespace) -> int:
+    from vnetd.daemon.status import reload_command
+
+    return reload_command(args)
 
 
 def cmd_import(args: argparse.Namespace) -> int:
@@ -509,6 +578,7 @@ COMMANDS = {
     "run": cmd_run,
     "show": cmd_show,
     "status": cmd_status,
+    "reload": cmd_reload,
     "import": cmd_import,
     "demo": cmd_demo,
 }

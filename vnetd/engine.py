@@ -8,6 +8,16 @@ first one); then the state is observed again and re-planned. Up to ``MAX_ROUNDS`
 rounds run while progress is made, so that a step that needs the result of another
 (a veth peer that only exists once its pair is created) converges in one pass.
 The pass has converged when the final plan is empty and nothing is left unfixable.
+
+A failure on a stale view is not a failure of the resource. The daemon plans from
+a cache kept by notifications, and the kernel announces one change in several
+messages (deleting a bridge first releases its ports, then deletes it): a pass
+woken by the first message can plan "attach eth1 to br0" for a br0 that is already
+gone, and the kernel refuses. When the view changed between the plan and the
+re-read that follows the round (``view_version``), the failed actions are re-planned
+at once in the next round instead of being reported (``on_stale``); only a failure
+on a view that did not change, or in the last round, is reported to ``hook`` (and
+backed off by the daemon).
 """
 
 from __future__ import annotations
@@ -73,10 +83,12 @@ class Backends:
 
     @property
     def firewall(self):  # type: ignore[no-untyped-def]
+        """Both families' legacy tables (iptables, ip6tables) behind one backend."""
         if self._firewall is None:
+            from vnetd.backends.firewall import FirewallFamilies
             from vnetd.backends.iptables import FirewallBackend
 
-            self._firewall = FirewallBackend()
+            self._firewall = FirewallFamilies(FirewallBackend)
         return self._firewall
 
     def libvirt(self, uri: str):  # type: ignore[no-untyped-def]
@@ -127,6 +139,7 @@ def _runs(actions: tuple[Action, ...]) -> list[tuple[str, list[Action]]]:
             runs.append((kind, [action]))
     return runs
 ActionHook = Callable[[Action, BackendError | None], None]
+StaleHook = Callable[[Action, BackendError], None]
 
 
 class Engine:
@@ -162,15 +175,28 @@ class Engine:
 
     def plan(self, desired: DesiredState, observer: Observer | None = None) -> tuple[Plan, Observed]:
         observed = (observer or self.observe)(desired)
+        self._read_resolved_sysctls(desired, observed)
         return plan(desired, observed, self.memo), observed
+
+    def _read_resolved_sysctls(self, desired: DesiredState, observed: Observed) -> None:
+        """Per-device sysctl keys that name a NIC found by its MAC are read where that NIC
+        is (net.ipv4.conf.eth1.x may be net.ipv4.conf.enp3s0.x here: plan.identifiers)."""
+        if observed.sysctls is None or not self.memo.identifiers.finds_by_mac(desired):
+            return
+        from vnetd.plan.identifiers import sysctl_keys
+
+        missing = [k for k in sysctl_keys(desired, observed.net) if k not in observed.sysctls]
+        if missing:
+            observed.sysctls.update(self.backends.sysctl.read(missing))
 
     # -- apply ----------------------------------------------------------------------
 
-    def execute(self, actions: tuple[Action, ...], observed: Observed, hook: ActionHook | None = None
-                ) -> tuple[list[Action], list[tuple[Action, BackendError]]]:
+    def execute(self, actions: tuple[Action, ...], observed: Observed, hook: ActionHook | None = None,
+                report_failures: bool = True) -> tuple[list[Action], list[tuple[Action, BackendError]]]:
         """Run actions in order. Consecutive netlink actions go to the kernel together
         (pipelined), consecutive firewall actions in one commit per table; an action
-        of a resource that already failed in this pass is skipped."""
+        of a resource that already failed in this pass is skipped. ``hook`` hears of
+        every applied action, and of failures when ``report_failures``."""
         applied: list[Action] = []
         failed: list[tuple[Action, BackendError]] = []
         broken: set[str] = set()
@@ -181,13 +207,19 @@ class Engine:
             else:
                 failed.append((action, error))
                 broken.add(action.resource)
-            if hook:
+            if hook and (error is None or report_failures):
                 hook(action, error)
 
         for kind, group in _runs(actions):
             todo = [a for a in group if a.resource not in broken]
             if kind == "firewall":
-                for action, error in self.backends.firewall.apply(todo):
+                try:
+                    results = self.backends.firewall.apply(todo)
+                except BackendError as exc:
+                    # the whole batch could not start (the xtables lock held by another
+                    # tool, a table that cannot be opened): each of its resources failed
+                    results = [(action, exc) for action in todo]
+                for action, error in results:
                     record(action, error)
             elif kind == "netlink":
                 for action, error in self.backends.net.execute_batch(todo, observed.net):
@@ -213,26 +245,43 @@ class Engine:
             libvirt.execute(op, action.resource)
 
     def converge(self, desired: DesiredState, observer: Observer | None = None,
-                 hook: ActionHook | None = None, plan_filter: Callable[[Plan], Plan] | None = None) -> PassResult:
+                 hook: ActionHook | None = None, plan_filter: Callable[[Plan], Plan] | None = None,
+                 view_version: Callable[[], int] | None = None, on_stale: StaleHook | None = None) -> PassResult:
         """Plan, apply, re-observe and re-plan until nothing is left or nothing progresses.
 
         ``plan_filter`` lets the daemon hold back resources it is backing off from.
+        ``view_version`` (the daemon's cache version) tells a failure on a view that
+        changed since the plan: re-planned at once and reported to ``on_stale`` instead.
         """
         start = time.perf_counter()
         first, observed = self.plan(desired, observer)
+        version = view_version() if view_version else None
         current = plan_filter(first) if plan_filter else first
         result = PassResult(first, current)
-        for _ in range(MAX_ROUNDS):
+        for round_no in range(MAX_ROUNDS):
             if current.empty:
                 break
             result.rounds += 1
-            applied, failed = self.execute(current.actions, observed, hook)
+            applied, failed = self.execute(current.actions, observed, hook, report_failures=view_version is None)
             result.applied += applied
-            result.failed = failed  # failures of earlier rounds are retried in later ones
             current, observed = self.plan(desired, observer)
             if plan_filter:
                 current = plan_filter(current)
-            if not applied:
+            retried: list[tuple[Action, BackendError]] = []
+            if view_version is not None:
+                now = view_version()
+                changed = now != version and round_no + 1 < MAX_ROUNDS
+                version = now
+                for action, error in failed:
+                    # only the notification cache can be stale; netfilter and libvirt are read fresh
+                    if changed and _kind(action) == "netlink":
+                        retried.append((action, error))
+                        if on_stale is not None:
+                            on_stale(action, error)
+                    elif hook is not None:
+                        hook(action, error)
+            result.failed = [f for f in failed if f not in retried]  # earlier rounds' are retried in later ones
+            if not applied and not retried:
                 break
 
         result.final_plan = current

@@ -7,7 +7,9 @@
     ├── BackendError       talking to the kernel/libvirt failed: retryable with
     │                      back-off (kind, resource, errno)
     ├── DriftError         verify after apply still sees a difference (carries it)
-    └── NamespaceError     the --netns namespace does not exist or cannot be entered
+    ├── NamespaceError     the --netns namespace does not exist or cannot be entered
+    └── StartupError       ``vnetd run`` refuses to start: an invalid option, an unsafe
+                           path, another vnetd already managing the namespace
 
 Foreign exceptions (OSError from sockets, NetlinkError, IPTCError, libvirtError)
 are mapped to these only at the backend boundary, with ``raise ... from exc``.
@@ -74,3 +76,7 @@ class DriftError(VnetdError):
 
 class NamespaceError(VnetdError):
     """The named network namespace is missing or cannot be entered."""
+
+
+class StartupError(VnetdError):
+    """The daemon refuses to start; the message says why and what to do."""

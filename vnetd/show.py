@@ -7,7 +7,9 @@ routes the kernel made for an address) are left out, so that feeding the output
 back never turns a lease into a static address. Firewall rules, chains and tables
 of other tools are not vnetd's to declare, but the administrator must see them:
 they are comments (``# foreign rule (not managed): -A FORWARD ...``), as
-iptables-save would print them.
+iptables-save would print them. A bond is shown with its mode and ports
+(not its options: the kernel reports every option, and some are refused in the
+bond's own mode); the kernel's own routing rules are not shown.
 """
 
 from __future__ import annotations
@@ -18,8 +20,10 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from vnetd.model.bond import MODE_NAMES
 from vnetd.model.interfaces import Link
 from vnetd.model.netstate import NetState
+from vnetd.model.route_rules import ACTION_NAMES, FR_ACT_TO_TBL, RouteRule
 from vnetd.model.routes import KERNEL_ROUTE_PROTOCOL, MAIN_TABLE, Route
 
 if TYPE_CHECKING:
@@ -28,7 +32,8 @@ if TYPE_CHECKING:
 _LINK_LOCAL_V6 = ipaddress.ip_network("fe80::/10")
 #: rtm_protocol values of routes some other daemon owns (dhcp, ra, redirect)
 _FOREIGN_PROTOCOLS = {KERNEL_ROUTE_PROTOCOL, 1, 9, 16}
-_KIND_TYPES = {"bridge": "linux-bridge", "veth": "veth", "vlan": "vlan", "dummy": "dummy", "tun": "tun"}
+_KIND_TYPES = {"bridge": "linux-bridge", "veth": "veth", "vlan": "vlan", "bond": "bond", "vxlan": "vxlan",
+               "dummy": "dummy", "tun": "tun"}
 
 
 def link_type(link: Link) -> str:
@@ -52,6 +57,13 @@ def interfaces_section(net: NetState) -> list[dict[str, Any]]:
             entry["veth"] = {"peer": net.links[link.link].name}
         if link.kind == "vlan" and link.link in net.links and link.vlan_id is not None:
             entry["vlan"] = {"base-iface": net.links[link.link].name, "id": link.vlan_id}
+            if link.vlan is not None:
+                entry["vlan"]["protocol"] = "802.1ad" if link.vlan.protocol == 0x88A8 else "802.1q"
+        if link.kind == "vxlan" and link.vxlan is not None:
+            entry["vxlan"] = _vxlan_entry(link, net)
+        if link.kind == "bond" and link.bond is not None:
+            entry["link-aggregation"] = {"mode": MODE_NAMES.get(link.bond.mode, "balance-rr"),
+                                         "port": sorted(p.name for p in net.ports_of(link.index))}
         if link.kind == "bridge" and link.bridge is not None:
             b = link.bridge
             stp: dict[str, Any] = {"enabled": b.stp_state != 0, "forward-delay": round(b.forward_delay / 100),
@@ -69,6 +81,22 @@ def interfaces_section(net: NetState) -> list[dict[str, Any]]:
                     {"ip": str(a.ip.ip), "prefix-length": a.ip.network.prefixlen} for a in addrs]}
         out.append(entry)
     return out
+
+
+def _vxlan_entry(link: Link, net: NetState) -> dict[str, Any]:
+    assert link.vxlan is not None
+    v = link.vxlan
+    entry: dict[str, Any] = {"id": v.id}
+    if v.remote is not None:
+        entry["remote"] = str(v.remote)
+    if v.local is not None:
+        entry["local"] = str(v.local)
+    base = net.name_of(v.link)
+    if base is not None:
+        entry["base-iface"] = base
+    entry["destination-port"] = v.port
+    entry["learning"] = v.learning
+    return entry
 
 
 def routes_section(net: NetState) -> list[dict[str, Any]]:
@@ -91,6 +119,39 @@ def routes_section(net: NetState) -> list[dict[str, Any]]:
             entry["table-id"] = route.table
         out.append(entry)
     return out
+
+
+def route_rules_section(net: NetState) -> list[dict[str, Any]]:
+    """The rules a state file can declare; not the kernel's own three (local, main,
+    default) and not rules with selectors vnetd does not manage (oif, tos, not...)."""
+    out = []
+    for rule in sorted(net.rules, key=lambda r: (r.family, r.priority, r.describe())):
+        if rule.kernel_default or rule.other or (rule.action != FR_ACT_TO_TBL and rule.action not in ACTION_NAMES):
+            continue
+        out.append(_rule_entry(rule))
+    return out
+
+
+def _rule_entry(rule: RouteRule) -> dict[str, Any]:
+    entry: dict[str, Any] = {}
+    if rule.source is not None:
+        entry["ip-from"] = str(rule.source)
+    if rule.destination is not None:
+        entry["ip-to"] = str(rule.destination)
+    if rule.source is None and rule.destination is None:
+        entry["family"] = f"ipv{rule.family}"
+    entry["priority"] = rule.priority
+    if rule.iif is not None:
+        entry["iif"] = rule.iif
+    if rule.fwmark or rule.fwmask:
+        entry["fwmark"] = f"{rule.fwmark:#x}"
+        entry["fwmask"] = f"{rule.fwmask:#x}"
+    action = ACTION_NAMES.get(rule.action)
+    if action is not None:
+        entry["action"] = action.value
+    else:
+        entry["route-table"] = rule.table
+    return entry
 
 
 def _route_key(route: Route) -> tuple[int, int, str, int]:
@@ -130,8 +191,8 @@ def chain_matches(table: str, chain: str, names: Collection[str]) -> bool:
 
 
 def firewall_text(tables: Sequence[ShownTable], declared: set[tuple[str, str]], nft_tables: Sequence[str],
-                  names: Collection[str] = ()) -> str:
-    """The firewall: section: the chains vnetd manages (or the files declare) as YAML,
+                  names: Collection[str] = (), section: str = "firewall") -> str:
+    """The firewall: (or firewall6:) section: the chains vnetd manages (or the files declare) as YAML,
     with each foreign rule as a comment where it sits; chains and whole tables vnetd
     has nothing in as comments; other firewalls (nf_tables) named at the end. Fed
     back to vnetd, the comments change nothing: foreign rules are never touched.
@@ -168,10 +229,17 @@ def firewall_text(tables: Sequence[ShownTable], declared: set[tuple[str, str]], 
                              else f"      # foreign rule (not managed): -A {chain.name} {rule.text}")
     text = ""
     if any(not line.lstrip().startswith("#") for line in lines):
-        text = "firewall:\n" + "".join(f"{line}\n" for line in lines)
+        text = f"{section}:\n" + "".join(f"{line}\n" for line in lines)
     elif lines:
-        text = "# firewall: nothing of vnetd's in the iptables-legacy tables\n" + "".join(
+        tool = "ip6tables" if section == "firewall6" else "iptables"
+        text = f"# {section}: nothing of vnetd's in the {tool}-legacy tables\n" + "".join(
             f"#{line[3:]}\n" for line in lines)
+    return text + nft_comment(nft_tables)
+
+
+def nft_comment(nft_tables: Sequence[str]) -> str:
+    """nf_tables tables named as comments: not vnetd's, but packets pass them too."""
+    text = ""
     for name in nft_tables:
         family, _, table_name = name.partition(" ")
         text += (f"# nf_tables table (not managed; packets pass it too, `nft list table {family} {table_name}` "
@@ -180,7 +248,7 @@ def firewall_text(tables: Sequence[ShownTable], declared: set[tuple[str, str]], 
 
 
 #: the sections ``vnetd show`` writes, in order (``--section`` picks among them)
-SECTIONS = ("interfaces", "routes", "sysctl", "firewall", "libvirt")
+SECTIONS = ("interfaces", "routes", "route-rules", "sysctl", "firewall", "firewall6", "libvirt")
 
 
 def show_state(state_dir: str, netns: str | None, sections: Collection[str] | None = None,
@@ -199,7 +267,7 @@ def show_state(state_dir: str, netns: str | None, sections: Collection[str] | No
     found: set[str] = set()
     candidates: set[str] = set()
     out: dict[str, Any] = {}
-    if wanted("interfaces") or wanted("routes"):
+    if wanted("interfaces") or wanted("routes") or wanted("route-rules"):
         from vnetd.backends.netlink import NetlinkBackend
 
         backend = NetlinkBackend()
@@ -220,6 +288,11 @@ def show_state(state_dir: str, netns: str | None, sections: Collection[str] | No
             found |= {r["destination"] for r in routes if r["destination"] in names}
         if wanted("routes") and routes:
             out["routes"] = {"config": routes}
+        rules = route_rules_section(net)
+        if names:
+            rules = [r for r in rules if r.get("iif") in names]
+        if wanted("route-rules") and rules:
+            out["route-rules"] = {"config": rules}
     desired = _declared(state_dir)
     if wanted("sysctl"):
         keys = [s.key for s in desired.sysctls] if desired is not None else []
@@ -238,16 +311,21 @@ def show_state(state_dir: str, netns: str | None, sections: Collection[str] | No
             if shown:
                 out["sysctl"] = shown
     firewall = ""
-    if wanted("firewall"):
-        from vnetd.backends.nftdetect import nft_tables
-        from vnetd.backends.ruleset import read_ruleset
+    from vnetd.backends.nftdetect import nft_tables
+    from vnetd.backends.ruleset import read_ruleset
+    from vnetd.model.firewall import SECTIONS as FIREWALL_SECTIONS
 
-        chains = desired.chains if desired is not None else ()
-        ruleset = read_ruleset(chains)
+    chains = desired.chains if desired is not None else ()
+    for family, section in FIREWALL_SECTIONS.items():
+        if not wanted(section):
+            continue
+        mine = tuple(c for c in chains if c.family == family)
+        ruleset = read_ruleset(mine, family)
         candidates |= {c.name for t in ruleset for c in t.chains}
         found |= {n for n in names for t in ruleset for c in t.chains if chain_matches(t.name, c.name, (n,))}
-        firewall = firewall_text(ruleset, {(c.table, c.name) for c in chains},
-                                 () if names else (nft_tables() or ()), names)
+        firewall += firewall_text(ruleset, {(c.table, c.name) for c in mine}, (), names, section)
+    if not names and (wanted("firewall") or wanted("firewall6")):
+        firewall += nft_comment(nft_tables() or ())
     libvirt = ""
     if wanted("libvirt") and desired is not None and desired.libvirt is not None:
         from vnetd.backends.libvirt import show_libvirt

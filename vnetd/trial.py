@@ -44,7 +44,7 @@ from vnetd.model.health import ProbeResult, ProbeSpec
 from vnetd.model.state import DesiredState
 from vnetd.plan.actions import Action, Plan
 from vnetd.plan.planner import Observed
-from vnetd.plan.restore import record_links, restore_plan, scope_of
+from vnetd.plan.restore import record_links, record_rules, restore_plan, scope_of
 
 RUN_DIR = os.environ.get("VNETD_RUN_DIR", "/run/vnetd")
 EXIT_ROLLED_BACK = 4
@@ -158,7 +158,8 @@ def take_checkpoint(engine: Engine, plan: Plan, observed: Observed) -> Checkpoin
                                       net.autostart if net else False))
     return Checkpoint(time.time(), namespace_key(), links, addresses, routes, tuple(sorted(sysctls.items())),
                       tuple(chains[k] for k in sorted(chains)), tuple(networks),
-                      tuple(a.describe() for a in plan.actions))
+                      tuple(a.describe() for a in plan.actions), tuple(sorted(scope.rule_families)),
+                      record_rules(scope.rule_families, observed.net))
 
 
 @dataclass
@@ -194,7 +195,7 @@ def _restore_view(engine: Engine, checkpoint: Checkpoint) -> tuple[Observed, Pla
     observed = Observed(net=engine.backends.net.observe())
     sysctls = dict(checkpoint.sysctls)
     now_sysctls = engine.backends.sysctl.read(sorted(sysctls)) if sysctls else {}
-    keys = [(c.table, c.chain) for c in checkpoint.chains]
+    keys = [(c.table_key, c.chain) for c in checkpoint.chains]
     chains = engine.backends.firewall.record_chains(keys) if keys else {}
     networks = None
     if checkpoint.networks:

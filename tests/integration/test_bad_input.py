@@ -5,8 +5,8 @@ exit 1 with the documented error, and the namespace is byte-for-byte unchanged.
 One namespace serves the whole module: a host with a stand-in ``eth1`` (a veth)
 already converged to a baseline (br0 with eth1, an address, a route, a sysctl and
 firewall rules). Every case's state directory holds the broken file(s) next to a
-valid ``05-pending.yaml`` that *would* change links, addresses, routes, a sysctl and
-netfilter: applying any part of a directory with an invalid file must change nothing.
+valid ``05-pending.yaml`` that *would* change links, addresses, routes, a routing
+rule, a sysctl and netfilter: applying any part of a directory with an invalid file must change nothing.
 The catalogues are the unit tests' (tests/unit/test_loader.py, test_rule_syntax.py).
 """
 
@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from tests.support import PREFIX, Netns, StateDir, _counter, delete_netns, sh, vnetd
+from tests.unit.test_firewall6 import BROKEN_FIREWALL6, BROKEN_KERNEL6, BROKEN_XTABLES6
 from tests.unit.test_loader import BROKEN, Broken
 from tests.unit.test_rule_syntax import BROKEN_FIREWALL, BROKEN_KERNEL, BROKEN_XTABLES
 
@@ -58,6 +59,11 @@ firewall:
     POSTROUTING:
       rules:
       - -s 192.0.2.0/24 ! -o br0 -j MASQUERADE
+firewall6:
+  filter:
+    FORWARD:
+      rules:
+      - -i br0 -o br0 -j ACCEPT
 """
 
 #: Valid on its own and different from the baseline in every kind of resource.
@@ -74,6 +80,10 @@ routes:
   config:
   - destination: 203.0.113.128/25
     next-hop-address: 203.0.113.254
+route-rules:
+  config:
+  - ip-from: 203.0.113.0/24
+    route-table: 100
 sysctl:
   net.ipv4.ip_default_ttl: 99
 firewall:
@@ -85,13 +95,18 @@ firewall:
     pending:
       rules:
       - -j RETURN
+firewall6:
+  raw:
+    PREROUTING:
+      rules:
+      - -s 2001:db8::99 -j DROP
 """
 PROBE_SYSCTLS = ("net.ipv4.ip_forward", "net.ipv4.ip_default_ttl")
 
 #: every interface/route case, every firewall/sysctl case the loader catches; the rules only
 #: libxtables or the kernel refuse go together in one file (test_every_refused_rule_...)
-CASES: list[Broken] = BROKEN + BROKEN_FIREWALL
-RULE_CASES: list[Broken] = BROKEN_XTABLES + BROKEN_KERNEL
+CASES: list[Broken] = BROKEN + BROKEN_FIREWALL + BROKEN_FIREWALL6
+RULE_CASES: list[Broken] = BROKEN_XTABLES + BROKEN_KERNEL + BROKEN_XTABLES6 + BROKEN_KERNEL6
 
 
 @pytest.fixture(scope="module")
@@ -121,7 +136,7 @@ def baseline(host: Netns, tmp_path_factory: pytest.TempPathFactory) -> Netns:
 
 
 def observe(ns: Netns) -> tuple[str, str, str]:
-    return ns.snapshot(), ns.iptables_save(), ns.exec("sysctl", *PROBE_SYSCTLS).stdout
+    return ns.snapshot(), ns.iptables_save() + ns.ip6tables_save(), ns.exec("sysctl", *PROBE_SYSCTLS).stdout
 
 
 def test_pending_file_alone_would_change_everything(baseline: Netns, tmp_path: Path) -> None:
@@ -132,15 +147,16 @@ def test_pending_file_alone_would_change_everything(baseline: Netns, tmp_path: P
     assert result.returncode == 2, result.stderr
     resources = {c["resource"] for c in json.loads(result.stdout)["changes"]}
     assert {"interface/brpending", "sysctl/net.ipv4.ip_default_ttl", "firewall/raw/PREROUTING",
-            "firewall/filter/pending"} <= resources, resources
+            "firewall/filter/pending", "firewall6/raw/PREROUTING"} <= resources, resources
     assert any(r.startswith("route/203.0.113.128/25") for r in resources), resources
+    assert "route-rule/from 203.0.113.0/24 lookup 100" in resources, resources
 
 
 def test_catalogue_is_large_and_mixed() -> None:
     assert len(CASES) >= 30
     assert len({c.id for c in CASES}) == len(CASES)
     texts = [text for c in CASES for _, text in c.files]
-    for section in ("interfaces:", "routes:", "firewall:", "sysctl:"):
+    for section in ("interfaces:", "routes:", "route-rules:", "firewall:", "sysctl:"):
         assert sum(section in t for t in texts) >= 5, section
 
 
@@ -160,7 +176,7 @@ def test_bad_input_is_refused_and_changes_nothing(case: Broken, baseline: Netns,
         assert "Traceback" not in result.stderr
         assert not result.stdout.strip(), f"vnetd {command} reported work on invalid files: {result.stdout}"
     after = observe(baseline)
-    assert after[0] == before[0], "links, addresses or routes changed"
+    assert after[0] == before[0], "links, addresses, routes or rules changed"
     assert after[1] == before[1], "netfilter changed"
     assert after[2] == before[2], "a sysctl changed"
 
@@ -171,17 +187,19 @@ def test_every_refused_rule_is_reported_in_one_round_and_changes_nothing(baselin
     message is checked by tests/unit/test_rule_syntax.py)."""
     state = StateDir(tmp_path / "vnetd.d")
     state.write("05-pending.yaml", PENDING)
-    by_place: dict[tuple[str, str], list[str]] = {}
+    by_place: dict[tuple[str, str, str], list[str]] = {}
     for case in RULE_CASES:
         rule = case.files[0][1].splitlines()[-1].removeprefix("      - ")
-        table, chain = case.path.split(".")[1:3]
-        by_place.setdefault((table, chain), []).append(rule)
-    lines = ["firewall:"]
-    for table in dict.fromkeys(t for t, _ in by_place):
-        lines.append(f"  {table}:")
-        for (t, chain), rules in by_place.items():
-            if t == table:
-                lines += [f"    {chain}:", "      rules:"] + [f"      - {r}" for r in rules]
+        section, table, chain = case.path.split(".")[0:3]
+        by_place.setdefault((section, table, chain), []).append(rule)
+    lines = []
+    for section in dict.fromkeys(s for s, _, _ in by_place):
+        lines.append(f"{section}:")
+        for table in dict.fromkeys(t for s, t, _ in by_place if s == section):
+            lines.append(f"  {table}:")
+            for (s, t, chain), rules in by_place.items():
+                if (s, t) == (section, table):
+                    lines += [f"    {chain}:", "      rules:"] + [f"      - {r}" for r in rules]
     state.write("10-rules.yaml", "\n".join(lines) + "\n")
     before = observe(baseline)
     for command in ("check", "plan", "apply"):

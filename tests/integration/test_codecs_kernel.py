@@ -211,3 +211,97 @@ print([(e.chain, e.meaning) for e in walk_table(info, blob) if e.chain == "FORWA
                          env={"PYTHONPATH": str(ROOT)})
     assert out.stdout.strip() == "[('FORWARD', 'TARGETCHAIN'), ('FORWARD', 'TARGETCHAIN')]", out.stderr
     assert ctypes and sys
+
+
+RULES_CHECK = r"""
+import json, sys
+from vnetd import netns
+netns.enter(sys.argv[1])
+from pyroute2 import IPRoute
+from vnetd.backends.netlink import NetlinkBackend
+ours = sorted([r.family, r.priority, r.table, r.action, str(r.source) if r.source else None,
+               str(r.destination) if r.destination else None, r.iif, r.fwmark, r.fwmask, r.protocol, list(r.other)]
+              for r in NetlinkBackend().dump_rules())
+theirs = []
+with IPRoute() as ipr:
+    for family in (2, 10):
+        for m in ipr.get_rules(family=family):
+            src, dst = m.get_attr("FRA_SRC"), m.get_attr("FRA_DST")
+            other = []
+            if m["flags"] & 2:
+                other.append("not")
+            if m.get_attr("FRA_OIFNAME"):
+                other.append("oif " + m.get_attr("FRA_OIFNAME"))
+            theirs.append([4 if family == 2 else 6, m.get_attr("FRA_PRIORITY") or 0, m.get_attr("FRA_TABLE"),
+                           m["action"], f"{src}/{m['src_len']}" if src else None,
+                           f"{dst}/{m['dst_len']}" if dst else None, m.get_attr("FRA_IIFNAME"),
+                           m.get_attr("FRA_FWMARK") or 0, m.get_attr("FRA_FWMASK") or 0,
+                           m.get_attr("FRA_PROTOCOL"), other])
+print(json.dumps({"ours": ours, "theirs": sorted(theirs)}))
+"""
+
+
+def test_rule_decoder_agrees_with_pyroute2_and_ip_rule(netns: Netns) -> None:
+    """Rules made by `ip rule` (the oracle) read by vnetd's decoder and by pyroute2's."""
+    for args in (("from", "192.0.2.0/24", "lookup", "100", "pref", "1000"),
+                 ("to", "198.51.100.0/24", "iif", "lo", "fwmark", "0x10/0xff", "blackhole", "pref", "1001"),
+                 ("not", "from", "203.0.113.0/24", "lookup", "200", "pref", "1002"),
+                 ("oif", "lo", "lookup", "300", "pref", "1003", "proto", "static"),
+                 ("fwmark", "7", "unreachable", "pref", "1004")):
+        netns.ip("rule", "add", *args)
+    netns.ip("-6", "rule", "add", "from", "2001:db8::/32", "lookup", "1000", "pref", "500")
+    out = subprocess.run([PY, "-c", RULES_CHECK, netns.name], capture_output=True, text=True,
+                         env={"PYTHONPATH": str(ROOT)})
+    assert out.returncode == 0, out.stderr
+    import json
+
+    result = json.loads(out.stdout)
+    assert result["ours"] == result["theirs"]
+    by_priority = {(r[0], r[1]): r for r in result["ours"]}
+    oracle = json.loads(netns.ip("-j", "rule"))
+    assert sorted(r["priority"] for r in oracle) == sorted(p for f, p in by_priority if f == 4)
+    assert by_priority[(4, 1001)][3] == 6 and by_priority[(4, 1001)][7:9] == [16, 255]
+    assert by_priority[(4, 1002)][10] == ["not"] and by_priority[(4, 1003)][10] == ["oif lo"]
+    assert by_priority[(4, 1004)][7:9] == [7, 0xFFFFFFFF]  # a mark without mask: all bits, as the kernel says
+    assert by_priority[(6, 500)][4] == "2001:db8::/32"
+
+
+VXLAN_CHECK = r"""
+import json, sys
+from vnetd import netns
+netns.enter(sys.argv[1])
+from pyroute2 import IPRoute
+from vnetd.backends.netlink import NetlinkBackend
+ours = {l.name: [l.vxlan.id, str(l.vxlan.remote) if l.vxlan.remote else None,
+                 str(l.vxlan.local) if l.vxlan.local else None, l.vxlan.link, l.vxlan.port, l.vxlan.learning]
+        for l in NetlinkBackend().dump_links() if l.vxlan is not None}
+theirs = {}
+with IPRoute() as ipr:
+    for m in ipr.get_links():
+        info = m.get_attr("IFLA_LINKINFO")
+        if info is None or info.get_attr("IFLA_INFO_KIND") != "vxlan":
+            continue
+        d = info.get_attr("IFLA_INFO_DATA")
+        remote = d.get_attr("IFLA_VXLAN_GROUP") or d.get_attr("IFLA_VXLAN_GROUP6")
+        local = d.get_attr("IFLA_VXLAN_LOCAL") or d.get_attr("IFLA_VXLAN_LOCAL6")
+        theirs[m.get_attr("IFLA_IFNAME")] = [d.get_attr("IFLA_VXLAN_ID"), remote, local,
+                                             d.get_attr("IFLA_VXLAN_LINK") or None, d.get_attr("IFLA_VXLAN_PORT"),
+                                             bool(d.get_attr("IFLA_VXLAN_LEARNING"))]
+print(json.dumps({"ours": ours, "theirs": theirs}))
+"""
+
+
+def test_vxlan_decoder_agrees_with_pyroute2(netns: Netns) -> None:
+    netns.veth("under0", "under1")
+    netns.ip("link", "add", "vx42", "type", "vxlan", "id", "42", "remote", "198.51.100.2", "local", "198.51.100.1",
+             "dev", "under0", "dstport", "4789", "nolearning")
+    netns.ip("link", "add", "vx7", "type", "vxlan", "id", "7", "remote", "2001:db8::2", "dstport", "8472")
+    out = subprocess.run([PY, "-c", VXLAN_CHECK, netns.name], capture_output=True, text=True,
+                         env={"PYTHONPATH": str(ROOT)})
+    assert out.returncode == 0, out.stderr
+    import json
+
+    result = json.loads(out.stdout)
+    assert result["ours"] == result["theirs"]
+    assert result["ours"]["vx42"][:2] == [42, "198.51.100.2"] and result["ours"]["vx42"][4:] == [4789, False]
+    assert result["ours"]["vx7"][1] == "2001:db8::2" and result["ours"]["vx7"][4] == 8472

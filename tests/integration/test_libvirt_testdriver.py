@@ -314,6 +314,61 @@ def test_domain_and_network_events_wake_the_loop(backend) -> None:  # type: igno
     assert backend.changed()
 
 
+def test_event_callbacks_call_no_libvirt_api_from_the_event_thread(backend, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Issue 11: a callback runs in libvirt's event thread, which must not call back into
+    libvirt (the docstring's contract); only the owner thread reads domains and networks."""
+    import libvirt
+
+    calls: list[tuple[str, str]] = []
+    for cls in (libvirt.virDomain, libvirt.virNetwork):
+        for method in ("name", "XMLDesc", "isActive", "UUIDString"):
+            original = getattr(cls, method)
+
+            def spy(self, *args, _original=original, _what=f"{cls.__name__}.{method}"):  # type: ignore[no-untyped-def]
+                calls.append((threading.current_thread().name, _what))
+                return _original(self, *args)
+
+            monkeypatch.setattr(cls, method, spy)
+    wakes = Wakes()
+    backend.start_events(wakes)
+    assert backend.connect()
+    dom = backend.conn.lookupByName("vml000020")
+    dom.destroy()
+    assert "libvirt" in wakes.take()
+    dom.create()
+    assert "libvirt" in wakes.take()
+    net = backend.conn.networkLookupByName("dmz")
+    net.destroy()
+    assert "libvirt" in wakes.take()
+    net.create()
+    assert "libvirt" in wakes.take()
+    from_events = [what for thread, what in calls if thread == "libvirt-events"]
+    assert not from_events, from_events
+
+
+def test_a_close_event_is_taken_by_the_owner_thread_under_the_lock(backend) -> None:  # type: ignore[no-untyped-def]
+    """The close callback (event thread) only queues and wakes; the connection's state is
+    written when the owner thread next asks, under the backend's lock."""
+    import libvirt
+
+    wakes = Wakes()
+    backend.start_events(wakes)
+    assert backend.connect()
+    conn = backend.conn
+    callback = threading.Thread(target=backend._on_close, args=(conn, libvirt.VIR_CONNECT_CLOSE_REASON_EOF, conn),
+                                name="libvirt-events")
+    with backend._lock:  # the owner thread is busy with the connection: the callback must not wait for it
+        callback.start()
+        callback.join(timeout=10)
+        assert not callback.is_alive()
+        assert backend._state == "connected" and not backend._lost  # nothing written by the event thread
+    assert wakes.take() == ["libvirt"]
+    assert not backend.connected  # the owner thread takes the close
+    assert backend._state == "disconnected" and backend.last_error == "connection closed (eof)"
+    assert backend.maybe_reconnect(now=float("inf"))  # and reconnects (test:/// is always there)
+    assert backend.connected
+
+
 # --------------------------------------------------------------------------- the daemon
 
 

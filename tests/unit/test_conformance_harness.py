@@ -7,6 +7,7 @@ wrong harness would hide disagreements or invent them."""
 from __future__ import annotations
 
 import string
+from pathlib import Path
 
 from hypothesis import given
 from hypothesis import strategies as st
@@ -18,14 +19,26 @@ from tests.conformance import (
     DELIBERATE_REFUSAL,
     DIFFERENT,
     INSTALLED_REFUSED,
+    IPV6_PART,
     REFUSED_ACCEPTED,
+    Judgement,
     Outcome,
     classify,
     extensions_of,
     parse_rule_line,
+    write_report,
 )
 from tests.conformance_worker import state_file, strip_tags
-from tests.iptables_oracle import TABLES, Verdict, jump_chains, restore_split, save_lines, touched_tables
+from tests.iptables_oracle import (
+    TABLES,
+    TOOLS,
+    Verdict,
+    jump_chains,
+    restore_split,
+    save_lines,
+    target_extensions,
+    touched_tables,
+)
 from tests.rule_grammar import Block, quote_word, render, split_rule
 from tests.whole_table import pair_canonical
 
@@ -141,3 +154,44 @@ def test_restored_rules_are_paired_with_their_saved_lines() -> None:
             "-m state --state RELATED,ESTABLISHED -j ACCEPT",
         ("filter", "INPUT", "-p icmp -j ACCEPT"): "-p icmp -j ACCEPT",
     }
+
+
+# --------------------------------------------------------------------------- the IPv6 family (issue 14)
+
+
+def test_each_family_has_its_tools_and_extensions() -> None:
+    assert (TOOLS[6].command, TOOLS[6].save, TOOLS[6].restore) == (
+        "ip6tables-legacy", "ip6tables-legacy-save", "ip6tables-legacy-restore")
+    v4, v6 = target_extensions(4), target_extensions(6)
+    assert "TTL" in v4 and "TTL" not in v6 and "HL" in v6 and "HL" not in v4
+    assert "LOG" in v4 and "LOG" in v6
+    # a name that is an extension in one family is a chain in the other
+    assert jump_chains(restore_split("-j HL --hl-set 5"), 6) == []
+    assert jump_chains(restore_split("-j HL"), 4) == ["HL"]
+
+
+def test_the_state_file_of_the_ipv6_family() -> None:
+    assert state_file("filter", "INPUT", "-j ACCEPT", "firewall6").startswith("firewall6:\n")
+
+
+def test_extensions_of_an_ipv6_rule() -> None:
+    assert extensions_of("-p ipv6-icmp --icmpv6-type 128 -j ACCEPT", 6) == ["standard", "icmp6"]
+    assert extensions_of("-p mh --mh-type 5 -j ACCEPT", 6) == ["standard", "mh"]
+    assert extensions_of("-j HL --hl-set 5", 6) == ["HL"]
+
+
+def test_each_family_writes_its_own_part_of_the_report(tmp_path: Path) -> None:
+    doc = tmp_path / "CONFORMANCE.md"
+    rule = parse_rule_line("filter INPUT -j ACCEPT")
+    good = Outcome(True, "", True, "", ("-j ACCEPT",), True, "")
+    judged = [Judgement(rule, ACCEPTED, good, AGREE)]
+    write_report(judged, {}, doc, family=6)
+    assert "(not run yet)" in doc.read_text() and "ip6tables-legacy (firewall6:)" in doc.read_text()
+    write_report(judged, {}, doc, family=4)
+    first = doc.read_text()
+    assert first.startswith("# Conformance with iptables-legacy\n") and first.count(IPV6_PART) == 1
+    assert "ip6tables-legacy (firewall6:)" in first.split(IPV6_PART)[1]
+    write_report(judged, {}, doc, family=6)
+    assert doc.read_text().split(IPV6_PART)[0].strip() == first.split(IPV6_PART)[0].strip()
+    write_report(judged, {}, doc, family=4)
+    assert doc.read_text() == first

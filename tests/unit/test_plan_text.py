@@ -110,3 +110,21 @@ def test_json_is_unchanged_by_the_text() -> None:
     br0 = bridge("br0", stp=StpOptions(enabled=False))
     data = plan_json(plan_of(br0, observed=net()))
     assert '"field": "exists"' in data and '"want": "linux-bridge"' in data
+
+
+def test_a_new_vlan_vxlan_and_bond_show_their_settings() -> None:
+    from vnetd.model.interfaces import BondConfig, VlanOptions, VlanProtocol, VxlanConfig
+
+    vlan = Interface("eth1.200", IfType.VLAN, vlan_base="eth1", vlan_id=200,
+                     vlan=VlanOptions(VlanProtocol.DOT1AD, reorder_headers=False, registration_protocol="mvrp"))
+    vxlan = Interface("vx100", IfType.VXLAN, vxlan=VxlanConfig(100, ipaddress.ip_address("192.0.2.12"),
+                                                               base_iface="eth1", destination_port=4789))
+    bond = Interface("bond0", IfType.BOND, bond=BondConfig("active-backup", None,
+                                                           (("arp_validate", 3), ("miimon", 100))))
+    text = plan_text(plan_of(eth("eth1"), vlan, vxlan, bond, observed=net(nic(2, "eth1"))))
+    assert ("+ interface/eth1.200: exists want vlan, have (none); created with vlan.base-iface eth1, vlan.id 200, "
+            "vlan.protocol 802.1ad, vlan.reorder-headers false, vlan.registration-protocol mvrp") in text, text
+    assert ("+ interface/vx100: exists want vxlan, have (none); created with vxlan {id: 100, remote: 192.0.2.12, "
+            "base-iface: eth1, destination-port: 4789}") in text, text
+    assert ("+ interface/bond0: exists want bond, have (none); created with link-aggregation.mode active-backup, "
+            "link-aggregation.options {arp_validate: all, miimon: 100}") in text, text

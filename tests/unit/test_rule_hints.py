@@ -18,10 +18,11 @@ from vnetd.desired.rules import parse_rule
 from vnetd.model.firewall import ChainMode, ChainSpec
 
 
-def refused(rule: str, chain: str = "INPUT", table: str = "filter", existing: set[str] | None = None) -> str:
-    spec = ChainSpec(table, chain, None, ChainMode.MERGE, (parse_rule(rule),), None)
-    other = ChainSpec(table, "mychain", None, ChainMode.MERGE, (), None)
-    issues = validate_rules([spec, other], lambda t: set(existing or ())).issues
+def refused(rule: str, chain: str = "INPUT", table: str = "filter", existing: set[str] | None = None,
+            family: int = 4) -> str:
+    spec = ChainSpec(table, chain, None, ChainMode.MERGE, (parse_rule(rule),), None, family=family)
+    other = ChainSpec(table, "mychain", None, ChainMode.MERGE, (), None, family=family)
+    issues = validate_rules([spec, other], lambda t, f: set(existing or ())).issues
     assert len(issues) == 1, issues
     return issues[0].message
 
@@ -78,6 +79,38 @@ HINTS = [
 def test_rule_errors_say_what_would_be_valid(rule: str, says: str) -> None:
     message = refused(rule)
     assert says in message, message
+
+
+#: the same under firewall6: (ip6tables' extensions, reject types and ICMPv6 types)
+HINTS6 = [
+    ("-p tcp --dprot 22 -j ACCEPT", 'unknown option "--dprot" (did you mean --dport?)'),
+    ("-p ipv6-icmp --icmpv6-tpye echo-request -j ACCEPT", "(did you mean --icmpv6-type?)"),
+    ("-p icmpv6 --icmpv6-type echo-requst -j ACCEPT", "(did you mean echo-request? --icmpv6-type takes: "),
+    ("-j REJECT --reject-with icmp6-adm-prohibted", "(did you mean icmp6-adm-prohibited? --reject-with takes: "
+     "icmp6-no-route, no-route, icmp6-adm-prohibited, adm-prohibited,"),
+    ("-j REJECT --reject-with icmp-host-prohibited", "--reject-with takes: icmp6-no-route"),
+    ("-m hl --hl-eqq 255 -j ACCEPT", "(did you mean --hl-eq?)"),
+    ("-m rt --rt-tpye 0 -j DROP", "(did you mean --rt-type?)"),
+    ("-j ACCPET", "(did you mean ACCEPT?)"),
+    ("-m conntrack --ctstate NEW,ESTABLISHD -j ACCEPT", "(did you mean ESTABLISHED? --ctstate takes: INVALID,"),
+    ("--dport 22 -j ACCEPT", "(--dport is an option of the "),
+]
+
+
+@pytest.mark.parametrize(("rule", "says"), HINTS6, ids=[h[0] for h in HINTS6])
+def test_firewall6_rule_errors_say_what_ip6tables_would_take(rule: str, says: str) -> None:
+    message = refused(rule, family=6)
+    assert says in message, message
+    assert "icmp-host-prohibited," not in message  # IPv4's values are never offered for an IPv6 rule
+
+
+def test_ipv4_hints_after_ipv6_ones() -> None:
+    """The C module switches libxtables' family for a query as for a compile: an IPv6
+    hint does not leave IPv4's next hint (or compile) with IPv6's extensions."""
+    assert "icmp6-adm-prohibited" in refused("-j REJECT --reject-with icmp6-adm-prohibted", family=6)
+    message = refused("-j REJECT --reject-with icmp-host-prohibted")
+    assert "did you mean icmp-host-prohibited?" in message and "icmp6" not in message, message
+    assert "(did you mean --icmp-type?)" in refused("-p icmp --icmp-tpye echo-request -j ACCEPT")
 
 
 def test_nothing_close_adds_nothing() -> None:
@@ -140,6 +173,14 @@ def test_the_extension_query_keeps_the_modules_guarantees() -> None:
     for _ in range(3):
         assert "tcp match options" in xt.extension("match", "tcp", True)
     assert xt.compile(["-p", "tcp", "--dport", "22", "-j", "REJECT"], "filter", "INPUT", ()) == before
+    # family 6: ip6tables' extensions (and the family switched back for the next IPv4 compile)
+    assert "--icmpv6-type" in xt.extension("match", "icmp6", False, 6)
+    assert xt.extension("match", "icmp", False, 6) is None
+    assert "icmp6-adm-prohibited" in xt.extension("target", "REJECT", True, 6)
+    assert xt.extension("match", "icmp6", False, 4) is None
+    with pytest.raises(ValueError, match="family must be 4 or 6"):
+        xt.extension("match", "tcp", False, 5)
+    assert xt.compile(["-p", "tcp", "--dport", "22", "-j", "REJECT"], "filter", "INPUT", ()) == before
 
 
 def test_option_of_value() -> None:
@@ -156,7 +197,7 @@ def test_hints_are_bounded_per_check() -> None:
     n = rulehints.HINT_BUDGET + 50
     rules = tuple(parse_rule(f"-p tcp --dprot {i} -j ACCEPT") for i in range(n))
     issues = validate_rules([ChainSpec("filter", "INPUT", None, ChainMode.MERGE, rules, None)],
-                            lambda t: set()).issues
+                            lambda t, f: set()).issues
     assert len(issues) == n
     hinted = [i for i in issues if "(did you mean --dport?)" in i.message]
     assert len(hinted) == rulehints.HINT_BUDGET

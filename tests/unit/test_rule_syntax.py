@@ -134,7 +134,7 @@ def test_example_gateway_file_is_the_article_firewall(state_dir: StateDir) -> No
 
 def test_article_rules_compile() -> None:
     state = load_state_dir_from_rules([(t, c, r) for t, c, r in article_rules()])
-    checked = validate_rules(state.chains, lambda table: set())
+    checked = validate_rules(state.chains, lambda table, family: set())
     assert checked.issues == [], shown(checked.issues)
     assert len(checked.compiled) == 13
 
@@ -417,7 +417,7 @@ BROKEN_KERNEL: list[Broken] = [
 def checked_issues(state: StateDir) -> list[ConfigIssue]:
     """What `vnetd check` finds without the kernel (the loader, then libxtables; no chain exists)."""
     desired, issues = load_state_dir_partial(str(state))
-    issues = issues + validate_rules(desired.chains, lambda table: set()).issues
+    issues = issues + validate_rules(desired.chains, lambda table, family: set()).issues
     assert issues, "expected at least one issue"
     return issues
 

@@ -62,6 +62,58 @@ interfaces:
 - name: eth1.100
   type: vlan
   vlan: {base-iface: eth1, id: 100, protocol: 802.1q}
+- name: eth1.200
+  type: vlan
+  vlan: {base-iface: eth1, id: 200, protocol: 802.1ad, reorder-headers: true, loose-binding: false,
+         registration-protocol: mvrp}
+- name: eth9
+  type: ethernet
+  identifier: mac-address
+  mac-address: "52:54:00:12:34:99"
+  profile-name: wan0
+  ipv4: {dhcp: true}
+  ipv6: {autoconf: true, dhcp: true}
+- name: vx100
+  type: vxlan
+  vxlan: {id: 100, remote: 192.0.2.12, local: 192.0.2.1, base-iface: br0, destination-port: 4789, learning: true}
+- name: bond0
+  type: bond
+  link-aggregation:
+    mode: 802.3ad
+    port: [eth2, {name: eth3}]
+    options:
+      lacp_rate: fast
+      ad_select: bandwidth
+      ad_actor_sys_prio: 100
+      ad_user_port_key: 7
+      ad_actor_system: "02:00:00:00:00:01"
+      miimon: 100
+      updelay: 200
+      downdelay: 200
+      peer_notif_delay: 0
+      use_carrier: true
+      xmit_hash_policy: layer3+4
+      resend_igmp: 1
+      num_grat_arp: 1
+      num_unsol_na: 1
+      all_slaves_active: dropped
+      min_links: 1
+      lp_interval: 1
+      arp_all_targets: any
+      primary_reselect: always
+      fail_over_mac: none
+- name: bond1
+  type: bond
+  link-aggregation:
+    mode: active-backup
+    ports: [eth4, eth5]
+    options: {primary: eth4, arp_interval: 1000, arp_validate: all, arp_ip_target: [192.0.2.254]}
+- name: bond2
+  type: bond
+  link-aggregation: {mode: 0, port: [eth6], options: {packets_per_slave: 1}}
+- name: bond3
+  type: bond
+  link-aggregation: {mode: balance-tlb, port: [eth7], options: {tlb_dynamic_lb: true}}
 routes:
   config:
   - destination: 198.51.100.0/24
@@ -71,8 +123,20 @@ routes:
     table-id: 100
   - destination: 203.0.113.0/24
     state: absent
+route-rules:
+  config:
+  - {ip-from: 192.0.2.0/24, ip-to: 198.51.100.0/24, priority: 1000, route-table: 100, fwmark: 0x10,
+     fwmask: 0xff, iif: br0}
+  - {family: ipv6, action: prohibit, priority: 2000}
+  - {family: ipv4, priority: 3000, state: absent}
 sysctl:
   net.ipv4.ip_forward: 1
+firewall6:
+  filter:
+    INPUT: {policy: ACCEPT, rules: [-p ipv6-icmp -j ACCEPT]}
+  nat: {}
+  mangle: {}
+  raw: {}
 firewall:
   filter:
     FORWARD:
@@ -112,7 +176,7 @@ class Recorder:
 @pytest.fixture
 def recorder(monkeypatch: pytest.MonkeyPatch) -> Iterator[Recorder]:
     rec = Recorder()
-    init, value_node = nodes.MapView.__init__, nodes.MapView.value_node
+    init, value_node, key_node = nodes.MapView.__init__, nodes.MapView.value_node, nodes.MapView.key_node
     choice, integer = nodes.MapView.choice, nodes.MapView.integer
 
     def spy_init(self: nodes.MapView, node: Any, path: str, ctx: Any, allowed: Any, what: str = "") -> None:
@@ -123,6 +187,11 @@ def recorder(monkeypatch: pytest.MonkeyPatch) -> Iterator[Recorder]:
         if self.table is not None:
             rec.read.add((self.table.name, key))
         return value_node(self, key)
+
+    def spy_key_node(self: nodes.MapView, key: str) -> Any:
+        if self.table is not None:  # a key refused by name (nmstate's DHCP client settings) is read too
+            rec.read.add((self.table.name, key))
+        return key_node(self, key)
 
     def spy_choice(self: nodes.MapView, key: str, choices: Any = None) -> Any:
         if choices is not None:
@@ -136,6 +205,7 @@ def recorder(monkeypatch: pytest.MonkeyPatch) -> Iterator[Recorder]:
 
     monkeypatch.setattr(nodes.MapView, "__init__", spy_init)
     monkeypatch.setattr(nodes.MapView, "value_node", spy_value_node)
+    monkeypatch.setattr(nodes.MapView, "key_node", spy_key_node)
     monkeypatch.setattr(nodes.MapView, "choice", spy_choice)
     monkeypatch.setattr(nodes.MapView, "integer", spy_integer)
     yield rec
@@ -147,13 +217,19 @@ def load_everything() -> None:
     for path in sorted((ROOT / "etc").rglob("*.yaml")):
         sources.append(SourceFile(str(path), path.read_text()))
     load_partial(sources)
+    # nmstate's DHCP client settings: in the schema (so the reference says they are refused), never valid
+    client = "\n".join(f"    {key}: {'1' if kind is schema.Kind.INTEGER else 'true'}"
+                       for key, kind in schema.DHCP_CLIENT_KEYS)
+    load_partial([SourceFile("/virtual/dhcp-client.yaml",
+                             f"interfaces:\n- name: eth1\n  type: ethernet\n  ipv4:\n    dhcp: true\n{client}\n")])
     for case in BROKEN + BROKEN_FIREWALL:
         load_partial([SourceFile(f"/virtual/{name}", textwrap.dedent(text)) for name, text in case.files])
 
 
 def test_the_kitchen_sink_is_valid() -> None:
     state = load_sources([SourceFile("/virtual/kitchen-sink.yaml", KITCHEN_SINK)])
-    assert len(state.interfaces) == 4 and state.libvirt is not None and state.probes
+    assert len(state.interfaces) == 11 and state.libvirt is not None and state.probes
+    assert state.route_rules and any(c.family == 6 for c in state.chains)
 
 
 def test_every_mapping_the_loader_reads_is_checked_against_a_schema_table(recorder: Recorder) -> None:
@@ -234,8 +310,8 @@ def problems(text: str) -> list[str]:
     ("interfaces:\n- name: br0\n  type: linux-bridge\n  bridge: {options: {stp: {forward_delay: 0}}}\n",
      "did you mean forward-delay?"),
     ("interfaces:\n- {name: br0, type: linux-brige}\n",
-     "'linux-brige' is not valid; expected one of: ethernet, linux-bridge, veth, vlan, dummy, loopback, tun, "
-     "unknown; did you mean linux-bridge?"),
+     "'linux-brige' is not valid; expected one of: ethernet, linux-bridge, veth, vlan, bond, vxlan, dummy, loopback, "
+     "tun, unknown; did you mean linux-bridge?"),
     ("firewall:\n  filter:\n    INPUT: {policy: accept}\n",
      "'accept' is not valid; expected one of: ACCEPT, DROP; did you mean ACCEPT?"),
     ("firewall:\n  filter:\n    INPUT: {mode: exclusiv}\n", "did you mean exclusive?"),

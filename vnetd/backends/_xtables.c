@@ -22,9 +22,18 @@
  * names are checked before libxtables builds a library path from them, and the
  * extension directory is the system's (XTABLES_LIBDIR is ignored).
  *
+ * Both families: compile() and render() take 4 (iptables, struct ipt_entry) or 6
+ * (ip6tables, struct ip6t_entry), and run the parts that differ as ip6tables does
+ * them (-p sets IP6T_F_PROTO and warns about extension headers, -f is refused,
+ * addresses are IPv6, goto is IP6T_F_GOTO). libxtables serves one family at a
+ * time: a target extension registers only the variants of the family loaded when
+ * its library is opened, so switching family unloads every extension library
+ * and loads them again for the other family (select_family).
+ *
  * extension() answers what one extension offers (its long options, its help
  * text, captured as save output is), for the "did you mean" of rule errors
- * (vnetd/backends/rulehints.py); it is guarded and resets the state like the rest.
+ * (vnetd/backends/rulehints.py), in either family; it is guarded and resets the
+ * state like the rest.
  *
  * Not thread-safe (getopt and libxtables keep global state): callers hold the GIL
  * and this module never releases it.
@@ -32,9 +41,11 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
+/* dl_iterate_phdr: _GNU_SOURCE, which Python.h defines */
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
+#include <link.h>
 #include <getopt.h>
 #include <netdb.h>
 #include <setjmp.h>
@@ -49,6 +60,11 @@
 #include <net/if.h> /* before the kernel headers: glibc's definitions win (libc-compat) */
 #include <xtables.h>
 #include <linux/netfilter_ipv4/ip_tables.h>
+#include <linux/netfilter_ipv6/ip6_tables.h>
+
+/* libxtables' lists of extensions; the pending ones are exported but not declared in xtables.h */
+extern struct xtables_match *xtables_pending_matches;
+extern struct xtables_target *xtables_pending_targets;
 
 #define VX_ERRLEN 1024
 /* each extension's getopt ids start at a multiple of this (libxtables' private xshared.h) */
@@ -109,6 +125,7 @@ static struct xtables_globals vx_globals = {
     .compat_rev = vx_compat_rev,
 };
 
+static int vx_family;            /* 4 or 6: the family libxtables' extensions are loaded for; 0 before init */
 static jmp_buf *vx_jump;         /* where exit_err returns to; NULL outside a guarded call */
 static char vx_error[VX_ERRLEN]; /* the last error message */
 static bool vx_ready;
@@ -142,13 +159,14 @@ static int vx_compat_rev(const char *name, uint8_t revision, int opt)
 
     if (strlen(name) >= sizeof(rev.name))
         return 0;
-    fd = socket(AF_INET, SOCK_RAW | SOCK_CLOEXEC, IPPROTO_RAW);
+    /* opt is IPT_ or IP6T_SO_GET_REVISION_MATCH/TARGET (libxtables' afinfo of the family) */
+    fd = socket(vx_family == 6 ? AF_INET6 : AF_INET, SOCK_RAW | SOCK_CLOEXEC, IPPROTO_RAW);
     if (fd < 0)
         return 1; /* not allowed to ask (not root): assume it is, as iptables does */
     memset(&rev, 0, sizeof(rev));
     strcpy(rev.name, name);
     rev.revision = revision;
-    ret = getsockopt(fd, IPPROTO_IP, opt, &rev, &len);
+    ret = getsockopt(fd, vx_family == 6 ? IPPROTO_IPV6 : IPPROTO_IP, opt, &rev, &len);
     err = errno;
     close(fd);
     if (ret >= 0)
@@ -156,7 +174,7 @@ static int vx_compat_rev(const char *name, uint8_t revision, int opt)
     if (err == ENOENT || err == EPROTONOSUPPORT)
         return 0;
     if (err == ENOPROTOOPT)
-        return revision == 0; /* ip_tables not loaded: only revision 0 is certain */
+        return revision == 0; /* ip_tables / ip6_tables not loaded: only revision 0 is certain */
     return 1;
 }
 
@@ -194,7 +212,17 @@ static void capture_stop(struct vx_capture *cap, FILE **which)
 /* ------------------------------------------------------------------ state */
 
 struct vx_rule {
-    struct ipt_entry fw;
+    int family;            /* 4 or 6 */
+    struct ipt_entry fw;   /* the rule's header, IPv4 */
+    struct ip6t_entry fw6; /* the rule's header, IPv6 */
+    /* the header fields of the rule's family (in fw or fw6), and the header itself,
+     * which the extensions' parsers get (they read the protocol there) */
+    void *entry;
+    uint16_t *proto;
+    uint8_t *flags, *invflags;
+    char *iniface, *outiface;
+    unsigned char *iniface_mask, *outiface_mask;
+    struct xt_counters *counters;
     struct xtables_rule_match *matches;
     struct xtables_target *target;
     const char *jumpto;
@@ -209,9 +237,36 @@ struct vx_rule {
     const char *shost;
     const char *dhost;
     struct in_addr *saddrs, *smasks, *daddrs, *dmasks;
+    struct in6_addr *saddrs6, *smasks6, *daddrs6, *dmasks6;
     unsigned int nsaddrs, ndaddrs;
     PyObject *chains; /* names that are chains in this table (a set), or Py_None */
 };
+
+static void rule_init(struct vx_rule *r, int family)
+{
+    r->family = family;
+    if (family == 6) {
+        r->entry = &r->fw6;
+        r->proto = &r->fw6.ipv6.proto;
+        r->flags = &r->fw6.ipv6.flags;
+        r->invflags = &r->fw6.ipv6.invflags;
+        r->iniface = r->fw6.ipv6.iniface;
+        r->outiface = r->fw6.ipv6.outiface;
+        r->iniface_mask = r->fw6.ipv6.iniface_mask;
+        r->outiface_mask = r->fw6.ipv6.outiface_mask;
+        r->counters = &r->fw6.counters;
+    } else {
+        r->entry = &r->fw;
+        r->proto = &r->fw.ip.proto;
+        r->flags = &r->fw.ip.flags;
+        r->invflags = &r->fw.ip.invflags;
+        r->iniface = r->fw.ip.iniface;
+        r->outiface = r->fw.ip.outiface;
+        r->iniface_mask = r->fw.ip.iniface_mask;
+        r->outiface_mask = r->fw.ip.outiface_mask;
+        r->counters = &r->fw.counters;
+    }
+}
 
 static void reset_extensions(void)
 {
@@ -243,6 +298,11 @@ static void rule_free(struct vx_rule *r)
     free(r->daddrs);
     free(r->dmasks);
     r->saddrs = r->smasks = r->daddrs = r->dmasks = NULL;
+    free(r->saddrs6);
+    free(r->smasks6);
+    free(r->daddrs6);
+    free(r->dmasks6);
+    r->saddrs6 = r->smasks6 = r->daddrs6 = r->dmasks6 = NULL;
     xtables_free_opts(1);
     reset_extensions();
 }
@@ -290,7 +350,7 @@ static void set_option(struct vx_rule *r, unsigned int option, char letter, uint
     if (invert) {
         if (invflag == 0)
             xtables_error(PARAMETER_PROBLEM, "cannot have ! before -%c", letter);
-        r->fw.ip.invflags |= invflag;
+        *r->invflags |= invflag;
     }
 }
 
@@ -450,7 +510,7 @@ static int command_default(struct vx_rule *r, bool invert)
 
     if (t != NULL && (t->parse != NULL || t->x6_parse != NULL) &&
         r->c >= (int)t->option_offset && r->c < (int)(t->option_offset + XT_OPTION_OFFSET_SCALE)) {
-        xtables_option_tpcall(r->c, r->argv, invert, t, &r->fw);
+        xtables_option_tpcall(r->c, r->argv, invert, t, r->entry);
         return 0;
     }
     for (mp = r->matches; mp != NULL; mp = mp->next) {
@@ -459,7 +519,7 @@ static int command_default(struct vx_rule *r, bool invert)
             continue;
         if (r->c < (int)m->option_offset || r->c >= (int)(m->option_offset + XT_OPTION_OFFSET_SCALE))
             continue;
-        xtables_option_mpcall(r->c, r->argv, invert, m, &r->fw);
+        xtables_option_mpcall(r->c, r->argv, invert, m, r->entry);
         return 0;
     }
     m = load_proto(r);
@@ -495,9 +555,9 @@ static void parse_counters(struct vx_rule *r, int argc, char **argv)
         bcnt = argv[optind++];
     if (bcnt == NULL)
         xtables_error(PARAMETER_PROBLEM, "-c requires packet and byte counter");
-    if (sscanf(pcnt, "%llu", (unsigned long long *)&r->fw.counters.pcnt) != 1)
+    if (sscanf(pcnt, "%llu", (unsigned long long *)&r->counters->pcnt) != 1)
         xtables_error(PARAMETER_PROBLEM, "-c packet counter not numeric");
-    if (sscanf(bcnt, "%llu", (unsigned long long *)&r->fw.counters.bcnt) != 1)
+    if (sscanf(bcnt, "%llu", (unsigned long long *)&r->counters->bcnt) != 1)
         xtables_error(PARAMETER_PROBLEM, "-c byte counter not numeric");
 }
 
@@ -533,6 +593,67 @@ static void parse_addresses(const char *spec, struct in_addr **addrs, struct in_
     xtables_ipparse_multiple(spec, addrs, masks, n);
 }
 
+/* The mask part of an IPv6 address item is zero ("anything/0"), in which case
+ * libxtables ignores the name; or it is malformed, which libxtables reports. */
+static bool ip6_mask_ignores_name(const char *mask)
+{
+    struct in6_addr m;
+    unsigned int bits;
+    size_t i;
+
+    if (inet_pton(AF_INET6, mask, &m) == 1) {
+        for (i = 0; i < sizeof(m.s6_addr); i++)
+            if (m.s6_addr[i] != 0)
+                return false;
+        return true;
+    }
+    if (!xtables_strtoui(mask, NULL, &bits, 0, 128))
+        return true; /* "invalid mask": libxtables says so */
+    return bits == 0;
+}
+
+/* IPv6 addresses only, for the same reason; each item is read as
+ * xtables_ip6parse_multiple reads it (leading blanks skipped, the mask after the
+ * last '/', the name ignored under a zero mask). */
+static void parse_addresses6(const char *spec, struct in6_addr **addrs, struct in6_addr **masks,
+                             unsigned int *n)
+{
+    char buf[256];
+    const char *item = spec;
+
+    while (item != NULL) {
+        const char *end;
+        size_t len;
+        char *slash;
+        struct in6_addr numeric;
+
+        while (isspace((unsigned char)*item))
+            item++;
+        end = strchr(item, ',');
+        len = end != NULL ? (size_t)(end - item) : strlen(item);
+        if (len >= sizeof(buf))
+            xtables_error(PARAMETER_PROBLEM, "address \"%.40s...\" is too long", item);
+        memcpy(buf, item, len);
+        buf[len] = '\0';
+        slash = strrchr(buf, '/');
+        if (slash != NULL)
+            *slash = '\0';
+        if (len > 0 && (slash == NULL || !ip6_mask_ignores_name(slash + 1)) &&
+            inet_pton(AF_INET6, buf, &numeric) != 1)
+            xtables_error(PARAMETER_PROBLEM, "host/network `%s' is not an IPv6 address "
+                          "(vnetd does not resolve host names: write the address)", buf);
+        item = end != NULL ? end + 1 : NULL;
+    }
+    xtables_ip6parse_multiple(spec, addrs, masks, n);
+}
+
+/* Protocols that are IPv6 extension headers: never the upper-layer protocol ip6tables matches */
+static bool is_exthdr(uint16_t proto)
+{
+    return proto == IPPROTO_ROUTING || proto == IPPROTO_FRAGMENT || proto == IPPROTO_AH ||
+           proto == IPPROTO_DSTOPTS;
+}
+
 static void parse_rule(struct vx_rule *r, int argc, char **argv, const char *table,
                        const char *chain)
 {
@@ -555,9 +676,15 @@ static void parse_rule(struct vx_rule *r, int argc, char **argv, const char *tab
                 *p = tolower((unsigned char)*p);
             r->protocol = argv[optind - 1];
             proto = xtables_parse_protocol(r->protocol);
-            if (proto == 0 && (r->fw.ip.invflags & XT_INV_PROTO))
+            if (proto == 0 && (*r->invflags & XT_INV_PROTO))
                 xtables_error(PARAMETER_PROBLEM, "rule would never match protocol");
-            r->fw.ip.proto = proto;
+            *r->proto = proto;
+            if (r->family == 6) { /* ip6tables' ipv6_proto_parse */
+                *r->flags |= IP6T_F_PROTO;
+                if (is_exthdr(proto) && !(*r->invflags & XT_INV_PROTO))
+                    fprintf(stderr, "Warning: never matched protocol: %s. "
+                            "use extension match instead.\n", r->protocol);
+            }
             break;
         }
         case 's':
@@ -572,17 +699,19 @@ static void parse_rule(struct vx_rule *r, int argc, char **argv, const char *tab
             if (*optarg == '\0')
                 xtables_error(PARAMETER_PROBLEM, "Empty interface is likely to be undesired");
             set_option(r, VX_OPT_VIANAMEIN, 'i', IPT_INV_VIA_IN, invert);
-            xtables_parse_interface(argv[optind - 1], r->fw.ip.iniface, r->fw.ip.iniface_mask);
+            xtables_parse_interface(argv[optind - 1], r->iniface, r->iniface_mask);
             break;
         case 'o':
             if (*optarg == '\0')
                 xtables_error(PARAMETER_PROBLEM, "Empty interface is likely to be undesired");
             set_option(r, VX_OPT_VIANAMEOUT, 'o', IPT_INV_VIA_OUT, invert);
-            xtables_parse_interface(argv[optind - 1], r->fw.ip.outiface, r->fw.ip.outiface_mask);
+            xtables_parse_interface(argv[optind - 1], r->outiface, r->outiface_mask);
             break;
         case 'f':
+            if (r->family == 6)
+                xtables_error(PARAMETER_PROBLEM, "`-f' is not supported in IPv6, use -m frag instead");
             set_option(r, VX_OPT_FRAGMENT, 'f', IPT_INV_FRAG, invert);
-            r->fw.ip.flags |= IPT_F_FRAG;
+            *r->flags |= IPT_F_FRAG;
             break;
         case 'j':
             set_option(r, VX_OPT_JUMP, 'j', 0, invert);
@@ -620,6 +749,10 @@ static void parse_rule(struct vx_rule *r, int argc, char **argv, const char *tab
                 xtables_error(PARAMETER_PROBLEM, "cannot have ! before -v");
             break;
         case '4':
+        case '6':
+            /* -4 in iptables and -6 in ip6tables say what the command already is */
+            if ((r->c == '4') != (r->family == 4))
+                xtables_error(PARAMETER_PROBLEM, "command flag %c", r->c);
             break;
         case 'w': {
             int wait;
@@ -649,7 +782,7 @@ static void parse_rule(struct vx_rule *r, int argc, char **argv, const char *tab
         }
         case 'A': case 'C': case 'D': case 'E': case 'F': case 'I': case 'L': case 'M':
         case 'N': case 'P': case 'R': case 'S': case 'V': case 'X': case 'Z':
-        case 'h': case 't': case 'n': case 'x': case '0': case '6': case 'b':
+        case 'h': case 't': case 'n': case 'x': case '0': case 'b':
             /* the Python side words this: "command flag X" is matched there */
             xtables_error(PARAMETER_PROBLEM, "command flag %c", r->c);
             break;
@@ -679,11 +812,19 @@ static void parse_rule(struct vx_rule *r, int argc, char **argv, const char *tab
     if (invert)
         xtables_error(PARAMETER_PROBLEM, "nothing appropriate following !");
 
-    if (r->goto_set)
-        r->fw.ip.flags |= IPT_F_GOTO;
-    parse_addresses(r->shost != NULL ? r->shost : "0.0.0.0/0", &r->saddrs, &r->smasks, &r->nsaddrs);
-    parse_addresses(r->dhost != NULL ? r->dhost : "0.0.0.0/0", &r->daddrs, &r->dmasks, &r->ndaddrs);
-    if ((r->nsaddrs > 1 || r->ndaddrs > 1) && (r->fw.ip.invflags & (IPT_INV_SRCIP | IPT_INV_DSTIP)))
+    if (r->family == 6) { /* ip6tables' ipv6_post_parse */
+        if (r->goto_set)
+            *r->flags |= IP6T_F_GOTO;
+        parse_addresses6(r->shost != NULL ? r->shost : "::0/0", &r->saddrs6, &r->smasks6, &r->nsaddrs);
+        parse_addresses6(r->dhost != NULL ? r->dhost : "::0/0", &r->daddrs6, &r->dmasks6, &r->ndaddrs);
+    } else {
+        if (r->goto_set)
+            *r->flags |= IPT_F_GOTO;
+        parse_addresses(r->shost != NULL ? r->shost : "0.0.0.0/0", &r->saddrs, &r->smasks, &r->nsaddrs);
+        parse_addresses(r->dhost != NULL ? r->dhost : "0.0.0.0/0", &r->daddrs, &r->dmasks, &r->ndaddrs);
+    }
+    /* IP6T_INV_SRCIP and IP6T_INV_DSTIP are IPT_INV_SRCIP and IPT_INV_DSTIP */
+    if ((r->nsaddrs > 1 || r->ndaddrs > 1) && (*r->invflags & (IPT_INV_SRCIP | IPT_INV_DSTIP)))
         xtables_error(PARAMETER_PROBLEM, "! not allowed with multiple source or destination IP addresses");
 
     if ((strcmp(chain, "PREROUTING") == 0 || strcmp(chain, "INPUT") == 0) &&
@@ -731,6 +872,8 @@ static PyObject *build_entries(struct vx_rule *r)
     unsigned char *blob;
     PyObject *entries, *usersizes;
     unsigned int i, j, k = 0;
+    /* what iptables / ip6tables allocate for the header (generate_entry) */
+    const size_t header = r->family == 6 ? sizeof(struct ip6t_entry) : XT_ALIGN(sizeof(struct ipt_entry));
 
     if ((size_t)r->nsaddrs * r->ndaddrs > VX_MAX_ENTRIES) {
         PyErr_Format(CompileError, "%u source and %u destination addresses make %zu rules; at most %d",
@@ -739,7 +882,7 @@ static PyObject *build_entries(struct vx_rule *r)
     }
     for (mp = r->matches; mp != NULL; mp = mp->next)
         msize += mp->match->m->u.match_size;
-    size = XT_ALIGN(sizeof(struct ipt_entry)) + msize + r->target->t->u.target_size;
+    size = header + msize + r->target->t->u.target_size;
     if (size > 0xffff) {
         PyErr_SetString(CompileError, "rule is too large for one kernel entry");
         return NULL;
@@ -747,10 +890,16 @@ static PyObject *build_entries(struct vx_rule *r)
     blob = calloc(1, size);
     if (blob == NULL)
         return PyErr_NoMemory();
-    memcpy(blob, &r->fw, sizeof(struct ipt_entry));
-    ((struct ipt_entry *)blob)->target_offset = XT_ALIGN(sizeof(struct ipt_entry)) + msize;
-    ((struct ipt_entry *)blob)->next_offset = size;
-    size = XT_ALIGN(sizeof(struct ipt_entry));
+    if (r->family == 6) {
+        memcpy(blob, &r->fw6, sizeof(struct ip6t_entry));
+        ((struct ip6t_entry *)blob)->target_offset = header + msize;
+        ((struct ip6t_entry *)blob)->next_offset = size;
+    } else {
+        memcpy(blob, &r->fw, sizeof(struct ipt_entry));
+        ((struct ipt_entry *)blob)->target_offset = header + msize;
+        ((struct ipt_entry *)blob)->next_offset = size;
+    }
+    size = header;
     usersizes = PyList_New(0);
     for (mp = r->matches; mp != NULL; mp = mp->next) {
         PyObject *n;
@@ -774,12 +923,21 @@ static PyObject *build_entries(struct vx_rule *r)
     entries = PyList_New((Py_ssize_t)r->nsaddrs * r->ndaddrs);
     for (i = 0; entries != NULL && i < r->nsaddrs; i++) {
         for (j = 0; j < r->ndaddrs; j++) {
-            struct ipt_entry *e = (struct ipt_entry *)blob;
+            if (r->family == 6) {
+                struct ip6t_entry *e = (struct ip6t_entry *)blob;
 
-            e->ip.src = r->saddrs[i];
-            e->ip.smsk = r->smasks[i];
-            e->ip.dst = r->daddrs[j];
-            e->ip.dmsk = r->dmasks[j];
+                e->ipv6.src = r->saddrs6[i];
+                e->ipv6.smsk = r->smasks6[i];
+                e->ipv6.dst = r->daddrs6[j];
+                e->ipv6.dmsk = r->dmasks6[j];
+            } else {
+                struct ipt_entry *e = (struct ipt_entry *)blob;
+
+                e->ip.src = r->saddrs[i];
+                e->ip.smsk = r->smasks[i];
+                e->ip.dst = r->daddrs[j];
+                e->ip.dmsk = r->dmasks[j];
+            }
             PyList_SET_ITEM(entries, k++, PyBytes_FromStringAndSize((const char *)blob, (Py_ssize_t)size));
         }
     }
@@ -798,14 +956,83 @@ static PyObject *build_entries(struct vx_rule *r)
                          PyBool_FromLong(r->goto_set));
 }
 
-static bool ensure_ready(void)
+/* libxtables initialised for a family, with the system's extension directory:
+ * it comes from the library's build, never from the environment (whoever sets it
+ * would choose the code vnetd runs as root). */
+static int load_family(int family)
+{
+    static const char *const env_names[] = {"XTABLES_LIBDIR", "IPTABLES_LIB_DIR", "IP6TABLES_LIB_DIR"};
+    char *saved[3] = {NULL, NULL, NULL};
+    size_t i;
+    const char *v;
+    int rc;
+
+    if (getuid() != geteuid())
+        return -1; /* xtables_init would _exit(111) in a set-uid process: refuse instead */
+    for (i = 0; i < 3; i++) {
+        if ((v = getenv(env_names[i])) != NULL)
+            saved[i] = strdup(v);
+        unsetenv(env_names[i]);
+    }
+    rc = xtables_init_all(&vx_globals, family == 6 ? NFPROTO_IPV6 : NFPROTO_IPV4);
+    for (i = 0; i < 3; i++) {
+        if (saved[i] != NULL)
+            setenv(env_names[i], saved[i], 1);
+        free(saved[i]);
+    }
+    return rc;
+}
+
+static int count_extension_library(struct dl_phdr_info *info, size_t size, void *data)
+{
+    const char *name = info->dlpi_name;
+    size_t len = name != NULL ? strlen(name) : 0;
+
+    (void)size;
+    if (len > 3 && strstr(name, "/xtables/lib") != NULL && strcmp(name + len - 3, ".so") == 0)
+        ++*(unsigned int *)data;
+    return 0;
+}
+
+/* Make libxtables serve ``family``. Extensions register, when their library is
+ * opened, the target variants of the family loaded at that time only (and the
+ * "not a target" cache remembers names of the other family), so a switch unloads
+ * every extension library and loads libxtables again for the other family: the
+ * extensions' constructors then run again. A library that stays loaded (someone
+ * else holds it open) would keep its extensions out of the lists for good: then
+ * this module refuses to go on rather than compile rules without them. */
+static bool select_family(int family)
 {
     if (!vx_ready) {
-        PyErr_SetString(PyExc_RuntimeError, "vnetd.backends._xtables.init() was not called");
+        PyErr_SetString(PyExc_RuntimeError, vx_family == 0 ? "vnetd.backends._xtables.init() was not called"
+                        : "libxtables could not switch family in this process (an extension library "
+                          "stayed loaded)");
         return false;
     }
+    if (family != 4 && family != 6) {
+        PyErr_Format(PyExc_ValueError, "family must be 4 or 6, not %d", family);
+        return false;
+    }
+    if (family != vx_family) {
+        unsigned int left = 0;
+
+        xtables_matches = NULL;
+        xtables_targets = NULL;
+        xtables_pending_matches = NULL;
+        xtables_pending_targets = NULL;
+        xtables_fini(); /* closes every extension library libxtables opened */
+        dl_iterate_phdr(count_extension_library, &left);
+        if (left > 0 || load_family(family) < 0) {
+            vx_ready = false;
+            PyErr_SetString(PyExc_OSError, "libxtables could not switch family in this process (an extension "
+                            "library stayed loaded)");
+            return false;
+        }
+        vx_family = family;
+    }
+    vx_globals.program_name = family == 6 ? "ip6tables" : "iptables";
     xtables_set_params(&vx_globals);
-    xtables_set_nfproto(NFPROTO_IPV4);
+    xtables_set_nfproto(family == 6 ? NFPROTO_IPV6 : NFPROTO_IPV4);
     return true;
 }
 
@@ -824,8 +1051,9 @@ static int guarded_parse(struct vx_rule *r, int argc, char **argv, const char *t
     return status;
 }
 
-/* compile(words, table, chain, chains) -> (entries, usersizes, kind, target, goto, warnings)
+/* compile(words, table, chain, chains, family=4) -> (entries, usersizes, kind, target, goto, warnings)
  *
+ * family: 4 (iptables, ipt_entry) or 6 (ip6tables, ip6t_entry).
  * words: the rule's words as iptables would get them in argv; chains: names that
  * are chains of the table (a jump to one of them is a jump, not an extension).
  * kind: "standard" (ACCEPT... or no target), "chain" (a jump to a chain, or to a
@@ -839,13 +1067,13 @@ static PyObject *vx_compile(PyObject *self, PyObject *args)
     char **argv;
     struct vx_rule *r;
     struct vx_capture cap;
-    int status;
+    int status, family = 4;
     bool captured;
 
     (void)self;
-    if (!PyArg_ParseTuple(args, "OssO", &words, &table, &chain, &chains))
+    if (!PyArg_ParseTuple(args, "OssO|i", &words, &table, &chain, &chains, &family))
         return NULL;
-    if (!ensure_ready())
+    if (!select_family(family))
         return NULL;
     fast = PySequence_Fast(words, "words must be a sequence of strings");
     if (fast == NULL)
@@ -864,7 +1092,7 @@ static PyObject *vx_compile(PyObject *self, PyObject *args)
         free(r);
         return PyErr_NoMemory();
     }
-    argv[0] = strdup("iptables");
+    argv[0] = strdup(family == 6 ? "ip6tables" : "iptables");
     for (i = 0; i < n; i++) {
         Py_ssize_t len;
         const char *s = PyUnicode_AsUTF8AndSize(PySequence_Fast_GET_ITEM(fast, i), &len);
@@ -877,6 +1105,7 @@ static PyObject *vx_compile(PyObject *self, PyObject *args)
         argv[i + 1] = strdup(s);
     }
     r->chains = chains;
+    rule_init(r, family);
 
     captured = capture_start(&cap, &stderr);
     status = guarded_parse(r, (int)n + 1, argv, table, chain);
@@ -967,9 +1196,49 @@ static void save_iface(char letter, const char *iface, const unsigned char *mask
     }
 }
 
-static void save_entry(const struct ipt_entry *e, const char *meaning);
+/* ip6tables' save_ipv6_addr: nothing for ::/0 unless inverted, a prefix length
+ * when the mask is one, the mask itself otherwise */
+static void save_addr6(char letter, const struct in6_addr *addr, const struct in6_addr *mask, int invert)
+{
+    char buf[INET6_ADDRSTRLEN];
+    int bits = xtables_ip6mask_to_cidr(mask);
 
-static int guarded_save(const struct ipt_entry *e, const char *meaning)
+    if (!invert && bits == 0)
+        return;
+    printf("%s -%c %s", invert ? " !" : "", letter, inet_ntop(AF_INET6, addr, buf, sizeof(buf)));
+    if (bits == -1)
+        printf("/%s", inet_ntop(AF_INET6, mask, buf, sizeof(buf)));
+    else
+        printf("/%d", bits);
+}
+
+static void save_proto(uint16_t proto, uint8_t invflags)
+{
+    const char *name;
+
+    if (proto == 0)
+        return;
+    name = proto_name(proto);
+    if (invflags & XT_INV_PROTO)
+        printf(" !");
+    if (name != NULL)
+        printf(" -p %s", name);
+    else
+        printf(" -p %u", proto);
+}
+
+/* One entry of either family, as its header says where things are. */
+struct vx_entry_view {
+    const char *base;         /* the entry */
+    unsigned int header;      /* sizeof(struct ipt_entry) or sizeof(struct ip6t_entry) */
+    unsigned int target_offset;
+    const void *ip;           /* &e->ip or &e->ipv6: what the extensions' save functions read */
+    bool go_to;
+};
+
+static void save_entry(const void *entry, int family, const char *meaning);
+
+static int guarded_save(const void *entry, int family, const char *meaning)
 {
     jmp_buf jb;
     int status;
@@ -977,38 +1246,22 @@ static int guarded_save(const struct ipt_entry *e, const char *meaning)
     vx_jump = &jb;
     status = setjmp(jb);
     if (status == 0)
-        save_entry(e, meaning);
+        save_entry(entry, family, meaning);
     vx_jump = NULL;
     return status;
 }
 
-static void save_entry(const struct ipt_entry *e, const char *meaning)
+/* The matches and the target, as iptables' and ip6tables' print_match_save and print_rule do. */
+static void save_body(const struct vx_entry_view *v, const char *meaning)
 {
     const struct xt_entry_target *t;
     unsigned int off;
 
-    save_addr('s', &e->ip.src, &e->ip.smsk, e->ip.invflags & IPT_INV_SRCIP);
-    save_addr('d', &e->ip.dst, &e->ip.dmsk, e->ip.invflags & IPT_INV_DSTIP);
-    save_iface('i', e->ip.iniface, e->ip.iniface_mask, e->ip.invflags & IPT_INV_VIA_IN);
-    save_iface('o', e->ip.outiface, e->ip.outiface_mask, e->ip.invflags & IPT_INV_VIA_OUT);
-    if (e->ip.proto > 0) {
-        const char *name = proto_name(e->ip.proto);
-
-        if (e->ip.invflags & XT_INV_PROTO)
-            printf(" !");
-        if (name != NULL)
-            printf(" -p %s", name);
-        else
-            printf(" -p %u", e->ip.proto);
-    }
-    if (e->ip.flags & IPT_F_FRAG)
-        printf("%s -f", e->ip.invflags & IPT_INV_FRAG ? " !" : "");
-
-    for (off = sizeof(struct ipt_entry); off < e->target_offset;) {
-        const struct xt_entry_match *m = (const void *)((const char *)e + off);
+    for (off = v->header; off < v->target_offset;) {
+        const struct xt_entry_match *m = (const void *)(v->base + off);
         struct xtables_match *match, *mt;
 
-        if (m->u.match_size < sizeof(*m) || off + m->u.match_size > e->target_offset)
+        if (m->u.match_size < sizeof(*m) || off + m->u.match_size > v->target_offset)
             xtables_error(OTHER_PROBLEM, "malformed match at offset %u", off);
         match = xtables_find_match(m->u.user.name, XTF_TRY_LOAD, NULL);
         if (match == NULL) {
@@ -1017,14 +1270,14 @@ static void save_entry(const struct ipt_entry *e, const char *meaning)
             mt = xtables_find_match_revision(m->u.user.name, XTF_TRY_LOAD, match, m->u.user.revision);
             printf(" -m %s", (mt ? mt : match)->alias ? (mt ? mt : match)->alias(m) : m->u.user.name);
             if (mt != NULL && mt->save != NULL)
-                mt->save(&e->ip, m);
+                mt->save(v->ip, m);
             else if (match->save != NULL)
                 printf(" [unsupported revision]");
         }
         off += m->u.match_size;
     }
 
-    t = (const void *)((const char *)e + e->target_offset);
+    t = (const void *)(v->base + v->target_offset);
     if (t->u.user.name[0] != '\0') {
         struct xtables_target *target, *tg;
 
@@ -1036,41 +1289,90 @@ static void save_entry(const struct ipt_entry *e, const char *meaning)
         tg = xtables_find_target_revision(t->u.user.name, XTF_TRY_LOAD, target, t->u.user.revision);
         printf(" -j %s", (tg ? tg : target)->alias ? (tg ? tg : target)->alias(t) : t->u.user.name);
         if (tg != NULL && tg->save != NULL)
-            tg->save(&e->ip, t);
+            tg->save(v->ip, t);
         else if (target->save != NULL)
             printf(" [unsupported revision]");
     } else if (meaning != NULL && meaning[0] != '\0') {
-        printf(" -%c %s", e->ip.flags & IPT_F_GOTO ? 'g' : 'j', meaning);
+        printf(" -%c %s", v->go_to ? 'g' : 'j', meaning);
     }
 }
 
-/* render(entry, meaning) -> the rule as iptables-save prints it, without "-A CHAIN".
+static void save_entry(const void *entry, int family, const char *meaning)
+{
+    struct vx_entry_view v;
+
+    v.base = entry;
+    if (family == 6) { /* ip6tables' print_rule6 */
+        const struct ip6t_entry *e = entry;
+
+        save_addr6('s', &e->ipv6.src, &e->ipv6.smsk, e->ipv6.invflags & IP6T_INV_SRCIP);
+        save_addr6('d', &e->ipv6.dst, &e->ipv6.dmsk, e->ipv6.invflags & IP6T_INV_DSTIP);
+        save_iface('i', e->ipv6.iniface, e->ipv6.iniface_mask, e->ipv6.invflags & IP6T_INV_VIA_IN);
+        save_iface('o', e->ipv6.outiface, e->ipv6.outiface_mask, e->ipv6.invflags & IP6T_INV_VIA_OUT);
+        save_proto(e->ipv6.proto, e->ipv6.invflags);
+        if (e->ipv6.flags & IP6T_F_TOS)
+            printf("%s -? %d", e->ipv6.invflags & IP6T_INV_TOS ? " !" : "", e->ipv6.tos);
+        v.header = sizeof(struct ip6t_entry);
+        v.target_offset = e->target_offset;
+        v.ip = &e->ipv6;
+        v.go_to = e->ipv6.flags & IP6T_F_GOTO;
+    } else {
+        const struct ipt_entry *e = entry;
+
+        save_addr('s', &e->ip.src, &e->ip.smsk, e->ip.invflags & IPT_INV_SRCIP);
+        save_addr('d', &e->ip.dst, &e->ip.dmsk, e->ip.invflags & IPT_INV_DSTIP);
+        save_iface('i', e->ip.iniface, e->ip.iniface_mask, e->ip.invflags & IPT_INV_VIA_IN);
+        save_iface('o', e->ip.outiface, e->ip.outiface_mask, e->ip.invflags & IPT_INV_VIA_OUT);
+        save_proto(e->ip.proto, e->ip.invflags);
+        if (e->ip.flags & IPT_F_FRAG)
+            printf("%s -f", e->ip.invflags & IPT_INV_FRAG ? " !" : "");
+        v.header = sizeof(struct ipt_entry);
+        v.target_offset = e->target_offset;
+        v.ip = &e->ip;
+        v.go_to = e->ip.flags & IPT_F_GOTO;
+    }
+    save_body(&v, meaning);
+}
+
+/* render(entry, meaning, family=4) -> the rule as iptables-save (ip6tables-save for
+ * family 6) prints it, without "-A CHAIN".
  * meaning: what a standard target means (ACCEPT, a chain name, "" for none). */
 static PyObject *vx_render(PyObject *self, PyObject *args)
 {
     const char *data, *meaning = NULL;
     Py_ssize_t len;
     struct vx_capture out, err;
-    int status;
+    int status, family = 4;
     PyObject *result;
     void *copy;
+    size_t header;
+    uint16_t target_offset, next_offset;
 
     (void)self;
-    if (!PyArg_ParseTuple(args, "y#z", &data, &len, &meaning))
+    if (!PyArg_ParseTuple(args, "y#z|i", &data, &len, &meaning, &family))
         return NULL;
-    if (!ensure_ready())
+    if (!select_family(family))
         return NULL;
-    if ((size_t)len < sizeof(struct ipt_entry) + sizeof(struct xt_entry_target)) {
-        PyErr_SetString(CompileError, "not an ipt_entry");
+    header = family == 6 ? sizeof(struct ip6t_entry) : sizeof(struct ipt_entry);
+    if ((size_t)len < header + sizeof(struct xt_entry_target)) {
+        PyErr_SetString(CompileError, family == 6 ? "not an ip6t_entry" : "not an ipt_entry");
         return NULL;
     }
-    {
+    if (family == 6) {
+        const struct ip6t_entry *e = (const void *)data;
+
+        target_offset = e->target_offset;
+        next_offset = e->next_offset;
+    } else {
         const struct ipt_entry *e = (const void *)data;
-        if (e->target_offset < sizeof(struct ipt_entry) || e->next_offset > len ||
-            e->target_offset + sizeof(struct xt_entry_target) > e->next_offset) {
-            PyErr_SetString(CompileError, "malformed ipt_entry");
-            return NULL;
-        }
+
+        target_offset = e->target_offset;
+        next_offset = e->next_offset;
+    }
+    if (target_offset < header || next_offset > len ||
+        target_offset + sizeof(struct xt_entry_target) > next_offset) {
+        PyErr_SetString(CompileError, family == 6 ? "malformed ip6t_entry" : "malformed ipt_entry");
+        return NULL;
     }
     copy = malloc((size_t)len); /* aligned for the extensions' struct reads */
     if (copy == NULL)
@@ -1086,7 +1388,7 @@ static PyObject *vx_render(PyObject *self, PyObject *args)
         free(copy);
         return PyErr_NoMemory();
     }
-    status = guarded_save(copy, meaning);
+    status = guarded_save(copy, family, meaning);
     capture_stop(&err, &stderr);
     capture_stop(&out, &stdout);
     free(err.buf);
@@ -1183,8 +1485,8 @@ static int guarded_query(struct vx_query *q)
 /* extension(kind, name, help, family=4) -> list of long option names ("--dport"), or
  * the help text (help true); None when no such extension is installed. kind: "match"
  * or "target". Loads the extension as -m/-j would (the kernel's revision); changes no
- * rule and leaves libxtables' per-rule state reset. This module serves IPv4 only:
- * family is there for the callers that pass a chain's family. */
+ * rule and leaves libxtables' per-rule state reset. family: 4 (iptables' extensions)
+ * or 6 (ip6tables': libip6t_* and the IPv6 variants of libxt_*). */
 static PyObject *vx_extension(PyObject *self, PyObject *args)
 {
     const char *kind, *name;
@@ -1199,15 +1501,11 @@ static PyObject *vx_extension(PyObject *self, PyObject *args)
     (void)self;
     if (!PyArg_ParseTuple(args, "ssp|i", &kind, &name, &help, &family))
         return NULL;
-    if (family != 4) {
-        PyErr_Format(PyExc_ValueError, "family must be 4, not %d", family);
-        return NULL;
-    }
     if (strcmp(kind, "match") != 0 && strcmp(kind, "target") != 0) {
         PyErr_Format(PyExc_ValueError, "kind must be 'match' or 'target', not '%s'", kind);
         return NULL;
     }
-    if (!ensure_ready())
+    if (!select_family(family))
         return NULL;
     memset(&q, 0, sizeof(q));
     q.target = kind[0] == 't';
@@ -1246,46 +1544,30 @@ static PyObject *vx_extension(PyObject *self, PyObject *args)
     return result;
 }
 
-/* init() -> None: libxtables for IPv4, with the system's extension directory. */
+/* init() -> None: libxtables for IPv4, with the system's extension directory
+ * (compile and render switch family as they are asked to). */
 static PyObject *vx_init(PyObject *self, PyObject *args)
 {
-    static const char *const env_names[] = {"XTABLES_LIBDIR", "IPTABLES_LIB_DIR", "IP6TABLES_LIB_DIR"};
-    char *saved[3] = {NULL, NULL, NULL};
-    size_t i;
-    const char *v;
-    int rc;
-
     (void)self;
     (void)args;
-    if (vx_ready)
-        Py_RETURN_NONE;
-    /* the extension directory comes from the library's build, never from the
-     * environment: whoever sets it would choose the code vnetd runs as root */
-    for (i = 0; i < 3; i++) {
-        if ((v = getenv(env_names[i])) != NULL)
-            saved[i] = strdup(v);
-        unsetenv(env_names[i]);
-    }
-    rc = xtables_init_all(&vx_globals, NFPROTO_IPV4);
-    for (i = 0; i < 3; i++) {
-        if (saved[i] != NULL)
-            setenv(env_names[i], saved[i], 1);
-        free(saved[i]);
-    }
-    if (rc < 0) {
+    if (vx_ready || vx_family != 0)
+        Py_RETURN_NONE; /* a module that could not switch family stays unusable (select_family) */
+    if (load_family(4) < 0) {
         PyErr_SetString(PyExc_OSError, "libxtables could not be initialised");
         return NULL;
     }
+    vx_family = 4;
     vx_ready = true;
     Py_RETURN_NONE;
 }
 
 static PyMethodDef vx_methods[] = {
-    {"init", vx_init, METH_NOARGS, "Initialise libxtables for IPv4 (idempotent)."},
+    {"init", vx_init, METH_NOARGS, "Initialise libxtables (for IPv4 first; idempotent)."},
     {"compile", vx_compile, METH_VARARGS,
-     "compile(words, table, chain, chains) -> (entries, usersizes, kind, target, goto, warnings)"},
+     "compile(words, table, chain, chains, family=4) -> (entries, usersizes, kind, target, goto, warnings)"},
     {"render", vx_render, METH_VARARGS,
-     "render(entry, meaning) -> the rule as iptables-save prints it, without '-A CHAIN'"},
+     "render(entry, meaning, family=4) -> the rule as iptables-save / ip6tables-save prints it, "
+     "without '-A CHAIN'"},
     {"extension", vx_extension, METH_VARARGS,
      "extension(kind, name, help, family=4) -> an extension's long options (or help text); None if not installed"},
     {NULL, NULL, 0, NULL},
@@ -1293,7 +1575,7 @@ static PyMethodDef vx_methods[] = {
 
 static struct PyModuleDef vx_module = {
     PyModuleDef_HEAD_INIT, "vnetd.backends._xtables",
-    "iptables' rule language compiled and printed by libxtables, as the iptables command does.",
+    "iptables' and ip6tables' rule language compiled and printed by libxtables, as the commands do.",
     -1, vx_methods, NULL, NULL, NULL, NULL,
 };
 
@@ -1311,6 +1593,7 @@ PyMODINIT_FUNC PyInit__xtables(void)
     }
     Py_INCREF(CompileError);
     PyModule_AddIntConstant(m, "ENTRY_SIZE", (long)XT_ALIGN(sizeof(struct ipt_entry)));
+    PyModule_AddIntConstant(m, "ENTRY6_SIZE", (long)XT_ALIGN(sizeof(struct ip6t_entry)));
     PyModule_AddStringConstant(m, "XTABLES_VERSION", XTABLES_VERSION);
     return m;
 }

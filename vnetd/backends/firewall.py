@@ -14,16 +14,27 @@ and fingerprints, so it is the same for every backend.
 A fingerprint is backend-specific (a masked ``ipt_entry`` for legacy, the
 expressions of an nf_tables rule for iptables-nft) but always compares a
 declared rule's expected kernel form with the kernel's copy of it.
+
+Address families: a backend instance serves one family (``family`` 4: the
+``firewall:`` chains, iptables; 6: the ``firewall6:`` chains, ip6tables), keeps
+to the chains of its family among those it is given, and names its tables by
+their *key* (``filter``, ``ip6 filter``: ``model.firewall.table_key``).
+``FirewallFamilies`` puts one instance per family behind the single backend the
+engine and the daemon use: it merges what they observe (keys never collide;
+tags are unique across families), and sends each table key and each action to
+the instance of its family. A backend gains IPv6 by taking a family and naming
+its tables by key; nothing above this seam changes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Protocol
 
 from vnetd.errors import BackendError
-from vnetd.model.firewall import ChainSpec, ObservedTable, RuleId, RuleKey, ShownTable
-from vnetd.plan.actions import Action
+from vnetd.model.checkpoint import ChainRecord
+from vnetd.model.firewall import FAMILIES, ChainSpec, ObservedTable, RuleId, RuleKey, ShownTable, split_table_key
+from vnetd.plan.actions import FIREWALL_OPS, Action
 
 
 class FirewallBackend(Protocol):
@@ -35,23 +46,26 @@ class FirewallBackend(Protocol):
     lock_waits: float
 
     def observe(self, chains: Iterable[ChainSpec]) -> dict[str, ObservedTable]:
-        """Every table the declared chains use, plus every table holding vnetd's rules."""
+        """Every table the declared chains use, plus every table holding vnetd's rules, by table key."""
 
     def rule_ids(self, chains: Iterable[ChainSpec]) -> Mapping[RuleKey, RuleId]:
         """Each declared rule's tag and the fingerprints of its kernel entries (the owner
-        mark under plan.firewall.OWNER_KEY); the same mapping while the rules are the same."""
+        mark under plan.firewall.owner_key(family)); the same mapping while the rules are the same."""
 
     def tables_to_read(self, chains: Iterable[ChainSpec]) -> list[str]:
-        """The tables ``observe`` reads (what ``changed`` watches)."""
+        """The table keys ``observe`` reads (what ``changed`` watches)."""
 
     def has_vnetd_rules(self) -> bool:
         """Whether any table holds a vnetd tag (work to prune with no chain declared)."""
 
     def changed(self, tables: Iterable[str]) -> list[str]:
-        """Tables whose rules changed since the last ``observe`` (counters ignored); cheap."""
+        """Table keys whose rules changed since the last ``observe`` (counters ignored); cheap."""
 
     def apply(self, actions: Sequence[Action]) -> list[tuple[Action, BackendError | None]]:
-        """Carry out SyncChain/SetPolicy/PruneChain actions: one atomic commit per table."""
+        """Carry out SyncChain/SetPolicy/PruneChain/RestoreChain actions: one atomic commit per table."""
+
+    def record_chains(self, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], ChainRecord]:
+        """(table key, chain) -> the chain as it is now, for a checkpoint (``apply --confirm``)."""
 
     def event_fileno(self) -> int | None:
         """A file descriptor that becomes readable when the ruleset may have changed
@@ -64,3 +78,118 @@ class FirewallBackend(Protocol):
         """The whole ruleset, vnetd's rules (declared texts where known) and everyone else's."""
 
     def close(self) -> None: ...
+
+
+class FirewallFamilies:
+    """One backend per address family (made on first use by ``make(family)``), as the one
+    firewall backend of the engine and the daemon."""
+
+    def __init__(self, make: Callable[[int], FirewallBackend], families: Sequence[int] = FAMILIES) -> None:
+        self._make = make
+        self.families = tuple(families)
+        self._members: dict[int, FirewallBackend] = {}
+        self._merged: tuple[tuple[object, ...], dict[RuleKey, RuleId]] = ((), {})
+        self.name = self.member(self.families[0]).name
+
+    def member(self, family: int) -> FirewallBackend:
+        backend = self._members.get(family)
+        if backend is None:
+            backend = self._members[family] = self._make(family)
+        return backend
+
+    def _all(self) -> list[FirewallBackend]:
+        """Every family's backend: each reads its declared tables and every table of its
+        family that exists (where vnetd's rules no longer declared are pruned from)."""
+        return [self.member(f) for f in self.families]
+
+    @property
+    def lock_waits(self) -> float:
+        """The families' lock waits, together."""
+        return sum(b.lock_waits for b in self._members.values())
+
+    @lock_waits.setter
+    def lock_waits(self, value: float) -> None:
+        """Set the total (0 resets the metric): it is kept by the first family's backend."""
+        for b in self._members.values():
+            b.lock_waits = 0.0
+        self.member(self.families[0]).lock_waits = value
+
+    def observe(self, chains: Iterable[ChainSpec]) -> dict[str, ObservedTable]:
+        chains = tuple(chains) if not isinstance(chains, tuple) else chains
+        observed: dict[str, ObservedTable] = {}
+        for backend in self._all():
+            observed.update(backend.observe(chains))
+        return observed
+
+    def rule_ids(self, chains: Iterable[ChainSpec]) -> Mapping[RuleKey, RuleId]:
+        """One map for every family (rule keys name the table by its family's key, and
+        each family's owner mark is under ``plan.firewall.owner_key(family)``); the same
+        object while every member's map is the same (the planner's memo compares identity)."""
+        chains = tuple(chains) if not isinstance(chains, tuple) else chains
+        parts = tuple(backend.rule_ids(chains) for backend in self._all())
+        if len(parts) == 1:
+            return parts[0]
+        cached_parts, merged = self._merged
+        if len(cached_parts) != len(parts) or any(a is not b for a, b in zip(cached_parts, parts, strict=True)):
+            merged = {}
+            for part in parts:
+                merged.update(part)
+            self._merged = (parts, merged)
+        return merged
+
+    def tables_to_read(self, chains: Iterable[ChainSpec]) -> list[str]:
+        chains = tuple(chains) if not isinstance(chains, tuple) else chains
+        return [key for backend in self._all() for key in backend.tables_to_read(chains)]
+
+    def has_vnetd_rules(self) -> bool:
+        return any(backend.has_vnetd_rules() for backend in self._all())
+
+    def changed(self, tables: Iterable[str]) -> list[str]:
+        by_family: dict[int, list[str]] = {}
+        for key in tables:
+            by_family.setdefault(split_table_key(key)[0], []).append(key)
+        return [key for family, keys in by_family.items() if family in self.families
+                for key in self.member(family).changed(keys)]
+
+    def apply(self, actions: Sequence[Action]) -> list[tuple[Action, BackendError | None]]:
+        by_family: dict[int, list[Action]] = {}
+        for action in actions:
+            op = action.op
+            assert isinstance(op, FIREWALL_OPS)
+            by_family.setdefault(op.family, []).append(action)
+        results: list[tuple[Action, BackendError | None]] = []
+        for family, family_actions in by_family.items():
+            results += self.member(family).apply(family_actions)
+        return results
+
+    def record_chains(self, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], ChainRecord]:
+        by_family: dict[int, list[tuple[str, str]]] = {}
+        for key, chain in keys:
+            by_family.setdefault(split_table_key(key)[0], []).append((key, chain))
+        out: dict[tuple[str, str], ChainRecord] = {}
+        for family, family_keys in by_family.items():
+            out.update(self.member(family).record_chains(family_keys))
+        return out
+
+    def event_fileno(self) -> int | None:
+        for backend in self._members.values():
+            fd = backend.event_fileno()
+            if fd is not None:
+                return fd
+        return None
+
+    def drain_events(self) -> bool:
+        return any([backend.drain_events() for backend in self._members.values()])
+
+    def show(self, chains: Iterable[ChainSpec]) -> tuple[ShownTable, ...]:
+        chains = tuple(chains) if not isinstance(chains, tuple) else chains
+        return tuple(table for backend in self._all() for table in backend.show(chains))
+
+    def close(self) -> None:
+        for backend in self._members.values():
+            backend.close()
+
+
+def _conforms(backend: FirewallFamilies) -> FirewallBackend:
+    """mypy checks here that the families' dispatcher is itself a firewall backend."""
+    return backend

@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: MIT
-"""netfilter (legacy iptables tables): read, compare cheaply, write under the lock.
+"""netfilter (legacy iptables and ip6tables tables): read, compare cheaply, write under the lock.
 
 Reading goes straight to the kernel's own interface, ``getsockopt(IPT_SO_GET_INFO /
 IPT_SO_GET_ENTRIES)``, the calls libiptc makes, and walks the table blob once:
@@ -17,6 +17,13 @@ per table (libiptc replaces the table atomically). A concurrent writer that does
 not take the lock makes the commit fail with EAGAIN: vnetd re-reads and retries.
 If the kernel refuses the table (EINVAL from a match's checkentry), each chain is
 committed alone to find which one, so the others still get applied.
+
+One backend class, one instance per address family (``LegacyFamily``): the IPv4
+tables (``ip_tables``: ``struct ipt_entry``, SOL_IP, libip4tc) and the IPv6 tables
+(``ip6_tables``: ``struct ip6t_entry``, SOL_IPV6, libip6tc) differ only in the
+entry layout, the socket level and the libiptc handle; the walk, fingerprints,
+ownership rules and writes are the same code. ``backends.firewall.FirewallFamilies``
+puts the two instances behind the engine's one firewall backend.
 """
 
 from __future__ import annotations
@@ -28,14 +35,16 @@ import socket
 import struct
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from vnetd.backends.xtables import (
     COMMENT_SIZE,
-    IPT_F_GOTO,
+    IPV4,
+    IPV6,
     STANDARD_TARGET_SIZE,
     VERDICTS,
     CompiledRule,
+    EntryLayout,
     RuleCompileError,
     RuleCompiler,
     clean_entry,
@@ -63,19 +72,48 @@ from vnetd.model.firewall import (
     RuleId,
     RuleKey,
     ShownTable,
+    section_of,
+    split_table_key,
+    table_key,
 )
 from vnetd.plan.actions import FIREWALL_OPS, Action, PruneChain, RestoreChain, SetPolicy, SyncChain
-from vnetd.plan.firewall import OWNER_KEY
+from vnetd.plan.firewall import owner_key
 
-if TYPE_CHECKING:
-    pass
-
-IPT_SO_GET_INFO = 64
-IPT_SO_GET_ENTRIES = 65
+IPT_SO_GET_INFO = 64  # IP6T_SO_GET_INFO has the same number
+IPT_SO_GET_ENTRIES = 65  # IP6T_SO_GET_ENTRIES too
 SOL_IP = 0
+SOL_IPV6 = 41
 HOOK_NAMES = ("PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING")
 _GETINFO = struct.Struct("=32sI5I5III")
 _STANDARD = ("", "ACCEPT", "DROP", "RETURN", "QUEUE")
+
+
+@dataclass(frozen=True, slots=True)
+class LegacyFamily:
+    """What differs between the legacy iptables and ip6tables tables: the entry layout,
+    the kernel's socket interface (``ipt_getinfo``/``ipt_get_entries`` and their IPv6
+    twins have the same layout), the list of instantiated tables, and libiptc's handle
+    in python-iptables (``Table`` wraps libip4tc, ``Table6`` libip6tc)."""
+
+    layout: EntryLayout
+    socket_family: int
+    level: int  # SOL_IP / SOL_IPV6
+    names_file: str
+    libiptc_table: str
+
+    @property
+    def family(self) -> int:
+        return self.layout.family
+
+    @property
+    def section(self) -> str:
+        return section_of(self.layout.family)
+
+
+LEGACY = {
+    4: LegacyFamily(IPV4, socket.AF_INET, SOL_IP, "/proc/net/ip_tables_names", "Table"),
+    6: LegacyFamily(IPV6, socket.AF_INET6, SOL_IPV6, "/proc/net/ip6_tables_names", "Table6"),
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,20 +125,30 @@ class TableInfo:
     size: int
 
 
-def loaded_tables() -> list[str]:
+def loaded_tables(family: int = 4) -> list[str]:
     """Tables instantiated in this network namespace (reading one would create it)."""
     try:
-        with open("/proc/net/ip_tables_names", encoding="ascii") as f:
+        with open(LEGACY[family].names_file, encoding="ascii") as f:
             return sorted(line.strip() for line in f if line.strip())
     except FileNotFoundError:
         return []
 
 
 class RawTables:
-    """getsockopt access to the kernel's tables (what libiptc does on iptc_init)."""
+    """getsockopt access to the kernel's tables (what libiptc does on iptc_init).
 
-    def __init__(self) -> None:
-        self._sock = socket.socket(socket.AF_INET, socket.SOCK_RAW | socket.SOCK_CLOEXEC, socket.IPPROTO_RAW)
+    A kernel without IPv6 (``ipv6.disable=1``) has no AF_INET6 socket: its IPv6
+    tables read as absent."""
+
+    def __init__(self, family: int = 4) -> None:
+        self.legacy = LEGACY[family]
+        self._sock: socket.socket | None = None
+        try:
+            self._sock = socket.socket(self.legacy.socket_family, socket.SOCK_RAW | socket.SOCK_CLOEXEC,
+                                       socket.IPPROTO_RAW)
+        except OSError as exc:
+            if exc.errno != errno.EAFNOSUPPORT:
+                raise
         self._libc = ctypes.CDLL(None, use_errno=True)
         self._getsockopt = self._libc.getsockopt
         self._getsockopt.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_void_p,
@@ -111,7 +159,8 @@ class RawTables:
         self._buffers: dict[str, ctypes.Array[ctypes.c_char]] = {}
 
     def close(self) -> None:
-        self._sock.close()
+        if self._sock is not None:
+            self._sock.close()
 
     def last_read_equals(self, table: str, data: bytes) -> bool:
         """Whether the last blob read of ``table`` is byte-identical to ``data``.
@@ -125,14 +174,17 @@ class RawTables:
         return bool(self._memcmp(ctypes.addressof(buf) + 40, data, len(data)) == 0)
 
     def info(self, table: str) -> TableInfo | None:
+        if self._sock is None:
+            return None
         buf = ctypes.create_string_buffer(_GETINFO.size)
         buf.value = table.encode()
         size = ctypes.c_uint32(_GETINFO.size)
-        if self._getsockopt(self._sock.fileno(), SOL_IP, IPT_SO_GET_INFO, buf, ctypes.byref(size)) != 0:
+        if self._getsockopt(self._sock.fileno(), self.legacy.level, IPT_SO_GET_INFO, buf, ctypes.byref(size)) != 0:
             code = ctypes.get_errno()
             if code == errno.ENOENT:
                 return None
-            raise BackendError("xtables", f"firewall/{table}", f"cannot read table: {os.strerror(code)}", code)
+            raise BackendError("xtables", f"{self.legacy.section}/{table}", f"cannot read table: {os.strerror(code)}",
+                               code)
         _name, hooks, *rest = _GETINFO.unpack(buf.raw)
         return TableInfo(hooks, tuple(rest[0:5]), tuple(rest[5:10]), rest[10], rest[11])
 
@@ -146,7 +198,7 @@ class RawTables:
         """
         for _attempt in range(10):
             info = self.info(table)
-            if info is None:
+            if info is None or self._sock is None:
                 return None
             buf = self._buffers.get(table)
             if buf is None or len(buf) < 40 + info.size:
@@ -157,22 +209,25 @@ class RawTables:
             ctypes.memmove(buf, table.encode() + b"\0", len(table) + 1)
             struct.pack_into("=I", buf, 32, info.size)
             length = ctypes.c_uint32(40 + info.size)
-            if self._getsockopt(self._sock.fileno(), SOL_IP, IPT_SO_GET_ENTRIES, buf, ctypes.byref(length)) == 0:
+            if self._getsockopt(self._sock.fileno(), self.legacy.level, IPT_SO_GET_ENTRIES, buf,
+                                ctypes.byref(length)) == 0:
                 return info, memoryview(buf).cast("B")[40 : 40 + info.size]
             code = ctypes.get_errno()
             if code != errno.EAGAIN:  # EAGAIN: the table changed between the two calls
-                raise BackendError("xtables", f"firewall/{table}", f"cannot read entries: {os.strerror(code)}",
-                                   code)
-        raise BackendError("xtables", f"firewall/{table}", "table kept changing while being read", errno.EAGAIN)
+                raise BackendError("xtables", f"{self.legacy.section}/{table}",
+                                   f"cannot read entries: {os.strerror(code)}", code)
+        raise BackendError("xtables", f"{self.legacy.section}/{table}", "table kept changing while being read",
+                           errno.EAGAIN)
 
 
-def _entries(blob: bytes | memoryview) -> list[tuple[int, int, int]]:
+def _entries(blob: bytes | memoryview, layout: EntryLayout = IPV4) -> list[tuple[int, int, int]]:
     """(offset, target_offset, next_offset) of every entry."""
     out = []
     off, end = 0, len(blob)
     unpack = struct.unpack_from
+    field = layout.target_offset
     while off < end:
-        t_off, n_off = unpack("=HH", blob, off + 88)
+        t_off, n_off = unpack("=HH", blob, off + field)
         if n_off == 0:
             break
         out.append((off, t_off, n_off))
@@ -192,14 +247,14 @@ class WalkedEntry:
     meaning: str | None  # standard target meaning (see _standard_meaning); None: extension
 
 
-def walk_table(info: TableInfo, blob: bytes | memoryview) -> Iterator[WalkedEntry]:
+def walk_table(info: TableInfo, blob: bytes | memoryview, layout: EntryLayout = IPV4) -> Iterator[WalkedEntry]:
     """The entries of a table blob with the chain each belongs to, in kernel order.
 
     Layout (what libiptc writes): built-in chains start at their hook entry and end
     with the policy entry at the hook's underflow; a user chain starts with an ERROR
     target naming it and ends with a RETURN; the table ends with an ERROR "ERROR".
     """
-    entries = _entries(blob)
+    entries = _entries(blob, layout)
     starts = {info.hook_entry[h]: HOOK_NAMES[h] for h in range(5) if info.valid_hooks & (1 << h)}
     underflows = {info.underflow[h] for h in range(5) if info.valid_hooks & (1 << h)}
     heads: dict[int, str] = {}  # offset of an ERROR entry -> chain name ("ERROR": end of table)
@@ -238,8 +293,8 @@ RENDER_LIMIT = 200
 
 
 def parse_table(name: str, info: TableInfo, blob: bytes | memoryview,
-                render_chains: Iterable[str] = (), masks: Mapping[str, tuple[int, ...]] | None = None
-                ) -> ObservedTable:
+                render_chains: Iterable[str] = (), masks: Mapping[str, tuple[int, ...]] | None = None,
+                layout: EntryLayout = IPV4) -> ObservedTable:
     """Chains in order, policies, and each rule's tag and fingerprint.
 
     ``blob`` must come from a zero-filled buffer (RawTables does that), so the
@@ -254,7 +309,7 @@ def parse_table(name: str, info: TableInfo, blob: bytes | memoryview,
     render = set(render_chains)
     rendered: dict[str, int] = {}
     chains: dict[str, tuple[bool, list[str | None], list[ObservedRule]]] = {}
-    for e in walk_table(info, blob):
+    for e in walk_table(info, blob, layout):
         _builtin, policy, rules = chains.setdefault(e.chain, (e.builtin, [None], []))
         if e.size == 0:
             continue
@@ -262,19 +317,20 @@ def parse_table(name: str, info: TableInfo, blob: bytes | memoryview,
             policy[0] = e.meaning
             continue
         entry = blob[e.offset : e.offset + e.size]
-        tag = entry_tag(entry)
+        tag = entry_tag(entry, layout)
         if tag is not None and masks is not None:
             usersizes = masks.get(tag)
             if usersizes is not None:
-                entry = clean_entry(entry, usersizes)
-        fp = fingerprint(entry, e.meaning, bool(entry[82] & IPT_F_GOTO))
+                entry = clean_entry(entry, usersizes, layout)
+        fp = fingerprint(entry, e.meaning, bool(entry[layout.flags] & layout.goto), layout)
         text = None
         undeclared = tag is not None and masks is not None and tag not in masks  # vnetd's, no longer declared
         if (undeclared or (tag is None and e.chain in render)) and rendered.get(e.chain, 0) < RENDER_LIMIT:
             rendered[e.chain] = rendered.get(e.chain, 0) + 1
-            text = render_entry(entry, e.meaning)
+            text = render_entry(entry, e.meaning, family=layout.family)
         rules.append(ObservedRule(tag, fp, text))
-    return ObservedTable(name, {c: ObservedChain(c, b, p[0], tuple(r)) for c, (b, p, r) in chains.items()})
+    return ObservedTable(name, {c: ObservedChain(c, b, p[0], tuple(r)) for c, (b, p, r) in chains.items()},
+                         layout.family)
 
 
 def _standard_meaning(
@@ -291,18 +347,18 @@ def _standard_meaning(
     return jump_to.get(verdict, f"offset{verdict}")
 
 
-def _restorable_entry(entry: bytes, meaning: str | None) -> bytes:
+def _restorable_entry(entry: bytes, meaning: str | None, layout: EntryLayout = IPV4) -> bytes:
     """A kernel entry as libiptc takes it back: a standard target by name (the kernel
     keeps an offset), counters, comefrom and nfcache zeroed."""
     out = bytearray(entry)
-    out[84:88] = bytes(4)  # nfcache
-    out[92:112] = bytes(20)  # comefrom, counters
+    out[layout.nfcache : layout.nfcache + 4] = bytes(4)
+    out[layout.comefrom : layout.size] = bytes(layout.size - layout.comefrom)  # comefrom, counters
     if meaning is None:
         return bytes(out)
-    target_offset = struct.unpack_from("=H", entry, 88)[0]
+    target_offset = struct.unpack_from("=H", entry, layout.target_offset)[0]
     target = standard_target(meaning)
     out[target_offset:] = target
-    struct.pack_into("=H", out, 90, target_offset + len(target))
+    struct.pack_into("=H", out, layout.target_offset + 2, target_offset + len(target))
     return bytes(out)
 
 
@@ -313,10 +369,10 @@ class Snapshot:
     moved the counters, the blob is compared again with the counters left out.
     """
 
-    def __init__(self, info: TableInfo, blob: memoryview) -> None:
+    def __init__(self, info: TableInfo, blob: memoryview, layout: EntryLayout = IPV4) -> None:
         self.info = info
         self.raw = bytes(blob)
-        self.counters = [off + 96 for off, _t, _n in _entries(blob)]
+        self.counters = [off + layout.counters for off, _t, _n in _entries(blob, layout)]
 
     def _mask(self, blob: memoryview | bytes) -> bytes:
         # the bytes between the 16-byte counters of each entry, in one join
@@ -343,26 +399,38 @@ class Snapshot:
 # --------------------------------------------------------------------------- the backend
 
 
-def owner_mark_entry() -> bytes:
+def owner_mark_entry(layout: EntryLayout = IPV4) -> bytes:
     """The no-op first rule of a chain vnetd owns: a comment, no target (falls through)."""
-    return encode_plain_entry(comment_match(OWNER_MARK), standard_target(""))
+    return encode_plain_entry(comment_match(OWNER_MARK), standard_target(""), layout)
 
 
-def owner_mark() -> CompiledRule:
-    entry = owner_mark_entry()
-    fp = fingerprint(entry, std_target="")
-    return CompiledRule(OWNER_MARK, (entry,), (COMMENT_SIZE, STANDARD_TARGET_SIZE), "", False, (), (fp,))
+def owner_mark(layout: EntryLayout = IPV4) -> CompiledRule:
+    entry = owner_mark_entry(layout)
+    fp = fingerprint(entry, std_target="", layout=layout)
+    return CompiledRule(OWNER_MARK, (entry,), (COMMENT_SIZE, STANDARD_TARGET_SIZE), "", False, (), (fp,),
+                        4 if layout is IPV4 else 6)
 
 
 class FirewallBackend:
-    """The legacy iptables tables (``backends.firewall.FirewallBackend``). One per
-    process; holds the rule compiler cache and the last table snapshots. netfilter's
-    legacy tables send no change events: the daemon polls ``changed``."""
+    """The legacy tables of one address family (``backends.firewall.FirewallBackend``):
+    ``FirewallBackend(4)`` the iptables tables, ``FirewallBackend(6)`` the ip6tables
+    tables. One per family and process; holds the last table snapshots (the rule
+    compiler cache is shared). netfilter's legacy tables send no change events: the
+    daemon polls ``changed``.
+
+    It takes the chains of every family and keeps to its own (``ChainSpec.family``);
+    tables are named by their key (``filter``, ``ip6 filter``: model.firewall.table_key)
+    wherever both families' tables meet (``observe``, ``tables_to_read``, ``changed``,
+    ``record_chains``), and keys of the other family are left alone.
+    """
 
     name = "iptables-legacy"
 
-    def __init__(self) -> None:
-        self._raw = RawTables()
+    def __init__(self, family: int = 4) -> None:
+        self.legacy = LEGACY[family]
+        self.family = family
+        self.layout = self.legacy.layout
+        self._raw = RawTables(family)
         self._compiler: RuleCompiler | None = None
         self._snapshots: dict[str, Snapshot] = {}
         self._compiled: dict[str, CompiledRule] = {}
@@ -371,41 +439,66 @@ class FirewallBackend:
         self._by_key: dict[RuleKey, CompiledRule] = {}
         self._masks: dict[str, tuple[int, ...]] = {}
         self._fingerprints_of: object = None
+        self._mine_of: tuple[object, tuple[ChainSpec, ...]] = (None, ())
 
         self.lock_waits = 0.0
 
     def close(self) -> None:
         self._raw.close()
 
+    def _key(self, table: str) -> str:
+        return table_key(table, self.family)
+
+    def _tables_of(self, keys: Iterable[str]) -> list[str]:
+        """The table names among ``keys`` that are this family's."""
+        out = []
+        for key in keys:
+            family, table = split_table_key(key)
+            if family == self.family:
+                out.append(table)
+        return out
+
+    def mine(self, chains: Iterable[ChainSpec]) -> tuple[ChainSpec, ...]:
+        """The chains of this family (the same tuple while given the same chains, so
+        that the caches keyed on the desired state keep working)."""
+        if self._mine_of[0] is chains and isinstance(chains, tuple):
+            return self._mine_of[1]
+        mine = tuple(c for c in chains if c.family == self.family)
+        self._mine_of = (chains, mine)
+        return mine
+
     def record_chains(self, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], ChainRecord]:
         """The chains as they are now, entries and policy, for a checkpoint (see
         model.checkpoint): each entry as libiptc takes it back (standard targets by
-        name, counters and kernel-owned fields zeroed)."""
-        wanted = set(keys)
+        name, counters and kernel-owned fields zeroed). ``keys``: (table key, chain)."""
+        wanted = {(table, chain) for key, chain in keys for table in self._tables_of((key,))}
         out: dict[tuple[str, str], ChainRecord] = {}
+        layout = self.layout
         for table in sorted({t for t, _ in wanted}):
-            got = self._raw.read(table) if table in loaded_tables() else None
+            got = self._raw.read(table) if table in loaded_tables(self.family) else None
             chains: dict[str, tuple[bool, str | None, list[tuple[bytes, str | None]]]] = {}
             if got is not None:
                 info, view = got
                 blob = bytes(view)
-                for e in walk_table(info, blob):
+                for e in walk_table(info, blob, layout):
                     if (table, e.chain) not in wanted:
                         continue
                     builtin, policy, entries = chains.setdefault(e.chain, (e.builtin, None, []))
                     if e.policy:
                         chains[e.chain] = (builtin, e.meaning, entries)
                     elif e.size:
-                        entries.append((_restorable_entry(blob[e.offset : e.offset + e.size], e.meaning), e.meaning))
+                        entries.append((_restorable_entry(blob[e.offset : e.offset + e.size], e.meaning, layout),
+                                        e.meaning))
             for t, chain in sorted(wanted):
                 if t != table:
                     continue
                 builtin = chain in BUILTIN_CHAINS.get(table, ())
                 if chain in chains:
                     b, policy, entries = chains[chain]
-                    out[(t, chain)] = ChainRecord(self.name, t, chain, True, b, policy, tuple(entries))
+                    record = ChainRecord(self.name, t, chain, True, b, policy, tuple(entries), self.family)
                 else:
-                    out[(t, chain)] = ChainRecord(self.name, t, chain, builtin, builtin)
+                    record = ChainRecord(self.name, t, chain, builtin, builtin, family=self.family)
+                out[(self._key(t), chain)] = record
         return out
 
     def event_fileno(self) -> int | None:
@@ -417,7 +510,7 @@ class FirewallBackend:
     def show(self, chains: Iterable[ChainSpec]) -> tuple[ShownTable, ...]:
         from vnetd.backends.ruleset import read_ruleset
 
-        return read_ruleset(chains)
+        return read_ruleset(self.mine(chains), self.family)
 
     @property
     def compiler(self) -> RuleCompiler:
@@ -429,15 +522,16 @@ class FirewallBackend:
 
     def has_vnetd_rules(self) -> bool:
         """Any vnetd-tagged rule in any instantiated table (cheap: a byte search)."""
-        for table in loaded_tables():
+        for table in loaded_tables(self.family):
             got = self._raw.read(table)
             if got is not None and TAG_PREFIX.encode() in bytes(got[1]):  # (`in` on a memoryview looks for ints)
                 return True
         return False
 
     def compile_all(self, chains: Iterable[ChainSpec]) -> dict[str, CompiledRule]:
-        """Every declared rule compiled, by tag (plus the owner mark); cached per desired state."""
-        chains = tuple(chains)
+        """Every declared rule of this family compiled, by tag (plus the owner mark);
+        cached per desired state."""
+        chains = self.mine(chains)
         if self._compiled_for is chains:  # the same desired state as the last call
             return self._compiled
         compiled: dict[str, CompiledRule] = {}
@@ -454,7 +548,7 @@ class FirewallBackend:
                     raise BackendError("xtables", chain.resource, f"cannot compile {rule.text!r}: {exc}") from exc
                 compiled[c.tag] = c
                 by_key[chain.key(rule)] = c
-        compiled[OWNER_MARK] = by_key[OWNER_KEY] = owner_mark()
+        compiled[OWNER_MARK] = by_key[owner_key(self.family)] = owner_mark(self.layout)
         self._compiled = compiled
         self._by_key = by_key
         self._compiled_for = chains
@@ -462,10 +556,10 @@ class FirewallBackend:
 
     def chain_names(self, table: str) -> set[str]:
         """The chains of a table as the kernel has them now (none if it is not instantiated)."""
-        if table not in loaded_tables():
+        if table not in loaded_tables(self.family):
             return set()
         got = self._raw.read(table)
-        return set() if got is None else {e.chain for e in walk_table(*got)}
+        return set() if got is None else {e.chain for e in walk_table(*got, self.layout)}
 
     def rule_ids(self, chains: Iterable[ChainSpec]) -> dict[RuleKey, RuleId]:
         """Each declared rule's tag and fingerprints (the same dict while the rules are the same)."""
@@ -485,50 +579,54 @@ class FirewallBackend:
             self._fingerprints_of = compiled
 
     def tables_to_read(self, chains: Iterable[ChainSpec]) -> list[str]:
-        declared = {c.table for c in chains}
-        return sorted(declared | {t for t in loaded_tables() if t in BUILTIN_CHAINS})
+        """Keys of the declared tables of this family and of every instantiated one."""
+        declared = {c.table for c in self.mine(chains)}
+        tables = declared | {t for t in loaded_tables(self.family) if t in BUILTIN_CHAINS}
+        return [self._key(t) for t in sorted(tables)]
 
     def observe(self, chains: Iterable[ChainSpec]) -> dict[str, ObservedTable]:
-        chains = tuple(chains)
+        """This family's tables, by table key."""
+        chains = self.mine(chains)
         masks = self.masks(chains)
         observed: dict[str, ObservedTable] = {}
-        for table in self.tables_to_read(chains):
+        for table in self._tables_of(self.tables_to_read(chains)):
             got = self._raw.read(table)
             if got is None:
                 continue
             info, blob = got
             declared = [c.name for c in chains if c.table == table]
-            observed[table] = parse_table(table, info, blob, declared, masks)
-            self._snapshots[table] = Snapshot(info, blob)
+            observed[self._key(table)] = parse_table(table, info, blob, declared, masks, self.layout)
+            self._snapshots[table] = Snapshot(info, blob, self.layout)
         return observed
 
     def changed(self, tables: Iterable[str]) -> list[str]:
-        """Tables whose content differs from the last observe (counters ignored)."""
+        """Keys of this family's tables (among ``tables``) whose content differs from the
+        last observe (counters ignored)."""
         out = []
-        for table in tables:
+        for table in self._tables_of(tables):
             got = self._raw.read(table, clean=False)
             snap = self._snapshots.get(table)
             if got is None:
                 if snap is not None:
-                    out.append(table)
+                    out.append(self._key(table))
                 continue
             if snap is None:
-                out.append(table)
+                out.append(self._key(table))
                 continue
             info, blob = got
             identical = info == snap.info and self._raw.last_read_equals(table, snap.raw)
             if not snap.same(info, blob, identical):
-                out.append(table)
+                out.append(self._key(table))
         return out
 
     # -- writing --------------------------------------------------------------------
 
     def apply(self, actions: Sequence[Action]) -> list[tuple[Action, BackendError | None]]:
-        """Carry out firewall actions: one lock, one commit per table."""
+        """Carry out firewall actions of this family: one lock, one commit per table."""
         by_table: dict[str, list[Action]] = {}
         for action in actions:
             op = action.op
-            assert isinstance(op, FIREWALL_OPS)
+            assert isinstance(op, FIREWALL_OPS) and op.family == self.family
             by_table.setdefault(op.table, []).append(action)
         results: list[tuple[Action, BackendError | None]] = []
         with xtables_lock() as waited:
@@ -541,7 +639,7 @@ class FirewallBackend:
         error: BackendError | None = None
         for _attempt in range(3):
             try:
-                handle = _Handle(table, self._compiled, self._by_key)
+                handle = _Handle(table, self._compiled, self._by_key, self.legacy)
                 handle.create_restored_chains(actions)
                 for action in actions:
                     handle.edit(action)
@@ -596,23 +694,24 @@ class _Retry(Exception):
 
 
 class _Handle:
-    """A libiptc handle on one table (python-iptables Table), edited by chain position."""
+    """A libiptc handle on one table (python-iptables Table, or Table6 for ip6tables),
+    edited by chain position."""
 
     def __init__(self, table: str, compiled: dict[str, CompiledRule],
-                 by_key: dict[RuleKey, CompiledRule] | None = None) -> None:
+                 by_key: dict[RuleKey, CompiledRule] | None = None, legacy: LegacyFamily = LEGACY[4]) -> None:
         iptc = iptc_module()
         self.iptc = iptc
         self.table = table
+        self.legacy = legacy
+        self.layout = legacy.layout
+        self.table_class = getattr(iptc, legacy.libiptc_table)
         try:
-            self.t = iptc.Table(table, autocommit=False)
+            self.t = self.table_class(table, autocommit=False)
             self.t.refresh()
         except iptc.IPTCError as exc:
-            raise BackendError("xtables", f"firewall/{table}", f"cannot open table: {exc}") from exc
+            raise BackendError("xtables", f"{legacy.section}/{table}", f"cannot open table: {exc}") from exc
         self.compiled = compiled
         self.by_key = by_key or {}
-
-    def _resource(self, chain: str) -> str:
-        return f"firewall/{self.table}/{chain}"
 
     def rules(self, chain: str) -> list[tuple[str | None, bytes]]:
         """(tag, fingerprint) of the chain's entries as libiptc holds them."""
@@ -621,12 +720,13 @@ class _Handle:
         while entry:
             size = entry.next_offset
             raw = ctypes.string_at(ctypes.addressof(entry), size)
-            tag = entry_tag(raw)
+            layout = self.layout
+            tag = entry_tag(raw, layout)
             compiled = self.compiled.get(tag) if tag else None
             meaning = (self.t.get_target(entry) or b"").decode()
             std = meaning if meaning in _STANDARD or self.t.is_chain(meaning) else None
-            goto = bool(raw[82] & IPT_F_GOTO)
-            fp = fingerprint(clean_entry(raw, compiled.usersizes if compiled else None), std, goto)
+            goto = bool(raw[layout.flags] & layout.goto)
+            fp = fingerprint(clean_entry(raw, compiled.usersizes if compiled else None, layout), std, goto, layout)
             out.append((tag, fp))
             entry = self.t.next_rule(entry)
         return out
@@ -651,7 +751,7 @@ class _Handle:
     def _want(self, op: SyncChain, rules: tuple[Rule, ...], mark: bool) -> list[_Wanted]:
         """Every entry the rules make, in order (the owner mark first when ``mark``)."""
         compiled = [self.compiled[OWNER_MARK]] if mark else []
-        compiled += [self.by_key[(op.table, op.chain, rule.text)] for rule in rules]
+        compiled += [self.by_key[(table_key(op.table, op.family), op.chain, rule.text)] for rule in rules]
         return [_Wanted(c.tag, fp, entry, plain) for c in compiled
                 for fp, entry, plain in zip(c.fingerprints, c.entries, c.plain_fingerprints, strict=True)]
 
@@ -768,8 +868,8 @@ class _Handle:
             code = ctypes.get_errno()
             if code == errno.EAGAIN or "Resource temporarily unavailable" in str(exc):
                 raise _Retry() from exc
-            raise BackendError("xtables", f"firewall/{self.table}", f"the kernel refused the table: {exc}",
-                               code or None) from exc
+            raise BackendError("xtables", f"{self.legacy.section}/{self.table}",
+                               f"the kernel refused the table: {exc}", code or None) from exc
         self.release()
 
     def release(self) -> None:
@@ -777,4 +877,4 @@ class _Handle:
         table for the life of the process (``Table._cache``); a closed one left in that
         cache would crash the next user of it, so it leaves the cache too."""
         self.t.close()
-        self.iptc.Table._cache.pop(self.table, None)
+        self.table_class._cache.pop(self.table, None)

@@ -11,12 +11,13 @@ there; ``vnetd check`` must fail the same rules up front, or a file that passed
 
 So the declared chains are written, as vnetd would write them, into the tables
 of a new network namespace that exists only for this check: a forked child
-process calls unshare(CLONE_NEWNET), commits each table through libiptc and
-reports. When a table is refused, halving finds the rules the kernel refuses
-(a few commits each), and the kernel's own reason is read from /dev/kmsg when
-that is allowed. Nothing of the host changes: the namespace, its tables and the
-child are gone when the check ends (kernel modules the rules need are loaded,
-as writing them would). Jumps to chains vnetd does not declare (another tool's)
+process calls unshare(CLONE_NEWNET), commits each table through libiptc (the
+ip6tables tables through libip6tc, for ``firewall6:``) and reports. When a
+table is refused, halving finds the rules the kernel refuses (a few commits
+each), and the kernel's own reason is read from /dev/kmsg when that is allowed.
+Nothing of the host changes: the namespace, its tables and the child are gone
+when the check ends (kernel modules the rules need are loaded, as writing them
+would). Jumps to chains vnetd does not declare (another tool's)
 are written as empty chains.
 
 Left out of the rules tried there, because they name objects that exist only in
@@ -48,8 +49,8 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from vnetd.backends.xtables import IPT_ENTRY_SIZE, CompiledRule, iter_segments, standard_target
-from vnetd.model.firewall import ChainSpec
+from vnetd.backends.xtables import IPV4, LAYOUTS, CompiledRule, EntryLayout, iter_segments, standard_target
+from vnetd.model.firewall import ChainSpec, split_table_key
 
 CLONE_NEWNET = 0x40000000
 #: Extensions whose kernel check depends on the real namespace or changes the host.
@@ -62,27 +63,29 @@ MAX_REPLY = 1 << 20
 class Refusal:
     """A declared rule the kernel refuses: which one, and why."""
 
-    table: str
+    table: str  # the table key: "filter", "ip6 filter" (model.firewall.table_key)
     chain: str
     index: int  # position in the chain's declared rules
     reason: str
 
 
-def checkable_entry(entry: bytes) -> bytes:
+def checkable_entry(entry: bytes, layout: EntryLayout = IPV4) -> bytes:
     """The entry as the throw-away namespace can check it: matches naming objects of the
     real namespace left out, such a target replaced by "no target" -- everything else
     of the rule (its header, its other matches) is still checked."""
-    target_offset, next_offset = struct.unpack_from("=HH", entry, 88)
-    kept = [entry[off : off + size] for off, size, name in iter_segments(entry, target_offset)
+    target_offset, next_offset = struct.unpack_from("=HH", entry, layout.target_offset)
+    kept = [entry[off : off + size] for off, size, name in iter_segments(entry, target_offset, layout.size)
             if name not in UNCHECKABLE]
-    target = entry[target_offset:next_offset]
+    original = entry[target_offset:next_offset]
+    target = original
     if target[2:31].split(b"\0", 1)[0].decode("ascii", "replace") in UNCHECKABLE:
         target = standard_target("")
     matches = b"".join(kept)
-    if len(matches) == target_offset - IPT_ENTRY_SIZE and target is entry[target_offset:next_offset]:
+    if len(matches) == target_offset - layout.size and target is original:
         return entry
-    head = bytearray(entry[:IPT_ENTRY_SIZE])
-    struct.pack_into("=HH", head, 88, IPT_ENTRY_SIZE + len(matches), IPT_ENTRY_SIZE + len(matches) + len(target))
+    head = bytearray(entry[: layout.size])
+    struct.pack_into("=HH", head, layout.target_offset, layout.size + len(matches),
+                     layout.size + len(matches) + len(target))
     return bytes(head) + matches + target
 
 
@@ -90,9 +93,9 @@ def kernel_refusals(chains: Sequence[ChainSpec], compiled: Mapping[tuple[str, st
                     foreign_chains: Mapping[str, Iterable[str]]) -> list[Refusal] | str:
     """The declared rules the kernel refuses, or why the check could not run.
 
-    ``compiled``: (table, chain, index) -> the rule compiled (rules that did not
-    compile are left out); ``foreign_chains``: per table, chains the rules jump to
-    that vnetd does not declare.
+    ``compiled``: (table key, chain, index) -> the rule compiled (rules that did not
+    compile are left out); ``foreign_chains``: per table key, chains the rules jump
+    to that vnetd does not declare.
     """
     if os.geteuid() != 0:
         return "not root: the kernel's checks of each rule (hooks, tables, protocols) were skipped"
@@ -141,7 +144,7 @@ def _ask_the_kernel(plan: _Plan) -> list[Refusal] | str:
 
 @dataclass(frozen=True, slots=True)
 class _Table:
-    name: str
+    key: str  # "filter", "ip6 filter"
     chains: tuple[str, ...]  # user chains to create (declared and foreign placeholders)
     rules: tuple[tuple[str, int, tuple[bytes, ...]], ...]  # (chain, declared index, entries) in order
 
@@ -153,7 +156,7 @@ class _Plan:
     def digest(self) -> bytes:
         h = hashlib.blake2b(digest_size=16)
         for table in self.tables:
-            h.update(f"{table.name}\0{','.join(table.chains)}\0".encode())
+            h.update(f"{table.key}\0{','.join(table.chains)}\0".encode())
             for chain, index, entries in table.rules:
                 h.update(f"{chain}\0{index}\0".encode())
                 for entry in entries:
@@ -164,18 +167,19 @@ class _Plan:
     def build(chains: Sequence[ChainSpec], compiled: Mapping[tuple[str, str, int], CompiledRule],
               foreign_chains: Mapping[str, Iterable[str]]) -> _Plan:
         tables = []
-        for table in dict.fromkeys(c.table for c in chains):
-            declared = [c for c in chains if c.table == table]
+        for key in dict.fromkeys(c.table_key for c in chains):
+            declared = [c for c in chains if c.table_key == key]
+            layout = LAYOUTS[declared[0].family]
             user = [c.name for c in declared if not c.builtin]
-            user += [n for n in foreign_chains.get(table, ()) if n not in user]
+            user += [n for n in foreign_chains.get(key, ()) if n not in user]
             rules = []
             for chain in declared:
                 for i in range(len(chain.all_rules)):
-                    rule = compiled.get((table, chain.name, i))
+                    rule = compiled.get((key, chain.name, i))
                     if rule is not None:
-                        rules.append((chain.name, i, tuple(checkable_entry(e) for e in rule.entries)))
+                        rules.append((chain.name, i, tuple(checkable_entry(e, layout) for e in rule.entries)))
             if rules:
-                tables.append(_Table(table, tuple(user), tuple(rules)))
+                tables.append(_Table(key, tuple(user), tuple(rules)))
         return _Plan(tuple(tables))
 
 
@@ -255,8 +259,9 @@ def _check_table(table: _Table, kmsg: _Kmsg) -> list[tuple[str, str, int, str]]:
         reason = kmsg.read()
         why = os.strerror(code) if code else "refused"
         detail = f": {reason}" if reason else " (dmesg may say why)"
-        refused.append((table.name, chain, index, f"the kernel refuses this rule in the {table.name} table "
-                                                  f"({why}){detail}"))
+        family, name = split_table_key(table.key)
+        what = f"the IPv6 {name} table" if family == 6 else f"the {name} table"
+        refused.append((table.key, chain, index, f"the kernel refuses this rule in {what} ({why}){detail}"))
     return refused
 
 
@@ -278,8 +283,10 @@ def _commit(table: _Table, which: list[int]) -> int | None:
     from vnetd.backends.xtables import iptc_module
 
     iptc = iptc_module()
-    iptc.Table._cache.pop(table.name, None)
-    t = iptc.Table(table.name, autocommit=False)
+    family, name = split_table_key(table.key)
+    table_class = iptc.Table6 if family == 6 else iptc.Table
+    table_class._cache.pop(name, None)
+    t = table_class(name, autocommit=False)
     try:
         t.refresh()
         names = [c.name for c in t.chains]
@@ -302,7 +309,7 @@ def _commit(table: _Table, which: list[int]) -> int | None:
         return None
     finally:
         t.close()
-        iptc.Table._cache.pop(table.name, None)
+        table_class._cache.pop(name, None)
 
 
 class _Kmsg:
@@ -338,12 +345,20 @@ class _Kmsg:
             if not record:
                 break
             text = record.decode("utf-8", "replace").split(";", 1)[-1].strip()
-            if "x_tables" in text or "ip_tables" in text or text.startswith("xt_"):
-                lines.append(text.removeprefix("x_tables: ").removeprefix("ip_tables: "))
+            if "x_tables" in text or "ip_tables" in text or "ip6_tables" in text or text.startswith("xt_"):
+                lines.append(text.removeprefix("x_tables: ").removeprefix("ip_tables: ").removeprefix("ip6_tables: "))
         return "; ".join(lines[-3:])
 
 
 # --------------------------------------------------------------------------- the real namespace
+
+
+def namespace_unasked(compiled: Mapping[tuple[str, str, int], CompiledRule]) -> list[tuple[str, str, int]]:
+    """The ip6tables rules naming ipsets, nfacct objects or rate estimators: the kernel
+    checks them when they are written, not before (``namespace_refusals`` encodes IPv4
+    entries only)."""
+    return [key for key, rule in compiled.items()
+            if rule.family == 6 and any(_names(entry, LAYOUTS[6]) & UNCHECKABLE for entry in rule.entries)]
 
 
 def namespace_refusals(chains: Sequence[ChainSpec], compiled: Mapping[tuple[str, str, int], CompiledRule]
@@ -352,13 +367,14 @@ def namespace_refusals(chains: Sequence[ChainSpec], compiled: Mapping[tuple[str,
     nfacct objects, rate estimators): asked in this very namespace, as the same xt
     matches and targets in an nf_tables transaction that is never committed (the
     kernel checks each one, then aborts the whole: nothing changes, as with
-    ``nft --check``). None of them: an empty list. The reason when it cannot be asked."""
+    ``nft --check``). None of them: an empty list. The reason when it cannot be asked.
+    IPv4 rules only: the ip6tables ones are listed by ``namespace_unasked``."""
     from vnetd.backends import nfnl
     from vnetd.backends.nftables import HOOKS
     from vnetd.backends.nftcompat import CannotEncode, encode
 
     todo = [(key, rule) for key, rule in compiled.items()
-            if any(_names(entry) & UNCHECKABLE for entry in rule.entries)]
+            if rule.family == 4 and any(_names(entry) & UNCHECKABLE for entry in rule.entries)]
     if not todo:
         return []
     if os.geteuid() != 0:
@@ -401,7 +417,7 @@ def namespace_refusals(chains: Sequence[ChainSpec], compiled: Mapping[tuple[str,
         return f"the kernel could not be asked about ipset, nfacct and rateest rules ({exc})"
     finally:
         sock.close()
-    chains_by_name = {(c.table, c.name): c for c in chains}
+    chains_by_name = {(c.table_key, c.name): c for c in chains}
     refused: dict[tuple[str, str, int], Refusal] = {}
     for index, (code, text) in sorted(result.errors.items()):
         owner = owners[index] if 0 <= index < len(owners) else None
@@ -414,8 +430,8 @@ def namespace_refusals(chains: Sequence[ChainSpec], compiled: Mapping[tuple[str,
     return list(refused.values())
 
 
-def _names(entry: bytes) -> set[str]:
-    target_offset = struct.unpack_from("=H", entry, 88)[0]
-    names = {name for _off, _size, name in iter_segments(entry, target_offset)}
+def _names(entry: bytes, layout: EntryLayout = IPV4) -> set[str]:
+    target_offset = struct.unpack_from("=H", entry, layout.target_offset)[0]
+    names = {name for _off, _size, name in iter_segments(entry, target_offset, layout.size)}
     names.add(entry[target_offset + 2 : target_offset + 31].split(b"\0", 1)[0].decode("ascii", "replace"))
     return names

@@ -15,11 +15,16 @@ Concurrency contract:
   connection opened earlier has no watch on its socket, so its events (and its
   close notification) never arrive. ``start_events`` therefore reopens a
   connection that was opened before it.
-* Event callbacks run in that thread. They take no lock and call no libvirt API:
-  they set a flag (connection lost) and call ``wake("libvirt")``; the main thread
-  does the work on its next pass. Everything else (observe, execute, connect,
-  close) is called from one thread at a time (the CLI's, or the daemon's main
-  loop); a lock still serialises the connection swap against ``close``.
+* Event callbacks run in that thread. They take no lock, call no libvirt API
+  (not even ``dom.name()``) and change no state of the backend: a domain or
+  network event only calls ``wake("libvirt")``; the close callback puts the
+  closed connection on a queue (``queue.SimpleQueue``, made for this) and wakes.
+  The main thread does the work: the next time it asks whether the connection is
+  alive (``connected``, ``connect``, ``maybe_reconnect``...), it takes the queued
+  closes under ``_lock`` and marks the connection lost. So every field of the
+  backend is written by the thread that owns it (the CLI's, or the daemon's main
+  loop), under ``_lock``, which also serialises the connection swap against
+  ``close``.
 * Errors: ``libvirtError`` is mapped to ``BackendError(kind="libvirt")`` here and
   nowhere else. A call that fails because libvirtd went away marks the
   connection lost (as the close callback does when events run).
@@ -38,6 +43,7 @@ libvirt quirks handled here:
 
 from __future__ import annotations
 
+import queue
 import threading
 import time
 import xml.etree.ElementTree as ET
@@ -65,9 +71,6 @@ KEEPALIVE_COUNT = 3
 #: none, and restarting it never brings a missing bridge back.
 _OWN_BRIDGE_MODES = frozenset({None, "nat", "route", "open"})
 _CLOSE_REASONS = {0: "error", 1: "eof", 2: "keepalive timeout", 3: "closed by client"}
-_DOMAIN_EVENTS = ("defined", "undefined", "started", "suspended", "resumed", "stopped", "shutdown",
-                  "pmsuspended", "crashed")
-_NETWORK_EVENTS = ("defined", "undefined", "started", "stopped")
 
 
 def _silence(_ctx: object, _err: object) -> None:
@@ -155,7 +158,9 @@ class LibvirtBackend:
         self._conn: Any = None
         self._with_events = False  # the connection was opened after the event loop existed
         self._callbacks: list[tuple[str, int]] = []
-        self._lost = False  # set by the close callback (event thread) or a failed call
+        self._lost = False  # the connection died (a close event taken from the queue, or a failed call)
+        #: connections the close callback (event thread) reported closed, with the reason
+        self._closed: queue.SimpleQueue[tuple[object, int]] = queue.SimpleQueue()
         self._wake: Callable[[str], None] | None = None
         self._state = "new"  # new | connected | disconnected: log transitions only once
         self._delay = RECONNECT_FIRST
@@ -169,18 +174,31 @@ class LibvirtBackend:
 
     @property
     def connected(self) -> bool:
-        return self._conn is not None and not self._lost
+        with self._lock:
+            self._take_closes()
+            return self._conn is not None and not self._lost
 
     @property
     def conn(self) -> Any:
         """The live ``virConnect`` (for diagnostics and tests), or None."""
         return self._conn if self.connected else None
 
+    def _take_closes(self) -> None:
+        """Apply the close events the event thread queued (caller holds ``_lock``)."""
+        while True:
+            try:
+                conn, reason = self._closed.get_nowait()
+            except queue.Empty:
+                return
+            if conn is self._conn:
+                self._mark_lost(f"connection closed ({_CLOSE_REASONS.get(reason, reason)})")
+
     def connect(self) -> bool:
         """Open the connection (closing a lost one first). Never raises; logs
         ``libvirt.connected`` / ``libvirt.disconnected`` on changes of state."""
         with self._lock:
-            if self.connected:
+            self._take_closes()
+            if self._conn is not None and not self._lost:
                 return True
             self._discard()
             now = time.monotonic()
@@ -236,7 +254,7 @@ class LibvirtBackend:
         self._delay = min(self._delay * 2, RECONNECT_MAX)
 
     def _mark_lost(self, error: str) -> None:
-        """The connection is dead (close callback, or a call that found it so)."""
+        """The connection is dead (a queued close event, or a call that found it so); owner thread, under _lock."""
         if self._lost:
             return
         self._lost = True
@@ -318,29 +336,27 @@ class LibvirtBackend:
         except libvirt.libvirtError:
             pass  # local drivers (test:///) have no keepalive
 
-    def _notify(self, conn: object, kind: str, name: str, what: str) -> None:
-        if conn is not self._conn:
-            return  # a callback of a connection already replaced
+    def _wake_loop(self) -> None:
         wake = self._wake
         if wake is not None:
             wake("libvirt")
-        self.log.debug("libvirt.event", uri=self.uri, kind=kind, name=name, what=what)
 
-    def _on_domain(self, _conn: Any, dom: Any, event: int, _detail: int, opaque: Any) -> None:
-        what = _DOMAIN_EVENTS[event] if 0 <= event < len(_DOMAIN_EVENTS) else str(event)
-        self._notify(opaque, "domain", dom.name(), what)
+    def _on_domain(self, _conn: Any, _dom: Any, _event: int, _detail: int, _opaque: Any) -> None:
+        """Event thread: wake the loop, nothing else (the loop re-reads what it needs)."""
+        self._wake_loop()
 
-    def _on_device(self, _conn: Any, dom: Any, alias: str, opaque: Any) -> None:
-        self._notify(opaque, "domain", dom.name(), f"device {alias}")
+    def _on_device(self, _conn: Any, _dom: Any, _alias: str, _opaque: Any) -> None:
+        self._wake_loop()
 
-    def _on_network(self, _conn: Any, net: Any, event: int, _detail: int, opaque: Any) -> None:
-        what = _NETWORK_EVENTS[event] if 0 <= event < len(_NETWORK_EVENTS) else str(event)
-        self._notify(opaque, "network", net.name(), what)
+    def _on_network(self, _conn: Any, _net: Any, _event: int, _detail: int, _opaque: Any) -> None:
+        self._wake_loop()
 
     def _on_close(self, _conn: Any, reason: int, opaque: Any) -> None:
-        if opaque is not self._conn or reason == libvirt.VIR_CONNECT_CLOSE_REASON_CLIENT:
+        """Event thread: queue the close for the owner thread (see the module docstring)."""
+        if reason == libvirt.VIR_CONNECT_CLOSE_REASON_CLIENT:
             return
-        self._mark_lost(f"connection closed ({_CLOSE_REASONS.get(reason, reason)})")
+        self._closed.put((opaque, reason))
+        self._wake_loop()
 
     # -- reading ----------------------------------------------------------------------
 

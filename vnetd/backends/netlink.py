@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: MIT
-"""Links, addresses and routes through rtnetlink: observe, apply, and notifications.
+"""Links, addresses, routes and policy routing rules through rtnetlink: observe and apply.
 
 Appliers tolerate the errno that means "already so" (EEXIST on add, EADDRNOTAVAIL /
 ESRCH on delete) so that every op is idempotent; any other errno becomes a
@@ -15,21 +15,33 @@ from dataclasses import dataclass
 
 from vnetd.backends import rtnl
 from vnetd.errors import BackendError
-from vnetd.model.interfaces import Address, Link, StpOptions
+from vnetd.model.bond import MODES
+from vnetd.model.interfaces import (
+    VLAN_REGISTRATION,
+    VXLAN_PORT,
+    Address,
+    Link,
+    StpOptions,
+    VlanOptions,
+    VlanProtocol,
+    VxlanConfig,
+)
 from vnetd.model.netstate import NetState
+from vnetd.model.route_rules import RouteRule
 from vnetd.model.routes import Route
 from vnetd.plan.actions import (
     Action,
     AddAddress,
     AddRoute,
+    AddRouteRule,
     AttachTap,
     CreateLink,
     DeleteLink,
-    Op,
-    Phase,
     RemoveAddress,
     RemoveRoute,
+    RemoveRouteRule,
     SetBridgeOptions,
+    SetLinkOptions,
     SetLinkUp,
     SetMac,
     SetMaster,
@@ -63,6 +75,29 @@ def bridge_data(stp: StpOptions | None) -> list[tuple[str, int]]:
     if stp.enabled is not None:
         timers.append(("IFLA_BR_STP_STATE", 1 if stp.enabled else 0))
     return timers
+
+
+def vlan_flags(options: VlanOptions | None) -> tuple[int, int] | None:
+    """(flags, mask) of the VLAN flags that are written; None when none is."""
+    if options is None:
+        return None
+    flags = mask = 0
+    for value, bit in ((options.reorder_headers, rtnl.VLAN_FLAG_REORDER_HDR),
+                       (options.loose_binding, rtnl.VLAN_FLAG_LOOSE_BINDING)):
+        if value is not None:
+            mask |= bit
+            flags |= bit if value else 0
+    if options.registration_protocol is not None:
+        assert options.registration_protocol in VLAN_REGISTRATION
+        mask |= rtnl.VLAN_FLAG_GVRP | rtnl.VLAN_FLAG_MVRP
+        flags |= {"gvrp": rtnl.VLAN_FLAG_GVRP, "mvrp": rtnl.VLAN_FLAG_MVRP}.get(options.registration_protocol, 0)
+    return (flags, mask) if mask else None
+
+
+def vlan_ethertype(protocol: VlanProtocol | None) -> int | None:
+    if protocol is None:
+        return None
+    return rtnl.ETH_P_8021AD if protocol is VlanProtocol.DOT1AD else rtnl.ETH_P_8021Q
 
 
 class NetlinkBackend:
@@ -100,21 +135,22 @@ class NetlinkBackend:
                 out.append(route)
         return out
 
+    def dump_rules(self) -> list[RouteRule]:
+        out = []
+        for buf, mtype, off, ln in self._socket().dump(rtnl.rule_dump()):
+            if mtype == rtnl.RTM_NEWRULE and (rule := rtnl.decode_rule(buf, off, ln)) is not None:
+                out.append(rule)
+        return out
+
     def observe(self) -> NetState:
-        """A full read: every link, address and route of the namespace."""
-        return NetState.build(self.dump_links(), self.dump_addresses(), self.dump_routes())
+        """A full read: every link, address, route and rule of the namespace."""
+        return NetState.build(self.dump_links(), self.dump_addresses(), self.dump_routes(), self.dump_rules())
 
     def get_link(self, name: str) -> Link | None:
         reply = self._socket().get(rtnl.link_get(name))
         return rtnl.decode_link(*reply) if reply is not None else None
 
     # -- apply ----------------------------------------------------------------------
-
-    def execute(self, op: Op, state: NetState, resource: str) -> None:
-        """Carry out one op (see execute_batch); raises BackendError if it fails."""
-        [(_action, error)] = self.execute_batch([Action(op, Phase.CREATE_LINKS, resource, "", None, None)], state)
-        if error is not None:
-            raise error
 
     def execute_batch(self, actions: Sequence[Action], state: NetState) -> list[tuple[Action, BackendError | None]]:
         """Carry out link/address/route ops in order, pipelined; one result per action.
@@ -188,8 +224,19 @@ class NetlinkBackend:
             case CreateLink():
                 vlan_base = index(op.vlan_base) if op.vlan_base else None
                 req = rtnl.link_create(op.name, op.kind, mac=op.mac, bridge_data=bridge_data(op.stp),
-                                       veth_peer=op.veth_peer, vlan_base=vlan_base, vlan_id=op.vlan_id)
+                                       veth_peer=op.veth_peer, vlan_base=vlan_base, vlan_id=op.vlan_id,
+                                       data=self._kind_data(op, index))
                 return _Queued(action, [req], f"create {op.kind}", (errno.EEXIST,), kind=op.kind)
+            case SetLinkOptions():
+                data: list[bytes] = []
+                if op.kind == "vlan":
+                    data = rtnl.vlan_data(flags=vlan_flags(op.vlan))
+                elif op.kind == "vxlan":
+                    data = rtnl.vxlan_data(remote=op.vxlan_remote, learning=op.vxlan_learning)
+                elif op.kind == "bond":
+                    data = rtnl.bond_data(None, _bond_options(op.bond_options, index))
+                return _Queued(action, [rtnl.link_set(index(op.name), kind=op.kind, data=data)],
+                               f"set {op.kind} options")
             case DeleteLink(name=name):
                 link = state.link(name)
                 if link is None:
@@ -231,15 +278,45 @@ class NetlinkBackend:
                 req = rtnl.route(False, op.destination, table=op.table, gateway=op.gateway, oif=op.oif,
                                  priority=op.metric)
                 return _Queued(action, [req], "remove route", (errno.ESRCH,))
+            case AddRouteRule(rule=spec):
+                protocol = rtnl.RTPROT_STATIC if op.protocol is None else op.protocol
+                req = rtnl.rule(True, spec.family, priority=spec.priority, table=spec.table_id,
+                                action=spec.action_code, source=spec.source, destination=spec.destination,
+                                iif=spec.iif, fwmark=spec.fwmark, fwmask=spec.fwmask, protocol=protocol)
+                # EEXIST: the same rule appeared since the plan (the kernel keeps it once)
+                return _Queued(action, [req], "add rule", (errno.EEXIST,))
+            case RemoveRouteRule(rule=rule):
+                req = rtnl.rule(False, rule.family, priority=rule.priority, table=rule.table, action=rule.action,
+                                source=rule.source, destination=rule.destination, iif=rule.iif,
+                                fwmark=rule.fwmark or None, fwmask=rule.fwmask or None,
+                                protocol=rule.protocol or None)
+                return _Queued(action, [req], "remove rule", (errno.ENOENT,))
             case _:
                 raise TypeError(f"not a netlink op: {op!r}")
 
-    def refresh(self, state: NetState, names: Iterable[str]) -> None:
-        """Re-read just these links into ``state`` (after creating them, for instance)."""
-        for name in names:
-            link = self.get_link(name)
-            if link is not None:
-                state.put_link(link)
+    @staticmethod
+    def _kind_data(op: CreateLink, index: Callable[[str], int]) -> list[bytes]:
+        """IFLA_INFO_DATA of a new VLAN (besides its id), VXLAN or bond."""
+        if op.kind == "vlan" and op.vlan is not None:
+            return rtnl.vlan_data(protocol=vlan_ethertype(op.vlan.protocol), flags=vlan_flags(op.vlan))
+        if op.kind == "vxlan" and op.vxlan is not None:
+            return _vxlan_create(op.vxlan, index)
+        if op.kind == "bond" and op.bond is not None:
+            mode = MODES[op.bond.mode] if op.bond.mode is not None else None
+            return rtnl.bond_data(mode, _bond_options(op.bond.options, index))
+        return []
+
+
+def _vxlan_create(config: VxlanConfig, index: Callable[[str], int]) -> list[bytes]:
+    link = index(config.base_iface) if config.base_iface else None
+    return rtnl.vxlan_data(config.id, remote=config.remote, local=config.local, link=link,
+                           port=config.destination_port or VXLAN_PORT, learning=config.learning)
+
+
+def _bond_options(options: Iterable[tuple[str, int | str | tuple[str, ...]]], index: Callable[[str], int]
+                  ) -> list[tuple[str, int | str | tuple[str, ...]]]:
+    """Bond options in the codec's terms: ``primary`` names a link, the kernel takes its ifindex."""
+    return [(name, index(str(value)) if name == "primary" else value) for name, value in options]
 
 
 class _NeedIndex(Exception):

@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from vnetd.backends import nfnl
 from vnetd.backends.nftcache import IPTABLES_TABLES, KEY_SIZE, CachedChain, CachedRule, Mirror, rule_key
-from vnetd.backends.nftcompat import CannotEncode, NftRule, encode, to_entry
+from vnetd.backends.nftcompat import IPT_INV_PROTO, CannotEncode, NftRule, encode, to_entry
 from vnetd.backends.nftexpr import NFTA_IMMEDIATE_DATA, Fingerprinter, data_verdict, fields, split
 from vnetd.backends.xtables import (
     XT_ENTRY_HEADER,
@@ -52,6 +52,7 @@ from vnetd.backends.xtables import (
     shared_compiler,
 )
 from vnetd.errors import BackendError
+from vnetd.model.checkpoint import ChainRecord
 from vnetd.model.firewall import (
     BUILTIN_CHAINS,
     OWNER_MARK,
@@ -67,9 +68,10 @@ from vnetd.model.firewall import (
     ShownChain,
     ShownRule,
     ShownTable,
+    split_table_key,
 )
-from vnetd.plan.actions import Action, PruneChain, SetPolicy, SyncChain
-from vnetd.plan.firewall import OWNER_KEY
+from vnetd.plan.actions import Action, PruneChain, RestoreChain, SetPolicy, SyncChain
+from vnetd.plan.firewall import owner_key
 
 if TYPE_CHECKING:
     from vnetd.backends.firewall import FirewallBackend as FirewallSeam
@@ -249,7 +251,7 @@ class NftFirewallBackend:
         self._encoded = {c.tag: (c, version, declared[c.tag]) for c, _rules in pending}
         mark = NftRule(encode_owner_mark(), 0, False, (encode_owner_mark(),))
         declared[OWNER_MARK] = self._declare(OWNER_MARK, (mark,))
-        tag_of[OWNER_KEY] = OWNER_MARK
+        tag_of[owner_key(4)] = OWNER_MARK
         self._declared = declared
         self._declared_for = chains
         self._wanted = {}
@@ -370,6 +372,7 @@ class NftFirewallBackend:
                 pending = []
                 break
             batch = _Batch(self._mirror, self._declared, self._tag_of, self._wanted)
+            batch.create_restored_chains(pending)
             for action in _in_commit_order(pending):
                 error = batch.add(action)
                 if error is not None:
@@ -435,6 +438,31 @@ class NftFirewallBackend:
             return []
         return [a for a in pending if id(a) not in results]
 
+    # -- checkpoints -----------------------------------------------------------------
+
+    @_kernel_errors
+    def record_chains(self, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], ChainRecord]:
+        """The chains as they are now, for a checkpoint (model.checkpoint): each rule as
+        the body of the NFT_MSG_NEWRULE that puts it back (expressions, user data with its
+        comment or vnetd's tag, compat info as iptables-nft sets it). ``keys``: (table
+        key, chain); the iptables-nft tables are IPv4 only, other keys are left out."""
+        mirror = self._mirror
+        mirror.sync()
+        out: dict[tuple[str, str], ChainRecord] = {}
+        for key, name in keys:
+            family, table = split_table_key(key)
+            if family != 4:
+                continue
+            t = mirror.tables.get(table)
+            chain = t.chains.get(name) if t is not None else None
+            if chain is None:
+                out[(key, name)] = ChainRecord(self.name, table, name, False, name in HOOKS.get(table, {}))
+                continue
+            entries = tuple((restorable_body(rule), None) for rule in chain.rules)
+            out[(key, name)] = ChainRecord(self.name, table, name, True, chain.base,
+                                           _policy_name(chain.policy) if chain.base else None, entries)
+        return out
+
     # -- show ------------------------------------------------------------------------
 
     @_kernel_errors
@@ -465,6 +493,22 @@ class NftFirewallBackend:
         return tuple(tables)
 
 
+def restorable_body(rule: CachedRule) -> bytes:
+    """A kernel rule as the body of the message that adds it again. The kernel does not
+    report a rule's compat info (the ``-p`` protocol xt matches are checked against):
+    it is read back from the expressions, as iptables-nft reads them; a native nft rule
+    (no iptables spelling) has none, and needs none."""
+    try:
+        got = to_entry(rule.exprs)
+    except (ValueError, struct.error, IndexError):
+        got = None
+    compat = None
+    if got is not None:
+        proto, invflags = struct.unpack_from("=HxB", got[0], 80)  # ipt_ip.proto, .invflags
+        compat = (proto, bool(invflags & IPT_INV_PROTO))
+    return nfnl.rule_body(rule.exprs, compat, rule.udata)
+
+
 def encode_owner_mark() -> bytes:
     """The owner mark's expressions: only the counter iptables-nft adds to every rule
     (``iptables-nft -A CHAIN -m comment --comment vnetd:owned-chain`` minus the comment
@@ -482,6 +526,8 @@ def _in_commit_order(actions: list[Action]) -> list[Action]:
             return 0 if not op.builtin else 1
         if isinstance(op, SetPolicy):
             return 2
+        if isinstance(op, RestoreChain):
+            return 1 if op.record.exists else 5
         assert isinstance(op, PruneChain)
         return 4 if op.delete_chain else 3
     return sorted(actions, key=key)
@@ -588,6 +634,41 @@ class _Batch:
                 self._emit(nfnl.set_policy(op.table, op.chain, code), action, f"policy {op.policy}")
         elif isinstance(op, PruneChain):
             self._prune(op, action)
+        elif isinstance(op, RestoreChain):
+            self._restore(op.record, action)
+
+    def create_restored_chains(self, actions: Sequence[Action]) -> None:
+        """Create the user chains restores fill, before any restored rule jumps to one."""
+        for action in actions:
+            op = action.op
+            if isinstance(op, RestoreChain) and op.record.exists and not op.record.builtin \
+                    and self._chain(op.table, op.chain) is None and (op.table, op.chain) not in self.new_chains:
+                self._ensure_table(op.table, action)
+                self._emit(nfnl.new_user_chain(op.table, op.chain), action, f"the creation of chain {op.chain}")
+                self.new_chains.add((op.table, op.chain))
+
+    def _restore(self, record: ChainRecord, action: Action) -> None:
+        """The chain exactly as recorded: every rule it holds now deleted, the recorded
+        ones added in order (foreign rules included), its policy; gone if it was."""
+        if record.backend != NftFirewallBackend.name:
+            raise BackendError("nftables", action.resource, f"the checkpoint was made by {record.backend}")
+        table, name = record.table, record.chain
+        chain = self._chain(table, name)
+        for rule in reversed(chain.rules if chain is not None else []):
+            self._emit(nfnl.del_rule(table, name, rule.handle), action, f"deleting rule {rule.handle}")
+            self.deleted.add(rule.handle)
+        if not record.exists:
+            if chain is not None:
+                self._emit(nfnl.del_chain(table, name), action, f"the deletion of chain {name}")
+            return
+        if record.builtin:
+            code = POLICY_CODES.get(record.policy or "ACCEPT", nfnl.NF_ACCEPT)
+            if not self._ensure_base_chain(table, name, code, action) and chain is not None \
+                    and chain.policy != code:
+                self._emit(nfnl.set_policy(table, name, code), action, f"policy {record.policy}")
+        place = nfnl.rule_place(table, name)
+        for body, _meaning in record.entries:
+            self._emit(nfnl.add_rule(place, body), action, "a recorded rule")
 
     def _want(self, op: SyncChain, resource: str, tail: bool = False) -> Wanted:
         rules = op.tail if tail else op.rules

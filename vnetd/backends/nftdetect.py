@@ -7,7 +7,8 @@ make that a trap on modern hosts, and both are reported by ``check``, ``plan`` a
 (``firewall.backend_mismatch``, once per change; docs/OPERATIONS.md has the detail):
 
 * the host's ``iptables`` command is the nft variant (Debian/Ubuntu default since
-  Buster/20.04): ``iptables -S`` then shows nf_tables, not vnetd's rules;
+  Buster/20.04): ``iptables -S`` then shows nf_tables, not vnetd's rules (the same for
+  ``ip6tables`` and the ``firewall6:`` chains);
 * nf_tables holds tables in this namespace, of any family (firewalld's ``inet
   firewalld``, a distribution's ``inet filter``, libvirt's and docker's ``ip``
   tables, ``ip6``, ``bridge``, ``netdev``, ``arp``): packets traverse both, and a
@@ -26,6 +27,7 @@ import os
 import shutil
 import socket
 import struct
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,14 +51,20 @@ DOCS = "docs/OPERATIONS.md"
 class BackendReport:
     iptables_variant: str | None  # "nft", "legacy" or None (no iptables command)
     nft_tables: tuple[str, ...]  # "family name" of every nf_tables table in this namespace
+    ip6tables_variant: str | None = None  # the same for ip6tables
 
-    @property
-    def mismatch(self) -> bool:
-        return self.iptables_variant == "nft" or bool(self.nft_tables)
+    def mismatch(self, families: Iterable[int] = (4,)) -> bool:
+        """Another firewall beside vnetd's legacy tables of ``families`` (4: firewall:, 6: firewall6:)."""
+        return bool(self.nft_tables) or bool(self.nft_commands(families))
+
+    def nft_commands(self, families: Iterable[int] = (4,)) -> list[str]:
+        """The host's iptables commands that are the nft variant, of the families declared."""
+        variants = {4: ("iptables", self.iptables_variant), 6: ("ip6tables", self.ip6tables_variant)}
+        return [variants[f][0] for f in sorted(set(families)) if variants[f][1] == "nft"]
 
 
-def iptables_variant() -> str | None:
-    path = shutil.which("iptables", path="/usr/sbin:/sbin:/usr/bin:/bin")
+def iptables_variant(command: str = "iptables") -> str | None:
+    path = shutil.which(command, path="/usr/sbin:/sbin:/usr/bin:/bin")
     if path is None:
         return None
     target = os.path.basename(os.path.realpath(path))
@@ -130,25 +138,27 @@ def nft_tables() -> tuple[str, ...] | None:
 
 
 def report() -> BackendReport:
-    return BackendReport(iptables_variant(), nft_tables() or ())
+    return BackendReport(iptables_variant(), nft_tables() or (), iptables_variant("ip6tables"))
 
 
-def mismatch_line(rep: BackendReport) -> str | None:
-    """The warning, in one short line; None when vnetd's legacy tables are the only firewall."""
-    if not rep.mismatch:
+def mismatch_line(rep: BackendReport, families: Iterable[int] = (4,)) -> str | None:
+    """The warning, in one short line; None when vnetd's legacy tables (of ``families``)
+    are the only firewall."""
+    if not rep.mismatch(families):
         return None
     parts = []
     if rep.nft_tables:
         shown = ", ".join(rep.nft_tables[:SHOWN_TABLES])
         more = len(rep.nft_tables) - SHOWN_TABLES
         parts.append(f"nf_tables has {shown}{f' and {more} more' if more > 0 else ''} here")
-    if rep.iptables_variant == "nft":
-        parts.append("`iptables` is iptables-nft")
+    for command in rep.nft_commands(families):
+        parts.append(f"`{command}` is {command}-nft")
     return f"{' and '.join(parts)}; vnetd writes the legacy tables and packets pass both (see {DOCS})"
 
 
-def backend_warnings(rep: BackendReport | None = None) -> list[str]:
-    line = mismatch_line(rep or report())
+def backend_warnings(rep: BackendReport | None = None, families: Iterable[int] = (4,)) -> list[str]:
+    """``families``: those the state declares chains of (4: firewall:, 6: firewall6:)."""
+    line = mismatch_line(rep or report(), families)
     return [] if line is None else [f"firewall.backend_mismatch: {line}"]
 
 
@@ -162,21 +172,24 @@ class BackendWatch:
         self.log = log
         self.last: BackendReport | None = None
 
-    def check(self, firewall_declared: bool) -> BackendReport | None:
-        """Look again; returns the report when it changed (and was logged)."""
-        if not firewall_declared:
+    def check(self, families: Iterable[int]) -> BackendReport | None:
+        """Look again (``families``: those the state declares chains of; none, no look);
+        returns the report when it changed (and was logged)."""
+        families = frozenset(families)
+        if not families:
             self.last = None
             return None
         rep = report()
         previous, self.last = self.last, rep
-        if rep == previous or (previous is None and not rep.mismatch):
+        if rep == previous or (previous is None and not rep.mismatch(families)):
             return None
         before = set(previous.nft_tables) if previous else set()
         fields: dict[str, object] = {
             "nft_tables": list(rep.nft_tables), "iptables_variant": rep.iptables_variant,
+            "ip6tables_variant": rep.ip6tables_variant,
             "added": sorted(set(rep.nft_tables) - before), "removed": sorted(before - set(rep.nft_tables)),
         }
-        line = mismatch_line(rep)
+        line = mismatch_line(rep, families)
         if line is None:
             self.log.info("firewall.backend_clear", message="vnetd's legacy iptables tables are the only firewall "
                           "here again", **fields)

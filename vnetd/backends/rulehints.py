@@ -37,8 +37,8 @@ from vnetd.model.firewall import Rule
 RULE_OPTIONS = ("--source", "--src", "--destination", "--dst", "--protocol", "--in-interface",
                 "--out-interface", "--jump", "--goto", "--match", "--fragment", "--set-counters")
 #: protocol names ``-p`` takes by name (iptables' own table, and what /etc/protocols has on any host)
-PROTOCOLS = ("tcp", "udp", "udplite", "icmp", "icmpv6", "esp", "ah", "sctp", "mh", "dccp", "gre", "ipip",
-             "igmp", "all")
+PROTOCOLS = ("tcp", "udp", "udplite", "icmp", "icmpv6", "ipv6-icmp", "esp", "ah", "sctp", "mh", "dccp", "gre",
+             "ipip", "igmp", "all")
 
 _ADDRTYPES = ("UNSPEC", "UNICAST", "LOCAL", "BROADCAST", "ANYCAST", "MULTICAST", "BLACKHOLE", "UNREACHABLE",
               "PROHIBIT", "THROW", "NAT", "XRESOLVE")
@@ -190,11 +190,17 @@ def loaded_extensions(words: Iterable[str], family: int = 4) -> list[tuple[str, 
     for flag, value in itertools.pairwise(words):
         if flag in ("-m", "--match"):
             out.append(("match", value))
-        elif flag in ("-p", "--protocol") and value.lower() in installed("match", family):
-            out.append(("match", value.lower()))
+        elif flag in ("-p", "--protocol") and _protocol_match(value, family) in installed("match", family):
+            out.append(("match", _protocol_match(value, family)))
         elif flag in ("-j", "--jump") and value not in STANDARD_TARGETS:
             out.append(("target", value))
     return out
+
+
+def _protocol_match(protocol: str, family: int) -> str:
+    """The match ``-p PROTOCOL`` loads (ip6tables: ``-p icmpv6`` and ``-p ipv6-icmp`` load icmp6)."""
+    name = protocol.lower()
+    return "icmp6" if family == 6 and name in ("icmpv6", "ipv6-icmp") else name
 
 
 @functools.lru_cache(maxsize=512)

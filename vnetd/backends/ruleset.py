@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: MIT
-"""The whole legacy iptables ruleset of the namespace, rule by rule, vnetd's or not.
+"""The whole legacy iptables (or ip6tables) ruleset of the namespace, rule by rule, vnetd's or not.
 
 For ``vnetd show``: every loaded table, every chain with its policy, every rule with
 whether vnetd wrote it (its tag) and its text. vnetd's rules are shown as declared
@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from vnetd.backends.iptables import RawTables, loaded_tables, walk_table
+from vnetd.backends.iptables import LEGACY, RawTables, loaded_tables, walk_table
 from vnetd.backends.xtables import declared_texts, entry_tag, render_entry
 from vnetd.model.firewall import OWNER_MARK, ChainSpec, ShownChain, ShownRule, ShownTable
 
@@ -26,14 +26,15 @@ class _Chain:
     rules: list[ShownRule] = field(default_factory=list)
 
 
-def read_ruleset(declared: Iterable[ChainSpec] = ()) -> tuple[ShownTable, ...]:
-    """Every loaded legacy table, in kernel order; ``declared`` lends vnetd's rules
-    their declared text."""
+def read_ruleset(declared: Iterable[ChainSpec] = (), family: int = 4) -> tuple[ShownTable, ...]:
+    """Every loaded legacy table of ``family`` (4: iptables, 6: ip6tables), in kernel
+    order; ``declared`` lends vnetd's rules their declared text."""
     texts = declared_texts(declared)
+    layout = LEGACY[family].layout
     tables = []
-    raw = RawTables()
+    raw = RawTables(family)
     try:
-        for table in loaded_tables():
+        for table in loaded_tables(family):
             got = raw.read(table)
             if got is None:
                 continue
@@ -41,7 +42,7 @@ def read_ruleset(declared: Iterable[ChainSpec] = ()) -> tuple[ShownTable, ...]:
             blob = bytes(view)
             chains: dict[str, _Chain] = {}
             last: dict[str, str | None] = {}  # a declared -s a,b rule is several entries: shown once
-            for e in walk_table(info, blob):
+            for e in walk_table(info, blob, layout):
                 chain = chains.setdefault(e.chain, _Chain(e.builtin))
                 if e.policy:
                     chain.policy = e.meaning
@@ -49,16 +50,17 @@ def read_ruleset(declared: Iterable[ChainSpec] = ()) -> tuple[ShownTable, ...]:
                 if e.size == 0:
                     continue  # the head of a user chain
                 entry = blob[e.offset : e.offset + e.size]
-                tag = entry_tag(entry)
+                tag = entry_tag(entry, layout)
                 prev, last[e.chain] = last.get(e.chain), tag
                 if tag == OWNER_MARK:
                     chain.owned = True
                 elif tag is not None:
                     if not (tag in texts and prev == tag):
-                        chain.rules.append(ShownRule(texts.get(tag) or render_entry(entry, e.meaning), True))
+                        text = texts.get(tag) or render_entry(entry, e.meaning, family=family)
+                        chain.rules.append(ShownRule(text, True))
                 else:
-                    chain.rules.append(ShownRule(render_entry(entry, e.meaning), False))
-            tables.append(ShownTable(table, tuple(
+                    chain.rules.append(ShownRule(render_entry(entry, e.meaning, family=family), False))
+            tables.append(ShownTable(table, family=family, chains=tuple(
                 ShownChain(name, c.builtin, c.policy, c.owned, tuple(c.rules)) for name, c in chains.items())))
     finally:
         raw.close()

@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: MIT
-"""Rules -> kernel entries (``struct ipt_entry`` blobs), exactly as iptables makes them.
+"""Rules -> kernel entries (``struct ipt_entry`` / ``struct ip6t_entry`` blobs), exactly
+as iptables (``firewall:``) and ip6tables (``firewall6:``) make them.
 
 A rule's words go through the same code path as ``iptables -A CHAIN <words>``:
 the getopt loop of the iptables command over libxtables, with every extension's
@@ -22,6 +23,10 @@ masked out (counters, comefrom, nfcache, the kernel-private tail of each match
 and target beyond what userspace owns) and a standard target reduced to its
 meaning (``ACCEPT``, ``JUMP:chain``), since the kernel stores jumps as offsets
 into the table.
+
+The two families differ only in the entry's header (``EntryLayout``): its size,
+where the flags, target offset, comefrom and counters are, and the goto flag.
+Matches and targets are the same ``xt_entry_match``/``xt_entry_target`` records.
 """
 
 from __future__ import annotations
@@ -55,8 +60,28 @@ IPT_INV_FRAG, IPT_INV_PROTO = 0x20, 0x40
 VERDICTS = {-2: "ACCEPT", -1: "DROP", -4: "QUEUE", -5: "RETURN"}
 STANDARD_NAMES = ("ACCEPT", "DROP", "QUEUE", "RETURN")
 
-_ENTRY = struct.Struct("=4s4s4s4s16s16s16s16sHBBIHHI16x")
 _XT_HEADER = struct.Struct("=H29sB")
+
+
+@dataclass(frozen=True, slots=True)
+class EntryLayout:
+    """Where things are in a kernel entry of one family (``struct ipt_entry``,
+    linux/netfilter_ipv4/ip_tables.h; ``struct ip6t_entry``, linux/netfilter_ipv6/ip6_tables.h):
+    offsets of the header's fields, and the flag that marks a goto."""
+
+    family: int
+    size: int  # the header: where the matches start
+    flags: int  # ip.flags / ipv6.flags
+    goto: int  # IPT_F_GOTO / IP6T_F_GOTO
+    nfcache: int  # the end of the ip/ipv6 part
+    target_offset: int  # target_offset, then next_offset (u16 each)
+    comefrom: int
+    counters: int  # 16 bytes: packets, bytes
+
+
+IPV4 = EntryLayout(4, IPT_ENTRY_SIZE, 82, 0x02, 84, 88, 92, 96)
+IPV6 = EntryLayout(6, 168, 131, 0x04, 136, 140, 144, 152)
+LAYOUTS = {4: IPV4, 6: IPV6}
 
 
 
@@ -189,7 +214,8 @@ COMMAND_FLAGS = {
     "Z": ("-Z/--zero", "counters are the kernel's"),
     "L": ("-L/--list", "a listing command, not part of a rule"),
     "S": ("-S/--list-rules", "a listing command, not part of a rule"),
-    "6": ("-6/--ipv6", "IPv6 rules are not written with iptables"),
+    "6": ("-6/--ipv6", "IPv6 rules belong under firewall6: (ip6tables)"),
+    "4": ("-4/--ipv4", "IPv4 rules belong under firewall: (iptables)"),
     "n": ("-n/--numeric", "an output flag of the iptables program"),
     "x": ("-x/--exact", "an output flag of the iptables program"),
     "0": ("--line-numbers", "an output flag of the iptables program"),
@@ -200,42 +226,48 @@ COMMAND_FLAGS = {
 }
 
 
-def _explain(message: str, rule: Rule) -> str:
-    """libxtables' message, with vnetd's reason for command flags, a quoting hint and
-    what would be valid (vnetd.backends.rulehints: "did you mean", an option's values)."""
+def _explain(message: str, rule: Rule, family: int = 4) -> str:
+    """libxtables' message, with vnetd's reason for command flags, a quoting hint, a
+    hint for an address of the other family (firewall: / firewall6:) and what would be
+    valid (vnetd.backends.rulehints: "did you mean", an option's values)."""
     if message.startswith("command flag ") and len(message) == 14:
         flag, why = COMMAND_FLAGS.get(message[-1], (f"-{message[-1]}", "not part of a rule"))
         return f"{flag} is not allowed in a rule: {why}"
     if any(w.startswith("'") or w.endswith("'") for w in rule.words):
         message += " (iptables-save syntax quotes with double quotes: --comment \"two words\")"
+    elif family == 6 and "is not an IPv6 address" in message and re.search(r"`[0-9.]+(/\d+)?'", message):
+        message += " (IPv4 rules belong under firewall:)"
+    elif family == 4 and "is not an IPv4 address" in message and ":" in message.split("`", 1)[-1]:
+        message += " (IPv6 rules belong under firewall6:)"
     from vnetd.backends.rulehints import hint
 
-    return message + hint(message, rule)
+    return message + hint(message, rule, family)
 
 
-def meaning_tag(table: str, chain: str, plain_fingerprints: Iterable[bytes]) -> str:
-    """A declared rule's tag: table, chain and what its entries mean (their fingerprints
-    without the tag), so that two spellings of one rule are the same rule."""
-    h = hashlib.blake2b(f"{table}\0{chain}\0".encode(), digest_size=8)
+def meaning_tag(table_key: str, chain: str, plain_fingerprints: Iterable[bytes]) -> str:
+    """A declared rule's tag: table (with its family), chain and what its entries mean
+    (their fingerprints without the tag), so that two spellings of one rule are the
+    same rule."""
+    h = hashlib.blake2b(f"{table_key}\0{chain}\0".encode(), digest_size=8)
     for fp in plain_fingerprints:
         h.update(fp)
     return TAG_PREFIX + h.hexdigest()
 
 
-def insert_before_target(entry: bytes, segment: bytes) -> bytes:
+def insert_before_target(entry: bytes, segment: bytes, layout: EntryLayout = IPV4) -> bytes:
     """``entry`` with ``segment`` (a match) added after its last match."""
-    target_offset, next_offset = struct.unpack_from("=HH", entry, 88)
+    target_offset, next_offset = struct.unpack_from("=HH", entry, layout.target_offset)
     out = bytearray(entry[:target_offset] + segment + entry[target_offset:])
-    struct.pack_into("=HH", out, 88, target_offset + len(segment), next_offset + len(segment))
+    struct.pack_into("=HH", out, layout.target_offset, target_offset + len(segment), next_offset + len(segment))
     return bytes(out)
 
 
-def encode_plain_entry(segments: bytes, target: bytes) -> bytes:
+def encode_plain_entry(segments: bytes, target: bytes, layout: EntryLayout = IPV4) -> bytes:
     """An entry with no header fields (any address, interface, protocol)."""
-    target_offset = IPT_ENTRY_SIZE + len(segments)
-    header = _ENTRY.pack(bytes(4), bytes(4), bytes(4), bytes(4), bytes(16), bytes(16), bytes(16), bytes(16),
-                         0, 0, 0, 0, target_offset, target_offset + len(target), 0)
-    return header + segments + target
+    header = bytearray(layout.size)
+    target_offset = layout.size + len(segments)
+    struct.pack_into("=HH", header, layout.target_offset, target_offset, target_offset + len(target))
+    return bytes(header) + segments + target
 
 
 @functools.lru_cache(maxsize=1024)
@@ -273,14 +305,17 @@ class CompiledRule:
     warnings: tuple[str, ...] = ()
     #: each entry's fingerprint without vnetd's tag: what an identical foreign rule has (adoption)
     plain_fingerprints: tuple[bytes, ...] = ()
+    family: int = 4
     _fingerprints: list[tuple[bytes, ...]] = field(default_factory=list, compare=False, repr=False)
 
     @property
     def fingerprints(self) -> tuple[bytes, ...]:
         """Each entry's fingerprint in the legacy tables (see ``fingerprint``)."""
         if not self._fingerprints:
-            self._fingerprints.append(tuple(fingerprint(clean_entry(e, self.usersizes), self.target_name, self.goto)
-                                            for e in self.entries))
+            layout = LAYOUTS[self.family]
+            self._fingerprints.append(tuple(
+                fingerprint(clean_entry(e, self.usersizes, layout), self.target_name, self.goto, layout)
+                for e in self.entries))
         return self._fingerprints[0]
 
 
@@ -292,9 +327,10 @@ class RuleCompiler:
         self._rules: dict[tuple[str, str, str, bool], CompiledRule | RuleCompileError] = {}
 
     def compile(self, chain: ChainSpec, rule: Rule, chains: Collection[str] = ()) -> CompiledRule:
-        """``chains``: names that are chains of the table (a jump to one is a jump, not an extension)."""
+        """``chains``: names that are chains of the table (a jump to one is a jump, not an extension).
+        The chain's family says iptables or ip6tables."""
         jump = rule.jump
-        key = (chain.table, chain.name, rule.text, jump is not None and jump[0] in chains)
+        key = (chain.table_key, chain.name, rule.text, jump is not None and jump[0] in chains)
         cached = self._rules.get(key)
         if cached is None:
             cached = self._compile(chain, rule, chains)
@@ -305,25 +341,26 @@ class RuleCompiler:
 
     def retain(self, chains: Iterable[ChainSpec]) -> None:
         """Forget compiled rules that are no longer declared (a daemon's cache stays bounded)."""
-        keep = {(c.table, c.name, r.text) for c in chains for r in c.all_rules}
+        keep = {(c.table_key, c.name, r.text) for c in chains for r in c.all_rules}
         for key in [k for k in self._rules if k[:3] not in keep]:
             del self._rules[key]
 
     def _compile(self, chain: ChainSpec, rule: Rule, chains: Collection[str]) -> CompiledRule | RuleCompileError:
         xt = self._xt
+        layout = LAYOUTS[chain.family]
         try:
             entries, usersizes, kind, target, goto, warnings = xt.compile(
-                rule.words, chain.table, chain.name, chains)
+                rule.words, chain.table, chain.name, chains, chain.family)
         except xt.CompileError as exc:
-            return RuleCompileError(_explain(str(exc), rule))
+            return RuleCompileError(_explain(str(exc), rule, chain.family))
         std = None if kind == "extension" else target
-        plain = tuple(fingerprint(clean_entry(e, tuple(usersizes)), std, goto) for e in entries)
-        tag = meaning_tag(chain.table, chain.name, plain)
+        plain = tuple(fingerprint(clean_entry(e, tuple(usersizes), layout), std, goto, layout) for e in entries)
+        tag = meaning_tag(chain.table_key, chain.name, plain)
         comment = comment_match(tag)
-        tagged = tuple(insert_before_target(e, comment) for e in entries)
+        tagged = tuple(insert_before_target(e, comment, layout) for e in entries)
         sizes = (*usersizes[:-1], COMMENT_SIZE, usersizes[-1])
         notes = tuple(line.strip() for line in warnings.splitlines() if line.strip())
-        return CompiledRule(tag, tagged, sizes, std, bool(goto), notes, plain)
+        return CompiledRule(tag, tagged, sizes, std, bool(goto), notes, plain, chain.family)
 
 
 # --------------------------------------------------------------------------- fingerprints
@@ -331,7 +368,7 @@ class RuleCompiler:
 
 def iter_segments(entry: bytes | memoryview, target_offset: int, start: int = IPT_ENTRY_SIZE
                   ) -> Iterator[tuple[int, int, str]]:
-    """(offset, size, name) of each match in an entry."""
+    """(offset, size, name) of each match in an entry (``start``: the layout's header size)."""
     off = start
     while off < target_offset:
         size = struct.unpack_from("=H", entry, off)[0]
@@ -342,7 +379,7 @@ def iter_segments(entry: bytes | memoryview, target_offset: int, start: int = IP
         off += size
 
 
-def clean_entry(entry: bytes, usersizes: tuple[int, ...] | None) -> bytes:
+def clean_entry(entry: bytes, usersizes: tuple[int, ...] | None, layout: EntryLayout = IPV4) -> bytes:
     """An entry with the bytes nobody owns zeroed, as the kernel returns them.
 
     The kernel copies only ``strlen(name) + 1`` bytes of each match/target name and
@@ -352,9 +389,9 @@ def clean_entry(entry: bytes, usersizes: tuple[int, ...] | None) -> bytes:
     ``usersizes`` gives, per match and for the target, how many bytes userspace
     owns (None: all of them).
     """
-    target_offset, next_offset = struct.unpack_from("=HH", entry, 88)
+    target_offset, next_offset = struct.unpack_from("=HH", entry, layout.target_offset)
     out = bytearray(entry)
-    segments = [(off, size) for off, size, _name in iter_segments(entry, target_offset)]
+    segments = [(off, size) for off, size, _name in iter_segments(entry, target_offset, layout.size)]
     segments.append((target_offset, next_offset - target_offset))
     for i, (off, size) in enumerate(segments):
         name_end = entry.find(b"\0", off + 2, off + 31)
@@ -366,22 +403,24 @@ def clean_entry(entry: bytes, usersizes: tuple[int, ...] | None) -> bytes:
     return bytes(out)
 
 
-def fingerprint(entry: bytes, std_target: str | None = None, goto: bool = False) -> bytes:
+def fingerprint(entry: bytes, std_target: str | None = None, goto: bool = False, layout: EntryLayout = IPV4
+                ) -> bytes:
     """What vnetd compares: a clean entry (see clean_entry) minus what the kernel owns.
 
     Counters, comefrom and nfcache are left out; a standard target is reduced to its
     meaning (``STD:ACCEPT``, ``STD:chain``, ``STD:`` falls through), because the kernel
     stores a jump as an offset into the table.
     """
-    target_offset, next_offset = struct.unpack_from("=HH", entry, 88)
+    target_offset, next_offset = struct.unpack_from("=HH", entry, layout.target_offset)
     if std_target is not None:
         tail = b"STD:" + std_target.encode() + (b"/goto" if goto else b"")
     else:
         tail = entry[target_offset:next_offset]
     # a 16-byte digest: two copies of every rule (declared, observed) would otherwise
     # keep ~1 KB per rule in the daemon
-    return hashlib.blake2b(entry[:84] + entry[88:92] + entry[IPT_ENTRY_SIZE:target_offset] + tail,
-                           digest_size=16).digest()
+    offsets = layout.target_offset
+    return hashlib.blake2b(entry[: layout.nfcache] + entry[offsets : offsets + 4] + entry[layout.size : target_offset]
+                           + tail, digest_size=16).digest()
 
 
 _TAG = b"vnetd:"
@@ -389,18 +428,18 @@ _COMMENT_HEADER = struct.pack("=H", COMMENT_SIZE) + b"comment\0"
 
 
 
-def entry_tag(entry: bytes) -> str | None:
+def entry_tag(entry: bytes, layout: EntryLayout = IPV4) -> str | None:
     """The vnetd tag of an entry (text of its first ``comment`` match starting vnetd:)."""
     if _TAG not in entry:  # the common case for foreign rules: no need to walk the matches
         return None
-    target_offset = struct.unpack_from("=H", entry, 88)[0]
+    target_offset = struct.unpack_from("=H", entry, layout.target_offset)[0]
     # vnetd puts its tag last, right before the target: look there first
     last = target_offset - COMMENT_SIZE
-    if last >= IPT_ENTRY_SIZE and entry[last : last + 10] == _COMMENT_HEADER:
+    if last >= layout.size and entry[last : last + 10] == _COMMENT_HEADER:
         text = entry[last + XT_ENTRY_HEADER : target_offset].split(b"\0", 1)[0]
         if text.startswith(_TAG):
             return text.decode("ascii", "replace")
-    for off, size, name in iter_segments(entry, target_offset):
+    for off, size, name in iter_segments(entry, target_offset, layout.size):
         if name == "comment" and size == COMMENT_SIZE:
             text = bytes(entry[off + XT_ENTRY_HEADER : off + size]).split(b"\0", 1)[0]
             if text.startswith(b"vnetd:"):
@@ -425,7 +464,7 @@ def shared_compiler() -> RuleCompiler:
 def rule_issue(chain: ChainSpec, i: int, rule: Rule, message: str) -> ConfigIssue:
     origin = rule.origin
     return ConfigIssue(origin.file if origin else "?", origin.line if origin else 0,
-                       f"firewall.{chain.table}.{chain.name}.rules[{i}]", f"{message} (rule: {rule.text})")
+                       f"{chain.section}.{chain.table}.{chain.name}.rules[{i}]", f"{message} (rule: {rule.text})")
 
 
 @dataclass
@@ -434,35 +473,39 @@ class RuleCheck:
 
     issues: list[ConfigIssue] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
-    #: (table, chain, index) -> the rule compiled, for the rules that compiled cleanly
+    #: (table key, chain, index) -> the rule compiled, for the rules that compiled cleanly
+    #: (the table key: ``filter``, ``ip6 filter``; see model.firewall.table_key)
     compiled: dict[tuple[str, str, int], CompiledRule] = field(default_factory=dict)
-    #: per table, chains the rules jump to that the state does not declare (another tool's)
+    #: per table key, chains the rules jump to that the state does not declare (another tool's)
     foreign_chains: dict[str, set[str]] = field(default_factory=dict)
 
 
-def validate_rules(chains: Iterable[ChainSpec], existing_chains: Callable[[str], set[str] | None] | None = None
-                   ) -> RuleCheck:
-    """Compile every declared rule as iptables would; issues name file, line and rule.
+def validate_rules(chains: Iterable[ChainSpec],
+                   existing_chains: Callable[[str, int], set[str] | None] | None = None) -> RuleCheck:
+    """Compile every declared rule as iptables (ip6tables for ``firewall6:``) would;
+    issues name file, line and rule.
 
     A jump to a chain neither declared in the same table nor known to the kernel
-    (``existing_chains(table)``; None when the table cannot be read) would make the
-    whole table's commit fail: an error when the kernel's chains are known, a
-    warning when they are not.
+    (``existing_chains(table, family)``; None when the table cannot be read) would
+    make the whole table's commit fail: an error when the kernel's chains are
+    known, a warning when they are not. The rules are compiled family by family
+    (libxtables serves one family at a time).
     """
     from vnetd.backends.rulehints import reset_budget
 
     reset_budget()
-    chains = tuple(chains)
+    chains = tuple(sorted(chains, key=lambda c: c.family))
     compiler = shared_compiler()
     result = RuleCheck()
     issues, warnings = result.issues, result.warnings
     known: dict[str, set[str] | None] = {}
     tags: dict[tuple[str, str, str], Rule] = {}
     for chain in chains:
-        declared = {c.name for c in chains if c.table == chain.table and not c.builtin}
-        if chain.table not in known:
-            known[chain.table] = existing_chains(chain.table) if existing_chains else None
-        existing = known[chain.table]
+        key = chain.table_key
+        declared = {c.name for c in chains if c.table_key == key and not c.builtin}
+        if key not in known:
+            known[key] = existing_chains(chain.table, chain.family) if existing_chains else None
+        existing = known[key]
         jumpable = declared | (existing or set())
         for i, rule in enumerate(chain.all_rules):
             try:
@@ -473,18 +516,18 @@ def validate_rules(chains: Iterable[ChainSpec], existing_chains: Callable[[str],
             for note in compiled.warnings:
                 warnings.append(f"{chain.resource}: rule {i + 1} ({rule.text}): {note}")
             problem = _jump_problem(chain, compiled, declared, existing)
-            twin = tags.get((chain.table, chain.name, compiled.tag))
+            twin = tags.get((key, chain.name, compiled.tag))
             if problem is None and twin is not None:
                 where = twin.origin or "?"
                 problem = f"the same rule as at {where} (iptables reads both alike: {twin.text})"
             if problem is not None:
                 issues.append(rule_issue(chain, i, rule, problem))
                 continue
-            tags[(chain.table, chain.name, compiled.tag)] = rule
-            result.compiled[(chain.table, chain.name, i)] = compiled
+            tags[(key, chain.name, compiled.tag)] = rule
+            result.compiled[(key, chain.name, i)] = compiled
             target = compiled.target_name
             if target and target not in STANDARD_NAMES and target not in declared:
-                result.foreign_chains.setdefault(chain.table, set()).add(target)
+                result.foreign_chains.setdefault(key, set()).add(target)
                 if existing is None:
                     warnings.append(f"{chain.resource}: '-j {target}' jumps to a chain the state files "
                                     "do not declare; it must exist when the rule is written")
@@ -511,7 +554,7 @@ def _jump_problem(chain: ChainSpec, compiled: CompiledRule, declared: set[str], 
         return (f"goto '{target}' is not a chain of the {chain.table} table (declare it under the table)"
                 + chains_hint(target, chains))
     return (f"'-j {target}': no such target, and no chain of that name in the {chain.table} table "
-            "(declare it under the table, or check the spelling)" + target_hint(target, chains))
+            "(declare it under the table, or check the spelling)" + target_hint(target, chains, chain.family))
 
 
 def declared_texts(chains: Iterable[ChainSpec]) -> dict[str, str]:
@@ -521,7 +564,7 @@ def declared_texts(chains: Iterable[ChainSpec]) -> dict[str, str]:
     compiler = shared_compiler()
     out: dict[str, str] = {}
     for chain in chains:
-        names = {c.name for c in chains if c.table == chain.table and not c.builtin}
+        names = {c.name for c in chains if c.table_key == chain.table_key and not c.builtin}
         for rule in chain.all_rules:
             try:
                 out[compiler.compile(chain, rule, names).tag] = rule.text
@@ -536,14 +579,15 @@ def declared_texts(chains: Iterable[ChainSpec]) -> dict[str, str]:
 _TAG_COMMENT = re.compile(r' -m comment --comment "?vnetd:[0-9a-z-]+"?(?= |$)')
 
 
-def render_entry(entry: bytes | memoryview, meaning: str | None, *, drop_tag: bool = True) -> str:
-    """An entry as iptables-save prints it, without ``-A CHAIN`` (vnetd's tag left out).
+def render_entry(entry: bytes | memoryview, meaning: str | None, *, drop_tag: bool = True, family: int = 4) -> str:
+    """An entry as iptables-save (ip6tables-save: ``family`` 6) prints it, without
+    ``-A CHAIN`` (vnetd's tag left out).
 
     ``meaning``: what a standard target means (ACCEPT, a chain's name, "" for none);
     None for an extension target. Printed by the extensions' own save functions.
     """
     try:
-        text = str(libxtables().render(bytes(entry), meaning))
+        text = str(libxtables().render(bytes(entry), meaning, family))
     except (ValueError, OSError, ImportError) as exc:  # _xtables.CompileError is a ValueError
         return f"(cannot be shown: {exc})"
     if drop_tag:

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import collections
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -111,7 +112,8 @@ class HealthBook:
             return Health.FAILING
         return Health.DRIFTED if drifted else Health.CONVERGED
 
-    def forget(self, keep: set[str]) -> None:
+    def forget(self, keep: AbstractSet[str]) -> None:
+        """Drop what is known about every resource not in ``keep``."""
         for resource in list(self.resources):
             if resource not in keep:
                 del self.resources[resource]

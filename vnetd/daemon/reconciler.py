@@ -15,6 +15,11 @@ read of 2,500 links costs more than the whole 100 ms budget of a pass):
 Events caused by vnetd's own writes are drained the same way: they update the
 cache (the verify step of the pass sees them) and, at most, cause one more pass
 that finds nothing to do.
+
+Loading the files is not done here but in a ``LoadJob`` (daemon/loading.py), off
+the repair path; ``adopt`` takes its outcome. Per-resource health is kept only
+for what can still need it: resources declared, running guests' taps, and
+resources still failing or fought over (``_forget_gone``).
 """
 
 from __future__ import annotations
@@ -23,13 +28,14 @@ import ctypes
 import errno
 import socket
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from vnetd.backends import rtnl
 from vnetd.backends.nftdetect import BackendWatch
 from vnetd.daemon.backoff import Health, HealthBook
+from vnetd.daemon.loading import LoadOutcome, load_now
+from vnetd.desired.loader import Held, unloaded_warning
 from vnetd.engine import Engine, PassResult
 from vnetd.errors import BackendError, ConfigError
 from vnetd.model.netstate import NetState
@@ -124,6 +130,14 @@ class NetCache:
                 self.state.put_route(route)
             else:
                 self.state.drop_route(route)
+        elif mtype in (rtnl.RTM_NEWRULE, rtnl.RTM_DELRULE):
+            rule = rtnl.decode_rule(data, off, length)
+            if rule is None:
+                return 0
+            if mtype == rtnl.RTM_NEWRULE:
+                self.state.put_rule(rule)
+            else:
+                self.state.drop_rule(rule)
         elif mtype == rtnl.NLMSG_OVERRUN:
             self.overrun = True
         else:
@@ -138,8 +152,7 @@ class Reconciler:
     """Owns the desired state, the caches and the per-resource health; runs passes."""
 
     def __init__(self, state_dir: str, log: Any, engine: Engine | None = None,
-                 metrics: Any = None, on_libvirt_event: Callable[[str], None] | None = None,
-                 conflict_repairs: int = 5) -> None:
+                 metrics: Any = None, conflict_repairs: int = 5) -> None:
         self.state_dir = state_dir
         self.log = log
         self.engine = engine or Engine()
@@ -149,6 +162,12 @@ class Reconciler:
         self.load_errors: list[str] = []
         self.health = HealthBook(conflict_repairs)
         self.backend_watch = BackendWatch(log)
+        #: every resource the desired state declares (health of anything else is forgotten)
+        self.declared: frozenset[str] = frozenset()
+        #: files gone (or emptied) whose declarations are still enforced, until a reload confirms it
+        self.held: tuple[Held, ...] = ()
+        self._holds_reported: set[str] = set()
+        self._unloaded_reported: set[str] = set()
         self.net = NetCache(self.engine)
         self.fw_tables: dict[str, Any] | None = None
         self.fw_dirty = True
@@ -157,7 +176,6 @@ class Reconciler:
         self.lv_networks: Any = None
         self.lv_taps: tuple[Any, ...] = ()
         self.lv_dirty = True
-        self.on_libvirt_event = on_libvirt_event
         self.last_plan = Plan()
         self.last_pass: float | None = None
         self.passes = 0
@@ -166,14 +184,38 @@ class Reconciler:
     # -- configuration ----------------------------------------------------------------
 
     def reload(self, source: str) -> bool:
-        """Load the state directory; on any error keep enforcing the last valid state."""
-        try:
-            from vnetd.checks import load_checked
+        """Load the state directory now, in this thread (benchmarks; the daemon uses a LoadJob)."""
+        return self.adopt(load_now(self.state_dir, source, self.desired, self.hold_candidates(source)))
 
-            desired, warnings = load_checked(self.state_dir, environment=False)  # backend_watch reports those
-        except ConfigError as exc:
-            self.load_errors = [str(i) for i in exc.issues]
-            self.log.error("config.invalid", source=source, errors=self.load_errors, error_count=len(exc.issues),
+    def hold_candidates(self, source: str) -> frozenset[str]:
+        """Files whose disappearance is held for this load: those loaded (or held) so far,
+        for a load caused by file events. A reload (SIGHUP, ``vnetd reload``, after
+        ``vnetd apply``) is the administrator's confirmation: nothing is held."""
+        if source != "files" or not self.loaded:
+            return frozenset()
+        return frozenset(self.desired.files) | frozenset(h.file for h in self.held)
+
+    def adopt(self, outcome: LoadOutcome) -> bool:
+        """Take a load's outcome; on any error keep enforcing the last valid state."""
+        source = outcome.source
+        self._report_unloaded(outcome.unloaded)
+        if outcome.crash is not None:
+            self.log.error("pass.crashed", step="load", source=source, traceback=outcome.crash,
+                           keeping="last valid state" if self.loaded else "nothing (no valid state yet)")
+            return False
+        issues: tuple[Any, ...] = outcome.issues
+        desired = outcome.desired
+        warnings: list[str] = []
+        if desired is not None:
+            try:
+                from vnetd.checks import finish
+
+                warnings = finish(desired, [], environment=False)  # backend_watch reports those
+            except ConfigError as exc:
+                issues, desired = exc.issues, None
+        if desired is None:
+            self.load_errors = [str(i) for i in issues]
+            self.log.error("config.invalid", source=source, errors=self.load_errors, error_count=len(issues),
                            keeping="last valid state" if self.loaded else "nothing (no valid state yet)")
             if self.metrics:
                 self.metrics.config_errors.inc()
@@ -185,22 +227,65 @@ class Reconciler:
         for warning in warnings:
             event, _, message = warning.partition(": ")
             self.log.warning(event if event.startswith("firewall.") else "config.warning", message=message)
+        self._report_holds(outcome.held)
         self._log_forgotten(previous, desired)
-        self.backend_watch.check(bool(desired.chains))
+        self.backend_watch.check({c.family for c in desired.chains})
+        self.declared = frozenset(resources_of(desired))
+        self._forget_gone()
         self.fw_dirty = True
         self.lv_dirty = True
         release_memory()  # the YAML node tree of a big state is garbage now
         self.log.info("config.loaded", source=source, files=list(desired.files),
                       interfaces=len(desired.interfaces), routes=len(desired.routes),
                       sysctls=len(desired.sysctls), chains=len(desired.chains),
-                      networks=len(desired.libvirt.networks) if desired.libvirt else 0)
+                      networks=len(desired.libvirt.networks) if desired.libvirt else 0,
+                      held=[h.file for h in self.held], duration_ms=round(outcome.duration_s * 1000, 1))
         return True
+
+    def _report_holds(self, held: tuple[Held, ...]) -> None:
+        """``config.file_removed`` once per file that disappeared, with what would go."""
+        for hold in held:
+            if hold.file in self._holds_reported:
+                continue
+            prune = [r for r in hold.resources if r.startswith("firewall/")]
+            release = [r for r in hold.resources if not r.startswith("firewall/")]
+            if hold.kept:
+                self.log.warning("config.file_removed", file=hold.file, kept=True, would_prune=prune,
+                                 would_release=release, note="still enforced: the removal takes effect on "
+                                 "`vnetd reload` (or SIGHUP, or `vnetd apply`)")
+            else:
+                self.log.warning("config.file_removed", file=hold.file, kept=False, would_prune=prune,
+                                 would_release=release, reason=hold.reason)
+        self.held = tuple(h for h in held if h.kept)
+        self._holds_reported = {h.file for h in self.held}
+
+    def _report_unloaded(self, names: tuple[str, ...]) -> None:
+        """One ``config.file_ignored`` per file that is not loaded (again if it comes back)."""
+        for name in names:
+            if name not in self._unloaded_reported:
+                self.log.warning("config.file_ignored", file=f"{self.state_dir}/{name}",
+                                 message=unloaded_warning(self.state_dir, name))
+        self._unloaded_reported = set(names)
+
+    def _forget_gone(self) -> None:
+        """Drop the health of resources that are gone: no longer declared (and no longer
+        failing or fought over, e.g. a chain still being pruned), or a guest's tap that
+        vanished. Without this, the book grows for the life of the daemon as VMs come and go."""
+        keep = self.declared | {t.resource for t in self.lv_taps} | self.health.troubled
+        if any(r not in keep for r in self.health.resources):
+            self.health.forget(keep)
+
+    def after_crash(self) -> None:
+        """A pass died half-way: trust no cache."""
+        self.net.overrun = True
+        self.fw_dirty = True
+        self.lv_dirty = True
 
     def _log_forgotten(self, old: DesiredState, new: DesiredState) -> None:
         """Removing something from the files stops managing it (SPEC: forgetting vs deleting)."""
         gone = sorted(set(resources_of(old)) - set(resources_of(new)))
         for resource in gone:
-            if resource.startswith("firewall/"):
+            if resource.startswith(("firewall/", "firewall6/")):
                 self.log.info("resource.pruned", resource=resource, note="vnetd's tagged rules are removed")
             else:
                 self.log.info("resource.released", resource=resource,
@@ -243,8 +328,11 @@ class Reconciler:
             return
         if self.lv_dirty or self.lv_networks is None:
             try:
+                taps = self.lv_taps
                 self.lv_networks, self.lv_taps = libvirt.observe()
                 self.lv_dirty = False
+                if self.lv_taps != taps:
+                    self._forget_gone()  # a guest stopped: its taps' health goes with it
             except BackendError as exc:
                 self.log.warning("libvirt.observe_failed", error=str(exc))
                 self.lv_networks = None
@@ -257,7 +345,7 @@ class Reconciler:
     def check_unevented(self) -> list[str]:
         """Netfilter and sysctl: what changed since the last pass (cheap, no parsing)."""
         reasons = []
-        self.backend_watch.check(bool(self.desired.chains))  # other firewalls: logged once per change
+        self.backend_watch.check({c.family for c in self.desired.chains})  # other firewalls: logged once per change
         if self.fw_watch or self.desired.chains:
             try:
                 changed = self.engine.backends.firewall.changed(self.fw_watch)
@@ -322,8 +410,13 @@ class Reconciler:
                 self.log.error("action.failed", error=error.message, errno=error.errno,
                                retry_in_s=round(hold, 1), **fields)
 
+        def stale(action: Action, error: BackendError) -> None:
+            self.log.debug("action.replanned", resource=action.resource, field=action.field, error=error.message,
+                           note="failed on a view that changed since the plan; planned again at once")
+
         start = time.perf_counter()
-        result = self.engine.converge(self.desired, observer=self.observe, hook=hook, plan_filter=filter_plan)
+        result = self.engine.converge(self.desired, observer=self.observe, hook=hook, plan_filter=filter_plan,
+                                      view_version=lambda: self.net.state.version, on_stale=stale)
         done = time.monotonic()
         repaired = {a.resource for a in result.applied}
         if not (sources & CONFIG_SOURCES):
@@ -344,6 +437,8 @@ class Reconciler:
             self.log.warning("resource.problem", resource=problem.resource, message=problem.message)
         if len(result.applied) >= 100:
             release_memory()  # a big apply leaves table copies and netlink buffers behind
+        if result.applied or result.failed:
+            self._forget_gone()
 
         self.last_plan = result.final_plan
         self.last_pass = done
@@ -385,6 +480,9 @@ class Reconciler:
             "last_source": self.last_source,
             "counts": counts,
             "resources": resources,
+            "held_files": [{"file": h.file, "resources": list(h.resources)} for h in self.held],
+            "health_tracked": len(self.health.resources),
+            "unloaded_files": sorted(self._unloaded_reported),
         }
 
     def summary_line(self) -> str:

@@ -1,10 +1,16 @@
 # SPDX-License-Identifier: MIT
-"""The control socket (root only), ``vnetd status``, and Prometheus metrics.
+"""The control socket (root only), ``vnetd status``, ``vnetd reload``, and Prometheus metrics.
 
-The socket lives in a 0700 directory, is itself 0600, and every connection's peer
-credentials (SO_PEERCRED) are checked: only uid 0 gets an answer. The protocol is
-one request line (``status`` or ``metrics``) and one answer (JSON or Prometheus
-text), then the daemon closes the connection.
+The socket lives in a directory only root can change (``/run/vnetd`` is created
+0700 when missing; an existing directory is used only if root owns it and nobody
+else can write it, and is never chmod-ed), is itself 0600, and every connection's
+peer credentials (SO_PEERCRED) are checked: only uid 0 gets an answer. An existing
+path is replaced only when it is a stale socket (nobody accepts on it); a live
+socket (another daemon's) or any other file is refused, and at exit the daemon
+removes the socket only if the path still is the one it created.
+
+The protocol is one request line (``status``, ``metrics`` or ``reload``) and one
+answer (JSON or Prometheus text), then the daemon closes the connection.
 """
 
 from __future__ import annotations
@@ -21,6 +27,10 @@ from collections.abc import Callable
 from typing import Any
 
 DEFAULT_SOCKET = "/run/vnetd/vnetd.sock"
+#: how long ``vnetd reload`` waits for the daemon to finish loading
+RELOAD_WAIT = 60.0
+#: control-socket connections served at once
+MAX_CLIENTS = 8
 
 
 class Metrics:
@@ -50,45 +60,59 @@ class Metrics:
 
 
 class ControlServer:
-    """Answers status/metrics requests from root on a UNIX socket, in its own thread."""
+    """Answers requests from root on a UNIX socket, in its own thread.
 
-    def __init__(self, path: str, status: Callable[[], dict[str, Any]], metrics: Callable[[], bytes]) -> None:
+    Created (bound) before the daemon detaches, so that a path it must refuse is
+    reported on the terminal; ``start`` begins serving once the daemon runs.
+    """
+
+    def __init__(self, path: str) -> None:
+        from vnetd.safefiles import private_directory, remove_stale_socket
+
         self.path = path
-        self._status = status
-        self._metrics = metrics
-        directory = os.path.dirname(path)
-        os.makedirs(directory, mode=0o700, exist_ok=True)
-        st = os.lstat(directory)
-        if not stat.S_ISDIR(st.st_mode) or st.st_uid != 0:
-            raise OSError(f"{directory} is not a root-owned directory; refusing to put the control socket there")
-        os.chmod(directory, 0o700)
-        if os.path.lexists(path):
-            os.unlink(path)
+        self._handlers: dict[str, Callable[[], bytes]] = {}
+        private_directory(os.path.dirname(os.path.abspath(path)), "control socket directory")
+        remove_stale_socket(path, "control socket")
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
-        old = os.umask(0o177)
+        old = os.umask(0o177)  # the socket is created 0600
         try:
             self.sock.bind(path)
         finally:
             os.umask(old)
-        os.chmod(path, 0o600)
+        st = os.lstat(path)
+        self._identity = (st.st_dev, st.st_ino)
         self.sock.listen(8)
         self._thread = threading.Thread(target=self._serve, name="vnetd-control", daemon=True)
+        self._clients = threading.BoundedSemaphore(MAX_CLIENTS)
         self._stopping = False
 
-    def start(self) -> None:
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def start(self, handlers: dict[str, Callable[[], bytes]]) -> None:
+        """Serve ``handlers`` (request word -> answer); an unknown request gets ``status``."""
+        self._handlers = handlers
         self._thread.start()
 
     def _serve(self) -> None:
+        """Each connection in a thread of its own (at most ``MAX_CLIENTS`` at once): a
+        `vnetd reload` waiting for a load must not hold up `vnetd status`."""
         while not self._stopping:
             try:
                 conn, _ = self.sock.accept()
             except OSError:
                 return
+            self._clients.acquire()
+            threading.Thread(target=self._serve_one, args=(conn,), name="vnetd-control-client", daemon=True).start()
+
+    def _serve_one(self, conn: socket.socket) -> None:
+        try:
             with conn:
-                try:
-                    self._handle(conn)
-                except OSError:
-                    continue
+                self._handle(conn)
+        except OSError:
+            pass
+        finally:
+            self._clients.release()
 
     def _handle(self, conn: socket.socket) -> None:
         creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
@@ -98,18 +122,20 @@ class ControlServer:
             return
         conn.settimeout(2.0)
         request = conn.recv(256).decode("ascii", "replace").strip()
-        if request == "metrics":
-            conn.sendall(self._metrics())
-        else:
-            conn.sendall(json.dumps(self._status()).encode() + b"\n")
+        handler = self._handlers.get(request) or self._handlers["status"]
+        conn.settimeout(None)
+        conn.sendall(handler())
 
     def stop(self) -> None:
+        """Stop serving and remove the socket, if the path is still the one this daemon made."""
         self._stopping = True
         try:
             self.sock.close()
         finally:
             try:
-                os.unlink(self.path)
+                st = os.lstat(self.path)
+                if (st.st_dev, st.st_ino) == self._identity and stat.S_ISSOCK(st.st_mode):
+                    os.unlink(self.path)
             except FileNotFoundError:
                 pass
 
@@ -140,6 +166,32 @@ def degraded(s: dict[str, Any]) -> list[str]:
             n = counts[state]
             reasons.append(f"{n} resource{'s' if n != 1 else ''} {state}")
     return reasons
+
+
+def reload_command(args: argparse.Namespace) -> int:
+    """``vnetd reload``: 0 reloaded, 1 the files are invalid (the last valid state stays), 3 not running."""
+    try:
+        answer = json.loads(query(args.socket, "reload", timeout=RELOAD_WAIT + 5))
+    except (FileNotFoundError, ConnectionRefusedError):
+        print(f"vnetd is not running (no daemon at {args.socket})", file=sys.stderr)
+        return 3
+    except PermissionError:
+        print(f"permission denied on {args.socket}: vnetd reload is for root", file=sys.stderr)
+        return 1
+    if "error" in answer:
+        print(f"vnetd: {answer['error']}", file=sys.stderr)
+        return 1
+    if answer.get("pending"):
+        print("vnetd: the reload was requested; the daemon is still loading (see `vnetd status`)")
+        return 0
+    if not answer.get("config_valid", False):
+        print("vnetd: the state files are invalid; the last valid state is still enforced:", file=sys.stderr)
+        for error in answer.get("last_load_errors", []):
+            print(f"error: {error}", file=sys.stderr)
+        return 1
+    files = answer.get("files", [])
+    print(f"vnetd reloaded {answer.get('state_dir')}: {len(files)} file{'s' if len(files) != 1 else ''}")
+    return 0
 
 
 def status_command(args: argparse.Namespace) -> int:
@@ -177,6 +229,11 @@ def render_status(s: dict[str, Any]) -> str:
     if s["last_load_errors"]:
         lines.append("last load FAILED (the last valid state is still enforced):")
         lines += [f"  {e}" for e in s["last_load_errors"]]
+    for held in s.get("held_files", []):
+        lines.append(f"file removed, still enforced until `vnetd reload`: {held['file']} "
+                     f"({', '.join(held['resources'])})")
+    for name in s.get("unloaded_files", []):
+        lines.append(f"not loaded (not *.yaml/*.yml): {name}")
     counts = ", ".join(f"{n} {k}" for k, n in s["counts"].items() if n) or "nothing managed"
     lines.append(f"resources: {counts}")
     import time

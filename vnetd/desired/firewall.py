@@ -1,5 +1,7 @@
 # SPDX-License-Identifier: MIT
-"""The ``firewall:`` section: table -> chain -> {policy, mode, position, rules}.
+"""The ``firewall:`` and ``firewall6:`` sections: table -> chain -> {policy, mode,
+position, rules}. ``firewall:`` holds IPv4 chains (iptables), ``firewall6:`` IPv6
+chains (ip6tables): the same shape, the same tables, read by the same code.
 
 A chain may be declared in several files; ``merge_chains`` puts the parts
 together in file-name order (``10-base.yaml`` holds SSH, ``50-web.yaml`` adds
@@ -15,32 +17,34 @@ import yaml
 from vnetd.desired import validate
 from vnetd.desired.nodes import FileContext, MapView, as_map, as_string, join
 from vnetd.desired.rules import RuleSyntaxError, parse_rule
-from vnetd.desired.schema import CHAIN, FIREWALL, FIREWALL_TABLE
+from vnetd.desired.schema import CHAIN, FIREWALL, FIREWALL6, FIREWALL_TABLE
 from vnetd.errors import ConfigIssue
 from vnetd.model.common import Origin
-from vnetd.model.firewall import BUILTIN_CHAINS, ChainMode, ChainSpec, Rule
+from vnetd.model.firewall import BUILTIN_CHAINS, ChainMode, ChainSpec, Rule, section_of
 
 
-def parse_firewall(node: yaml.Node, ctx: FileContext) -> list[ChainSpec]:
-    tables = as_map(node, "firewall", ctx, FIREWALL, "firewall (tables)")
+def parse_firewall(node: yaml.Node, ctx: FileContext, family: int = 4) -> list[ChainSpec]:
+    """``firewall:`` (family 4) or ``firewall6:`` (family 6)."""
+    section = section_of(family)
+    tables = as_map(node, section, ctx, FIREWALL6 if family == 6 else FIREWALL, f"{section} (tables)")
     if tables is None:
         return []
     chains: list[ChainSpec] = []
     for table in tables.keys():
         tnode = tables.value_node(table)
         assert tnode is not None
-        tview = as_map(tnode, join("firewall", table), ctx, FIREWALL_TABLE)
+        tview = as_map(tnode, join(section, table), ctx, FIREWALL_TABLE)
         if tview is None:
             continue
         for chain in tview.keys():
-            spec = _parse_chain(table, chain, tview, ctx)
+            spec = _parse_chain(table, chain, tview, ctx, family)
             if spec is not None:
                 chains.append(spec)
     return chains
 
 
 def _parse_chain(
-    table: str, chain: str, tview: MapView, ctx: FileContext
+    table: str, chain: str, tview: MapView, ctx: FileContext, family: int
 ) -> ChainSpec | None:
     path = join(tview.path, chain)
     key_node = tview.key_node(chain)
@@ -98,19 +102,21 @@ def _parse_chain(
 
     top, tail = (tuple(rules), ()) if position == "top" else ((), tuple(rules))
     return ChainSpec(table, chain, policy, mode, top, Origin(ctx.file, key_node.start_mark.line + 1), tail,
-                     at("mode"), at("policy"))
+                     at("mode"), at("policy"), family)
 
 
 def merge_chains(parts: list[ChainSpec]) -> tuple[list[ChainSpec], list[ConfigIssue]]:
     """Chains declared in several files, as one each (file-name order); mode and policy
     may be written in one file only, a rule once per chain."""
     issues: list[ConfigIssue] = []
-    groups: dict[tuple[str, str], list[ChainSpec]] = {}
+    groups: dict[tuple[int, str, str], list[ChainSpec]] = {}
     for part in parts:
-        groups.setdefault((part.table, part.name), []).append(part)
+        groups.setdefault((part.family, part.table, part.name), []).append(part)
     merged: list[ChainSpec] = []
-    for (table, name), group in groups.items():
+    for (family, table, name), group in groups.items():
         first = group[0]
+        section = section_of(family)
+        ip6 = " (firewall6)" if family == 6 else ""
         if len(group) == 1:
             merged.append(first)
             continue
@@ -119,8 +125,8 @@ def merge_chains(parts: list[ChainSpec]) -> tuple[list[ChainSpec], list[ConfigIs
         for what, written in (("mode", mode_parts), ("policy", policy_parts)):
             if len(written) > 1:
                 here = getattr(written[1], f"{what}_at")
-                issues.append(ConfigIssue(here.file, here.line, f"firewall.{table}.{name}.{what}",
-                                          f"the {what} of chain {table} {name} is written twice: at "
+                issues.append(ConfigIssue(here.file, here.line, f"{section}.{table}.{name}.{what}",
+                                          f"the {what} of chain {table} {name}{ip6} is written twice: at "
                                           f"{getattr(written[0], f'{what}_at')} and at {here} (write it in one file)"))
         mode = mode_parts[0].mode if mode_parts else ChainMode.MERGE
         policy = policy_parts[0].policy if policy_parts else None
@@ -128,18 +134,18 @@ def merge_chains(parts: list[ChainSpec]) -> tuple[list[ChainSpec], list[ConfigIs
         for part in group:
             for rule in part.all_rules:
                 if rule.text in seen and rule.origin is not None:
-                    issues.append(ConfigIssue(rule.origin.file, rule.origin.line, f"firewall.{table}.{name}",
+                    issues.append(ConfigIssue(rule.origin.file, rule.origin.line, f"{section}.{table}.{name}",
                                               f"the same rule is already listed at {seen[rule.text]} "
                                               f"(rule: {rule.text})"))
                 seen.setdefault(rule.text, rule.origin)
         if mode is ChainMode.EXCLUSIVE and any(p.tail for p in group):
             bad = next(p for p in group if p.tail)
             where = bad.origin or Origin("?", 0)
-            issues.append(ConfigIssue(where.file, where.line, f"firewall.{table}.{name}.position",
+            issues.append(ConfigIssue(where.file, where.line, f"{section}.{table}.{name}.position",
                                       "position: append is for merge chains, and this chain is exclusive "
                                       f"(mode written at {mode_parts[0].mode_at})"))
         merged.append(ChainSpec(table, name, policy, mode, tuple(r for p in group for r in p.rules), first.origin,
                                 tuple(r for p in group for r in p.tail),
                                 mode_parts[0].mode_at if mode_parts else None,
-                                policy_parts[0].policy_at if policy_parts else None))
+                                policy_parts[0].policy_at if policy_parts else None, family))
     return merged, issues

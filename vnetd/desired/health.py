@@ -75,7 +75,7 @@ def _probe(m: MapView, path: str, ctx: FileContext) -> ProbeSpec | None:
             ctx.error(node, join(path, "tcp"), f"port {number} is out of range 1-65535")
             return None
         return ProbeSpec(name, kind, address=address, port=number, timeout=timeout, origin=origin)
-    interface = m.string("interface", validate.interface_name)
+    interface = m.string("interface", validate.link_name)
     if interface is None:
         if "interface" not in m:
             ctx.error(m.node, join(path, "interface"), "required: the link the address must be on")

@@ -6,13 +6,21 @@ host's firewall), read the ``*.yaml``/``*.yml`` files in lexical order (editor a
 package-manager leftovers are skipped), parse each into model values with FILE:LINE
 issues, then merge: the same interface, chain, sysctl key, route or libvirt network
 defined twice is an error naming both places.
+
+Work is bounded whatever the input (SPEC section 5): a file is at most
+``MAX_FILE_BYTES``; a YAML document at most ``MAX_NODES`` nodes, aliases counted as
+the nodes they stand for (an "alias bomb" of 200,000 references to one interface
+is refused at once, with its line, instead of being parsed 200,000 times); all
+files together at most ``MAX_NODES_PER_RUN``; and at most ``MAX_ISSUES_PER_RUN``
+issues are listed (then one line says how many more there were).
 """
 
 from __future__ import annotations
 
 import os
+import re
 import stat
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import yaml
@@ -22,6 +30,7 @@ from vnetd.desired.health import parse_health
 from vnetd.desired.interfaces import cross_check, parse_interfaces
 from vnetd.desired.libvirt import parse_libvirt
 from vnetd.desired.nodes import MAX_ISSUES_PER_FILE, FileContext, MapView, as_map
+from vnetd.desired.route_rules import check_route_rules, parse_route_rules
 from vnetd.desired.routes import parse_routes
 from vnetd.desired.schema import TOP
 from vnetd.desired.sysctl import parse_sysctl
@@ -32,9 +41,11 @@ from vnetd.model.firewall import ChainSpec
 from vnetd.model.health import ProbeSpec
 from vnetd.model.interfaces import AdminState, Interface
 from vnetd.model.libvirt import LibvirtSpec, NetworkSpec
-from vnetd.model.routes import RouteSpec
+from vnetd.model.route_rules import RouteRuleSpec
+from vnetd.model.routes import MAIN_TABLE, RouteSpec
 from vnetd.model.state import DesiredState
 from vnetd.model.sysctl import SysctlSpec
+from vnetd.safefiles import insecure_ancestor
 
 DEFAULT_STATE_DIR = "/etc/vnetd.d"
 STATE_SUFFIXES = (".yaml", ".yml")
@@ -42,6 +53,13 @@ STATE_SUFFIXES = (".yaml", ".yml")
 IGNORED_SUFFIXES = ("~", ".swp", ".swo", ".tmp", ".rpmnew", ".rpmsave", ".rpmorig", ".bak", ".orig")
 MAX_FILE_BYTES = 8 * 1024 * 1024
 MAX_FILES = 1000
+#: YAML nodes in one document, aliases expanded (2,500 bridged interfaces: ~230,000)
+MAX_NODES = 500_000
+#: YAML nodes in all files of one load
+MAX_NODES_PER_RUN = 2_000_000
+#: issues listed per load (check, plan, apply, the daemon's config.invalid), and per merged-state check
+MAX_ISSUES_PER_RUN = 300
+MAX_ISSUES_PER_CHECK = 50
 
 SECTIONS = TOP.keys
 
@@ -53,12 +71,27 @@ except AttributeError:  # pragma: no cover - PyYAML without libyaml
 _SCALAR_TAGS: dict[tuple[str, bool, bool], str] = {}
 
 
+class _TooManyNodes(Exception):
+    """The node budget of a document ran out while composing it."""
+
+
 class _Loader(_Base):  # type: ignore[misc]
     """libyaml's parser with a memo on PyYAML's (Python) tag resolver: state files
     repeat the same scalars thousands of times ("up", "linux-bridge", "9000"), and
-    resolving a plain scalar's implicit tag is a loop of regular expressions."""
+    resolving a plain scalar's implicit tag is a loop of regular expressions.
+
+    The resolver is also where nodes are counted: libyaml's composer calls it for
+    every node without an explicit tag, so a document over its budget stops being
+    composed (and using memory) at once. Explicitly tagged nodes are not resolved:
+    each needs a ``!`` in the text, so every ``!`` is charged up front.
+    """
+
+    budget = MAX_NODES
 
     def resolve(self, kind: type, value: str, implicit: tuple[bool, bool]) -> str:
+        self.budget -= 1
+        if self.budget < 0:
+            raise _TooManyNodes
         if kind is not yaml.ScalarNode or len(value) > 64:
             return super().resolve(kind, value, implicit)  # type: ignore[no-any-return]
         key = (value, implicit[0], implicit[1])
@@ -78,13 +111,45 @@ class SourceFile:
     text: str
 
 
+def is_leftover(name: str) -> bool:
+    """Hidden files and editor/package-manager leftovers (*~, *.swp, #*#, *.dpkg-*): never read, never reported."""
+    if name.startswith((".", "#")) or name.endswith(("#",) + IGNORED_SUFFIXES):
+        return True
+    return ".dpkg-" in name or ".ucf-" in name
+
+
 def is_state_file(name: str) -> bool:
     """Drop-in rule: *.yaml / *.yml, not hidden, not a leftover (*~, *.swp, #*#, *.dpkg-*)."""
-    if name.startswith((".", "#")) or name.endswith(("#",) + IGNORED_SUFFIXES):
-        return False
-    if ".dpkg-" in name or ".ucf-" in name:
-        return False
-    return name.endswith(STATE_SUFFIXES)
+    return not is_leftover(name) and name.endswith(STATE_SUFFIXES)
+
+
+def unloaded_files(path: str) -> list[str]:
+    """Files in the state directory that are not read and are not leftovers either
+    (``10-br9.conf``, ``10-br8.YAML``): probably meant to be loaded, so worth a warning."""
+    try:
+        entries = list(os.scandir(path))
+    except OSError:
+        return []
+    names = []
+    for entry in entries:
+        name = entry.name
+        if is_leftover(name) or is_state_file(name):
+            continue
+        try:
+            if entry.is_dir(follow_symlinks=False):
+                continue
+        except OSError:
+            continue
+        names.append(name)
+    return sorted(names)[:MAX_FILES]
+
+
+def unloaded_warning(path: str, name: str) -> str:
+    """The warning for one file of ``unloaded_files``."""
+    hint = "state files end in .yaml or .yml (lower case)"
+    if name.lower().endswith(STATE_SUFFIXES):
+        hint = "the suffix must be lower case: .yaml or .yml"
+    return f"{os.path.join(path, name)} is not loaded: {hint}"
 
 
 def insecure(st: os.stat_result) -> str | None:
@@ -121,6 +186,12 @@ def read_state_dir(path: str, *, require_root: bool = True) -> tuple[list[Source
         if problem:
             return [], [ConfigIssue(path, 0, "", f"refusing an insecure state directory: {problem}; "
                                     f"fix with: chown root:root {path} && chmod go-w {path}")]
+        ancestor = insecure_ancestor(path) if require_root else None
+        if ancestor:
+            return [], [ConfigIssue(path, 0, "", f"refusing an insecure state directory: {ancestor}; every "
+                                    "directory above it must be owned by root and not writable by group or "
+                                    "others (sticky directories such as /tmp excepted), as sshd's StrictModes "
+                                    "requires")]
         real_dir = os.path.realpath(path)
         names = sorted(n for n in os.listdir(dir_fd) if is_state_file(n))
         if len(names) > MAX_FILES:
@@ -200,31 +271,152 @@ class _Parsed:
     chains: list[ChainSpec]
     libvirt: list[tuple[LibvirtSpec, bool]]
     probes: list[ProbeSpec] = field(default_factory=list)
+    route_rules: list[RouteRuleSpec] = field(default_factory=list)
 
 
-def parse_file(source: SourceFile) -> tuple[_Parsed, list[ConfigIssue]]:
+def parse_file(source: SourceFile, budget: int = MAX_NODES) -> tuple[_Parsed, list[ConfigIssue], int]:
+    """Parse one file; returns its items, its issues and how many YAML nodes it used
+    (at most ``budget``; a document over it is refused with the line where it ran out)."""
     ctx = FileContext(source.name)
     parsed = _Parsed([], [], [], [], [])
+    too_many = f"more than {budget:,} YAML nodes (the limit is reached here, aliases and tags counted); a state " \
+               f"file may hold at most {MAX_NODES:,}, all files together {MAX_NODES_PER_RUN:,}: split it, or " \
+               "declare less"
+    # Explicitly tagged nodes are not resolved, and aliases make no node but cost the
+    # composer work: each needs a "!" or a "*" in the text, so each of those is charged.
+    marks = source.text.count("!") + source.text.count("*")
+    if marks > budget:
+        return parsed, [ConfigIssue(source.name, _line_of_mark(source.text, budget), "", too_many)], budget
+    loader = _Loader(source.text)
+    loader.budget = budget - marks
     try:
-        root = yaml.compose(source.text, Loader=_Loader)
+        root = loader.get_single_node()
+    except _TooManyNodes:
+        return parsed, [ConfigIssue(source.name, _line_of_node(source.text, budget), "", too_many)], budget
     except yaml.reader.ReaderError as exc:  # a control character: no mark, a position instead
         return parsed, [ConfigIssue(source.name, _reader_line(source.text, exc.position), "",
                                     f"YAML syntax error: character {_codepoint(exc.character)} "
-                                    f"is not allowed in YAML text")]
+                                    f"is not allowed in YAML text")], 0
     except yaml.MarkedYAMLError as exc:
         line, message = syntax_error(source.text, exc)
-        return parsed, [ConfigIssue(source.name, line, "", message)]
+        return parsed, [ConfigIssue(source.name, line, "", message)], 0
     except yaml.YAMLError as exc:
-        return parsed, [ConfigIssue(source.name, 0, "", f"YAML error: {exc}")]
+        return parsed, [ConfigIssue(source.name, 0, "", f"YAML error: {exc}")], 0
     except RecursionError:
-        return parsed, [ConfigIssue(source.name, 0, "", "YAML is nested too deeply")]
+        return parsed, [ConfigIssue(source.name, 0, "", "YAML is nested too deeply")], 0
+    finally:
+        loader.dispose()
+    used = budget - max(loader.budget, 0)
     tagged = _explicit_tags(source) if "!" in source.text else []
     if root is None or (isinstance(root, yaml.ScalarNode) and root.tag == "tag:yaml.org,2002:null"):
-        return parsed, tagged  # an empty file (only comments, a bare '---' or '~') declares nothing
+        return parsed, tagged, used  # an empty file (only comments, a bare '---' or '~') declares nothing
+    if "&" in source.text and "*" in source.text:  # anchors and aliases: count what they expand to
+        expanded, issue = _expanded_size(root, budget, source.name)
+        if issue is not None:
+            return parsed, [issue], budget
+        used = max(used, expanded)
     top = as_map(root, "", ctx, TOP, "a state file (top level)")
     if top is not None:
         _dispatch(top, ctx, parsed)
-    return parsed, tagged + ctx.finish()
+        del top
+    _dismantle(root)
+    return parsed, tagged + ctx.finish(), used
+
+
+def _dismantle(root: yaml.Node) -> None:
+    """Free a node tree one node at a time. Dropping the root of a 400,000-node tree
+    frees it in one C call that holds the GIL for ~100 ms; this loop lets the
+    daemon's main thread run between nodes while a worker thread loads (daemon/loading.py)."""
+    stack = [root]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                stack.append(key)
+                stack.append(value)
+            node.value = []
+        elif isinstance(node, yaml.SequenceNode):
+            stack.extend(node.value)
+            node.value = []
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.MappingNode):
+        return [n for pair in node.value for n in pair]
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    return []
+
+
+def _expanded_size(root: yaml.Node, budget: int, file: str) -> tuple[int, ConfigIssue | None]:
+    """How many nodes the document has with every alias replaced by what it refers to.
+
+    Composed aliases are shared references: a node referenced k times counts k
+    times. Computed once per distinct node (bottom-up, iteratively), so a
+    billion-laughs document costs as little as its text; it stops at ``budget``.
+    """
+    size: dict[int, int] = {}
+    refs: dict[int, int] = {}
+    nodes: dict[int, yaml.Node] = {}
+    on_path: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, finished = stack.pop()
+        nid = id(node)
+        if finished:
+            on_path.discard(nid)
+            total = 1 + sum(size[id(child)] for child in _children(node))
+            if total > budget:
+                culprit = max(refs, key=lambda i: refs[i])
+                anchor = nodes[culprit].start_mark.line + 1
+                return total, ConfigIssue(file, node.start_mark.line + 1, "", f"YAML aliases expand this to more "
+                                          f"than {budget:,} nodes (the node at line {anchor} is referenced "
+                                          f"{refs[culprit]:,} times); a state file may hold at most {MAX_NODES:,} "
+                                          "nodes, aliases counted as what they stand for")
+            size[nid] = total
+            continue
+        if nid in size:
+            continue
+        on_path.add(nid)
+        stack.append((node, True))
+        for child in _children(node):
+            cid = id(child)
+            if cid in on_path:
+                return budget, ConfigIssue(file, child.start_mark.line + 1, "", "a YAML alias refers to a node "
+                                           "that contains it (a recursive structure); state files cannot use it")
+            refs[cid] = refs.get(cid, 0) + 1
+            nodes[cid] = child
+            if cid not in size:
+                stack.append((child, False))
+    return size[id(root)], None
+
+
+def _line_of_mark(text: str, count: int) -> int:
+    """The line of the ``count``-th "!" or "*" of the text."""
+    for seen, match in enumerate(re.finditer(r"[!*]", text), start=1):
+        if seen >= count:
+            return text.count("\n", 0, match.start()) + 1
+    return 0
+
+
+def _line_of_node(text: str, count: int) -> int:
+    """The line of the ``count``-th node of a document (only read when a budget ran out)."""
+    loader = _Base(text)
+    seen = 0
+    line = 0
+    try:
+        while loader.check_event():
+            event = loader.get_event()
+            if isinstance(event, yaml.NodeEvent) and not isinstance(event, yaml.AliasEvent):
+                seen += 1
+                line = event.start_mark.line + 1 if event.start_mark is not None else line
+                if seen >= count:
+                    break
+    except yaml.YAMLError:
+        pass
+    finally:
+        loader.dispose()
+    return line
 
 
 def _explicit_tags(source: SourceFile) -> list[ConfigIssue]:
@@ -269,10 +461,14 @@ def _dispatch(top: MapView, ctx: FileContext, parsed: _Parsed) -> None:
             parsed.interfaces += parse_interfaces(node, ctx)
         elif key == "routes":
             parsed.routes += parse_routes(node, ctx)
+        elif key == "route-rules":
+            parsed.route_rules += parse_route_rules(node, ctx)
         elif key == "sysctl":
             parsed.sysctls += parse_sysctl(node, ctx)
         elif key == "firewall":
             parsed.chains += parse_firewall(node, ctx)
+        elif key == "firewall6":
+            parsed.chains += parse_firewall(node, ctx, family=6)
         elif key == "health":
             parsed.probes += parse_health(node, ctx)
         elif key == "libvirt":
@@ -282,7 +478,8 @@ def _dispatch(top: MapView, ctx: FileContext, parsed: _Parsed) -> None:
 
 
 def load_sources(sources: Sequence[SourceFile], issues: Iterable[ConfigIssue] = ()) -> DesiredState:
-    """Parse and merge already-read files; raises ConfigError with every issue."""
+    """Parse and merge already-read files; raises ConfigError with every issue (at most
+    ``MAX_ISSUES_PER_RUN`` of them listed, and ``MAX_ISSUES_PER_CHECK`` per merged-state check)."""
     desired, all_issues = load_partial(sources, issues)
     if all_issues:
         raise ConfigError(all_issues)
@@ -291,13 +488,20 @@ def load_sources(sources: Sequence[SourceFile], issues: Iterable[ConfigIssue] = 
 
 def load_partial(sources: Sequence[SourceFile], issues: Iterable[ConfigIssue] = ()
                  ) -> tuple[DesiredState, list[ConfigIssue]]:
-    """Parse and merge what is valid, and every issue found: the state holds what parsed
-    cleanly (a chain with an error is left out), so that later checks (the rules'
-    compilation) can report their issues in the same round."""
+    """Parse and merge what is valid, and every issue found (capped as in
+    ``load_sources``): the state holds what parsed cleanly (a chain with an error is
+    left out), so that later checks (the rules' compilation) can report their issues
+    in the same round."""
     all_issues = list(issues)
     merged = _Parsed([], [], [], [], [])
+    remaining = MAX_NODES_PER_RUN
     for source in sources:
-        parsed, file_issues = parse_file(source)
+        if remaining <= 0:
+            all_issues.append(ConfigIssue(source.name, 0, "", f"not read: the files before it hold "
+                                          f"{MAX_NODES_PER_RUN:,} YAML nodes, the limit for all state files"))
+            continue
+        parsed, file_issues, used = parse_file(source, min(MAX_NODES, remaining))
+        remaining -= used
         all_issues += file_issues
         merged.interfaces += parsed.interfaces
         merged.routes += parsed.routes
@@ -305,19 +509,32 @@ def load_partial(sources: Sequence[SourceFile], issues: Iterable[ConfigIssue] = 
         merged.chains += parsed.chains
         merged.libvirt += parsed.libvirt
         merged.probes += parsed.probes
-    all_issues += _duplicates("interface", ((i.name, i.origin) for i in merged.interfaces))
+        merged.route_rules += parsed.route_rules
+        for items in (parsed.interfaces, parsed.routes, parsed.sysctls, parsed.chains, parsed.libvirt, parsed.probes,
+                      parsed.route_rules):
+            items.clear()  # cheap (merged holds the items): nothing big is freed at once on the way out
     merged.chains, chain_issues = merge_chains(merged.chains)
-    all_issues += chain_issues
-    all_issues += _duplicates("sysctl key", ((s.key, s.origin) for s in merged.sysctls))
-    all_issues += _duplicates("route", ((_route_key(r), r.origin) for r in merged.routes))
-    all_issues += _absent_routes_declared(merged.routes)
-    all_issues += _routes_through_unusable_links(merged.routes, merged.interfaces)
     networks: list[NetworkSpec] = [n for spec, _ in merged.libvirt for n in spec.networks]
-    all_issues += _duplicates("libvirt network", ((n.name, n.origin) for n in networks))
-    all_issues += _duplicates("libvirt uri", (("uri", s.origin) for s, has_uri in merged.libvirt if has_uri))
-    all_issues += _duplicates("libvirt guests", (("guests", s.origin) for s, _ in merged.libvirt if s.reattach))
-    all_issues += cross_check(merged.interfaces)
-    all_issues += _duplicates("probe", ((p.name, p.origin) for p in merged.probes))
+    checks: list[tuple[str, Iterable[ConfigIssue]]] = [
+        ("interfaces defined twice", _duplicates("interface", ((i.name, i.origin) for i in merged.interfaces))),
+        ("chains declared twice", chain_issues),
+        ("sysctl keys defined twice", _duplicates("sysctl key", ((s.key, s.origin) for s in merged.sysctls))),
+        ("routes defined twice", _duplicates("route", ((_route_key(r), r.origin) for r in merged.routes))),
+        ("absent routes that are declared", _absent_routes_declared(merged.routes)),
+        ("routes through unusable links", _routes_through_unusable_links(merged.routes, merged.interfaces)),
+        ("default routes of DHCP links", _default_routes_of_dhcp_links(merged.routes, merged.interfaces)),
+        ("route rules", check_route_rules(merged.route_rules)),
+        ("libvirt networks defined twice", _duplicates("libvirt network", ((n.name, n.origin) for n in networks))),
+        ("libvirt uris", _duplicates("libvirt uri", (("uri", s.origin) for s, has_uri in merged.libvirt
+                                                     if has_uri))),
+        ("libvirt guests sections", _duplicates("libvirt guests", (("guests", s.origin) for s, _ in merged.libvirt
+                                                                   if s.reattach))),
+        ("interface cross-checks", cross_check(merged.interfaces)),
+        ("probes defined twice", _duplicates("probe", ((p.name, p.origin) for p in merged.probes))),
+    ]
+    for what, found in checks:
+        all_issues += _capped(found, MAX_ISSUES_PER_CHECK, what)
+    all_issues = _capped(all_issues, MAX_ISSUES_PER_RUN, "issues in the state files")
     libvirt = None
     if merged.libvirt:
         uri = next((s.uri for s, has_uri in merged.libvirt if has_uri), merged.libvirt[0][0].uri)
@@ -331,7 +548,25 @@ def load_partial(sources: Sequence[SourceFile], issues: Iterable[ConfigIssue] = 
         libvirt=libvirt,
         files=tuple(s.name for s in sources),
         probes=tuple(merged.probes),
+        route_rules=tuple(merged.route_rules),
     ), all_issues
+
+
+def _capped(issues: Iterable[ConfigIssue], cap: int, what: str) -> list[ConfigIssue]:
+    """The first ``cap`` issues, then one line saying how many more there were."""
+    kept: list[ConfigIssue] = []
+    more = 0
+    first_dropped: ConfigIssue | None = None
+    for issue in issues:
+        if len(kept) < cap:
+            kept.append(issue)
+            continue
+        more += 1
+        first_dropped = first_dropped or issue
+    if first_dropped is not None:
+        kept.append(ConfigIssue(first_dropped.file, first_dropped.line, "",
+                                f"... and {more:,} more {what} (only the first {cap} are listed)"))
+    return kept
 
 
 def _route_key(route: RouteSpec) -> str:
@@ -379,24 +614,114 @@ def _routes_through_unusable_links(routes: Sequence[RouteSpec], interfaces: Sequ
     return issues
 
 
+def _default_routes_of_dhcp_links(routes: Sequence[RouteSpec], interfaces: Sequence[Interface]) -> list[ConfigIssue]:
+    """A default route declared through a link whose default route a DHCP client (or
+    SLAAC) owns: both would hold it, and each would replace the other's."""
+    owned: dict[tuple[str, int], str] = {}
+    for iface in interfaces:
+        for version, config in ((4, iface.ipv4), (6, iface.ipv6)):
+            if config is not None and config.foreign:
+                key = "dhcp" if config.dhcp else "autoconf"
+                owned[(iface.name, version)] = f"ipv{version}.{key}: true"
+    issues = []
+    for route in routes:
+        why = owned.get((route.next_hop_interface or "", route.family))
+        if route.absent or why is None or route.destination.prefixlen or route.table_id != MAIN_TABLE \
+                or route.metric is not None:
+            continue
+        issues.append(_issue_at(route.origin, f"{route.resource}: the default route through "
+                                f"{route.next_hop_interface!r} belongs to its DHCP client ({why}); leave it to "
+                                "the client, or declare a second one with a metric"))
+    return issues
+
+
 def _issue_at(origin: Origin | None, message: str) -> ConfigIssue:
     """An issue of the merged state, reported where its item was written."""
     here = origin or Origin("?", 0)
     return ConfigIssue(here.file, here.line, "", message)
 
 
-def _duplicates(what: str, items: Iterable[tuple[str, Origin | None]]) -> list[ConfigIssue]:
+def _duplicates(what: str, items: Iterable[tuple[str, Origin | None]]) -> Iterator[ConfigIssue]:
     first: dict[str, Origin | None] = {}
-    issues = []
     for key, origin in items:
         if key in first:
             prev = first[key]
             here = origin or Origin("?", 0)
-            issues.append(ConfigIssue(here.file, here.line, "",
-                                      f"{what} {key!r} is defined twice: at {prev} and at {here}"))
+            yield ConfigIssue(here.file, here.line, "", f"{what} {key!r} is defined twice: at {prev} and at {here}")
         else:
             first[key] = origin
-    return issues
+
+
+@dataclass(frozen=True, slots=True)
+class Held:
+    """A state file that disappeared (or was emptied) while the daemon ran, and what it declared.
+
+    ``kept``: its declarations stay enforced until the removal is confirmed (a
+    reload); False when they cannot be kept (they now conflict with the other
+    files), ``reason`` then says why.
+    """
+
+    file: str
+    resources: tuple[str, ...]
+    kept: bool = True
+    reason: str = ""
+
+
+def _origin_file(item: object) -> str | None:
+    origin = getattr(item, "origin", None)
+    return origin.file if origin is not None else None
+
+
+def hold_vanished(new: DesiredState, enforced: DesiredState, vanished: Iterable[str]
+                  ) -> tuple[DesiredState, tuple[Held, ...]]:
+    """``new`` plus what ``enforced`` declared in the files of ``vanished`` and ``new``
+    no longer declares anywhere (SPEC: a file that disappears is not a decision).
+
+    Items still declared in another file (the file was renamed, or its content moved)
+    are not held; what is held is what would otherwise be pruned or released. If
+    the result would be inconsistent (a held port now listed on another bridge, a
+    route through a link now declared down), nothing is held and ``Held.reason``
+    says why.
+    """
+    gone = set(vanished)
+    names = {i.name for i in new.interfaces}
+    chains = {(c.table, c.name) for c in new.chains}
+    keys = {s.key for s in new.sysctls}
+    routes = {_route_key(r) for r in new.routes}
+    networks = {n.name for n in new.libvirt.networks} if new.libvirt else set()
+    interfaces = [i for i in enforced.interfaces if _origin_file(i) in gone and i.name not in names]
+    kept_chains = [c for c in enforced.chains if _origin_file(c) in gone and (c.table, c.name) not in chains]
+    sysctls = [s for s in enforced.sysctls if _origin_file(s) in gone and s.key not in keys]
+    kept_routes = [r for r in enforced.routes if _origin_file(r) in gone and _route_key(r) not in routes]
+    kept_networks = [n for n in enforced.libvirt.networks if _origin_file(n) in gone and n.name not in networks] \
+        if enforced.libvirt else []
+    items: list[Interface | ChainSpec | SysctlSpec | RouteSpec | NetworkSpec] = [
+        *interfaces, *kept_chains, *sysctls, *kept_routes, *kept_networks]
+    by_file: dict[str, list[str]] = {}
+    for item in items:
+        by_file.setdefault(_origin_file(item) or "?", []).append(item.resource)
+    if not by_file:
+        return new, ()
+    libvirt = new.libvirt
+    if kept_networks and libvirt is not None:
+        libvirt = LibvirtSpec(libvirt.uri, libvirt.networks + tuple(kept_networks), libvirt.reattach, libvirt.origin)
+    elif kept_networks and enforced.libvirt is not None:
+        old = enforced.libvirt
+        libvirt = LibvirtSpec(old.uri, tuple(kept_networks), old.reattach, old.origin)
+    merged = DesiredState(
+        interfaces=new.interfaces + tuple(interfaces),
+        routes=new.routes + tuple(kept_routes),
+        sysctls=new.sysctls + tuple(sysctls),
+        chains=new.chains + tuple(kept_chains),
+        libvirt=libvirt,
+        files=new.files,
+    )
+    conflicts = [*cross_check(merged.interfaces), *_routes_through_unusable_links(merged.routes, merged.interfaces),
+                 *_absent_routes_declared(merged.routes)]
+    if conflicts:
+        reason = f"its declarations conflict with the other files now: {conflicts[0]}"
+        return new, tuple(Held(f, tuple(r), kept=False, reason=reason) for f, r in sorted(by_file.items()))
+    return merged, tuple(Held(f, tuple(r)) for f, r in sorted(by_file.items()))
 
 
 def load_state_dir(path: str = DEFAULT_STATE_DIR, *, require_root: bool = True) -> DesiredState:

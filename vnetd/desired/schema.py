@@ -18,10 +18,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+from vnetd.model.bond import MODES, OPTIONS, BondOption
 from vnetd.model.firewall import POLICIES, TABLES, ChainMode
 from vnetd.model.health import DEFAULT_TIMEOUT, MAX_TIMEOUT
-from vnetd.model.interfaces import AdminState, IfType
+from vnetd.model.interfaces import VLAN_REGISTRATION, AdminState, IfType, VlanProtocol
 from vnetd.model.libvirt import DEFAULT_URI, NetworkState
+from vnetd.model.route_rules import RuleAction
 
 
 class Kind(StrEnum):
@@ -68,7 +70,7 @@ class Field:
         if self.kind is Kind.CHOICE:
             return "one of: " + ", ".join(self.values)
         if self.kind in (Kind.INTEGER, Kind.NUMBER) and self.range is not None:
-            lo, hi = (f"{v:g}" for v in self.range)
+            lo, hi = (str(int(v)) if v == int(v) else f"{v:g}" for v in self.range)
             return f"{self.kind.value} {lo}-{hi}{self.unit}"
         if self.kind is Kind.LIST:
             parts = [f"{self.table.title}" if self.table is not None else "", self.item]
@@ -127,6 +129,13 @@ def _values(enum: type[StrEnum]) -> tuple[str, ...]:
 
 # --------------------------------------------------------------------------- interfaces
 
+#: nmstate's settings of its DHCP client, refused (vnetd runs none; the host's client does)
+DHCP_CLIENT_KEYS: tuple[tuple[str, Kind], ...] = (
+    ("auto-dns", Kind.BOOLEAN), ("auto-gateway", Kind.BOOLEAN), ("auto-routes", Kind.BOOLEAN),
+    ("auto-route-table-id", Kind.INTEGER), ("auto-route-metric", Kind.INTEGER), ("dhcp-client-id", Kind.STRING),
+    ("dhcp-duid", Kind.STRING), ("dhcp-send-hostname", Kind.BOOLEAN), ("dhcp-custom-hostname", Kind.STRING),
+)
+
 ADDRESS = Table(
     "address", "interfaces[].ipv4.address[]", "an address",
     "One static address. The CIDR shorthand `192.0.2.1/24` (a string instead of the mapping) "
@@ -148,9 +157,15 @@ IP = Table(
         Field("address", Kind.LIST, "The static addresses; addresses on the link that are not listed are "
               "removed (IPv6 link-local ones excepted).", table=ADDRESS,
               item="CIDR string", example="[192.0.2.1/24]"),
-        Field("dhcp", Kind.BOOLEAN, "Only false is accepted: vnetd manages static addresses only (leave the "
-              "section out to leave a DHCP client's addresses alone).", default="false"),
-        Field("autoconf", Kind.BOOLEAN, "IPv6 only; only false is accepted.", default="false"),
+        Field("dhcp", Kind.BOOLEAN, "true: the host's DHCP client (dhclient, NetworkManager...) owns the "
+              "family's addresses and default route; vnetd leaves them alone and adds only the listed "
+              "addresses (plan says so).", default="false", example="true"),
+        Field("autoconf", Kind.BOOLEAN, "IPv6 only. true: addresses and the default route from router "
+              "advertisements (SLAAC) are the kernel's; vnetd leaves them alone.", default="false",
+              example="true"),
+        *(Field(key, kind, "nmstate's setting of its own DHCP client; refused: vnetd runs no DHCP client (with "
+                "dhcp: true the host's client owns the addresses and default route).")
+          for key, kind in DHCP_CLIENT_KEYS),
     ),
 )
 
@@ -201,13 +216,85 @@ VLAN = Table(
         Field("base-iface", Kind.STRING, "The parent interface.", required=True, example="eth1"),
         Field("id", Kind.INTEGER, "The VLAN id; it cannot change once the VLAN exists.", range=(1, 4094),
               required=True, example="100"),
-        Field("protocol", Kind.CHOICE, "The VLAN protocol.", values=("802.1q",), default="802.1q"),
+        Field("protocol", Kind.CHOICE, "The VLAN protocol; it cannot change once the VLAN exists.",
+              values=_values(VlanProtocol), default="802.1q"),
+        Field("reorder-headers", Kind.BOOLEAN, "The VLAN flag reorder_hdr (the kernel's default: on).",
+              example="true"),
+        Field("loose-binding", Kind.BOOLEAN, "The VLAN flag loose_binding: the VLAN's state does not follow "
+              "its parent's.", example="false"),
+        Field("registration-protocol", Kind.CHOICE, "Register the VLAN with GVRP or MVRP, or neither.",
+              values=VLAN_REGISTRATION, example="none"),
+    ),
+)
+
+VXLAN = Table(
+    "vxlan", "interfaces[].vxlan", "vxlan",
+    "Settings of a `type: vxlan` interface (required for that type). remote and learning change on a "
+    "live VXLAN; id, local, base-iface and destination-port are fixed once it exists (a difference is a "
+    "problem plan reports).",
+    (
+        Field("id", Kind.INTEGER, "The VXLAN network identifier (VNI).", range=(0, 2**24 - 1), required=True,
+              example="100"),
+        Field("remote", Kind.STRING, "The peer's address (unicast), or a multicast group (needs base-iface).",
+              example="192.0.2.12"),
+        Field("local", Kind.STRING, "This host's tunnel address (unicast, same family as remote).",
+              example="192.0.2.11"),
+        Field("base-iface", Kind.STRING, "The underlay interface.", example="eth0"),
+        Field("destination-port", Kind.INTEGER, "The UDP port of the peers (IANA's 4789 when left out; Linux's "
+              "own default, 8472, only when written).", range=(1, 65535), default="4789", example="4789"),
+        Field("learning", Kind.BOOLEAN, "Learn remote MAC addresses from the traffic.", example="true"),
+    ),
+)
+
+BOND_PORT = Table(
+    "bond-port", "interfaces[].link-aggregation.port[]", "a bond port",
+    "A port of the bond; the plain name (`- eth1`) is accepted too.",
+    (Field("name", Kind.STRING, "The port's interface name.", required=True, example="eth1"),),
+)
+
+
+def _bond_option(name: str, option: BondOption) -> Field:
+    modes = f" Modes: {', '.join(sorted(option.modes))}." if option.modes is not None else ""
+    if option.kind == "int":
+        return Field(name, Kind.INTEGER, f"The bond option {name}.{modes}", range=(option.lo, option.hi))
+    if option.kind == "bool":
+        return Field(name, Kind.BOOLEAN, f"The bond option {name} (true/false or 1/0).{modes}")
+    if option.kind == "enum":
+        return Field(name, Kind.CHOICE, f"The bond option {name} (a name, or its number: the first is 0)."
+                     f"{modes}", values=option.choices)
+    if option.kind == "ip-list":
+        return Field(name, Kind.LIST, f"The bond option {name}: up to 16 IPv4 addresses (a list, or "
+                     f"\"a,b\").{modes}", item="IPv4 address")
+    what = "a MAC address (quoted)" if option.kind == "mac" else "an interface name"
+    return Field(name, Kind.STRING, f"The bond option {name}: {what}.{modes}")
+
+
+BOND_OPTIONS = Table(
+    "bond-options", "interfaces[].link-aggregation.options", "bond options",
+    "Bond options by their sysfs names (as nmstate and BONDING_OPTS write them); an option the kernel "
+    "refuses in the declared mode is an error naming the modes that take it.",
+    tuple(_bond_option(name, option) for name, option in OPTIONS.items()),
+)
+
+BOND = Table(
+    "link-aggregation", "interfaces[].link-aggregation", "link-aggregation",
+    "Settings of a `type: bond` interface.",
+    (
+        Field("mode", Kind.CHOICE, "The bond mode, by name or number; the kernel changes it only on a bond "
+              "that is down and has no ports (otherwise plan reports a problem).", values=tuple(MODES),
+              default="balance-rr", example="active-backup"),
+        Field("port", Kind.LIST, "The bond's ports (NICs): attached (a port that is up is taken down "
+              "first, the bond brings it up); ports not listed are left alone.", table=BOND_PORT,
+              item="interface name", example="[eth1, eth2]"),
+        Field("ports", Kind.LIST, "The same as port (the name newer nmstate writes); write one of them.",
+              table=BOND_PORT, item="interface name"),
+        Field("options", Kind.MAPPING, "Bond options.", table=BOND_OPTIONS),
     ),
 )
 
 INTERFACE = Table(
     "interface", "interfaces[]", "an interface",
-    "One link. vnetd creates and deletes virtual interfaces (linux-bridge, veth, vlan, dummy); "
+    "One link. vnetd creates and deletes virtual interfaces (linux-bridge, veth, vlan, bond, vxlan, dummy); "
     "NICs (ethernet) are configured, never created or deleted.",
     (
         Field("name", Kind.STRING, "The interface name: 1-15 characters, no '/', ':' or blanks.", required=True,
@@ -218,14 +305,22 @@ INTERFACE = Table(
               values=_values(AdminState), default="up", example="up"),
         Field("mtu", Kind.INTEGER, "The MTU (at least 1280 when IPv6 addresses are listed).", range=(68, 65535),
               example="9000"),
-        Field("mac-address", Kind.STRING, "The MAC address (quoted: YAML reads some unquoted MACs as numbers).",
-              example='"52:54:00:12:34:56"'),
+        Field("mac-address", Kind.STRING, "The MAC address (quoted: YAML reads some unquoted MACs as numbers); "
+              "with identifier: mac-address, the MAC the NIC is found by.", example='"52:54:00:12:34:56"'),
+        Field("identifier", Kind.CHOICE, "How a NIC is found: by its name, or by its MAC (mac-address), "
+              "whatever the kernel named it.", values=("name", "mac-address"), default="name",
+              example="mac-address"),
+        Field("profile-name", Kind.STRING, "With identifier: mac-address, the name the files use for the "
+              "NIC (in ports, base-iface, routes...); name is then only what it was called where the file "
+              "was written.", example="uplink0"),
         Field("description", Kind.STRING, "Free text; accepted for nmstate compatibility, not applied."),
         Field("ipv4", Kind.MAPPING, "IPv4 addresses.", table=IP),
         Field("ipv6", Kind.MAPPING, "IPv6 addresses.", table=IP),
         Field("bridge", Kind.MAPPING, "Bridge settings (type: linux-bridge only).", table=BRIDGE),
+        Field("link-aggregation", Kind.MAPPING, "Bond settings (type: bond only).", table=BOND),
         Field("veth", Kind.MAPPING, "Veth settings (type: veth only).", table=VETH),
         Field("vlan", Kind.MAPPING, "VLAN settings (type: vlan only).", table=VLAN),
+        Field("vxlan", Kind.MAPPING, "VXLAN settings (type: vxlan only).", table=VXLAN),
     ),
 )
 
@@ -253,6 +348,39 @@ ROUTES = Table(
     (Field("config", Kind.LIST, "The routes.", table=ROUTE),),
 )
 
+# --------------------------------------------------------------------------- route rules
+
+ROUTE_RULE = Table(
+    "route-rule", "route-rules.config[]", "a route rule",
+    "One policy routing rule (nmstate `route-rules.config`). A rule names its family through an address "
+    "or `family`. Rules that are not declared are left alone; `state: absent` removes the rules it matches "
+    "(never the kernel's own three unless they are named).",
+    (
+        Field("ip-from", Kind.STRING, "The source address or network (an address means /32 or /128).",
+              example="192.0.2.0/24"),
+        Field("ip-to", Kind.STRING, "The destination address or network.", example="198.51.100.0/24"),
+        Field("priority", Kind.INTEGER, "The rule's priority (-1: let the kernel choose).",
+              range=(-1, 2**32 - 1), example="1000"),
+        Field("route-table", Kind.INTEGER, "The routing table to look up (254 is main).", range=(0, 2**32 - 1),
+              example="100"),
+        Field("fwmark", Kind.INTEGER, "The firewall mark to match, decimal or 0x hex (a hex string too).",
+              range=(0, 2**32 - 1), example="0x10"),
+        Field("fwmask", Kind.INTEGER, "Which bits of the mark are compared (needs fwmark).",
+              range=(0, 2**32 - 1), example="0xff"),
+        Field("iif", Kind.STRING, "The incoming interface.", example="br-mgmt"),
+        Field("action", Kind.CHOICE, "Instead of a table lookup: drop the packet (blackhole) or answer "
+              "unreachable / prohibited.", values=_values(RuleAction)),
+        Field("family", Kind.CHOICE, "The family, for a rule with neither ip-from nor ip-to.",
+              values=("ipv4", "ipv6")),
+        Field("state", Kind.CHOICE, "absent: remove the rules this entry matches.", values=("absent",)),
+    ),
+)
+
+ROUTE_RULES = Table(
+    "route-rules", "route-rules", "route-rules", "Policy routing rules.",
+    (Field("config", Kind.LIST, "The rules.", table=ROUTE_RULE),),
+)
+
 # --------------------------------------------------------------------------- sysctl
 
 SYSCTL = Table(
@@ -266,7 +394,7 @@ SYSCTL = Table(
 # --------------------------------------------------------------------------- firewall
 
 CHAIN = Table(
-    "chain", "firewall.TABLE.CHAIN", "a chain",
+    "chain", "firewall.TABLE.CHAIN, firewall6.TABLE.CHAIN", "a chain",
     "One chain. A chain may be declared in several files (its rules are joined in file-name order); "
     "mode and policy are written in one file only.",
     (
@@ -283,7 +411,7 @@ CHAIN = Table(
 )
 
 FIREWALL_TABLE = Table(
-    "firewall-table", "firewall.TABLE", "a table",
+    "firewall-table", "firewall.TABLE, firewall6.TABLE", "a table",
     "The chains of one table: built-in chains by their name (INPUT, FORWARD...), user chains by a name "
     "of 1-28 letters, digits, '-', '_' or '.'.",
     free=FreeKey("CHAIN", "A chain of the table.", table=CHAIN),
@@ -294,6 +422,13 @@ FIREWALL = Table(
     "iptables rules (the legacy tables, or iptables-nft's where that is what the host uses), by table "
     "and chain.",
     tuple(Field(t, Kind.MAPPING, f"The {t} table.", origin=VNETD, table=FIREWALL_TABLE) for t in TABLES),
+)
+
+FIREWALL6 = Table(
+    "firewall6", "firewall6", "firewall6 (tables)",
+    "ip6tables rules: the same shape as firewall:, written to the IPv6 tables of the same backend "
+    "(ip6tables-legacy, or the ip6 tables iptables-nft uses), with the same ownership rules.",
+    tuple(Field(t, Kind.MAPPING, f"The IPv6 {t} table.", origin=VNETD, table=FIREWALL_TABLE) for t in TABLES),
 )
 
 # --------------------------------------------------------------------------- libvirt
@@ -360,10 +495,13 @@ TOP = Table(
     "A state file is a YAML mapping of these sections; each is optional, and every file of the state "
     "directory adds to them.",
     (
-        Field("interfaces", Kind.LIST, "Links, bridges, veths, VLANs and their addresses.", table=INTERFACE),
+        Field("interfaces", Kind.LIST, "Links, bridges, bonds, veths, VLANs, VXLANs and their addresses.",
+              table=INTERFACE),
         Field("routes", Kind.MAPPING, "Static routes.", table=ROUTES),
+        Field("route-rules", Kind.MAPPING, "Policy routing rules.", table=ROUTE_RULES),
         Field("sysctl", Kind.MAPPING, "Network sysctls.", origin=VNETD, table=SYSCTL),
         Field("firewall", Kind.MAPPING, "iptables rules.", origin=VNETD, table=FIREWALL),
+        Field("firewall6", Kind.MAPPING, "ip6tables rules.", origin=VNETD, table=FIREWALL6),
         Field("libvirt", Kind.MAPPING, "libvirt networks and guests.", origin=VNETD, table=LIBVIRT),
         Field("health", Kind.MAPPING, "Health probes.", origin=VNETD, table=HEALTH),
     ),

@@ -1,6 +1,9 @@
 # SPDX-License-Identifier: MIT
 """``vnetd import``: legacy files in, one state file out, checked as ``vnetd check`` would.
 
+Inputs: ``ifcfg-*`` files (``interfaces:``, ``routes:``), an iptables-save file
+(``firewall:``), an ip6tables-save file (``firewall6:``), a sysctl.conf (``sysctl:``).
+
 The translators (``ifcfg``, ``iptables_save``, ``sysctl_conf``) turn their files
 into drafts; ``build_document`` turns the drafts into a document with comments;
 ``emit`` writes it. The text is then loaded with the loader ``vnetd check`` uses
@@ -28,13 +31,14 @@ from vnetd.errors import ConfigError, ConfigIssue
 from vnetd.importer.emit import Blank, Comment, Emitted, Mapping, Node, emit
 from vnetd.importer.ifcfg import IfcfgImport, InterfaceDraft, RouteDraft, translate_directory
 from vnetd.importer.iptables_save import ChainDraft, IptablesImport, RuleDraft, read_iptables_save
+from vnetd.importer.route_rules import RuleDraft as RouteRuleDraft
 from vnetd.importer.sources import ImportProblem
 from vnetd.importer.sysctl_conf import SysctlDraft, SysctlImport, read_sysctl_conf
 from vnetd.model.state import DesiredState
 
 #: what the loader's complaints can be traced back to (each has ``untranslated``)
-DRAFTS = (InterfaceDraft, RouteDraft, SysctlDraft, ChainDraft, RuleDraft)
-Draft = InterfaceDraft | RouteDraft | SysctlDraft | ChainDraft | RuleDraft
+DRAFTS = (InterfaceDraft, RouteDraft, RouteRuleDraft, SysctlDraft, ChainDraft, RuleDraft)
+Draft = InterfaceDraft | RouteDraft | RouteRuleDraft | SysctlDraft | ChainDraft | RuleDraft
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -49,13 +53,16 @@ class Imported:
     ifcfg: IfcfgImport | None = None
     iptables: IptablesImport | None = None
     sysctl: SysctlImport | None = None
+    ip6tables: IptablesImport | None = None
 
 
-def read_inputs(ifcfg_dir: str | None, iptables: str | None, sysctl: str | None) -> Imported:
+def read_inputs(ifcfg_dir: str | None, iptables: str | None, sysctl: str | None,
+                ip6tables: str | None = None) -> Imported:
     return Imported(
         ifcfg=translate_directory(ifcfg_dir) if ifcfg_dir else None,
         iptables=read_iptables_save(iptables) if iptables else None,
         sysctl=read_sysctl_conf(sysctl) if sysctl else None,
+        ip6tables=read_iptables_save(ip6tables, family=6) if ip6tables else None,
     )
 
 
@@ -65,6 +72,8 @@ def header(imported: Imported, stamp: str) -> Comment:
         lines.append(f"  ifcfg files:   {imported.ifcfg.directory} ({', '.join(imported.ifcfg.files)})")
     if imported.iptables is not None:
         lines.append(f"  iptables-save: {imported.iptables.path}")
+    if imported.ip6tables is not None:
+        lines.append(f"  ip6tables-save: {imported.ip6tables.path}")
     if imported.sysctl is not None:
         lines.append(f"  sysctl.conf:   {imported.sysctl.path}")
     lines += [
@@ -88,10 +97,15 @@ def build_document(imported: Imported) -> Mapping:
         routes = imported.ifcfg.build_routes()
         if routes is not None:
             section("routes", routes)
+        rules = imported.ifcfg.build_rules()
+        if rules is not None:
+            section("route-rules", rules)
     if imported.sysctl is not None:
         section("sysctl", imported.sysctl.build())
     if imported.iptables is not None:
         section("firewall", imported.iptables.build())
+    if imported.ip6tables is not None:
+        section("firewall6", imported.ip6tables.build())
     return doc
 
 
@@ -199,26 +213,27 @@ def _write_exclusive(path: str, data: bytes) -> None:
 def summary(text: str, desired: DesiredState) -> str:
     untranslated = sum(1 for line in text.splitlines() if line.lstrip().startswith(f"# {NOT_TRANSLATED}"))
     rules = sum(len(c.all_rules) for c in desired.chains)
-    return (f"{len(desired.interfaces)} interfaces, {len(desired.routes)} routes, {len(desired.sysctls)} "
-            f"sysctls, {len(desired.chains)} chains with {rules} rules; {untranslated} "
-            f"{'comments mark' if untranslated != 1 else 'comment marks'} what was not translated "
+    return (f"{len(desired.interfaces)} interfaces, {len(desired.routes)} routes, {len(desired.route_rules)} "
+            f"route rules, {len(desired.sysctls)} sysctls, {len(desired.chains)} chains with {rules} rules; "
+            f"{untranslated} {'comments mark' if untranslated != 1 else 'comment marks'} what was not translated "
             f"(grep '{NOT_TRANSLATED}')")
 
 
 def import_command(args: argparse.Namespace) -> int:
     ifcfg_dir = getattr(args, "ifcfg_dir", None)
     iptables = getattr(args, "iptables", None)
+    ip6tables = getattr(args, "ip6tables", None)
     sysctl = getattr(args, "sysctl", None)
     output = getattr(args, "output", None)
-    if not (ifcfg_dir or iptables or sysctl):
-        print("vnetd import: nothing to import; give --ifcfg-dir DIR, --iptables FILE and/or --sysctl FILE",
-              file=sys.stderr)
+    if not (ifcfg_dir or iptables or ip6tables or sysctl):
+        print("vnetd import: nothing to import; give --ifcfg-dir DIR, --iptables FILE, --ip6tables FILE "
+              "and/or --sysctl FILE", file=sys.stderr)
         return EXIT_ERROR
     try:
         if output not in (None, "-") and os.path.lexists(output):
             raise ImportProblem(output, 0, "exists already; vnetd import never overwrites a file "
                                 "(remove it or choose another name)")
-        imported = read_inputs(ifcfg_dir, iptables, sysctl)
+        imported = read_inputs(ifcfg_dir, iptables, sysctl, ip6tables)
         text, desired = translate(imported, _stamp())
         if output in (None, "-"):
             sys.stdout.write(text)

@@ -17,33 +17,45 @@ Translation, and why (what an administrator migrating a CentOS host expects):
   nmstate ``description`` (kept, not managed).
 * ``TYPE=Bridge`` -> ``linux-bridge``; ``TYPE=Ethernet``, a file with ``HWADDR`` or
   no ``TYPE`` at all (initscripts' default) -> ``ethernet``; ``VLAN=yes`` ->
-  ``vlan`` (parent and id from ``PHYSDEV``/``VLAN_ID`` or the ``eth0.10`` name).
-  Other types (bonds, teams, OVS, tunnels) are not translated.
-* ``BRIDGE=br0`` makes the device a port of ``br0`` (listed under the bridge);
-  addresses on a bridge port are not translated (initscripts ignores them too).
+  ``vlan`` (parent and id from ``PHYSDEV``/``VLAN_ID`` or the ``eth0.10`` name;
+  ``REORDER_HDR``, ``GVRP``, ``MVRP`` as nmstate's vlan options); ``TYPE=Bond`` or
+  ``BONDING_MASTER=yes`` -> ``bond``, ``BONDING_OPTS`` -> ``link-aggregation``
+  (``mode`` and the options nmstate knows). Other types (teams, OVS, tunnels) are
+  not translated.
+* ``BRIDGE=br0`` makes the device a port of ``br0`` (listed under the bridge),
+  ``MASTER=bond0`` (with ``SLAVE=yes``) a port of ``bond0``; addresses on a port are
+  not translated (initscripts ignores them too).
 * ``MTU``; ``ONBOOT=no`` -> ``state: down`` (vnetd keeps it down; there is no
   "leave it alone at boot"), otherwise ``state: up``.
 * ``IPADDR``/``PREFIX`` or ``NETMASK``, also numbered (``IPADDR0``, ``PREFIX0``, ...):
   static addresses; without a prefix or netmask the classful default is used, as
   ipcalc and NetworkManager do (with a comment). ``BOOTPROTO=dhcp``/``bootp``:
-  the address is left to the DHCP client (no ``ipv4`` section, with a comment).
-  ``IPV6INIT=yes`` with ``IPV6ADDR``/``IPV6ADDR_SECONDARIES``: static IPv6.
+  ``ipv4: {dhcp: true}``: the address and default route belong to the DHCP client
+  that initscripts runs (vnetd leaves them alone). ``IPV6INIT=yes`` with
+  ``IPV6ADDR``/``IPV6ADDR_SECONDARIES``: static IPv6; with ``IPV6_AUTOCONF`` (yes
+  unless written no, as initscripts assumes) ``autoconf: true``, with ``DHCPV6C=yes``
+  ``dhcp: true``.
 * ``GATEWAY`` -> a default route via that address on the device (not with
   ``DEFROUTE=no`` or DHCP); ``IPV6_DEFAULTGW`` likewise. The kernel holds one
   default route per metric: a second one is a comment.
 * Bridges: ``STP=on|off`` -> ``stp.enabled`` (written ``false`` when absent: the
   kernel's and initscripts' default), ``DELAY`` -> ``forward-delay`` in seconds.
 * ``HWADDR`` is *not* a MAC to set: in ifcfg it names the NIC the file belongs
-  to (initscripts checks it, udev renames by it). vnetd finds NICs by name, so
-  it becomes a comment. ``MACADDR`` sets a MAC and becomes ``mac-address``.
+  to (initscripts checks it, udev renames by it). It becomes nmstate's
+  ``identifier: mac-address`` with that ``mac-address``: the file's name (eth1)
+  stands for the NIC with that MAC, whatever the kernel calls it. ``MACADDR`` sets
+  a MAC and becomes ``mac-address`` (not together with ``HWADDR``, which then
+  identifies the NIC).
 * Alias files (``ifcfg-eth0:1``) add their address to the parent device.
 * ``route-DEV``/``route6-DEV`` files (both the ``ADDRESS0=``/``NETMASK0=``/
-  ``GATEWAY0=`` form and ``ip route`` argument lines) become routes.
+  ``GATEWAY0=`` form and ``ip route`` argument lines) become routes;
+  ``rule-DEV``/``rule6-DEV`` files (``ip rule`` argument lines) become
+  ``route-rules`` (``vnetd.importer.route_rules``).
 * Everything else (``NM_CONTROLLED``, ``UUID``, ``DNS1``, ``DOMAIN``, ``PEERDNS``,
   ``IPV6INIT=no``, ``DEFROUTE``, ...) is listed, with its value, in one comment
-  per file. ``ifcfg-lo``, ``rule-*`` files and initscripts' backup files
-  (``*.bak``, ``*.orig``, ``*.rpmsave``, ``*~``, ...) are not translated (said in a
-  comment); the scripts that live in the same directory are ignored.
+  per file. ``ifcfg-lo`` and initscripts' backup files (``*.bak``, ``*.orig``,
+  ``*.rpmsave``, ``*~``, ...) are not translated (said in a comment); the scripts
+  that live in the same directory are ignored.
 """
 
 from __future__ import annotations
@@ -56,7 +68,9 @@ from dataclasses import dataclass, field
 
 from vnetd.desired import validate
 from vnetd.importer.emit import Comment, Item, Mapping, Sequence
+from vnetd.importer.route_rules import RuleDraft, translate_rule_file
 from vnetd.importer.sources import ImportProblem, read_text, shown_value, split_lines
+from vnetd.model.bond import MODE_NAMES, MODES, OPTIONS
 
 MAX_FILES = 4096
 #: initscripts' list of files it ignores (network-functions: __sed_discard_ignored_files)
@@ -66,12 +80,12 @@ _ADDRESS_KEY = re.compile(r"^(IPADDR|PREFIX|NETMASK)([0-9]*)$")
 _TRUE = ("yes", "true", "y", "1", "on")
 _FALSE = ("no", "false", "n", "0", "off")
 _UNSUPPORTED_TYPES = {
-    "bond": "bonds", "team": "teams", "teamport": "team ports", "ovsbridge": "Open vSwitch bridges",
+    "team": "teams", "teamport": "team ports", "ovsbridge": "Open vSwitch bridges",
     "ovsport": "Open vSwitch ports", "ovsintport": "Open vSwitch ports", "infiniband": "InfiniBand",
     "wireless": "wireless devices", "xdsl": "DSL links", "ipip": "tunnels", "gre": "tunnels",
     "sit": "tunnels", "tap": "tap devices (libvirt makes guests' taps)", "modem": "modems",
 }
-_ORDER = {"ethernet": 0, "vlan": 1, "linux-bridge": 2}
+_ORDER = {"ethernet": 0, "bond": 1, "vlan": 2, "linux-bridge": 3}
 
 
 # --------------------------------------------------------------------------- parsing
@@ -207,6 +221,12 @@ def parse_ifcfg(text: str, path: str) -> IfcfgFile:
     return parsed
 
 
+def _number(text: str) -> int | None:
+    """A plain decimal of at most 10 digits (a 32-bit value), else None: longer digit
+    strings are no value initscripts takes, and int() of thousands of digits raises."""
+    return int(text) if text.isdigit() and len(text) <= 10 and text.isascii() else None
+
+
 def is_true(value: str | None) -> bool | None:
     """initscripts' is_true/is_false; None when it is neither."""
     if value is None:
@@ -242,7 +262,14 @@ class InterfaceDraft:
     ports: list[str] = field(default_factory=list)
     vlan_base: str | None = None
     vlan_id: int | None = None
+    vlan_options: list[tuple[str, object]] = field(default_factory=list)
     untranslated: str | None = None
+    match_mac: str | None = None  # HWADDR: identifier: mac-address
+    dhcp4: bool = False
+    autoconf6: bool = False
+    dhcp6: bool = False
+    bond_mode: str | None = None
+    bond_options: list[tuple[str, object]] = field(default_factory=list)
 
     def note(self, text: str, wrap: bool = True) -> None:
         self.comments.append(Comment(text, wrap))
@@ -259,23 +286,32 @@ class InterfaceDraft:
         m.add("type", self.type)
         if self.state is not None:
             m.add("state", self.state)
+        if self.match_mac is not None:
+            m.add("identifier", "mac-address")
+            m.add("mac-address", self.match_mac)
         if self.mtu is not None:
             m.add("mtu", self.mtu)
         if self.mac is not None:
             m.add("mac-address", self.mac)
         if self.description is not None:
             m.add("description", self.description)
-        for version, addresses in ((4, self.ipv4), (6, self.ipv6)):
-            if addresses:
+        for version, addresses, dhcp, autoconf in ((4, self.ipv4, self.dhcp4, False),
+                                                   (6, self.ipv6, self.dhcp6, self.autoconf6)):
+            if addresses or dhcp or autoconf:
                 ip = Mapping()
                 ip.add("enabled", True)
-                items = Sequence()
-                for addr in addresses:
-                    a = Mapping()
-                    a.add("ip", str(addr.ip))
-                    a.add("prefix-length", addr.network.prefixlen)
-                    items.add(a)
-                ip.add("address", items)
+                if dhcp:
+                    ip.add("dhcp", True)
+                if autoconf:
+                    ip.add("autoconf", True)
+                if addresses:
+                    items = Sequence()
+                    for addr in addresses:
+                        a = Mapping()
+                        a.add("ip", str(addr.ip))
+                        a.add("prefix-length", addr.network.prefixlen)
+                        items.add(a)
+                    ip.add("address", items)
                 m.add(f"ipv{version}", ip)
         if self.type == "linux-bridge":
             bridge = Mapping()
@@ -301,7 +337,25 @@ class InterfaceDraft:
             vlan = Mapping(flow=True)
             vlan.add("base-iface", self.vlan_base)
             vlan.add("id", self.vlan_id)
+            for key, value in self.vlan_options:
+                vlan.add(key, value)  # type: ignore[arg-type]
             m.add("vlan", vlan)
+        if self.type == "bond":
+            la = Mapping()
+            if self.bond_mode is not None:
+                la.add("mode", self.bond_mode)
+            if self.ports:
+                ports = Sequence()
+                for port in self.ports:
+                    ports.add(port)
+                la.add("port", ports)
+            if self.bond_options:
+                options = Mapping()
+                for key, value in self.bond_options:
+                    options.add(key, value)  # type: ignore[arg-type]
+                la.add("options", options)
+            if la.entries:
+                m.add("link-aggregation", la)
         seq.items.append(Item(m, ref=self))
 
 
@@ -353,6 +407,7 @@ class IfcfgImport:
     routes: list[RouteDraft] = field(default_factory=list)
     notes: list[Comment] = field(default_factory=list)  # at the top of interfaces:
     route_notes: list[Comment] = field(default_factory=list)  # at the top of routes:
+    rules: list[RuleDraft] = field(default_factory=list)
 
     def build_interfaces(self) -> Sequence:
         seq = Sequence()
@@ -371,6 +426,16 @@ class IfcfgImport:
         routes = Mapping()
         routes.add("config", seq)
         return routes
+
+    def build_rules(self) -> Mapping | None:
+        if not self.rules:
+            return None
+        seq = Sequence()
+        for rule in self.rules:
+            rule.build(seq)
+        rules = Mapping()
+        rules.add("config", seq)
+        return rules
 
 
 # --------------------------------------------------------------------------- translation
@@ -411,14 +476,13 @@ def translate_directory(directory: str) -> IfcfgImport:
     ifcfgs: list[IfcfgFile] = []
     for name in relevant:
         path = os.path.join(directory, name)
-        if name.startswith(("rule-", "rule6-")):
-            result.route_notes.append(Comment(f"not translated: {name}: policy routing rules are not "
-                                              "managed by vnetd"))
-            continue
-        text = read_text(path, "an ifcfg file" if name.startswith("ifcfg-") else "a route file")
+        text = read_text(path, "an ifcfg file" if name.startswith("ifcfg-") else
+                         "a rule file" if name.startswith("rule") else "a route file")
         result.files.append(name)
         if name.startswith("ifcfg-"):
             ifcfgs.append(parse_ifcfg(text, path))
+        elif name.startswith(("rule-", "rule6-")):
+            result.rules += translate_rule_file(text, name)
     by_name: dict[str, InterfaceDraft] = {}
     aliases: list[tuple[IfcfgFile, str]] = []
     for order, f in enumerate(ifcfgs):
@@ -428,6 +492,7 @@ def translate_directory(directory: str) -> IfcfgImport:
             result.interfaces.append(draft)
     _attach_ports(ifcfgs, by_name)
     _bridge_mtu_notes(by_name)
+    _drop_clashing_rules(result.rules)
     for f, name in aliases:
         _translate_alias(f, name, by_name, result)
     for name in relevant:
@@ -518,7 +583,14 @@ def _translate_file(
             if key in f.values:
                 used.add(key)
                 draft.note(f"not translated: {f.values[key].shown()}: only bridges have {key}")
-    if take("BRIDGE") is not None:
+    if iftype == "bond":
+        _bond_options(f, used, draft)
+    elif iftype == "vlan":
+        _vlan_options(f, used, draft)
+    master = take("MASTER")
+    if master is not None and f.get("SLAVE") is not None:
+        used.add("SLAVE")
+    if take("BRIDGE") is not None or master is not None:
         _port_addresses(f, used, draft)
     else:
         _addresses(f, used, draft, result)
@@ -537,12 +609,14 @@ def _device_type(f: IfcfgFile, name: str, raw_type: str | None) -> tuple[str | N
         return "vlan", None
     if lowered == "bridge":
         return "linux-bridge", None
+    if lowered == "bond" or is_true(f.get("BONDING_MASTER")):
+        return "bond", None
     if lowered == "ethernet":
         return "ethernet", None
     if lowered in _UNSUPPORTED_TYPES:
         return None, f"TYPE={raw_type}: vnetd does not manage {_UNSUPPORTED_TYPES[lowered]}"
     if raw_type:
-        return None, f"TYPE={shown_value(raw_type)}: not a type vnetd knows (Ethernet, Bridge, Vlan)"
+        return None, f"TYPE={shown_value(raw_type)}: not a type vnetd knows (Ethernet, Bridge, Bond, Vlan)"
     if "MASTER" in f.values or "TEAM_MASTER" in f.values:
         return "ethernet", None  # a bond's slave is a NIC; MASTER stays in the untranslated list
     if "HWADDR" in f.values:
@@ -563,7 +637,7 @@ def _vlan(f: IfcfgFile, draft: InterfaceDraft) -> None:
     problem = None
     if base is None or validate.link_name(base) is not None:
         problem = "no valid parent device (PHYSDEV= or the name eth0.10)"
-    elif vid_text is None or not vid_text.isdigit() or not 1 <= int(vid_text) <= 4094:
+    elif vid_text is None or not 1 <= (_number(vid_text) or 0) <= 4094:
         problem = "no VLAN id 1-4094 (VLAN_ID= or the name eth0.10)"
     if problem is not None:
         draft.untranslated = f"VLAN=yes but {problem}"
@@ -575,7 +649,7 @@ def _vlan(f: IfcfgFile, draft: InterfaceDraft) -> None:
 def _mtu(f: IfcfgFile, value: str | None, draft: InterfaceDraft) -> None:
     if value is None:
         return
-    if value.isdigit() and 68 <= int(value) <= 65535:
+    if 68 <= (_number(value) or 0) <= 65535:
         draft.mtu = int(value)
     else:
         draft.note(f"not translated: {f.values['MTU'].shown()}: not an MTU (68-65535)")
@@ -585,13 +659,23 @@ def _mac(f: IfcfgFile, used: set[str], draft: InterfaceDraft) -> None:
     hw = f.values.get("HWADDR")
     if hw is not None:
         used.add("HWADDR")
-        draft.note(f"not translated: {hw.shown()}: in ifcfg, HWADDR says which NIC this file is for; it "
-                   "does not set a MAC (MACADDR= does, and becomes mac-address). vnetd finds NICs by name")
+        problem = validate.mac_address(hw.value)
+        if draft.type != "ethernet":
+            draft.note(f"not translated: {hw.shown()}: only a NIC (type ethernet) is found by its MAC")
+        elif problem is not None:
+            draft.note(f"not translated: {hw.shown()}: {problem}")
+        else:
+            draft.match_mac = hw.value.replace("-", ":").upper()
+            draft.note(f"{hw.shown()} says which NIC this file is for: identifier: mac-address, so {draft.name} "
+                       "stands for the NIC with this MAC whatever the kernel calls it")
     mac = f.values.get("MACADDR")
     if mac is not None:
         used.add("MACADDR")
         problem = validate.mac_address(mac.value)
-        if problem is None:
+        if draft.match_mac is not None:
+            draft.note(f"not translated: {mac.shown()}: with HWADDR the NIC is found by its MAC, and "
+                       "mac-address names it; vnetd does not also set another MAC")
+        elif problem is None:
             draft.mac = mac.value.replace("-", ":").upper()
         else:
             draft.note(f"not translated: {mac.shown()}: {problem}")
@@ -634,7 +718,8 @@ def _classful_prefix(addr: ipaddress.IPv4Address) -> int:
 
 
 def _port_addresses(f: IfcfgFile, used: set[str], draft: InterfaceDraft) -> None:
-    """A bridge port gets no address from initscripts (ifup-eth enslaves it and stops)."""
+    """A bridge or bond port gets no address from initscripts (ifup-eth enslaves it and stops)."""
+    what = "a bridge port (BRIDGE=)" if f.get("BRIDGE") is not None else "a bond port (MASTER=)"
     bootproto = f.get("BOOTPROTO")
     if bootproto is not None and bootproto.lower() in ("none", "static", ""):
         used.add("BOOTPROTO")
@@ -642,8 +727,8 @@ def _port_addresses(f: IfcfgFile, used: set[str], draft: InterfaceDraft) -> None
     for key in sorted(keys, key=lambda k: f.values[k].line):
         if key not in used:
             used.add(key)
-            draft.note(f"not translated: {f.values[key].shown()}: {draft.name} is a bridge port "
-                       "(BRIDGE=), which initscripts gives no address")
+            draft.note(f"not translated: {f.values[key].shown()}: {draft.name} is {what}, which initscripts gives "
+                       "no address")
 
 
 def _addresses(f: IfcfgFile, used: set[str], draft: InterfaceDraft, result: IfcfgImport) -> None:
@@ -652,13 +737,14 @@ def _addresses(f: IfcfgFile, used: set[str], draft: InterfaceDraft, result: Ifcf
     if bootproto is not None:
         used.add("BOOTPROTO")
         if dynamic:
-            draft.note(f"BOOTPROTO={shown_value(bootproto)}: the address is left to the DHCP client "
-                       "(no ipv4 section: vnetd does not manage it)")
+            draft.dhcp4 = True
+            draft.note(f"BOOTPROTO={shown_value(bootproto)}: dhcp: true, the address and default route belong to "
+                       "the DHCP client (vnetd leaves them alone; keep the client running)")
         elif bootproto.lower() not in ("none", "static", ""):
             draft.note(f"not translated: BOOTPROTO={shown_value(bootproto)}: vnetd manages static "
                        "addresses only")
     suffixes = sorted({m.group(2) for k in f.values if (m := _ADDRESS_KEY.match(k))},
-                      key=lambda s: -1 if s == "" else int(s))
+                      key=lambda s: (len(s), s))  # numeric order without int() of a huge suffix
     for suffix in suffixes:
         keys = [k + suffix for k in ("IPADDR", "PREFIX", "NETMASK")]
         used.update(k for k in keys if k in f.values)
@@ -691,7 +777,7 @@ def _address(f: IfcfgFile, suffix: str, ip_a: Assignment, draft: InterfaceDraft)
     mask_a = f.values.get("NETMASK" + suffix)
     prefix: int | None = None
     if prefix_a is not None:
-        if prefix_a.value.isdigit() and 0 <= int(prefix_a.value) <= 32:
+        if _number(prefix_a.value) is not None and 0 <= int(prefix_a.value) <= 32:
             prefix = int(prefix_a.value)
             if mask_a is not None:
                 draft.note(f"{mask_a.shown()} is ignored: {prefix_a.shown()} counts, as in initscripts")
@@ -718,9 +804,20 @@ def _address(f: IfcfgFile, suffix: str, ip_a: Assignment, draft: InterfaceDraft)
 def _ipv6(f: IfcfgFile, used: set[str], draft: InterfaceDraft) -> None:
     init = is_true(f.get("IPV6INIT"))
     keys = [k for k in ("IPV6ADDR", "IPV6ADDR_SECONDARIES") if k in f.values]
-    if not init or not keys:
-        return  # IPV6INIT=no (or unset), or autoconfiguration only: IPv6 stays unmanaged
+    if not init:
+        return  # IPV6INIT=no (or unset): IPv6 stays unmanaged
     used.add("IPV6INIT")
+    autoconf = f.get("IPV6_AUTOCONF")
+    if autoconf is not None:
+        used.add("IPV6_AUTOCONF")
+    draft.autoconf6 = is_true(autoconf) is not False
+    if draft.autoconf6:
+        why = "IPV6_AUTOCONF=yes" if autoconf is not None else "IPV6INIT=yes without IPV6_AUTOCONF=no"
+        draft.note(f"{why}: autoconf: true, router advertisements configure addresses too (initscripts' "
+                   "default); vnetd leaves those alone")
+    if "DHCPV6C" in f.values:
+        used.add("DHCPV6C")
+        draft.dhcp6 = is_true(f.get("DHCPV6C")) is True
     for key in keys:
         used.add(key)
         for word in f.values[key].value.split():
@@ -769,6 +866,9 @@ def _gateway(f: IfcfgFile, used: set[str], draft: InterfaceDraft, result: IfcfgI
 
 def _attach_ports(ifcfgs: list[IfcfgFile], by_name: dict[str, InterfaceDraft]) -> None:
     for f in ifcfgs:
+        master = f.get("MASTER")
+        if master is not None:
+            _attach_bond_port(f, master, by_name)
         bridge = f.get("BRIDGE")
         if bridge is None:
             continue
@@ -786,6 +886,96 @@ def _attach_ports(ifcfgs: list[IfcfgFile], by_name: dict[str, InterfaceDraft]) -
         else:
             owner.ports.append(port.name)
             port.note(f"a port of {bridge} (BRIDGE={shown_value(bridge)}): listed under {bridge}'s bridge.port")
+
+
+def _attach_bond_port(f: IfcfgFile, master: str, by_name: dict[str, InterfaceDraft]) -> None:
+    """``MASTER=bond0`` (with ``SLAVE=yes``, as initscripts wants it): a port of the bond."""
+    port = next((d for d in by_name.values() if d.source == f.name), None)
+    if port is None:
+        return
+    owner = by_name.get(master)
+    shown = f.values["MASTER"].shown()
+    if not is_true(f.get("SLAVE")):
+        port.note(f"not translated: {shown}: without SLAVE=yes initscripts does not enslave it")
+    elif owner is None or owner.type != "bond":
+        why = "there is no ifcfg file for it" if owner is None else f"{master} is not a bond"
+        port.note(f"not translated: {shown}: {why} (TYPE=Bond)")
+    elif port.type != "ethernet":
+        port.note(f"not translated: {shown}: a bond's ports are NICs")
+    else:
+        owner.ports.append(port.name)
+        port.note(f"a port of {master} ({shown} SLAVE=yes): listed under {master}'s link-aggregation.port")
+
+
+def _bond_options(f: IfcfgFile, used: set[str], draft: InterfaceDraft) -> None:
+    """``BONDING_OPTS="mode=802.3ad miimon=100 ..."`` -> link-aggregation mode and options."""
+    used.update(k for k in ("BONDING_OPTS", "BONDING_MASTER") if k in f.values)
+    text = f.get("BONDING_OPTS")
+    if text is None:
+        return
+    options: list[tuple[str, str]] = []
+    for word in text.split():
+        key, eq, value = word.partition("=")
+        if not eq or not value:
+            draft.note(f"not translated: BONDING_OPTS word {word!r}: expected option=value")
+            continue
+        if key == "mode":
+            number = _number(value)
+            mode = MODE_NAMES.get(number) if number is not None else value if value in MODES else None
+            if mode is None:
+                draft.note(f"not translated: BONDING_OPTS mode={value}: not a bond mode")
+            else:
+                draft.bond_mode = mode
+            continue
+        options.append((key, value))
+    for key, value in options:
+        converted = _bond_value(key, value, draft.bond_mode)
+        if isinstance(converted, str) and converted.startswith("!"):
+            draft.note(f"not translated: BONDING_OPTS {key}={value}: {converted[1:]}")
+        elif key == "arp_ip_target" and any(k == key for k, _v in draft.bond_options):
+            # sysfs style, one target per word (arp_ip_target=+a arp_ip_target=+b): one list
+            draft.bond_options = [(k, f"{v},{converted}" if k == key else v) for k, v in draft.bond_options]
+        else:
+            draft.bond_options = [(k, v) for k, v in draft.bond_options if k != key] + [(key, converted)]
+
+
+def _bond_value(key: str, value: str, mode: str | None) -> object:
+    """A BONDING_OPTS value as the state file writes it; a string starting with '!' says why not."""
+    option = OPTIONS.get(key)
+    if option is None:
+        return f"!not an option vnetd manages (nmstate's: {', '.join(sorted(OPTIONS))})"
+    if option.modes is not None and (mode or "balance-rr") not in option.modes:
+        return f"!the kernel takes it in the modes {', '.join(sorted(option.modes))} only"
+    if option.kind == "int":
+        number = _number(value)
+        if number is None:
+            return "!not a number"
+        return number if option.lo <= number <= option.hi else f"!out of range ({option.lo}-{option.hi})"
+    if option.kind == "bool":
+        return {"0": False, "1": True}.get(value, "!not 0 or 1")
+    if option.kind == "enum":
+        index = _number(value)
+        if index is not None and index < len(option.choices):
+            return option.choices[index]
+        return value if value in option.choices else f"!not one of {', '.join(option.choices)}"
+    if option.kind == "ip-list":
+        targets = [t.lstrip("+") for t in value.split(",") if t and not t.startswith("-")]
+        return ",".join(targets) if targets else "!no target"
+    return value
+
+
+def _vlan_options(f: IfcfgFile, used: set[str], draft: InterfaceDraft) -> None:
+    """initscripts' REORDER_HDR, GVRP and MVRP -> nmstate's vlan options."""
+    reorder = f.get("REORDER_HDR")
+    if reorder is not None and is_true(reorder) is not None:
+        used.add("REORDER_HDR")
+        draft.vlan_options.append(("reorder-headers", bool(is_true(reorder))))
+    registration = [k.lower() for k in ("GVRP", "MVRP") if is_true(f.get(k))]
+    used.update(k for k in ("GVRP", "MVRP") if is_true(f.get(k)) is not None)
+    if len(registration) == 1:
+        draft.vlan_options.append(("registration-protocol", registration[0]))
+    elif registration:
+        draft.note("not translated: GVRP=yes MVRP=yes: a VLAN registers with one protocol")
 
 
 def _bridge_mtu_notes(by_name: dict[str, InterfaceDraft]) -> None:
@@ -866,11 +1056,11 @@ def _ip_route_args(words: list[str], device: str, family: int, source: str) -> t
                 return None, problem
             dev = arg
         elif word in ("metric", "preference", "priority"):
-            if not arg.isdigit():
+            if _number(arg) is None:
                 return None, f"{word} {arg!r} is not a number"
             metric = int(arg)
         elif word == "table":
-            if not arg.isdigit() or int(arg) in (0, 253, 255):
+            if _number(arg) is None or int(arg) in (0, 253, 255):
                 return None, f"table {arg!r}: vnetd takes numbered tables (1-252, 254, 256-...)"
             table = None if int(arg) == 254 else int(arg)
         elif word == "proto" and arg in ("static", "boot"):
@@ -884,7 +1074,7 @@ def _ip_route_args(words: list[str], device: str, family: int, source: str) -> t
 
 
 def _route_assignments(f: IfcfgFile, device: str, name: str, result: IfcfgImport) -> None:
-    indexes = sorted({int(m.group(1)) for k in f.values if (m := re.match(r"^ADDRESS([0-9]+)$", k))})
+    indexes = sorted({int(m.group(1)) for k in f.values if (m := re.match(r"^ADDRESS([0-9]{1,9})$", k))})
     used: set[str] = set()
     for i in indexes:
         keys = {k: f.get(f"{k}{i}") for k in ("ADDRESS", "NETMASK", "GATEWAY", "METRIC")}
@@ -910,6 +1100,19 @@ def _route_assignments(f: IfcfgFile, device: str, name: str, result: IfcfgImport
     rest = [a.shown() for a in f.values.values() if a.key not in used]
     if rest or f.junk:
         result.route_notes.append(Comment(f"not translated: {name}: " + " ".join(rest + [t for _, t, _ in f.junk])))
+
+
+def _drop_clashing_rules(rules: list[RuleDraft]) -> None:
+    """The same rule in two files (initscripts would add it twice; the kernel keeps one)."""
+    seen: dict[tuple[object, ...], RuleDraft] = {}
+    for rule in rules:
+        if rule.untranslated is not None:
+            continue
+        key = (rule.family, rule.ip_from, rule.ip_to, rule.priority, rule.table, rule.fwmark, rule.fwmask, rule.iif,
+               rule.action)
+        first = seen.setdefault(key, rule)
+        if first is not rule:
+            rule.untranslated = f"the same rule as {first.source}"
 
 
 def _drop_clashing_routes(routes: list[RouteDraft]) -> None:

@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: MIT
-"""``iptables-save`` output (``/etc/sysconfig/iptables``) -> the ``firewall:`` section.
+"""``iptables-save`` output (``/etc/sysconfig/iptables``) -> the ``firewall:`` section;
+``ip6tables-save`` output (``/etc/sysconfig/ip6tables``) -> the ``firewall6:`` section.
 
 Parsing follows iptables-restore: ``*table`` opens a table, ``:CHAIN POLICY
 [packets:bytes]`` declares a chain (``-`` as the policy: a user chain), ``-A CHAIN
@@ -8,7 +9,13 @@ Parsing follows iptables-restore: ``*table`` opens a table, ``:CHAIN POLICY
 other commands (``-F``, ``-X``, ``-D``, ...) become comments. Counters (``[x:y]``,
 also in front of a rule as ``iptables-save -c`` writes them) are dropped. A file
 that is not iptables-save syntax, a table without ``COMMIT``, a table that does
-not exist in iptables, and ip6tables-save output are errors naming file and line.
+not exist in iptables, and a file of the other family (ip6tables-save output given
+as ``--iptables``, or the reverse, told by the tool named in its header or by an
+address or ICMP type of the other family) are errors naming file and line and the
+option to use.
+
+Both families are translated alike; the IPv6 file's rules are compiled as
+ip6tables does when the output is checked.
 
 Translation, and why (decisions an administrator should know):
 
@@ -34,7 +41,7 @@ Translation, and why (decisions an administrator should know):
   refuse (``vnetd import`` loads its own output, as ``vnetd check`` does), rules
   of tables vnetd does not manage (``security``), and **libvirt's rules** (an
   interface ``virbrN``, a ``LIBVIRT_*`` chain, masquerading of libvirt's default
-  192.168.122.0/24): libvirt re-creates them when its networks start, and a
+  192.168.122.0/24 in IPv4): libvirt re-creates them when its networks start, and a
   chain that holds them stays in ``merge`` mode, because an exclusive chain would
   remove them for good (the chain gets a comment saying so).
 * vnetd's own tags (``-m comment --comment vnetd:...``, in a file saved from a
@@ -53,11 +60,11 @@ from vnetd.desired import validate
 from vnetd.desired.rules import STANDARD_TARGETS, RuleSyntaxError, parse_rule, render, tokenize
 from vnetd.importer.emit import Comment, Entry, Mapping, Sequence
 from vnetd.importer.sources import MAX_RULES_BYTES, ImportProblem, read_text, split_lines
-from vnetd.model.firewall import BUILTIN_CHAINS, OWNER_MARK, POLICIES, TABLES, TAG_PREFIX, Rule
+from vnetd.model.firewall import BUILTIN_CHAINS, OWNER_MARK, POLICIES, TABLES, TAG_PREFIX, Rule, section_of
 
 #: tables iptables has that vnetd does not manage
 UNMANAGED_TABLES = {"security": "the security table (SELinux/SECMARK) is not managed by vnetd"}
-#: iptables target extensions (libxt_*/libipt_*); a -j to anything else must be a chain
+#: iptables and ip6tables target extensions (libxt_*/libipt_*/libip6t_*); a -j to anything else must be a chain
 KNOWN_TARGETS = frozenset({
     "AUDIT", "CHECKSUM", "CLASSIFY", "CLUSTERIP", "CONNMARK", "CONNSECMARK", "CT", "DNAT", "DNPT", "DSCP",
     "ECN", "HL", "HMARK", "IDLETIMER", "LED", "LOG", "MARK", "MASQUERADE", "MIRROR", "NETMAP", "NFLOG",
@@ -114,6 +121,11 @@ class TableDraft:
     comments: list[str] = field(default_factory=list)  # the file's comments at table level
     notes: list[Comment] = field(default_factory=list)
     raw: list[tuple[int, str]] = field(default_factory=list)  # an unmanaged table's lines
+    family: int = 4
+
+
+#: the command-line option and the tool of each family, for messages
+OPTIONS = {4: ("--iptables", "iptables-save"), 6: ("--ip6tables", "ip6tables-save")}
 
 
 @dataclass
@@ -122,6 +134,11 @@ class IptablesImport:
     tables: list[TableDraft] = field(default_factory=list)
     comments: list[str] = field(default_factory=list)  # before the first table
     trailing: list[str] = field(default_factory=list)  # after the last one
+    family: int = 4  # 4: iptables-save, the firewall: section; 6: ip6tables-save, firewall6:
+
+    @property
+    def section(self) -> str:
+        return section_of(self.family)
 
     def build(self) -> Mapping:
         firewall = Mapping()
@@ -138,13 +155,16 @@ class IptablesImport:
 # --------------------------------------------------------------------------- parsing
 
 
-def read_iptables_save(path: str) -> IptablesImport:
-    return parse_iptables_save(read_text(path, "an iptables-save file", MAX_RULES_BYTES), path)
+def read_iptables_save(path: str, family: int = 4) -> IptablesImport:
+    """An iptables-save file (``family`` 4) or an ip6tables-save file (6)."""
+    tool = OPTIONS[family][1]
+    return parse_iptables_save(read_text(path, f"an {tool} file", MAX_RULES_BYTES), path, family)
 
 
-def parse_iptables_save(text: str, path: str) -> IptablesImport:
-    """Parse and analyse; ImportProblem for a file iptables-restore would not take at all."""
-    result = IptablesImport(path)
+def parse_iptables_save(text: str, path: str, family: int = 4) -> IptablesImport:
+    """Parse and analyse; ImportProblem for a file iptables-restore (ip6tables-restore)
+    would not take at all, or that is the other family's."""
+    result = IptablesImport(path, family=family)
     table: TableDraft | None = None
     pending: list[str] = []
     last_rule: RuleDraft | None = None
@@ -156,9 +176,9 @@ def parse_iptables_save(text: str, path: str) -> IptablesImport:
             continue
         if line.startswith("#"):
             if _GENERATED.match(line):
-                if "ip6tables" in line:
-                    raise ImportProblem(path, number, "this is ip6tables-save output (IPv6); vnetd manages the "
-                                        "IPv4 tables only: import /etc/sysconfig/iptables, keep ip6tables for IPv6")
+                written_by = 6 if "ip6tables" in line else 4
+                if written_by != family and re.search(r"\bip6?tables", line):
+                    raise ImportProblem(path, number, _other_family(family))
                 continue
             pending.append(line[1:].strip())
             continue
@@ -176,7 +196,7 @@ def parse_iptables_save(text: str, path: str) -> IptablesImport:
                 raise ImportProblem(path, number, f"unknown table {name!r}: iptables has the tables "
                                     f"{', '.join(TABLES)} and security (is this an iptables-save file?)")
             seen[name] = number
-            table = TableDraft(name, number, name in TABLES)
+            table = TableDraft(name, number, name in TABLES, family=family)
             (result.comments if not result.tables else table.comments).extend(pending)
             pending = []
             result.tables.append(table)
@@ -217,8 +237,17 @@ def parse_iptables_save(text: str, path: str) -> IptablesImport:
         raise ImportProblem(path, 0, "no table (*filter ... COMMIT) in this file; is it iptables-save output?")
     for t in result.tables:
         if t.managed:
-            _analyse(t, path)
+            _analyse(t, path, family)
     return result
+
+
+def _other_family(family: int) -> str:
+    """The message for a file of the other family (``family``: the one expected)."""
+    if family == 4:
+        return ("this is ip6tables-save output (IPv6); import it with --ip6tables FILE (it becomes the "
+                "firewall6: section), and the IPv4 rules (/etc/sysconfig/iptables) with --iptables")
+    return ("this is iptables-save output (IPv4); import it with --iptables FILE (it becomes the firewall: "
+            "section), and the IPv6 rules (/etc/sysconfig/ip6tables) with --ip6tables")
 
 
 def _short(text: str) -> str:
@@ -256,7 +285,7 @@ def _command(table: TableDraft, command_line: str, line: str, number: int, path:
     chain_name = m.group(2)
     rest = (m.group(3) or "").strip()
     if command is None or chain_name is None:
-        table.notes.append(Comment(f"not translated: line {number}: {line}\n  (the iptables-restore command "
+        table.notes.append(Comment(f"not translated: line {number}: {line}\n  (the {_restore(table)} command "
                                    f"{m.group(1)} has no vnetd equivalent)", wrap=False))
         return None
     if command == "-N":
@@ -277,7 +306,11 @@ def _command(table: TableDraft, command_line: str, line: str, number: int, path:
     position: int | None = None
     if command == "-I":
         first, _, after = rest.partition(" ")
-        if first.isdigit():
+        if first.isascii() and first.isdigit():
+            if len(first) > 9:  # iptables takes an int; int() of thousands of digits raises
+                table.notes.append(Comment(f"not translated: line {number}: {line}\n  (rule number {first[:12]}... "
+                                           "is out of range)", wrap=False))
+                return None
             position, rest = int(first), after.strip()
         else:
             position = 1
@@ -298,15 +331,16 @@ def _command(table: TableDraft, command_line: str, line: str, number: int, path:
 
 
 @functools.lru_cache(maxsize=1024)
-def is_target_extension(name: str) -> bool:
-    """An iptables target (not a chain): the known list, or an extension installed on this host."""
+def is_target_extension(name: str, family: int = 4) -> bool:
+    """An iptables (ip6tables) target, not a chain: the known list, or an extension installed on this host."""
     if name in KNOWN_TARGETS:
         return True
     if not name.replace("_", "").isalnum():
         return False
     arch = sysconfig.get_config_var("MULTIARCH") or ""
+    prefixes = ("xt", "ip6t") if family == 6 else ("xt", "ipt")
     for d in (f"/usr/lib/{arch}/xtables", f"/lib/{arch}/xtables", "/usr/lib64/xtables", "/usr/lib/xtables"):
-        if any(os.path.exists(os.path.join(d, f"lib{p}_{name}.so")) for p in ("xt", "ipt")):
+        if any(os.path.exists(os.path.join(d, f"lib{p}_{name}.so")) for p in prefixes):
             return True
     return False
 
@@ -336,6 +370,20 @@ def _ipv6_sign(draft: RuleDraft) -> bool:
     return bool(re.search(r"icmp6|ipv6-icmp|icmpv6", draft.text))
 
 
+_IPV4_ADDRESS = re.compile(r"^\d{1,3}(\.\d{1,3}){3}(/[\d.]+)?$")
+
+
+def _ipv4_sign(draft: RuleDraft) -> bool:
+    """What only an IPv4 rule has: an IPv4 address, ICMP (not ICMPv6) types, -f, IPv4-only targets."""
+    rule = draft.rule
+    if rule is not None:
+        if any(_IPV4_ADDRESS.match((rule.option(flag) or ("", False))[0]) for flag in ("-s", "-d")):
+            return True
+        if "-f" in rule.words or "--fragment" in rule.words:
+            return True
+    return bool(re.search(r"--icmp-type\b|--reject-with icmp-|-j (TTL|ECN|CLUSTERIP|ULOG|SAME)\b", draft.text))
+
+
 def _without_vnetd_tag(draft: RuleDraft) -> Rule:
     """The rule, without ``-m comment --comment vnetd:...`` (iptables-save's form of
     vnetd's tag, in a file saved from a host vnetd already manages)."""
@@ -354,7 +402,7 @@ def _without_vnetd_tag(draft: RuleDraft) -> Rule:
     return parse_rule(render(words)) if tag != OWNER_MARK else Rule(tuple(words), render(words))
 
 
-def _looks_like_libvirt(draft: RuleDraft, table: str) -> bool:
+def _looks_like_libvirt(draft: RuleDraft, table: str, family: int = 4) -> bool:
     rule = draft.rule
     if rule is None:
         return False
@@ -366,11 +414,11 @@ def _looks_like_libvirt(draft: RuleDraft, table: str) -> bool:
     if jump is not None and jump[0].startswith("LIBVIRT_"):
         return True
     source = rule.option("-s")
-    return table == "nat" and draft.chain == "POSTROUTING" and source is not None \
+    return family == 4 and table == "nat" and draft.chain == "POSTROUTING" and source is not None \
         and source[0] == LIBVIRT_DEFAULT_NET and not source[1]
 
 
-def _analyse(table: TableDraft, path: str) -> None:
+def _analyse(table: TableDraft, path: str, family: int = 4) -> None:
     for chain in table.chains.values():
         if not chain.builtin:
             chain.problem = _chain_problem(table.name, chain.name)
@@ -381,14 +429,17 @@ def _analyse(table: TableDraft, path: str) -> None:
                 draft.rule = _without_vnetd_tag(draft)
             except RuleSyntaxError as exc:
                 draft.problem = f"vnetd cannot read this rule: {exc}"
-            if _ipv6_sign(draft):
+            if family == 4 and _ipv6_sign(draft):
                 raise ImportProblem(path, draft.line, "an IPv6 rule: this looks like ip6tables-save output; "
-                                    "vnetd manages the IPv4 tables only")
+                                    "import it with --ip6tables FILE (the firewall6: section)")
+            if family == 6 and _ipv4_sign(draft):
+                raise ImportProblem(path, draft.line, "an IPv4 rule: this looks like iptables-save output; "
+                                    "import it with --iptables FILE (the firewall: section)")
             if draft.rule is None:
                 continue
             if draft.problem is not None:
                 continue
-            if _looks_like_libvirt(draft, table.name):
+            if _looks_like_libvirt(draft, table.name, family):
                 draft.libvirt = True
                 draft.problem = "libvirt's own rule: libvirt re-creates it when its network starts"
                 continue
@@ -416,9 +467,10 @@ def _jump_problem(draft: RuleDraft, table: TableDraft) -> str | None:
         return None
     if goto:
         return f"-g {target}: the {table.name} table declares no chain {target}"
-    if not is_target_extension(target):
+    if not is_target_extension(target, table.family):
+        tool = "ip6tables" if table.family == 6 else "iptables"
         return (f"jumps to {target}, which is neither a chain of the {table.name} table nor an "
-                "iptables target")
+                f"{tool} target")
     return None
 
 
@@ -459,6 +511,10 @@ def _ends_with_catch_all(chain: ChainDraft, table: TableDraft) -> bool:
         return False
     words = last[-1].rule.words if last[-1].rule is not None else ()
     return len(words) >= 2 and words[0] in ("-j", "--jump") and words[1] in ("REJECT", "DROP")
+
+
+def _restore(table: TableDraft) -> str:
+    return "ip6tables-restore" if table.family == 6 else "iptables-restore"
 
 
 def _build_table(table: TableDraft, firewall: Mapping) -> None:
@@ -517,14 +573,14 @@ def _build_table(table: TableDraft, firewall: Mapping) -> None:
         c.add("rules", rules)
         out.add(chain.name, c, ref=chain)
     if exclusive_note:
-        out.entries.insert(0, Comment(f"iptables-restore replaces the whole {table.name} table with the "
+        out.entries.insert(0, Comment(f"{_restore(table)} replaces the whole {table.name} table with the "
                                       "file's rules: the chains with rules are exclusive (vnetd removes "
                                       "every rule it did not write from them)"))
     if left_alone:
         names = ", ".join(left_alone)
         them = "it" if len(left_alone) == 1 else "them"
         out.note(f"{names}: no rules and policy ACCEPT in the file: not declared, so vnetd leaves {them} "
-                 f"alone (iptables-restore emptied {them} at boot; to keep {left_alone[0]} empty, declare "
+                 f"alone ({_restore(table)} emptied {them} at boot; to keep {left_alone[0]} empty, declare "
                  f"'{left_alone[0]}: {{mode: exclusive}}')")
     if any(isinstance(e, Entry) for e in out.entries):
         firewall.add(table.name, out)

@@ -5,7 +5,8 @@ Taken before a change is applied (``vnetd apply --confirm``, and by the daemon
 before applying edited files when probes are declared), for exactly the
 resources the change's plan touches: the links it names (existence, type, MTU,
 admin state, master, MAC, bridge options) with all their addresses and the
-routes through them, the sysctl keys it writes, the *whole* content of every
+routes through them, every policy routing rule of a family whose rules it
+changes, the sysctl keys it writes, the *whole* content of every
 netfilter chain it changes (foreign rules and the policy included, as the
 backend's raw entries) and the state of the libvirt networks it acts on.
 Restoring is itself a plan (``vnetd.plan.restore``), applied and verified like
@@ -22,6 +23,8 @@ import ipaddress
 import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
+
+from vnetd.model.firewall import section_of, table_key
 
 FORMAT_VERSION = 1
 
@@ -40,6 +43,12 @@ class LinkRecord:
     #: bridge options in the kernel's units (centiseconds): stp_state, forward_delay, hello_time, max_age, priority
     bridge: tuple[int, int, int, int, int] | None = None
     veth_peer: str | None = None
+    #: what a change may set on a live VLAN, VXLAN or bond (SetLinkOptions): VLAN flags,
+    #: VXLAN remote and learning, bond options (``primary`` as a link name)
+    vlan_flags: int | None = None
+    vxlan_remote: str | None = None
+    vxlan_learning: bool | None = None
+    bond_options: tuple[tuple[str, int | str | tuple[str, ...]], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,9 +71,26 @@ class RouteRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class RuleRecord:
+    """A policy routing rule as the kernel had it (its protocol included)."""
+
+    family: int
+    priority: int
+    table: int
+    action: int
+    source: str | None
+    destination: str | None
+    iif: str | None
+    fwmark: int
+    fwmask: int
+    protocol: int
+
+
+@dataclass(frozen=True, slots=True)
 class ChainRecord:
     """A netfilter chain as it was: the backend's raw entries, in order, with the
-    meaning of each standard target (a chain name, ACCEPT...; None: an extension)."""
+    meaning of each standard target (a chain name, ACCEPT...; None: an extension).
+    ``family``: 4 (iptables) or 6 (ip6tables); checkpoints written before IPv6 have none: 4."""
 
     backend: str
     table: str
@@ -73,10 +99,15 @@ class ChainRecord:
     builtin: bool
     policy: str | None = None
     entries: tuple[tuple[bytes, str | None], ...] = ()
+    family: int = 4
+
+    @property
+    def table_key(self) -> str:
+        return table_key(self.table, self.family)
 
     @property
     def resource(self) -> str:
-        return f"firewall/{self.table}/{self.chain}"
+        return f"{section_of(self.family)}/{self.table}/{self.chain}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +131,9 @@ class Checkpoint:
     networks: tuple[NetworkRecord, ...] = ()
     #: what the change did, as the plan described it (for the log of a rollback)
     changes: tuple[str, ...] = field(default=(), compare=False)
+    #: families (4, 6) whose rules were all recorded in ``rules``
+    rule_families: tuple[int, ...] = ()
+    rules: tuple[RuleRecord, ...] = ()
 
     @property
     def link_names(self) -> frozenset[str]:
@@ -110,6 +144,7 @@ class Checkpoint:
         out += [f"sysctl/{key}" for key, _ in self.sysctls]
         out += [c.resource for c in self.chains]
         out += [f"libvirt/network/{n.name}" for n in self.networks]
+        out += [f"route-rules/ipv{family}" for family in self.rule_families]
         return out
 
     # -- file format ------------------------------------------------------------
@@ -139,6 +174,8 @@ class Checkpoint:
                 chains=tuple(_chain(d) for d in data["chains"]),
                 networks=tuple(NetworkRecord(**_fields(d, NetworkRecord)) for d in data["networks"]),
                 changes=tuple(str(c) for c in data.get("changes", ())),
+                rule_families=tuple(int(f) for f in data.get("rule_families", ())),
+                rules=tuple(RuleRecord(**_fields(d, RuleRecord)) for d in data.get("rules", ())),
             )
         except (KeyError, TypeError, AttributeError) as exc:
             raise ValueError(f"not a vnetd checkpoint: {exc}") from exc
@@ -153,12 +190,16 @@ def _link(data: dict[str, Any]) -> LinkRecord:
     fields = _fields(data, LinkRecord)
     if fields.get("bridge") is not None:
         fields["bridge"] = tuple(int(x) for x in fields["bridge"])
+    fields["bond_options"] = tuple((str(k), tuple(v) if isinstance(v, list) else v)
+                                   for k, v in fields.get("bond_options", ()))
     return LinkRecord(**fields)
 
 
 def _chain(data: dict[str, Any]) -> ChainRecord:
     fields = _fields(data, ChainRecord)
     fields["entries"] = tuple((bytes.fromhex(e), m) for e, m in fields.get("entries", ()))
+    if fields.get("family", 4) not in (4, 6):
+        raise ValueError(f"not a vnetd checkpoint: family {fields['family']!r}")
     return ChainRecord(**fields)
 
 

@@ -2,6 +2,12 @@
 """Firewall: declared chains and rules (parsed from iptables-save syntax) and what
 netfilter holds, reduced to what the planner compares.
 
+Two address families, one model: ``firewall:`` declares IPv4 chains (iptables),
+``firewall6:`` IPv6 chains (ip6tables); a ``ChainSpec`` and an ``ObservedTable``
+carry their ``family`` (4 or 6). Where tables of both families meet in one
+mapping (the observed tables, checkpoints), a table is named by its *key*:
+``filter`` for IPv4, as before, and ``ip6 filter`` for IPv6 (nft's name for it).
+
 Rules are identified by a *tag*, an iptables comment ``vnetd:<hash>`` that vnetd adds
 to every rule it writes; the hash covers table, chain and the rule as compiled (its
 meaning, not its spelling), so a tag names one declared rule. Rule *content* is compared as a fingerprint: the
@@ -22,6 +28,7 @@ _PLAIN = re.compile(r"[\w\-.:/,=+@%^]+", re.ASCII)
 #: Comment of the marker rule (no target, a no-op) that makes a user chain vnetd's.
 OWNER_MARK = "vnetd:owned-chain"
 
+#: the tables vnetd manages, in both families (IPv6 has the same ones, with the same built-in chains)
 TABLES = ("filter", "nat", "mangle", "raw")
 BUILTIN_CHAINS: dict[str, tuple[str, ...]] = {
     "filter": ("INPUT", "FORWARD", "OUTPUT"),
@@ -30,6 +37,31 @@ BUILTIN_CHAINS: dict[str, tuple[str, ...]] = {
     "raw": ("PREROUTING", "OUTPUT"),
 }
 POLICIES = ("ACCEPT", "DROP")
+def owner_mark_key(family: int) -> str:
+    """Where a fingerprint map holds the owner mark of a family: its comment is the same
+    in both families, its kernel entry (the header) is not."""
+    return OWNER_MARK if family == 4 else f"{OWNER_MARK}/ip6"
+
+
+#: the state file section of each address family
+SECTIONS: dict[int, str] = {4: "firewall", 6: "firewall6"}
+FAMILIES = tuple(SECTIONS)
+
+
+def section_of(family: int) -> str:
+    """``firewall`` or ``firewall6``: where a family's chains are declared, and the first
+    part of their resource names (``firewall6/filter/INPUT``)."""
+    return SECTIONS[family]
+
+
+def table_key(table: str, family: int = 4) -> str:
+    """A table's name among the tables of both families: ``filter``, ``ip6 filter``."""
+    return table if family == 4 else f"ip6 {table}"
+
+
+def split_table_key(key: str) -> tuple[int, str]:
+    """(family, table) of a table key."""
+    return (6, key[4:]) if key.startswith("ip6 ") else (4, key)
 
 
 class ChainMode(StrEnum):
@@ -80,6 +112,7 @@ class ChainSpec:
     ``rules`` are kept first in the chain; ``tail`` (declarations with ``position:
     append``, merge mode only) last, below other tools' rules. ``mode_at`` and
     ``policy_at`` say where mode and policy were written (one file only).
+    ``family``: 4 (``firewall:``, iptables) or 6 (``firewall6:``, ip6tables).
     """
 
     table: str
@@ -91,6 +124,7 @@ class ChainSpec:
     tail: tuple[Rule, ...] = ()
     mode_at: Origin | None = field(default=None, compare=False)
     policy_at: Origin | None = field(default=None, compare=False)
+    family: int = 4
 
     @property
     def all_rules(self) -> tuple[Rule, ...]:
@@ -101,15 +135,23 @@ class ChainSpec:
         return self.name in BUILTIN_CHAINS.get(self.table, ())
 
     @property
+    def section(self) -> str:
+        return section_of(self.family)
+
+    @property
+    def table_key(self) -> str:
+        return table_key(self.table, self.family)
+
+    @property
     def resource(self) -> str:
-        return f"firewall/{self.table}/{self.name}"
+        return f"{self.section}/{self.table}/{self.name}"
 
     def key(self, rule: Rule) -> RuleKey:
         """What names one declared rule of this chain (for the compiled-rule tables)."""
-        return (self.table, self.name, rule.text)
+        return (self.table_key, self.name, rule.text)
 
 
-#: (table, chain, canonical text) of a declared rule
+#: (table key -- "filter", "ip6 filter" --, chain, canonical text) of a declared rule
 RuleKey = tuple[str, str, str]
 
 
@@ -160,6 +202,15 @@ class ObservedChain:
 class ObservedTable:
     name: str
     chains: dict[str, ObservedChain]
+    family: int = 4
+
+    @property
+    def key(self) -> str:
+        return table_key(self.name, self.family)
+
+    @property
+    def section(self) -> str:
+        return section_of(self.family)
 
 
 # --------------------------------------------------------------------------- shown
@@ -193,6 +244,7 @@ class ShownChain:
 class ShownTable:
     name: str
     chains: tuple[ShownChain, ...] = field(default=())
+    family: int = 4
 
     @property
     def managed(self) -> bool:

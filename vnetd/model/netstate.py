@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: MIT
-"""What the kernel has (links, addresses, routes), indexed for the planner.
+"""What the kernel has (links, addresses, routes, policy routing rules), indexed for the planner.
 
 The CLI fills one from a dump; the daemon keeps one up to date from netlink
 notifications (``apply_*`` below), re-filling it from a dump on overruns and on the
@@ -13,6 +13,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 from vnetd.model.interfaces import Address, Link
+from vnetd.model.route_rules import RouteRule
 from vnetd.model.routes import Route
 
 
@@ -22,6 +23,9 @@ class NetState:
     names: dict[str, int] = field(default_factory=dict)
     addresses: dict[int, set[Address]] = field(default_factory=dict)
     routes: set[Route] = field(default_factory=set)
+    #: the kernel's rules (``ip rule``), as a multiset: the kernel holds identical rules
+    #: added without NLM_F_EXCL as many times as they were added
+    rules: collections.Counter[RouteRule] = field(default_factory=collections.Counter)
     #: bumped on every change of content (not on a notification that changes nothing)
     version: int = 0
     #: (version, link name) of recent changes to a link or its addresses (see plan.planner)
@@ -35,13 +39,15 @@ class NetState:
         return self._token[1]
 
     @classmethod
-    def build(cls, links: Iterable[Link], addresses: Iterable[Address], routes: Iterable[Route]) -> NetState:
+    def build(cls, links: Iterable[Link], addresses: Iterable[Address], routes: Iterable[Route],
+              rules: Iterable[RouteRule] = ()) -> NetState:
         state = cls()
         for link in links:
             state.put_link(link)
         for addr in addresses:
             state.put_address(addr)
         state.routes = set(routes)
+        state.rules = collections.Counter(rules)
         return state
 
     # -- lookups ------------------------------------------------------------------
@@ -125,6 +131,25 @@ class NetState:
             self.routes.discard(route)
             self.version += 1
 
+    def put_rule(self, rule: RouteRule) -> None:
+        self.rules[rule] += 1
+        self.version += 1
+
+    def drop_rule(self, rule: RouteRule) -> None:
+        count = self.rules.get(rule, 0)
+        if count:
+            if count == 1:
+                del self.rules[rule]
+            else:
+                self.rules[rule] = count - 1
+            self.version += 1
+
+    def replace_rules(self, rules: Iterable[RouteRule]) -> None:
+        new = collections.Counter(rules)
+        if new != self.rules:
+            self.rules = new
+            self.version += 1
+
     def sync_from(self, fresh: NetState) -> None:
         """Become equal to ``fresh`` (a full re-read), changing only what differs, so
         that a periodic resync that finds nothing new invalidates nothing."""
@@ -140,6 +165,7 @@ class NetState:
             for addr in want - have:
                 self.put_address(addr)
         self.replace_routes(fresh.routes)
+        self.replace_rules(fresh.rules.elements())
 
     def replace_routes(self, routes: Iterable[Route]) -> None:
 

@@ -9,6 +9,7 @@ from vnetd.model.firewall import ChainSpec
 from vnetd.model.health import ProbeSpec
 from vnetd.model.interfaces import Interface
 from vnetd.model.libvirt import LibvirtSpec
+from vnetd.model.route_rules import RouteRuleSpec
 from vnetd.model.routes import RouteSpec
 from vnetd.model.sysctl import SysctlSpec
 
@@ -22,6 +23,7 @@ class DesiredState:
     libvirt: LibvirtSpec | None = None
     files: tuple[str, ...] = ()
     probes: tuple[ProbeSpec, ...] = ()
+    route_rules: tuple[RouteRuleSpec, ...] = ()
 
     def interface(self, name: str) -> Interface | None:
         for iface in self.interfaces:

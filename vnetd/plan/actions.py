@@ -14,7 +14,8 @@ from enum import IntEnum
 
 from vnetd.model.checkpoint import ChainRecord
 from vnetd.model.firewall import ChainMode, Rule
-from vnetd.model.interfaces import IpInterface, StpOptions
+from vnetd.model.interfaces import BondConfig, IpInterface, StpOptions, VlanOptions, VxlanConfig
+from vnetd.model.route_rules import RouteRule, RouteRuleSpec
 from vnetd.model.routes import IpAddr, IpNetwork
 
 
@@ -26,13 +27,16 @@ class Phase(IntEnum):
     CREATE_STACKED = 11  # VLANs, after the links they sit on
     LINK_PROPERTIES = 20  # MAC, bridge options
     MTU_UP = 30  # raising: lower devices first (ports before their bridge)
+    PORT_DOWN = 35  # a bond takes only ports that are down (it brings them up itself)
     ENSLAVE = 40
     MTU_DOWN = 50  # lowering: upper devices first
     ADMIN_STATE = 60
     REMOVE_ADDRESSES = 70
     ADD_ADDRESSES = 71
+    REMOVE_ROUTE_RULES = 79  # before the routes they send traffic to go
     REMOVE_ROUTES = 80
     ADD_ROUTES = 81
+    ADD_ROUTE_RULES = 82  # once the tables they look up are filled
     SYSCTL = 90
     FIREWALL = 100
     LIBVIRT_NETWORKS = 110
@@ -45,12 +49,15 @@ class Phase(IntEnum):
 @dataclass(frozen=True, slots=True)
 class CreateLink:
     name: str
-    kind: str  # bridge | veth | vlan | dummy
+    kind: str  # bridge | veth | vlan | bond | vxlan | dummy
     mac: str | None = None
     stp: StpOptions | None = None
     veth_peer: str | None = None
     vlan_base: str | None = None
     vlan_id: int | None = None
+    vlan: VlanOptions | None = None
+    vxlan: VxlanConfig | None = None
+    bond: BondConfig | None = None  # mode and options (ports are enslaved by SetMaster)
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +87,19 @@ class SetMac:
 class SetBridgeOptions:
     name: str
     stp: StpOptions  # only the fields to change are set
+
+
+@dataclass(frozen=True, slots=True)
+class SetLinkOptions:
+    """Change a VLAN's flags, a VXLAN's remote or learning, or a bond's options: only
+    the fields that are set (the kernel changes these on a live link)."""
+
+    name: str
+    kind: str  # vlan | vxlan | bond
+    vlan: VlanOptions | None = None
+    vxlan_remote: IpAddr | None = None
+    vxlan_learning: bool | None = None
+    bond_options: tuple[tuple[str, int | str | tuple[str, ...]], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +142,17 @@ class RemoveRoute:
     metric: int
 
 
+@dataclass(frozen=True, slots=True)
+class AddRouteRule:
+    rule: RouteRuleSpec
+    protocol: int | None = None  # as a checkpoint recorded it (None: vnetd's own, static)
+
+
+@dataclass(frozen=True, slots=True)
+class RemoveRouteRule:
+    rule: RouteRule  # as the kernel has it: a delete names every field
+
+
 # --------------------------------------------------------------------------- ops: others
 
 
@@ -133,7 +164,10 @@ class SetSysctl:
 
 @dataclass(frozen=True, slots=True)
 class SyncChain:
-    """Make one chain hold the declared rules (merge: on top; exclusive: only them)."""
+    """Make one chain hold the declared rules (merge: on top; exclusive: only them).
+
+    ``family`` (here and in the other firewall ops): 4, the iptables tables, or 6,
+    the ip6tables tables."""
 
     table: str
     chain: str
@@ -141,6 +175,7 @@ class SyncChain:
     rules: tuple[Rule, ...]
     builtin: bool
     tail: tuple[Rule, ...] = ()  # kept at the bottom (merge, position: append)
+    family: int = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,6 +183,7 @@ class SetPolicy:
     table: str
     chain: str
     policy: str
+    family: int = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,6 +193,7 @@ class PruneChain:
     table: str
     chain: str
     delete_chain: bool
+    family: int = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,6 +204,10 @@ class RestoreChain:
     table: str
     chain: str
     record: ChainRecord
+
+    @property
+    def family(self) -> int:
+        return self.record.family
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,9 +227,9 @@ class AttachTap:
     mtu: int | None
 
 
-Op = (CreateLink | DeleteLink | SetLinkUp | SetMtu | SetMac | SetBridgeOptions | SetMaster
-      | AddAddress | RemoveAddress | AddRoute | RemoveRoute | SetSysctl | SyncChain | SetPolicy
-      | PruneChain | RestoreChain | EnsureNetwork | AttachTap)
+Op = (CreateLink | DeleteLink | SetLinkUp | SetMtu | SetMac | SetBridgeOptions | SetLinkOptions | SetMaster
+      | AddAddress | RemoveAddress | AddRoute | RemoveRoute | AddRouteRule | RemoveRouteRule | SetSysctl
+      | SyncChain | SetPolicy | PruneChain | RestoreChain | EnsureNetwork | AttachTap)
 
 #: ops the firewall backend carries out
 FIREWALL_OPS = (SyncChain, SetPolicy, PruneChain, RestoreChain)
@@ -250,9 +291,22 @@ class Problem:
 
 
 @dataclass(frozen=True, slots=True)
+class Note:
+    """Something the plan leaves alone on purpose and says so (not a change, not a
+    problem): a DHCP client's addresses, a NIC found by its MAC under another name."""
+
+    resource: str
+    message: str
+
+    def describe(self) -> str:
+        return f"{self.resource}: {self.message}"
+
+
+@dataclass(frozen=True, slots=True)
 class Plan:
     actions: tuple[Action, ...] = ()
     problems: tuple[Problem, ...] = ()
+    notes: tuple[Note, ...] = ()
 
     @property
     def empty(self) -> bool:

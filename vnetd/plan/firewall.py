@@ -11,6 +11,10 @@ A chain is compared as a list of (tag, fingerprint) pairs:
 A user chain vnetd owns starts with a marker rule (a comment, no target: a no-op)
 so that it is recognised as vnetd's after its declaration is gone. Chains that
 are no longer declared lose vnetd's tagged rules, and owned ones are deleted.
+
+Both families are planned alike: ``observed`` holds the tables of both, by table
+key (``filter``, ``ip6 filter``), and each chain is compared with the table of its
+own family; tags are unique across families, so one fingerprint map serves both.
 """
 
 from __future__ import annotations
@@ -28,15 +32,21 @@ from vnetd.model.firewall import (
     ObservedTable,
     RuleId,
     RuleKey,
+    owner_mark_key,
 )
 from vnetd.plan.actions import Action, Phase, Problem, PruneChain, SetPolicy, SyncChain
 
 RuleIds = Mapping[RuleKey, RuleId]
 """Each declared rule (table, chain, text) -> its tag and the fingerprint of each of its
 kernel entries (one, or one per address of ``-s a,b``, as iptables makes them), as the
-backend compiled it; ``OWNER_KEY`` names the owner mark of a user chain."""
+backend compiled it; ``owner_key(family)`` names the owner mark of a user chain."""
 
-OWNER_KEY: RuleKey = ("", "", OWNER_MARK)
+
+def owner_key(family: int) -> RuleKey:
+    """Where RuleIds holds the owner mark of a family (its kernel entry differs per family)."""
+    return ("", "", owner_mark_key(family))
+
+
 T = TypeVar("T")
 Fingerprints = Mapping[str, tuple[bytes, ...]]
 """Tag -> fingerprints (built from RuleIds for the descriptions)."""
@@ -82,7 +92,7 @@ def _wanted(chain: ChainSpec, ids: RuleIds) -> tuple[list[tuple[str, bytes]], li
     known = _WANTED.get((chain, ids))
     if known is not None:
         return known
-    top = [] if chain.builtin else [(OWNER_MARK, fp) for fp in ids[OWNER_KEY].fingerprints]
+    top = [] if chain.builtin else [(OWNER_MARK, fp) for fp in ids[owner_key(chain.family)].fingerprints]
     for rule in chain.rules:
         rid = ids[chain.key(rule)]
         top.extend((rid.tag, fp) for fp in rid.fingerprints)
@@ -134,16 +144,18 @@ def describe_rules(rules: Iterable[ObservedRule], texts: Mapping[str, str],
 def plan_firewall(
     desired: Iterable[ChainSpec], observed: Mapping[str, ObservedTable], ids: RuleIds
 ) -> tuple[list[Action], list[Problem]]:
+    """``observed``: table key -> table, for both families."""
     actions: list[Action] = []
     problems: list[Problem] = []
     desired = tuple(desired)
     texts, fingerprints = _texts(desired, ids)
-    declared = {(c.table, c.name) for c in desired}
+    declared = {(c.table_key, c.name) for c in desired}
     for chain in desired:
         res = chain.resource
-        table = observed.get(chain.table)
+        table = observed.get(chain.table_key)
         if table is None:
-            problems.append(Problem(res, f"the {chain.table} table is not available in this kernel"))
+            ip = "IPv6 " if chain.family == 6 else ""
+            problems.append(Problem(res, f"the {ip}{chain.table} table is not available in this kernel"))
             continue
         obs = table.chains.get(chain.name)
         want = wanted(chain, ids)
@@ -153,26 +165,27 @@ def plan_firewall(
             if chain.builtin:
                 problems.append(Problem(res, "built-in chain missing from the kernel's table"))
                 continue
-            actions.append(Action(SyncChain(chain.table, chain.name, chain.mode, chain.rules, False, chain.tail),
+            actions.append(Action(SyncChain(chain.table, chain.name, chain.mode, chain.rules, False, chain.tail,
+                                            chain.family),
                                   Phase.FIREWALL, res, "rules", want_text, None))
         elif not in_sync(chain, obs, want, tail):
             have_text = describe_rules(obs.rules, texts, fingerprints)
             if chain.mode is ChainMode.MERGE:
                 have_text = _merge_view(obs, len(want), texts, fingerprints)
             actions.append(Action(SyncChain(chain.table, chain.name, chain.mode, chain.rules, chain.builtin,
-                                            chain.tail),
+                                            chain.tail, chain.family),
                                   Phase.FIREWALL, res, "rules", want_text, have_text))
         if chain.policy is not None and obs is not None and obs.policy != chain.policy:
-            actions.append(Action(SetPolicy(chain.table, chain.name, chain.policy), Phase.FIREWALL, res,
+            actions.append(Action(SetPolicy(chain.table, chain.name, chain.policy, chain.family), Phase.FIREWALL, res,
                                   "policy", chain.policy, obs.policy))
     for table in observed.values():
         for name, obs in table.chains.items():
-            if (table.name, name) in declared:
+            if (table.key, name) in declared:
                 continue
             if any(r.tag and r.tag.startswith(TAG_PREFIX) for r in obs.rules):
                 delete = obs.owned and not obs.builtin
-                actions.append(Action(PruneChain(table.name, name, delete),
-                                      Phase.FIREWALL, f"firewall/{table.name}/{name}", "rules",
+                actions.append(Action(PruneChain(table.name, name, delete, table.family),
+                                      Phase.FIREWALL, f"{table.section}/{table.name}/{name}", "rules",
                                       "(chain deleted)" if delete else "(no vnetd rules)",
                                       describe_rules(obs.rules, texts, fingerprints), order=1 if delete else 0))
     return actions, problems

@@ -1,6 +1,7 @@
 # SPDX-License-Identifier: MIT
 """Where vnetd decides what to do with links: existence, MTU, MAC, admin state,
-bridge options, bridge ports and static addresses.
+bridge options, a VLAN's, VXLAN's or bond's own settings, bridge and bond ports,
+and static addresses.
 
 ``plan_interfaces(desired, observed)`` is pure. A field that is not written is not
 looked at. Ports not listed on a bridge are left alone (a guest's ``vnet0``).
@@ -14,10 +15,13 @@ import ipaddress
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 
+from vnetd.model.bond import MODE_NAMES, MODES, NO_PORTS, canonical
 from vnetd.model.interfaces import (
     KERNEL_KIND,
+    NIC_KINDS,
     VIRTUAL_TYPES,
     AdminState,
+    BondConfig,
     BridgeInfo,
     IfType,
     Interface,
@@ -25,6 +29,8 @@ from vnetd.model.interfaces import (
     IpInterface,
     Link,
     StpOptions,
+    VlanOptions,
+    VlanProtocol,
 )
 from vnetd.model.netstate import NetState
 from vnetd.plan.actions import (
@@ -36,6 +42,7 @@ from vnetd.plan.actions import (
     Problem,
     RemoveAddress,
     SetBridgeOptions,
+    SetLinkOptions,
     SetLinkUp,
     SetMac,
     SetMaster,
@@ -44,7 +51,7 @@ from vnetd.plan.actions import (
 
 #: Kernel kinds that a declared ``ethernet`` may be (a NIC has no kind; tests use veths).
 _EXISTING_KINDS: dict[IfType, set[str | None]] = {
-    IfType.ETHERNET: {None, "veth"},
+    IfType.ETHERNET: set(NIC_KINDS),
     IfType.LOOPBACK: {None},
     IfType.TUN: {"tun"},
 }
@@ -52,6 +59,10 @@ _LINK_LOCAL_V6 = ipaddress.ip_network("fe80::/10")
 
 #: the MTU of a link the kernel creates (bridge, veth, dummy), for planning before it exists
 _NEW_LINK_MTU = 1500
+#: what a VXLAN's encapsulation takes from its underlay device's MTU (outer IPv4/IPv6 + UDP + VXLAN + Ethernet)
+_VXLAN_OVERHEAD = {4: 50, 6: 70}
+_ETH_P_8021AD = 0x88A8
+_VLAN_FLAG_REORDER_HDR, _VLAN_FLAG_GVRP, _VLAN_FLAG_LOOSE_BINDING, _VLAN_FLAG_MVRP = 0x1, 0x2, 0x4, 0x8
 
 # kernel defaults of a new bridge, in centiseconds, for planning before it exists
 _NEW_BRIDGE = BridgeInfo(stp_state=0, forward_delay=1500, hello_time=200, max_age=2000, priority=32768)
@@ -104,15 +115,16 @@ def plan_interfaces(desired: Iterable[Interface], observed: NetState) -> tuple[l
                 problems.append(Problem(res, f"missing, and its peer name {iface.veth_peer!r} is taken by an "
                                              "existing link; a veth pair is created with both ends"))
                 continue
-            elif iface.type is IfType.VLAN and iface.vlan_base and not exists(iface.vlan_base):
-                problems.append(Problem(res, f"missing, and its parent {iface.vlan_base!r} does not exist"))
+            elif iface.base_iface and not exists(iface.base_iface):
+                problems.append(Problem(res, f"missing, and its base-iface {iface.base_iface!r} does not exist"))
                 continue
             else:
                 kind = KERNEL_KIND[iface.type]
+                bond = BondConfig(iface.bond.mode, None, iface.bond.options) if iface.bond is not None else None
                 actions.append(Action(
                     CreateLink(iface.name, kind, iface.mac, iface.bridge.stp if iface.bridge else None,
-                               iface.veth_peer, iface.vlan_base, iface.vlan_id),
-                    Phase.CREATE_STACKED if iface.type is IfType.VLAN else Phase.CREATE_LINKS,
+                               iface.veth_peer, iface.vlan_base, iface.vlan_id, iface.vlan, iface.vxlan, bond),
+                    Phase.CREATE_STACKED if iface.base_iface else Phase.CREATE_LINKS,
                     res, "exists", iface.type.value if iface.type else None, None))
         elif not _type_matches(iface, link):
             problems.append(Problem(res, f"exists as {link.kind or 'a device without a kind (a NIC)'}, "
@@ -123,11 +135,18 @@ def plan_interfaces(desired: Iterable[Interface], observed: NetState) -> tuple[l
             problems.append(Problem(res, f"VLAN id is {link.vlan_id}, declared {iface.vlan_id}; "
                                          "a VLAN's id cannot change: delete it (state: absent) to re-create it"))
             continue
+        elif (fixed := _fixed_settings(iface, link, observed)) is not None:
+            problems.append(Problem(res, f"{fixed}: the kernel cannot change it on a live link; delete it "
+                                         "(state: absent) to re-create it"))
+            continue
         if iface.bridge is not None and link is not None:
             conflict = _stp_conflict(iface.bridge.stp, link.bridge or _NEW_BRIDGE)
             if conflict:
                 problems.append(Problem(res, conflict))
-        _plan_properties(iface, link, by_name, actions)
+        depth = _depth(iface, by_name)
+        _plan_properties(iface, link, depth, actions)
+        if link is not None:
+            _plan_kind_options(iface, link, observed, actions, problems)
         _plan_addresses(iface, link, observed, actions)
     _plan_ports(tuple(i for i in desired if i.name not in clashes), observed, exists, actions, problems)
     _settle_bridge_mtus(desired, observed, actions)
@@ -165,16 +184,102 @@ def _plan_absent(iface: Interface, link: Link | None, actions: list[Action], pro
                           "absent", link.kind))
 
 
-def _depth(iface: Interface) -> int:
-    """How far up the stack a device sits: ports and NICs 0, bridges 1, VLANs 2."""
-    if iface.type is IfType.VLAN:
-        return 2
-    return 1 if iface.type is IfType.BRIDGE else 0
+def _depth(iface: Interface, by_name: dict[str, Interface], seen: frozenset[str] = frozenset()) -> int:
+    """How far up the stack a device sits: NICs 0, a bridge or bond one above its
+    highest declared port, a VLAN or VXLAN one above its base (bridge over a VLAN
+    over a bond over NICs: 3, 2, 1, 0). MTUs are raised from the bottom up and
+    lowered from the top down."""
+    if iface.name in seen:
+        return 0
+    seen = seen | {iface.name}
+    below = [by_name[n] for n in (*iface.ports, iface.base_iface) if n is not None and n in by_name]
+    if iface.type in (IfType.BRIDGE, IfType.BOND, IfType.VLAN, IfType.VXLAN):
+        return 1 + max((_depth(b, by_name, seen) for b in below), default=0)
+    return 0
 
 
-def _plan_properties(
-    iface: Interface, link: Link | None, by_name: dict[str, Interface], actions: list[Action]
-) -> None:
+def _fixed_settings(iface: Interface, link: Link, observed: NetState) -> str | None:
+    """What a declared VLAN, VXLAN or bond has that the live link lacks and that the
+    kernel only sets when the link is made (None: all that is written matches)."""
+    if iface.type is IfType.VLAN and iface.vlan is not None and iface.vlan.protocol is not None \
+            and link.vlan is not None:
+        have = VlanProtocol.DOT1AD if link.vlan.protocol == _ETH_P_8021AD else VlanProtocol.DOT1Q
+        if have is not iface.vlan.protocol:
+            return f"vlan.protocol is {have}, declared {iface.vlan.protocol}"
+    if iface.type is IfType.VXLAN and iface.vxlan is not None and link.vxlan is not None:
+        want, got = iface.vxlan, link.vxlan
+        base = observed.name_of(got.link)
+        for field, wanted, current in (("id", want.id, got.id), ("destination-port", want.destination_port, got.port),
+                                       ("local", want.local, got.local), ("base-iface", want.base_iface, base)):
+            if wanted is not None and wanted != current:
+                return f"vxlan.{field} is {current}, declared {wanted}"
+        if want.remote is not None and got.remote is not None and want.remote.version != got.remote.version:
+            return f"vxlan.remote is {got.remote}, declared {want.remote} (another address family)"
+    if iface.type is IfType.BOND and iface.bond is not None and link.bond is not None:
+        if iface.bond.mode is not None and MODES[iface.bond.mode] != link.bond.mode:
+            return (f"link-aggregation.mode is {MODE_NAMES.get(link.bond.mode, link.bond.mode)}, declared "
+                    f"{iface.bond.mode} (a bond changes mode only while down and without ports)")
+        if any(True for _p in observed.ports_of(link.index)):
+            for name, value in iface.bond.options:
+                if name in NO_PORTS and link.bond.option(name) != value:
+                    return (f"link-aggregation.options.{name} is {link.bond.option(name)}, declared {value} (the "
+                            "kernel changes it only on a bond without ports)")
+    return None
+
+
+def _plan_kind_options(iface: Interface, link: Link, observed: NetState, actions: list[Action],
+                       problems: list[Problem]) -> None:
+    """A VLAN's flags, a VXLAN's remote and learning, a bond's options: what the kernel
+    changes on a live link (what it does not is a Problem: ``_fixed_settings``)."""
+    res = iface.resource
+    if iface.type is IfType.VLAN and iface.vlan is not None and link.vlan is not None:
+        want = iface.vlan
+        changes: dict[str, object] = {}
+        flags = link.vlan.flags
+        for field, wanted, bit in (("reorder_headers", want.reorder_headers, _VLAN_FLAG_REORDER_HDR),
+                                   ("loose_binding", want.loose_binding, _VLAN_FLAG_LOOSE_BINDING)):
+            if wanted is not None and bool(flags & bit) != wanted:
+                changes[field] = wanted
+        if want.registration_protocol is not None:
+            have = "gvrp" if flags & _VLAN_FLAG_GVRP else "mvrp" if flags & _VLAN_FLAG_MVRP else "none"
+            if have != want.registration_protocol:
+                changes["registration_protocol"] = want.registration_protocol
+        if changes:
+            only = VlanOptions(**changes)  # type: ignore[arg-type]
+            actions.append(Action(SetLinkOptions(iface.name, "vlan", vlan=only), Phase.LINK_PROPERTIES, res,
+                                  "vlan", _options_text(changes), f"flags {flags:#x}"))
+    elif iface.type is IfType.VXLAN and iface.vxlan is not None and link.vxlan is not None:
+        want_v, got = iface.vxlan, link.vxlan
+        remote = want_v.remote if want_v.remote is not None and want_v.remote != got.remote else None
+        learning = want_v.learning if want_v.learning is not None and want_v.learning != got.learning else None
+        if remote is not None:
+            actions.append(Action(SetLinkOptions(iface.name, "vxlan", vxlan_remote=remote), Phase.LINK_PROPERTIES,
+                                  res, "vxlan.remote", str(remote), str(got.remote) if got.remote else None))
+        if learning is not None:
+            actions.append(Action(SetLinkOptions(iface.name, "vxlan", vxlan_learning=learning),
+                                  Phase.LINK_PROPERTIES, res, "vxlan.learning", learning, got.learning))
+    elif iface.type is IfType.BOND and iface.bond is not None and link.bond is not None:
+        for name, value in iface.bond.options:
+            current = link.bond.option(canonical(name))
+            if name == "primary":
+                target = observed.link(str(value))
+                if target is None:
+                    problems.append(Problem(res, f"link-aggregation.options.primary: {value!r} does not exist"))
+                    continue
+                if current == target.index:
+                    continue
+                current = observed.name_of(current) if isinstance(current, int) else current
+            elif current == value or name in NO_PORTS:
+                continue
+            actions.append(Action(SetLinkOptions(iface.name, "bond", bond_options=((name, value),)),
+                                  Phase.LINK_PROPERTIES, res, f"link-aggregation.options.{name}", value, current))
+
+
+def _options_text(changes: dict[str, object]) -> str:
+    return ", ".join(f"{k.replace('_', '-')}: {v}" for k, v in changes.items())
+
+
+def _plan_properties(iface: Interface, link: Link | None, depth: int, actions: list[Action]) -> None:
     res = iface.resource
     name = iface.name
     if iface.mac is not None and link is not None and (link.mac or "").lower() != iface.mac:
@@ -187,7 +292,6 @@ def _plan_properties(
         have_mtu = link.mtu if link is not None else None
         if have_mtu != iface.mtu:
             raising = have_mtu is None or iface.mtu > have_mtu
-            depth = _depth(iface)
             phase = Phase.MTU_UP if raising else Phase.MTU_DOWN
             actions.append(Action(SetMtu(name, iface.mtu), phase, res, "mtu", iface.mtu, have_mtu,
                                   order=depth if raising else -depth))
@@ -197,7 +301,7 @@ def _plan_properties(
     if (link is None and want_up) or (link is not None and have_up != want_up):
         actions.append(Action(SetLinkUp(name, want_up), Phase.ADMIN_STATE, res, "state",
                               iface.state.value, ("up" if have_up else "down") if link else None,
-                              order=_depth(iface)))
+                              order=depth))
 
 
 def _stp_conflict(want: StpOptions, have: BridgeInfo) -> str | None:
@@ -242,6 +346,13 @@ def _plan_addresses(iface: Interface, link: Link | None, observed: NetState, act
     for config, version in ((iface.ipv4, 4), (iface.ipv6, 6)):
         if config is None or config.addresses is None:
             continue
+        if config.foreign:  # a DHCP client's (or SLAAC's): only the listed ones are ensured, none removed
+            for ip in config.addresses:
+                if ip not in current or (goes_down and version == 6):
+                    actions.append(Action(AddAddress(iface.name, ip), Phase.ADD_ADDRESSES, iface.resource,
+                                          f"ipv{version}.address", [str(a) for a in config.addresses],
+                                          sorted(str(a) for a in current if a.version == version)))
+            continue
         _plan_family(iface, config, version, current, actions, flushed=goes_down and version == 6)
 
 
@@ -276,15 +387,18 @@ def _plan_ports(
     actions: list[Action],
     problems: list[Problem],
 ) -> None:
+    """Listed ports of bridges and bonds: attached to their master, the others left
+    alone. A bond takes only a port that is down (the kernel refuses one that is up,
+    "Device can not be enslaved while up") and brings it up itself."""
+    by_name = {i.name: i for i in desired}
     for iface in desired:
-        if iface.type is not IfType.BRIDGE or iface.state is AdminState.ABSENT:
+        if iface.type not in (IfType.BRIDGE, IfType.BOND) or iface.state is AdminState.ABSENT:
             continue
-        if iface.bridge is None or not iface.bridge.ports:
+        if not iface.ports or not exists(iface.name):
             continue
-        if not exists(iface.name):
-            continue
-        bridge_link = observed.link(iface.name)
-        for port in iface.bridge.ports:
+        bond = iface.type is IfType.BOND
+        master_link = observed.link(iface.name)
+        for port in iface.ports:
             port_link = observed.link(port)
             resource = f"interface/{port}"
             if port_link is None:
@@ -294,14 +408,30 @@ def _plan_ports(
                 actions.append(Action(SetMaster(port, iface.name), Phase.ENSLAVE, resource, "controller",
                                       iface.name, None))
                 continue
-            if port_link.kind == "bridge":
-                problems.append(Problem(resource, f"is a bridge and cannot be a port of {iface.name}"))
+            if port_link.kind == "bridge" or (bond and port_link.kind not in NIC_KINDS):
+                problems.append(Problem(resource, f"is a {port_link.kind} and cannot be a port of {iface.name}"))
                 continue
-            if bridge_link is not None and port_link.master == bridge_link.index:
+            if master_link is not None and port_link.master == master_link.index:
                 continue
             have = observed.name_of(port_link.master)
+            if bond and port_link.up:
+                declared = by_name.get(port)
+                stays_down = declared is not None and declared.state is AdminState.DOWN
+                actions.append(Action(SetLinkUp(port, False), Phase.PORT_DOWN, resource, "state",
+                                      "down" if stays_down else "down, then up as a port of " + iface.name, "up"))
             actions.append(Action(SetMaster(port, iface.name), Phase.ENSLAVE, resource, "controller",
                                   iface.name, have))
+
+
+def new_link_mtu(iface: Interface, observed: NetState) -> int:
+    """The MTU the kernel gives a link it creates: a VXLAN takes its encapsulation off
+    its underlay device's MTU; a bridge, bond, veth or VLAN starts at 1500."""
+    if iface.type is IfType.VXLAN and iface.vxlan is not None and iface.vxlan.base_iface is not None:
+        base = observed.link(iface.vxlan.base_iface)
+        remote = iface.vxlan.remote or iface.vxlan.local
+        if base is not None:
+            return base.mtu - _VXLAN_OVERHEAD[remote.version if remote is not None else 4]
+    return _NEW_LINK_MTU
 
 
 def _settle_bridge_mtus(desired: tuple[Interface, ...], observed: NetState, actions: list[Action]) -> None:
@@ -319,6 +449,7 @@ def _settle_bridge_mtus(desired: tuple[Interface, ...], observed: NetState, acti
     """
     moving = {a.op.name: a.op.master for a in actions if isinstance(a.op, SetMaster)}
     created = {a.op.name for a in actions if isinstance(a.op, CreateLink)}
+    by_name = {i.name: i for i in desired}
     new_mtu = {a.op.name: a.op.mtu for a in actions if isinstance(a.op, SetMtu)}
     for iface in desired:
         if iface.type is not IfType.BRIDGE or iface.state is AdminState.ABSENT or iface.mtu is None:
@@ -342,7 +473,9 @@ def _settle_bridge_mtus(desired: tuple[Interface, ...], observed: NetState, acti
 
         def mtu_of(port: str) -> int:
             port_link = observed.link(port)
-            return new_mtu.get(port, port_link.mtu if port_link is not None else _NEW_LINK_MTU)
+            declared = by_name.get(port)
+            new = new_link_mtu(declared, observed) if declared is not None else _NEW_LINK_MTU
+            return new_mtu.get(port, port_link.mtu if port_link is not None else new)
 
         follow = min((mtu_of(p) for p in final), default=None)
         if follow == iface.mtu:

@@ -15,9 +15,11 @@ from vnetd.model.interfaces import Interface
 from vnetd.model.libvirt import GuestTap, ObservedNetwork
 from vnetd.model.netstate import NetState
 from vnetd.model.state import DesiredState
-from vnetd.plan.actions import Action, CreateLink, Plan, Problem, ordered
+from vnetd.plan.actions import Action, CreateLink, Note, Plan, Problem, ordered
+from vnetd.plan.identifiers import ResolutionMemo
 from vnetd.plan.interfaces import plan_interfaces
-from vnetd.plan.routes import flushed_links, plan_routes
+from vnetd.plan.route_rules import plan_route_rules
+from vnetd.plan.routes import flushed_links, foreign_default_routes, plan_routes
 
 
 @dataclass
@@ -52,6 +54,14 @@ class PlanMemo:
     def __init__(self) -> None:
         self._entries: dict[str, tuple[tuple[object, ...], Section]] = {}
         self.interfaces: _GroupMemo | None = None
+        self.identifiers = ResolutionMemo()
+        self.notes: tuple[object, tuple[Note, ...]] | None = None
+
+    def ip_notes(self, desired: DesiredState) -> tuple[Note, ...]:
+        """ip_notes of the same interfaces are the same notes."""
+        if self.notes is None or self.notes[0] is not desired.interfaces:
+            self.notes = (desired.interfaces, tuple(ip_notes(desired)))
+        return self.notes[1]
 
     def get(self, name: str, inputs: tuple[object, ...], compute: Callable[[], Section]) -> Section:
         entry = self._entries.get(name)
@@ -66,8 +76,8 @@ class PlanMemo:
 def interface_groups(
     interfaces: tuple[Interface, ...], masters: Mapping[str, str | None] | None = None
 ) -> list[tuple[Interface, ...]]:
-    """Interfaces whose plans depend on each other: a bridge and its ports, a veth
-    pair, a VLAN and its parent. Each group is planned on its own (the union of the
+    """Interfaces whose plans depend on each other: a bridge or bond and its ports, a
+    veth pair, a VLAN or VXLAN and its base. Each group is planned on its own (the union of the
     groups' plans is the plan of the whole), so one drifting port re-plans its
     bridge, not 2,500 interfaces.
 
@@ -117,11 +127,11 @@ def _master_name(name: str, observed: NetState) -> str | None:
 
 def _related(iface: Interface) -> list[str]:
     """The names an interface's own declaration ties it to."""
-    names = list((iface.bridge.ports or ()) if iface.bridge else ())
+    names = list(iface.ports)
     if iface.veth_peer:
         names.append(iface.veth_peer)
-    if iface.vlan_base:
-        names.append(iface.vlan_base)
+    if iface.base_iface:
+        names.append(iface.base_iface)
     return names
 
 
@@ -190,11 +200,29 @@ def created_links(actions: list[Action]) -> set[str]:
     return created
 
 
+def ip_notes(desired: DesiredState) -> list[Note]:
+    """What the plan leaves to a DHCP client or to SLAAC, said once per link and family."""
+    notes = []
+    for iface in desired.interfaces:
+        for version, config in ((4, iface.ipv4), (6, iface.ipv6)):
+            if config is None or not config.foreign:
+                continue
+            owner = " and ".join(k for k, on in (("dhcp", config.dhcp), ("autoconf", config.autoconf)) if on)
+            keep = f"; the listed {', '.join(map(str, config.addresses))} kept too" if config.addresses else ""
+            notes.append(Note(iface.resource, f"IPv{version} addresses and default route belong to the host's "
+                                              f"{'DHCP client' if config.dhcp else 'router advertisements (SLAAC)'} "
+                                              f"(ipv{version}.{owner}: true): left alone{keep}"))
+    return notes
+
+
 def plan(desired: DesiredState, observed: Observed, memo: PlanMemo | None = None) -> Plan:
     memo = memo or PlanMemo()
     actions: list[Action] = []
     problems: list[Problem] = []
     net = observed.net
+    # NICs found by MAC: their profile names become kernel names from here on
+    resolution = memo.identifiers.resolve(desired, net)
+    desired = resolution.desired
     version = net.version_token()
     interfaces = _plan_interfaces_grouped(desired, net, memo)
     sections = [interfaces]
@@ -203,8 +231,12 @@ def plan(desired: DesiredState, observed: Observed, memo: PlanMemo | None = None
     if desired.routes:
         # links losing their last IPv4 address lose their routes: planned again
         flushed = flushed_links(interfaces[0], net)
+        owned = foreign_default_routes(desired.interfaces)
         sections.append(memo.get("routes", (desired.routes, desired.interfaces, version),
-                                 lambda: plan_routes(desired.routes, net, created, flushed)))
+                                 lambda: plan_routes(desired.routes, net, created, flushed, owned)))
+    if desired.route_rules:
+        rules = desired.route_rules
+        sections.append(memo.get("route-rules", (rules, version), lambda: plan_route_rules(rules, net)))
     if observed.sysctls is not None:
         from vnetd.plan.sysctl import plan_sysctls
 
@@ -229,4 +261,5 @@ def plan(desired: DesiredState, observed: Observed, memo: PlanMemo | None = None
     for section_actions, section_problems in sections:
         actions += section_actions
         problems += section_problems
-    return Plan(ordered(actions), tuple(problems))
+    problems += resolution.problems
+    return Plan(ordered(actions), tuple(problems), resolution.notes + memo.ip_notes(desired))

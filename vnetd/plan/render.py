@@ -8,6 +8,7 @@ import difflib
 import json
 from collections.abc import Sequence
 
+from vnetd.model.bond import OPTIONS
 from vnetd.model.firewall import ChainMode
 from vnetd.plan.actions import (
     Action,
@@ -25,10 +26,12 @@ from vnetd.plan.actions import (
 def plan_text(plan: Plan) -> str:
     """One line per change ('+' adds or creates, '-' removes or deletes, '~' changes), with
     what a new link will be, which address is added or removed, and a chain's rules as a
-    diff (the rules' text); then the problems, then a summary."""
+    diff (the rules' text); ``!`` a problem vnetd cannot fix; ``=`` what is left alone on
+    purpose (a DHCP client's addresses); then a summary."""
+    notes = [f"= {note.describe()}" for note in plan.notes]
     if plan.empty and not plan.problems:
-        return "nothing to do: the system matches the state files\n"
-    lines = []
+        return "".join(f"{line}\n" for line in notes) + "nothing to do: the system matches the state files\n"
+    lines = list(notes)
     for action in plan.actions:
         lines += describe_action(action)
     for problem in plan.problems:
@@ -71,6 +74,19 @@ def _link_details(op: CreateLink) -> str:
         parts.append(f"veth.peer {op.veth_peer}")
     if op.vlan_base is not None or op.vlan_id is not None:
         parts.append(f"vlan.base-iface {op.vlan_base}, vlan.id {op.vlan_id}")
+    if op.vlan is not None:
+        parts += [f"vlan.{f.name.replace('_', '-')} {_plain(getattr(op.vlan, f.name))}"
+                  for f in dataclasses.fields(op.vlan) if getattr(op.vlan, f.name) is not None]
+    if op.vxlan is not None:
+        parts.append("vxlan {" + ", ".join(f"{f.name.replace('_', '-')}: {_plain(getattr(op.vxlan, f.name))}"
+                                           for f in dataclasses.fields(op.vxlan)
+                                           if getattr(op.vxlan, f.name) is not None) + "}")
+    if op.bond is not None:
+        if op.bond.mode is not None:
+            parts.append(f"link-aggregation.mode {op.bond.mode}")
+        if op.bond.options:
+            shown = ", ".join(f"{k}: {_bond_value(k, v)}" for k, v in op.bond.options)
+            parts.append(f"link-aggregation.options {{{shown}}}")
     if op.stp is not None:
         stp = [(f.name.replace("_", "-"), getattr(op.stp, f.name)) for f in dataclasses.fields(op.stp)]
         shown = ", ".join(f"{k}: {json.dumps(v)}" for k, v in stp if v is not None)
@@ -78,6 +94,23 @@ def _link_details(op: CreateLink) -> str:
     if op.mac:
         parts.append(f"mac-address {op.mac}")
     return ", ".join(parts)
+
+
+def _bond_value(name: str, value: object) -> str:
+    """A bond option's value by its name where it has one (arp_validate: all, not 3)."""
+    option = OPTIONS.get(name)
+    if option is not None and option.kind == "enum" and isinstance(value, int) and value < len(option.choices):
+        return option.choices[value]
+    return _plain(value)
+
+
+def _plain(value: object) -> str:
+    """A value as a state file writes it (true, 802.1q, 192.0.2.1, [a, b])."""
+    if isinstance(value, bool):
+        return json.dumps(value)
+    if isinstance(value, tuple | list):
+        return "[" + ", ".join(_plain(v) for v in value) + "]"
+    return str(value)
 
 
 FOREIGN = "(foreign) "
@@ -116,6 +149,7 @@ def plan_json(plan: Plan) -> str:
     return json.dumps({
         "changes": [a.as_dict() for a in plan.actions],
         "problems": [{"resource": p.resource, "message": p.message} for p in plan.problems],
+        "notes": [{"resource": n.resource, "message": n.message} for n in plan.notes],
     }, indent=2) + "\n"
 
 

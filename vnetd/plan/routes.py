@@ -6,15 +6,18 @@ table whose written fields (next hop, device, metric) match. If the kernel holds
 a different route under the same key (destination, table, metric), it is replaced:
 the administrator declared where that destination goes. Routes the kernel made for
 an address (protocol ``kernel``) are never removed: remove the address instead.
+Neither is the default route through a link whose addresses a DHCP client or
+SLAAC owns (``ipv4.dhcp``/``ipv6.autoconf``): it is the client's, and a declared
+route that would replace it is a Problem.
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable
 
-from vnetd.model.interfaces import IpInterface
+from vnetd.model.interfaces import Interface, IpInterface
 from vnetd.model.netstate import NetState
-from vnetd.model.routes import KERNEL_ROUTE_PROTOCOL, Route, RouteSpec
+from vnetd.model.routes import KERNEL_ROUTE_PROTOCOL, MAIN_TABLE, Route, RouteSpec
 from vnetd.plan.actions import Action, AddRoute, Phase, Problem, RemoveAddress, RemoveRoute
 
 
@@ -53,11 +56,29 @@ def flushed_links(actions: Iterable[Action], observed: NetState) -> set[str]:
     return flushed
 
 
+def foreign_default_routes(interfaces: Iterable[Interface]) -> set[tuple[str, int]]:
+    """(link, family) whose default route a DHCP client or SLAAC owns."""
+    owned = set()
+    for iface in interfaces:
+        for version, config in ((4, iface.ipv4), (6, iface.ipv6)):
+            if config is not None and config.foreign:
+                owned.add((iface.name, version))
+    return owned
+
+
+def is_owned(route: Route, observed: NetState, owned: Collection[tuple[str, int]]) -> bool:
+    """Whether a kernel route is the default route of a DHCP-owned link."""
+    return (not route.destination.prefixlen and route.table == MAIN_TABLE
+            and (observed.name_of(route.oif) or "", route.family) in owned)
+
+
 def plan_routes(desired: Iterable[RouteSpec], observed: NetState, created: Collection[str] = (),
-                flushed: Collection[str] = ()) -> tuple[list[Action], list[Problem]]:
+                flushed: Collection[str] = (), owned: Collection[tuple[str, int]] = ()
+                ) -> tuple[list[Action], list[Problem]]:
     """``created``: interfaces this plan creates (a route may use them as next-hop-interface);
     ``flushed``: links whose IPv4 routes the kernel removes during this plan (``flushed_links``
-    of the interface actions): a route through one of them is planned as missing."""
+    of the interface actions): a route through one of them is planned as missing;
+    ``owned``: (link, family) whose default route belongs to a DHCP client (never touched)."""
     actions: list[Action] = []
     problems: list[Problem] = []
     routes = sorted(observed.routes, key=lambda r: (r.table, str(r.destination), r.priority))
@@ -66,7 +87,8 @@ def plan_routes(desired: Iterable[RouteSpec], observed: NetState, created: Colle
         res = spec.resource
         if spec.absent:
             for route in routes:
-                if route.protocol != KERNEL_ROUTE_PROTOCOL and matches(spec, route, observed):
+                if route.protocol != KERNEL_ROUTE_PROTOCOL and matches(spec, route, observed) \
+                        and not is_owned(route, observed, owned):
                     actions.append(Action(
                         RemoveRoute(route.destination, route.table, route.gateway, route.oif, route.priority),
                         Phase.REMOVE_ROUTES, res, "state", "absent", _describe(route, observed)))
@@ -81,6 +103,11 @@ def plan_routes(desired: Iterable[RouteSpec], observed: NetState, created: Colle
         # a route through a flushed link may survive (promoted secondaries): replace, not EEXIST
         clash = next((r for r in routes if r.destination == spec.destination and r.table == spec.table_id
                       and r.priority == metric), None)
+        if clash is not None and is_owned(clash, observed, owned):
+            problems.append(Problem(res, f"the kernel holds one route per destination, table and metric, and "
+                                         f"{_describe(clash, observed)} is the DHCP client's (dhcp/autoconf: true); "
+                                         "give the declared route another metric"))
+            continue
         want = _describe_spec(spec)
         have = _describe(clash, observed) if clash in staying else None
         actions.append(Action(

@@ -1,0 +1,424 @@
+# SPDX-License-Identifier: MIT
+"""The daemon's event loop: one thread owns all state and runs every pass.
+
+The loop waits in ``select()`` on the wake-up pipe, the netlink notification
+socket and the state directory's inotify descriptor, with a timeout for the next
+timer (netfilter/sysctl check, slow resync, debounced load, a back-off ending, a
+crashed pass's retry, the systemd watchdog). Wake-up reasons are coalesced; each
+wake-up runs at most one pass, and passes never overlap. Other threads (control
+socket, libvirt's event loop, a load job, the metrics listener) only post
+wake-ups; signal handlers too.
+
+The daemon never dies of an exception (SPEC section 5). Every step of an
+iteration (the pass, the netfilter/sysctl check, the resync, reading netlink or
+inotify, libvirt's reconnection) is guarded: an unexpected exception is logged
+once, with its traceback, as ``pass.crashed`` (``step`` says which), the caches
+are marked stale, and that step alone is skipped until it is retried after 1, 2,
+4 ... ``CRASH_MAX`` seconds, while the other steps, signals, status requests and
+loads go on. Errors the backends expect (``BackendError``) never get here: they
+are per-resource failures with back-off.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import queue
+import select
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+from vnetd import log as vlog
+from vnetd.daemon.wake import SignalRelay, Wakeup
+
+#: how long a pass waits for the xtables lock another tool holds (then: firewall back-off)
+XTABLES_LOCK_WAIT = 1.0
+HOLD_AFTER_NOOP = 0.05  # minimum spacing of passes that only found held-back resources
+STATUS_EVERY = 5.0  # seconds between sd_notify STATUS= updates
+STATUS_WAIT = 5.0  # how long `vnetd status` waits for a busy main loop
+CRASH_FIRST, CRASH_MAX = 1.0, 60.0  # retry delays after a crashed step
+
+
+class _Request:
+    """A control-socket request the main loop answers (it owns the state)."""
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.result: dict[str, Any] | None = None
+
+
+class Daemon:
+    def __init__(self, args: argparse.Namespace, wake: Wakeup, signals: SignalRelay, control: Any,
+                 metrics: Any, metrics_server: Any = None) -> None:
+        from vnetd.backends import xtlock
+        from vnetd.daemon.notify import Notifier
+        from vnetd.daemon.reconciler import Reconciler
+
+        xtlock.set_wait(XTABLES_LOCK_WAIT)
+
+        self.args = args
+        self.log = vlog.get_logger()
+        self.wake = wake
+        self.signals = signals
+        self.control = control
+        self.metrics = metrics
+        self.metrics_server = metrics_server
+        self.notifier = Notifier()
+        self.reconciler = Reconciler(args.state_dir, self.log, metrics=self.metrics,
+                                     conflict_repairs=args.conflict_repairs)
+        self.snapshot: dict[str, Any] = {}
+        self.snapshot_at = 0.0
+        self.status_requests: queue.Queue[_Request] = queue.Queue()
+        self.reload_requests: queue.Queue[_Request] = queue.Queue()
+        self.job: Any = None  # the running LoadJob
+        self.job_waiters: list[_Request] = []
+        self.reload_waiters: list[_Request] = []
+        self.pending_loads: set[str] = set()
+        self.started = False  # the startup load was adopted (valid or not)
+        self.ready = False
+        #: per step: crashes in a row, and until when the step is skipped
+        self.crashes: dict[str, int] = {}
+        self.crash_until: dict[str, float] = {}
+        self.held_reasons: set[str] = set()
+        self.watcher: Any = None
+        self.debounce: Any = None
+
+    @property
+    def stopping(self) -> bool:
+        return self.signals.stop_requested
+
+    # -- the loop ---------------------------------------------------------------------
+
+    def run(self) -> int:
+        from vnetd.daemon.files import FileDebounce, StateDirWatcher
+
+        rec = self.reconciler
+        if self.stopping:  # SIGTERM while starting: nothing was done yet
+            self.control.stop()
+            rec.close()
+            return 0
+        self.log.info("daemon.starting", pid=os.getpid(), state_dir=self.args.state_dir, netns=self.args.netns,
+                      check_interval_s=self.args.check_interval, resync_interval_s=self.args.resync_interval)
+        self.watcher = StateDirWatcher(self.args.state_dir)
+        self.debounce = FileDebounce(self.args.state_dir)
+        self.pending_loads.add("startup")
+        self._start_load()
+        self._guarded("resync", rec.net.resync)
+        self.control.start({"status": self._status_answer, "metrics": self._metrics_answer,
+                            "reload": self._reload_answer})
+        if self.metrics_server is not None:
+            threading.Thread(target=self.metrics_server.serve_forever, name="vnetd-metrics", daemon=True).start()
+        now = time.monotonic()
+        self.next_check = now + self.args.check_interval
+        self.next_resync = now + self.args.resync_interval
+        self.next_watchdog = now
+        self.last_noop = 0.0
+        try:
+            while not self.stopping:
+                try:
+                    self._iterate()
+                except Exception as exc:  # the loop's own code: logged, slowed down, never fatal
+                    self._nap(self._crashed("loop", exc))
+        finally:
+            self.notifier.stopping()
+            self.log.info("daemon.stopping", passes=rec.passes)
+            if self.job is not None:
+                self.job.cancel()
+            for close in (self.control.stop, self.watcher.close, rec.close, rec.engine.backends.close):
+                try:
+                    close()
+                except Exception as exc:  # stopping goes on whatever one part does
+                    self.log.warning("daemon.stop_failed", error=repr(exc))
+            if self.metrics_server is not None:
+                self.metrics_server.server_close()
+        return 0
+
+    def _nap(self, seconds: float) -> None:
+        """Sleep, but wake for a signal (the wake-up pipe)."""
+        try:
+            select.select([self.wake.fileno()], [], [], seconds)
+        except InterruptedError:
+            pass
+
+    def _iterate(self) -> None:
+        rec = self.reconciler
+        args = self.args
+        now = time.monotonic()
+        deadlines = [self.next_check, self.next_resync]
+        if self.debounce.due is not None:
+            deadlines.append(self.debounce.due)
+        release = rec.health.next_release(now)
+        if release is not None:
+            deadlines.append(release)
+        if self.crash_until.get("pass", 0.0) > now:
+            deadlines.append(self.crash_until["pass"])
+        if self.notifier.watchdog_interval:
+            deadlines.append(self.next_watchdog)
+        timeout = max(0.0, min(deadlines) - now)
+        fds = [self.wake.fileno()]
+        # a descriptor whose reading crashed is left alone until its retry (not a busy loop)
+        for step, fd in (("netlink", rec.net.events.fileno()), ("files", self.watcher.fileno())):
+            retry_at = self.crash_until.get(step, 0.0)
+            if retry_at > now:
+                timeout = min(timeout, retry_at - now)
+            else:
+                fds.append(fd)
+        try:
+            readable, _, _ = select.select(fds, [], [], timeout)
+        except InterruptedError:
+            readable = []
+        reasons = self.wake.take()
+        now = time.monotonic()
+        if self.stopping or "stop" in reasons:
+            return
+        if "status" in reasons:
+            reasons.discard("status")
+            self._answer_status_requests()
+        if self.watcher.fileno() in readable and self._guarded("files", self.watcher.read, default=True):
+            self.debounce.touched(now)  # (a crash reading the events: read the files again, to be sure)
+        if rec.net.events.fileno() in readable and self._guarded("netlink", rec.net.drain):
+            reasons.add("netlink")
+        if rec.net.overrun:
+            reasons.add("netlink")
+        if self.debounce.ready(now):
+            self.debounce.done()
+            self.pending_loads.add("files")
+        if "reload" in reasons:
+            reasons.discard("reload")
+            self._queue_reload()
+        if "loaded" in reasons:
+            reasons.discard("loaded")
+        if self.job is not None and self.job.finished:
+            reasons |= self._finish_load(now)
+        self._start_load()
+        if "libvirt" in reasons:
+            rec.lv_dirty = True
+        if now >= self.next_check:
+            checked = self._guarded("check", rec.check_unevented)
+            reasons.update(checked or ())
+            self._guarded("libvirt", self._libvirt_reconnect, reasons)
+            self.next_check = now + args.check_interval
+        if now >= self.next_resync:
+            # netlink may have lost notifications: read it all again; netfilter's check
+            # is exact (the whole table compared), so it needs no full re-read
+            self._guarded("resync", rec.net.resync)
+            rec.lv_dirty = True
+            reasons.add("resync")
+            if self.watcher.check_identity():
+                self.debounce.touched(now)
+            self.next_resync = now + args.resync_interval
+        if release is not None and now >= release:
+            reasons.add("retry")
+        self._maybe_pass(reasons, now)
+        if self.notifier.watchdog_interval and now >= self.next_watchdog:
+            self.notifier.watchdog()
+            self.next_watchdog = now + self.notifier.watchdog_interval
+
+    def _maybe_pass(self, reasons: set[str], now: float) -> None:
+        """Run a pass for these reasons, unless a crashed pass is waiting for its retry."""
+        reasons.discard("stop")
+        retry_at = self.crash_until.get("pass")
+        if retry_at is not None:
+            self.held_reasons |= reasons
+            if now < retry_at:
+                return
+            reasons = self.held_reasons | {"retry"}
+            self.held_reasons = set()
+        if not reasons:
+            return
+        if reasons <= {"netlink", "retry"} and now - self.last_noop < HOLD_AFTER_NOOP:
+            time.sleep(HOLD_AFTER_NOOP)  # a fight over a held-back resource: keep CPU bounded
+        summary = self._pass(reasons)
+        if summary is not None and summary.backed_off and not (summary.result and summary.result.applied):
+            self.last_noop = time.monotonic()
+        if self.started and not self.ready:
+            self._declare_ready()
+
+    def _declare_ready(self) -> None:
+        self.ready = True
+        summary = self.reconciler.summary_line()
+        self.notifier.ready(summary)
+        self.log.info("daemon.ready", summary=summary)
+        # libvirt only after READY: at boot libvirtd is ordered after network.target, which
+        # waits for vnetd, and a socket-activated libvirtd would leave the connect hanging
+        # until vnetd timed out (docs/OPERATIONS.md, "Boot order"); the next pass has libvirt
+        self._guarded("libvirt", self._connect_libvirt)
+        self.wake.post("libvirt")
+
+    def _pass(self, reasons: set[str]) -> Any:
+        rec = self.reconciler
+        for reason in reasons:
+            self.metrics.passes.labels(source=reason).inc()
+        try:
+            summary = rec.run_pass(reasons)
+        except Exception as exc:
+            self._crashed("pass", exc)
+            self.held_reasons |= reasons
+            return None
+        self._recovered("pass")
+        now = time.monotonic()
+        if self.notifier.enabled and (now - self.snapshot_at > STATUS_EVERY or reasons & {"files", "reload"}):
+            self.snapshot_at = now
+            self.notifier.status(rec.summary_line())
+        return summary
+
+    # -- crashes ----------------------------------------------------------------------
+
+    def _guarded(self, step: str, fn: Callable[..., Any], *args: Any, default: Any = None) -> Any:
+        """Run one step of the loop; an unexpected exception is a crash, not the end. A step
+        that crashed is skipped (``default``) until its retry time."""
+        if self.crash_until.get(step, 0.0) > time.monotonic():
+            return default
+        try:
+            result = fn(*args)
+        except Exception as exc:
+            self._crashed(step, exc)
+            return default
+        self._recovered(step)
+        return result
+
+    def _recovered(self, step: str) -> None:
+        self.crashes.pop(step, None)
+        self.crash_until.pop(step, None)
+
+    def _crashed(self, step: str, exc: BaseException) -> float:
+        """Log a crash once, with its traceback; the step waits 1, 2, 4 ... 60 s. Returns the wait."""
+        count = self.crashes[step] = self.crashes.get(step, 0) + 1
+        delay = float(min(CRASH_FIRST * 2 ** (count - 1), CRASH_MAX))
+        self.crash_until[step] = time.monotonic() + delay
+        try:
+            self.reconciler.after_crash()
+        except Exception:  # noqa: S110 - marking caches stale cannot be allowed to fail the handler
+            pass
+        self.log.error("pass.crashed", step=step, error=f"{type(exc).__name__}: {exc}",
+                       traceback="".join(traceback.format_exception(exc)), retry_in_s=delay,
+                       crashes_in_a_row=count)
+        return delay
+
+    # -- loading ----------------------------------------------------------------------
+
+    def _queue_reload(self) -> None:
+        self.notifier.reloading()
+        self.pending_loads.add("reload")
+        while True:
+            try:
+                self.reload_waiters.append(self.reload_requests.get_nowait())
+            except queue.Empty:
+                break
+
+    def _start_load(self) -> None:
+        """Start the next load if one is wanted and none runs (a load that starts after a
+        reload request answers it)."""
+        from vnetd.daemon.loading import LoadJob
+
+        if self.job is not None or not self.pending_loads:
+            return
+        pending = self.pending_loads
+        source = "startup" if "startup" in pending else "reload" if "reload" in pending else "files"
+        self.pending_loads = set()
+        rec = self.reconciler
+        self.job_waiters, self.reload_waiters = self.reload_waiters, []
+        self.log.info("config.loading", source=source)
+        self.job = LoadJob(self.args.state_dir, source, rec.desired if rec.loaded else None,
+                           rec.hold_candidates(source), lambda: self.wake.post("loaded"))
+
+    def _finish_load(self, now: float) -> set[str]:
+        """Adopt a finished load; the reasons for the pass that follows."""
+        outcome = self.job.collect()
+        self.job = None
+        rec = self.reconciler
+        waiters, self.job_waiters = self.job_waiters, []
+        if outcome.source == "files" and outcome.desired is None and outcome.crash is None \
+                and self.debounce.give_more_time(now):
+            self.log.debug("config.settling", errors=len(outcome.issues),
+                           note="a file was written moments ago; looking again before reporting")
+            self.reload_waiters = waiters + self.reload_waiters
+            return set()
+        self.debounce.settled()
+        rec.adopt(outcome)
+        if outcome.source == "startup":
+            self.started = True
+        if outcome.source == "reload" or (outcome.source == "startup" and self.ready):
+            self._guarded("libvirt", self._connect_libvirt)  # at startup: after READY (_declare_ready)
+        if outcome.source == "reload" and self.ready:
+            self.notifier.ready(rec.summary_line())  # ends systemd's "reloading" state
+        status = rec.status()
+        for request in waiters:
+            request.result = status
+            request.done.set()
+        return {outcome.source}
+
+    # -- control socket (called from its thread) ---------------------------------------
+
+    def _status_answer(self) -> bytes:
+        return json.dumps(self._status()).encode() + b"\n"
+
+    def _metrics_answer(self) -> bytes:
+        return bytes(self.metrics.render(self._status().get("counts", {})))
+
+    def _reload_answer(self) -> bytes:
+        """Ask the main loop to reload, and answer with the status once that load is adopted."""
+        from vnetd.daemon.status import RELOAD_WAIT
+
+        request = _Request()
+        self.reload_requests.put(request)
+        self.wake.post("reload")
+        if request.done.wait(RELOAD_WAIT) and request.result is not None:
+            return json.dumps(request.result).encode() + b"\n"
+        return b'{"pending": true}\n'
+
+    def _answer_status_requests(self) -> None:
+        """Status is computed by the main thread (it owns the state), only when asked."""
+        while True:
+            try:
+                request = self.status_requests.get_nowait()
+            except queue.Empty:
+                return
+            request.result = self.reconciler.status()
+            if self.job is not None:
+                request.result["loading"] = self.job.source
+            request.done.set()
+
+    def _status(self) -> dict[str, Any]:
+        """Called by the control socket's thread: ask the main loop and wait for it."""
+        request = _Request()
+        self.status_requests.put(request)
+        self.wake.post("status")
+        if request.done.wait(STATUS_WAIT) and request.result is not None:
+            self.snapshot = request.result
+            return request.result
+        stale = dict(self.snapshot or {"state_dir": self.args.state_dir, "files": [], "config_valid": True,
+                                       "last_load_errors": [], "passes": 0, "last_pass_age_s": None,
+                                       "last_source": "", "counts": {}, "resources": []})
+        stale["stale"] = "the daemon is busy in a long pass; this is its last known status"
+        return stale
+
+    # -- libvirt ----------------------------------------------------------------------
+
+    def _libvirt_backend(self) -> Any:
+        spec = self.reconciler.desired.libvirt
+        if spec is None:
+            return None
+        return self.reconciler.engine.backends.libvirt(spec.uri)
+
+    def _connect_libvirt(self) -> None:
+        backend = self._libvirt_backend()
+        if backend is None:
+            return
+        start_events = getattr(backend, "start_events", None)
+        if start_events is not None:
+            start_events(self.wake.post)
+        if not backend.connected:
+            backend.connect()
+
+    def _libvirt_reconnect(self, reasons: set[str]) -> None:
+        backend = self._libvirt_backend()
+        if backend is None or backend.connected:
+            return
+        reconnect = getattr(backend, "maybe_reconnect", None)
+        if reconnect is not None and reconnect():
+            reasons.add("libvirt")

@@ -31,7 +31,7 @@ def shown(text: str) -> dict:  # type: ignore[type-arg]
     return yaml.safe_load(text) or {}
 
 
-@pytest.mark.parametrize("command", ["", "check", "plan", "apply", "show", "run", "import"])
+@pytest.mark.parametrize("command", ["", "check", "plan", "apply", "show", "run", "reload", "import"])
 def test_help_describes_and_ends_with_examples(command: str) -> None:
     result = vnetd(*([command] if command else []), "--help")
     assert result.returncode == 0, result.stderr
@@ -82,6 +82,32 @@ def test_show_sections(host: tuple[Netns, StateDir]) -> None:
     result = vnetd("show", "--section", "interfaces", "--section", "sysctl", netns=ns, state_dir=state)
     assert list(shown(result.stdout)) == ["interfaces", "sysctl"]
     assert "firewall" not in result.stdout
+
+
+def test_show_sections_of_ipv6_chains_and_route_rules(host: tuple[Netns, StateDir]) -> None:
+    ns, state = host
+    state.write("40-v6-rules.yaml", """\
+        route-rules:
+          config:
+          - {ip-from: 192.0.2.0/24, route-table: 100, priority: 1000, iif: br0}
+          - {ip-to: 198.51.100.0/24, route-table: 101, priority: 1001}
+        firewall6:
+          filter:
+            INPUT:
+              rules:
+              - -p ipv6-icmp -j ACCEPT
+        """)
+    assert vnetd("apply", netns=ns, state_dir=state).returncode == 0
+    result = vnetd("show", "--section", "firewall6", "--section", "route-rules", netns=ns, state_dir=state)
+    assert result.returncode == 0, result.stderr
+    data = shown(result.stdout)
+    assert list(data) == ["route-rules", "firewall6"], result.stdout
+    assert data["firewall6"]["filter"]["INPUT"]["rules"] == ["-p ipv6-icmp -j ACCEPT"]
+    assert [r["priority"] for r in data["route-rules"]["config"]] == [1000, 1001]
+    assert "\nfirewall:" not in result.stdout
+    # a name narrows the rules to those coming in through it
+    named = shown(vnetd("show", "br0", "--section", "route-rules", netns=ns, state_dir=state).stdout)
+    assert [r["priority"] for r in named["route-rules"]["config"]] == [1000]
 
 
 def test_show_a_name_that_is_not_there(host: tuple[Netns, StateDir]) -> None:
@@ -161,6 +187,14 @@ def test_check_says_what_would_be_valid(netns: Netns, state_dir: StateDir) -> No
         """)
     state_dir.write("30-yaml.yaml", 'firewall:\n  filter:\n    INPUT:\n      rules:\n'
                                     '      - "-m comment --comment "ssh" -j ACCEPT"\n')
+    state_dir.write("40-rules6.yaml", """\
+        firewall6:
+          filter:
+            INPUT:
+              rules:
+              - -j REJECT --reject-with icmp6-adm-prohibted
+              - -p icmpv6 --icmpv6-type echo-requst -j ACCEPT
+        """)
     result = vnetd("check", netns=netns, state_dir=state_dir)
     assert result.returncode == 1
     err = result.stderr
@@ -170,5 +204,9 @@ def test_check_says_what_would_be_valid(netns: Netns, state_dir: StateDir) -> No
                  '(did you mean icmp-host-prohibited? --reject-with takes: icmp-net-unreachable',
                  "'-j ACCPET': no such target", "(did you mean ACCEPT?)",
                  "30-yaml.yaml:5: YAML syntax error at line 5, column 9: ",
-                 "write a rule that contains \" in single quotes, e.g. - '-m comment --comment \"ssh\" -j ACCEPT'"):
+                 "write a rule that contains \" in single quotes, e.g. - '-m comment --comment \"ssh\" -j ACCEPT'",
+                 # firewall6: ip6tables' reject types and ICMPv6 types
+                 "firewall6.filter.INPUT.rules[0]: ",
+                 "(did you mean icmp6-adm-prohibited? --reject-with takes: icmp6-no-route",
+                 "(did you mean echo-request? --icmpv6-type takes: "):
         assert says in err, err

@@ -314,7 +314,7 @@ def values_from_help(text: str, option: str) -> tuple[str, ...]:
     if not any(opt == option for (_ext, opt) in (*ENUMERATED, *ENUMERATED6)):
         return ()
     lines = text.splitlines()
-    start = next((i for i, line in enumerate(lines) if re.match(r"\s*Valid .*:\s*$", line)), None)
+    start = next((i for i, line in enumerate(lines) if re.match(r"\s*Valid .*:\s*\Z", line)), None)
     if start is None:
         return ()
     values: list[str] = []

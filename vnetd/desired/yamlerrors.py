@@ -18,8 +18,8 @@ import yaml
 _QUOTE_START = re.compile(r"""(?:^\s*-\s+|:\s+|[\[{,]\s*)(["'])""")
 _NO_SPACE_AFTER_COLON = re.compile(r"^\s*(?:-\s+)?[A-Za-z0-9_.-]+:(?=[^\s:])")
 #: a list item whose text before a ': ' is no plain key (a rule: "- -j LOG --log-prefix ")
-_ITEM_WITH_COLON = re.compile(r"^(\s*-\s+)(?:-|[^\s:]*\s)[^#]*:\s+$")
-_BLOCK_VALUE = re.compile(r"^\s*(?:-\s+|[A-Za-z0-9_.-]+:\s+)$")
+_ITEM_WITH_COLON = re.compile(r"^(\s*-\s+)(?:-|[^\s:]*\s)[^#]*:\s+\Z")
+_BLOCK_VALUE = re.compile(r"^\s*(?:-\s+|[A-Za-z0-9_.-]+:\s+)\Z")
 
 HINT_TAB = "YAML does not allow tabs for indentation: indent with spaces"
 HINT_QUOTED_RULE = ("a value that starts with {q} ends at the next {q}: write a rule that contains {q} in "

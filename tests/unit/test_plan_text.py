@@ -128,3 +128,21 @@ def test_a_new_vlan_vxlan_and_bond_show_their_settings() -> None:
             "base-iface: eth1, destination-port: 4789}") in text, text
     assert ("+ interface/bond0: exists want bond, have (none); created with link-aggregation.mode active-backup, "
             "link-aggregation.options {arp_validate: all, miimon: 100}") in text, text
+
+
+def test_routes_and_route_rules_added_and_removed() -> None:
+    from vnetd.model.route_rules import RouteRuleSpec
+    from vnetd.model.routes import RouteSpec
+    from vnetd.plan.route_rules import plan_route_rules
+    from vnetd.plan.routes import plan_routes
+
+    net4 = ipaddress.ip_network
+    observed = net(nic(2, "eth1"))
+    specs = [RouteSpec(net4("198.51.100.0/24"), ipaddress.ip_address("192.0.2.254"), "eth1")]
+    actions, _problems = plan_routes(specs, observed)
+    lines = plan_text(Plan(tuple(actions))).splitlines()
+    assert lines[0].startswith("+ route/") and "198.51.100.0/24" in lines[0] and "192.0.2.254" in lines[0], lines
+    rule = RouteRuleSpec(4, net4("192.0.2.0/24"), None, 1000, 100, None, None, None, None, False, None)
+    actions2, _ = plan_route_rules([rule], observed)
+    line = plan_text(Plan(tuple(actions2))).splitlines()[0]
+    assert line.startswith("+ route-rule/") and "from 192.0.2.0/24" in line and "lookup 100" in line, line

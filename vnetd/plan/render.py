@@ -13,11 +13,15 @@ from vnetd.model.firewall import ChainMode
 from vnetd.plan.actions import (
     Action,
     AddAddress,
+    AddRoute,
+    AddRouteRule,
     CreateLink,
     DeleteLink,
     Plan,
     PruneChain,
     RemoveAddress,
+    RemoveRoute,
+    RemoveRouteRule,
     SyncChain,
     jsonable,
 )
@@ -45,7 +49,9 @@ def plan_text(plan: Plan) -> str:
 
 
 def describe_action(action: Action) -> list[str]:
-    """An action as plan text: its line, and for a chain the rules it gains and loses."""
+    """An action as plan text: its line, and for a chain the rules it gains and loses.
+    A new route or route rule is '+' with what it will be, one removed '-' with what
+    the kernel has."""
     op = action.op
     where = f"{action.resource}: "
     if isinstance(op, CreateLink):
@@ -59,6 +65,10 @@ def describe_action(action: Action) -> list[str]:
                                                           "removes it too)" if again else "")]
     if isinstance(op, RemoveAddress):
         return [f"- {where}{action.field} remove {op.ip}"]
+    if isinstance(op, AddRoute | AddRouteRule) and action.have is None:
+        return [f"+ {action.describe()}"]
+    if isinstance(op, RemoveRoute | RemoveRouteRule):
+        return [f"- {action.describe()}"]
     if isinstance(op, SyncChain):
         return _chain_lines(action, op)
     if isinstance(op, PruneChain):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import textwrap
 from collections.abc import Sequence
 from typing import Any
 
@@ -29,8 +30,8 @@ DESCRIPTION = """\
 vnetd keeps a host's network as its state files declare it: links, bridges and
 their ports, MTUs, addresses, routes, network sysctls, iptables and ip6tables rules
 and libvirt networks. State files are YAML drop-ins in the state directory (nmstate
-schema for interfaces and routes, plus sysctl:, firewall:, firewall6: and libvirt:
-sections).
+schema for interfaces, routes and route-rules, plus sysctl:, firewall:, firewall6:
+and libvirt: sections; the reference is docs/SCHEMA.md and vnetd.d(5)).
 """
 
 EPILOG = """\
@@ -46,43 +47,156 @@ A state file that disappears (or is emptied) while the daemon runs is not a
 decision: what it declared stays enforced (logged as config.file_removed) until
 `vnetd reload`, SIGHUP or `vnetd apply` confirms the removal. Write state files
 atomically (write a temporary file, then rename it into place).
+
+The global options may also be given after the command (vnetd check --netns x).
+`vnetd COMMAND --help` describes a command, its options and examples.
 """
+
+#: (command line, what it does): two or three per command, shown at the end of its
+#: --help and in vnetd(8); tests/unit/test_cli.py parses every one
+EXAMPLES: dict[str, tuple[tuple[str, str], ...]] = {
+    "": (
+        ("vnetd check", "validate the state files in /etc/vnetd.d"),
+        ("vnetd plan", "show what apply would change, changing nothing"),
+        ("vnetd apply --confirm 120", "apply, and restore what was there unless `vnetd confirm` comes within "
+                                      "2 minutes"),
+    ),
+    "check": (
+        ("vnetd check", "validate the state files in /etc/vnetd.d"),
+        ("vnetd check --state-dir ./staging", "validate a copy before installing it"),
+        ("vnetd check --netns guest1", "also check the rules against the chains and kernel of namespace guest1"),
+    ),
+    "plan": (
+        ("vnetd plan", "what apply would change here"),
+        ("vnetd plan --state-dir ./staging", "what new files would change, before installing them"),
+        ("vnetd plan --format json", "the same as JSON, for tools"),
+    ),
+    "apply": (
+        ("vnetd apply", "reconcile once and verify"),
+        ("vnetd apply --confirm 120", "a trial: restored after 120 s unless `vnetd confirm` (or Enter) comes"),
+        ("vnetd apply --format json", "what was applied, failed and still differs, as JSON"),
+    ),
+    "confirm": (
+        ("vnetd confirm", "keep the change of the pending `apply --confirm`"),
+        ("vnetd confirm --netns guest1", "keep a trial that runs in namespace guest1"),
+    ),
+    "rollback": (
+        ("vnetd rollback", "undo the change of the pending `apply --confirm` now"),
+        ("vnetd rollback --netns guest1", "undo a trial that runs in namespace guest1"),
+    ),
+    "run": (
+        ("vnetd run", "the daemon in the foreground (systemd)"),
+        ("vnetd run --daemon --pidfile /run/vnetd.pid --log-file /var/log/vnetd.log", "detached (SysV init)"),
+        ("vnetd run --netns guest1 --socket /run/vnetd/guest1.sock", "a daemon for namespace guest1"),
+    ),
+    "show": (
+        ("vnetd show > current.yaml", "the whole current state, as a state file"),
+        ("vnetd show br0 FORWARD", "only interface br0 (and its routes) and the FORWARD chains"),
+        ("vnetd show --section firewall", "only the firewall section"),
+    ),
+    "status": (
+        ("vnetd status", "what the daemon manages and how each resource stands"),
+        ("vnetd status --json", "the same as JSON"),
+        ("vnetd status --prometheus", "metrics in Prometheus text format"),
+    ),
+    "reload": (
+        ("vnetd reload", "re-read the state files now and confirm the removal of files that disappeared"),
+        ("vnetd reload --socket /run/vnetd/guest1.sock", "the same for the daemon of namespace guest1"),
+    ),
+    "import": (
+        ("vnetd import --ifcfg-dir /etc/sysconfig/network-scripts -o 50-network.yaml",
+         "translate ifcfg-* files into a state file"),
+        ("vnetd import --iptables /etc/sysconfig/iptables --sysctl /etc/sysctl.conf",
+         "translate the firewall and the net.* sysctls"),
+        ("vnetd import --ip6tables /etc/sysconfig/ip6tables", "translate the IPv6 firewall (firewall6:)"),
+    ),
+    "demo": (
+        ("vnetd demo", "the daemon on the bundled examples in a throw-away namespace, until Ctrl-C"),
+        ("vnetd demo --duration 60", "the same for one minute"),
+    ),
+}
+
+#: the options every command takes, before or after it: (flags, dest, settings)
+GLOBAL_OPTIONS: tuple[tuple[str, str, dict[str, Any]], ...] = (
+    ("--state-dir", "state_dir", {"metavar": "DIR", "help": "directory of *.yaml state files (default: "
+                                  "$VNETD_STATE_DIR or /etc/vnetd.d)"}),
+    ("--netns", "netns", {"metavar": "NAME", "help": "operate inside the named network namespace (as created by "
+                          "`ip netns add NAME`)"}),
+    ("--log-format", "log_format", {"choices": ("json", "console"),
+                                    "help": "log format (default: console on a terminal, json otherwise)"}),
+    ("--log-level", "log_level", {"choices": ("debug", "info", "warning", "error"),
+                                  "help": "log level (default: info for run and demo, warning for the other "
+                                          "commands)"}),
+)
+DEFAULT_STATE_DIR = "/etc/vnetd.d"
+_AFTER = "_after_command_"
+
+#: what `vnetd show --section` can print (vnetd.show.SECTIONS: tests/unit/test_cli.py keeps them equal)
+SHOW_SECTIONS = ("interfaces", "routes", "route-rules", "sysctl", "firewall", "firewall6", "libvirt")
+
+
+def paragraphs(text: str, width: int = 79) -> str:
+    """Each blank-line-separated paragraph filled to ``width`` (help is read on terminals)."""
+    return "\n\n".join(textwrap.fill(" ".join(p.split()), width) for p in text.split("\n\n"))
+
+
+def examples_epilog(command: str) -> str:
+    lines = ["examples:"]
+    for line, what in EXAMPLES[command]:
+        lines += [f"  {line}", f"      {what}"]
+    return "\n".join(lines) + "\n"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="vnetd", description=DESCRIPTION, epilog=EPILOG,
+    p = argparse.ArgumentParser(prog="vnetd", description=DESCRIPTION,
+                                epilog=EPILOG + "\n" + examples_epilog(""),
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--version", action="version", version=f"vnetd {__version__}")
-    p.add_argument("--state-dir", metavar="DIR", default=os.environ.get("VNETD_STATE_DIR", "/etc/vnetd.d"),
-                   help="directory of *.yaml state files (default: $VNETD_STATE_DIR or /etc/vnetd.d)")
-    p.add_argument("--netns", metavar="NAME",
-                   help="operate inside the named network namespace (as created by `ip netns add NAME`)")
-    p.add_argument("--log-format", choices=("json", "console"),
-                   help="log format (default: console on a terminal, json otherwise)")
-    p.add_argument("--log-level", choices=("debug", "info", "warning", "error"),
-                   help="log level (default: info for run, warning for the other commands)")
+    for flag, dest, settings in GLOBAL_OPTIONS:
+        p.add_argument(flag, dest=dest, **settings)
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    sub.add_parser("check", help="validate the state files and print every error")
+    def command(name: str, help: str, description: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=help, description=paragraphs(description), epilog=examples_epilog(name),
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
 
-    plan = sub.add_parser("plan", help="print what would change; nothing is changed")
-    plan.add_argument("--format", choices=("text", "json"), default="text")
+    command("check", "validate the state files and print every error",
+            "Validate the state files: every error of every file, with FILE:LINE, the field and what would be\n"
+            "valid; rules are compiled as iptables would and tried in a throw-away namespace for what only\n"
+            "the kernel checks. Nothing is changed. Exit status 0 valid, 1 invalid.")
 
-    apply = sub.add_parser("apply", help="reconcile once, verify, print what changed")
-    apply.add_argument("--format", choices=("text", "json"), default="text")
+    plan = command("plan", "print what would change; nothing is changed",
+                   "Compare the state files with the system and print each change apply would make (new\n"
+                   "links with their settings, the rules a chain gets and loses, the addresses added and\n"
+                   "removed) and the problems vnetd cannot fix. Nothing is changed. Exit status 0 nothing\n"
+                   "to do, 2 changes pending, 1 error.")
+    plan.add_argument("--format", choices=("text", "json"), default="text",
+                      help="text for people (default), json for tools")
+
+    apply = command("apply", "reconcile once, verify, print what changed",
+                    "Make the system match the state files, read it back and verify: what still differs\n"
+                    "is printed as a desired/current diff. Exit status 0 converged and verified, 1 not;\n"
+                    "with --confirm 0 confirmed, 4 rolled back, 1 error.")
+    apply.add_argument("--format", choices=("text", "json"), default="text",
+                       help="text for people (default), json for tools")
     apply.add_argument("--confirm", type=float, metavar="SECONDS",
                        help="try the change: keep it only if `vnetd confirm` (or Enter) comes within SECONDS; "
                             "a timeout, Ctrl-C, a lost terminal or a failed health probe restores what was "
                             "there before; a daemon running in the namespace pauses until the trial ends")
 
-    sub.add_parser("confirm", help="keep the change of a pending `apply --confirm` trial")
-    sub.add_parser("rollback", help="undo the change of a pending `apply --confirm` trial now")
+    command("confirm", "keep the change of a pending `apply --confirm` trial",
+            "Keep the change of the pending `vnetd apply --confirm` trial. Exit status 0 done, 1 no trial.")
+    command("rollback", "undo the change of a pending `apply --confirm` trial now",
+            "Undo the change of the pending `vnetd apply --confirm` trial now: what the trial's checkpoint\n"
+            "recorded is put back. Exit status 0 done, 1 no trial.")
 
-    run = sub.add_parser("run", help="run the daemon (foreground unless --daemon); one per network namespace",
-                         description="Run the daemon. Only one vnetd runs per network namespace (a lock in "
-                                     "/run/vnetd names the pid holding it). The pidfile, log file and socket "
-                                     "are never opened through a symlink, and only in directories only root "
-                                     "can write.")
+    run = command("run", "run the daemon (foreground unless --daemon); one per network namespace",
+                  "Run the daemon: it applies the state files, then repairs every drift (netlink events,\n"
+                  "a periodic check of what sends none) and re-reads the files when they change, until\n"
+                  "SIGTERM. SIGHUP (or `vnetd reload`) re-reads the files.\n\n"
+                  "Only one vnetd runs per network namespace (a lock in /run/vnetd names the pid holding\n"
+                  "it). The pidfile, log file and socket are never opened through a symlink, and only in\n"
+                  "directories only root can write. Exit status 0 after SIGTERM, 1 refused to start.")
     run.add_argument("--pidfile", metavar="PATH", help="write the daemon's pid here (locked while it runs)")
     run.add_argument("--daemon", action="store_true", help="detach from the terminal (for SysV init)")
     run.add_argument("--log-file", metavar="PATH", help="log to this file (reopened after logrotate)")
@@ -104,46 +218,99 @@ def build_parser() -> argparse.ArgumentParser:
                           "change nothing (--no-observe: enforce even if a state file sets "
                           "`daemon: {observe: true}`; without either, that setting decides)")
 
+    show = command("show", "print the current state as a valid state file",
+                   "Print the current state as a state file: fed back, it plans nothing. Other tools'\n"
+                   "rules, chains and tables are shown as comments. NAMEs narrow it down to those\n"
+                   "interfaces (with the routes through them), chains (CHAIN or TABLE/CHAIN), sysctl keys\n"
+                   "and libvirt networks.")
+    show.add_argument("names", nargs="*", metavar="NAME",
+                      help="only these interfaces, chains, sysctl keys or libvirt networks")
+    show.add_argument("--section", action="append", choices=SHOW_SECTIONS, metavar="SECTION",
+                      help=f"only this section ({', '.join(SHOW_SECTIONS)}); may be repeated")
 
-    sub.add_parser("show", help="print the current state as a valid state file")
-
-    status = sub.add_parser(
-        "status", help="ask the running daemon what it manages and how it stands",
-        description="Ask the running daemon (root only) what it manages and how each resource stands, "
-                    "whether it only observes, whether an `apply --confirm` trial is pending (who, since when, "
-                    "until when, what it changes) and whether state files were refused after a rollback.",
-        epilog="exit status: 0 ok; 1 running but degraded (the last load of the state files failed, "
-               "resources are failing or backed off, or firewall chains or rules of other tools override "
-               "vnetd's rules (firewall.shadowed): the reasons go to stderr); 3 not running; 4 status "
-               "unknown (permission denied). --prometheus exits 0 whenever the daemon answers (the metrics "
-               "carry the state).")
-    status.add_argument("--socket", metavar="PATH", default="/run/vnetd/vnetd.sock")
+    status = command("status", "ask the running daemon what it manages and how it stands",
+                     "Ask the running daemon (root only) what it manages and how each resource stands,\n"
+                     "whether it only observes, whether an `apply --confirm` trial is pending (who, since\n"
+                     "when, until when, what it changes) and whether state files were refused after a\n"
+                     "rollback.\n"
+                     "Exit status: 0 ok; 1 running but degraded (the last load of the state files failed,\n"
+                     "resources are failing or backed off, or firewall chains or rules of other tools\n"
+                     "override vnetd's rules (firewall.shadowed): the reasons go to stderr); 3 not running;\n"
+                     "4 status unknown (permission denied). --prometheus exits 0 whenever the daemon\n"
+                     "answers (the metrics carry the state).")
+    status.add_argument("--socket", metavar="PATH", default="/run/vnetd/vnetd.sock",
+                        help="the daemon's control socket (default /run/vnetd/vnetd.sock)")
     fmt = status.add_mutually_exclusive_group()
     fmt.add_argument("--json", action="store_true", help="machine-readable status")
     fmt.add_argument("--prometheus", action="store_true", help="metrics in Prometheus text format")
 
-    reload = sub.add_parser("reload", help="ask the running daemon to re-read the state files (as SIGHUP), "
-                                          "confirming the removal of files that disappeared")
-    reload.add_argument("--socket", metavar="PATH", default="/run/vnetd/vnetd.sock")
+    reload = command("reload", "ask the running daemon to re-read the state files (as SIGHUP), "
+                               "confirming the removal of files that disappeared",
+                     "Ask the running daemon to re-read the state files now, as SIGHUP does, and wait for\n"
+                     "the answer. A state file that disappeared (or was emptied) stays enforced until this:\n"
+                     "reload confirms its removal. Exit status 0 reloaded, 1 invalid files (the last valid\n"
+                     "state stays), 3 not running.")
+    reload.add_argument("--socket", metavar="PATH", default="/run/vnetd/vnetd.sock",
+                        help="the daemon's control socket (default /run/vnetd/vnetd.sock)")
 
-    imp = sub.add_parser("import", help="translate ifcfg-* files and iptables-save / ip6tables-save output into "
-                                        "a state file")
+    imp = command("import", "translate ifcfg-* files and iptables-save / ip6tables-save output into a state "
+                            "file",
+                  "Translate a CentOS/RHEL host's ifcfg-* (and route-*, rule-*) files, iptables-save and\n"
+                  "ip6tables-save output and sysctl.conf into one state file, checked as `vnetd check`\n"
+                  "would; what cannot be translated becomes a comment saying why (docs/IMPORT.md).")
     imp.add_argument("--ifcfg-dir", metavar="DIR", help="a network-scripts directory with ifcfg-* files")
     imp.add_argument("--iptables", metavar="FILE", help="an iptables-save file (e.g. /etc/sysconfig/iptables): "
                                                         "the firewall: section")
     imp.add_argument("--ip6tables", metavar="FILE", help="an ip6tables-save file (e.g. /etc/sysconfig/ip6tables): "
                                                          "the firewall6: section")
     imp.add_argument("--sysctl", metavar="FILE", help="a sysctl.conf file (net.* keys are translated)")
-    imp.add_argument("-o", "--output", metavar="FILE", help="write here instead of standard output")
+    imp.add_argument("-o", "--output", metavar="FILE", help="write here instead of standard output "
+                                                            "(an existing file is never overwritten)")
 
-    demo = sub.add_parser("demo", help="run the daemon on the bundled examples in a throw-away namespace")
+    demo = command("demo", "run the daemon on the bundled examples in a throw-away namespace",
+                   "Run the daemon on the bundled host examples inside the throw-away namespace\n"
+                   "vnetd-demo, print its log and the commands that break something; the namespaces\n"
+                   "are removed when it stops. Nothing on the host changes.")
     demo.add_argument("--duration", type=float, default=0, metavar="SECONDS",
                       help="stop after this many seconds (default: run until Ctrl-C)")
+
+    for parser in dict.fromkeys(sub.choices.values()):
+        add_global_options_after(parser)
     return p
 
 
+def add_global_options_after(parser: argparse.ArgumentParser) -> None:
+    """The global options, accepted after the command too (kept apart until
+    ``resolve_global_options`` so that giving one twice is caught, not overridden)."""
+    group = parser.add_argument_group("global options (also accepted before the command)")
+    for flag, dest, settings in GLOBAL_OPTIONS:
+        group.add_argument(flag, dest=_AFTER + dest, default=argparse.SUPPRESS, **settings)
+
+
+def resolve_global_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """One value per global option, wherever it was given; the same option given before
+    and after the command with different values is an error, never a silent choice."""
+    for flag, dest, _settings in GLOBAL_OPTIONS:
+        before = getattr(args, dest, None)
+        after = getattr(args, _AFTER + dest, None)
+        if hasattr(args, _AFTER + dest):
+            delattr(args, _AFTER + dest)
+        if before is not None and after is not None and before != after:
+            parser.error(f"{flag} is given before the command ({before}) and after it ({after}); give it once")
+        setattr(args, dest, before if before is not None else after)
+    if args.state_dir is None:
+        args.state_dir = os.environ.get("VNETD_STATE_DIR", DEFAULT_STATE_DIR)
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    resolve_global_options(parser, args)
+    return args
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_args(argv)
     level = args.log_level or ("info" if args.command in ("run", "demo") else "warning")
     if args.command not in ("run", "demo"):
         from vnetd import log
@@ -430,7 +597,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     from vnetd.show import show_state
 
     enter_netns(args)
-    sys.stdout.write(show_state(args.state_dir, args.netns))
+    sys.stdout.write(show_state(args.state_dir, args.netns, args.section, args.names))
     return EXIT_OK
 
 

@@ -15,7 +15,7 @@ bond's own mode); the kernel's own routing rules are not shown.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import TYPE_CHECKING, Any
 
 import yaml
@@ -185,13 +185,26 @@ def _unmanaged_chain(chain: ShownChain) -> list[tuple[str, str]]:
     return lines
 
 
+def chain_matches(table: str, chain: str, names: Collection[str]) -> bool:
+    """A chain named on the command line: ``FORWARD`` (in any table) or ``nat/POSTROUTING``."""
+    return chain in names or f"{table}/{chain}" in names
+
+
 def firewall_text(tables: Sequence[ShownTable], declared: set[tuple[str, str]], nft_tables: Sequence[str],
-                  section: str = "firewall") -> str:
+                  names: Collection[str] = (), section: str = "firewall") -> str:
     """The firewall: (or firewall6:) section: the chains vnetd manages (or the files declare) as YAML,
     with each foreign rule as a comment where it sits; chains and whole tables vnetd
     has nothing in as comments; other firewalls (nf_tables) named at the end. Fed
-    back to vnetd, the comments change nothing: foreign rules are never touched."""
+    back to vnetd, the comments change nothing: foreign rules are never touched.
+    ``names``: only the chains named so (CHAIN or TABLE/CHAIN), nothing else."""
     lines: list[str] = []
+    if names:
+        from vnetd.model.firewall import ShownTable
+
+        narrowed = (ShownTable(t.name, tuple(c for c in t.chains if chain_matches(t.name, c.name, names)))
+                    for t in tables)
+        tables = [t for t in narrowed if t.chains]
+        nft_tables = ()
     for table in tables:
         shown = [c for c in table.chains if c.managed or (table.name, c.name) in declared]
         if not shown:
@@ -234,53 +247,126 @@ def nft_comment(nft_tables: Sequence[str]) -> str:
     return text
 
 
-def show_state(state_dir: str, netns: str | None) -> str:
+#: the sections ``vnetd show`` writes, in order (``--section`` picks among them)
+SECTIONS = ("interfaces", "routes", "route-rules", "sysctl", "firewall", "firewall6", "libvirt")
+
+
+def show_state(state_dir: str, netns: str | None, sections: Collection[str] | None = None,
+               names: Collection[str] = ()) -> str:
     """The whole current state; declared sysctl keys and libvirt networks when known,
-    the firewall with every foreign rule, chain and table as a comment."""
+    the firewall with every foreign rule, chain and table as a comment.
+
+    ``sections``: only those; ``names``: only the interfaces (and the routes through
+    them or to them), chains, sysctl keys and libvirt networks named so. A name that
+    matches nothing is an error (VnetdError), with the names that come close."""
     from datetime import UTC, datetime
 
-    from vnetd.backends.netlink import NetlinkBackend
+    def wanted(section: str) -> bool:
+        return sections is None or section in sections
 
-    backend = NetlinkBackend()
-    try:
-        net = backend.observe()
-    finally:
-        backend.close()
-    sections: dict[str, Any] = {"interfaces": interfaces_section(net)}
-    routes = routes_section(net)
-    if routes:
-        sections["routes"] = {"config": routes}
-    rules = route_rules_section(net)
-    if rules:
-        sections["route-rules"] = {"config": rules}
+    found: set[str] = set()
+    candidates: set[str] = set()
+    out: dict[str, Any] = {}
+    if wanted("interfaces") or wanted("routes") or wanted("route-rules"):
+        from vnetd.backends.netlink import NetlinkBackend
+
+        backend = NetlinkBackend()
+        try:
+            net = backend.observe()
+        finally:
+            backend.close()
+        interfaces = interfaces_section(net)
+        candidates |= {i["name"] for i in interfaces}
+        if names:
+            interfaces = [i for i in interfaces if i["name"] in names]
+            found |= {i["name"] for i in interfaces}
+        if wanted("interfaces") and (interfaces or not names):
+            out["interfaces"] = interfaces
+        routes = routes_section(net)
+        if names:
+            routes = [r for r in routes if r.get("next-hop-interface") in names or r["destination"] in names]
+            found |= {r["destination"] for r in routes if r["destination"] in names}
+        if wanted("routes") and routes:
+            out["routes"] = {"config": routes}
+        rules = route_rules_section(net)
+        if names:
+            rules = [r for r in rules if r.get("iif") in names]
+        if wanted("route-rules") and rules:
+            out["route-rules"] = {"config": rules}
     desired = _declared(state_dir)
-    if desired is not None and desired.sysctls:
-        from vnetd.backends.sysctl import SysctlBackend
+    if wanted("sysctl"):
+        keys = [s.key for s in desired.sysctls] if desired is not None else []
+        candidates |= set(keys)
+        if names:
+            from vnetd.desired.sysctl import canonical_key, key_problem
 
-        values = SysctlBackend().read(s.key for s in desired.sysctls)
-        sections["sysctl"] = {k: _sysctl_scalar(v) for k, v in values.items() if v is not None}
+            keys = [k for k in keys if k in names] + [canonical_key(n) for n in names
+                                                      if key_problem(n) is None and canonical_key(n) not in keys]
+        if keys:
+            from vnetd.backends.sysctl import SysctlBackend
+
+            values = SysctlBackend().read(keys)
+            shown = {k: _sysctl_scalar(v) for k, v in values.items() if v is not None}
+            found |= {n for n in names if n in shown or (("." in n or "/" in n) and _canonical(n) in shown)}
+            if shown:
+                out["sysctl"] = shown
+    firewall = ""
     from vnetd.backends.nftdetect import nft_tables
     from vnetd.backends.ruleset import read_ruleset
-    from vnetd.model.firewall import SECTIONS
+    from vnetd.model.firewall import SECTIONS as FIREWALL_SECTIONS
 
     chains = desired.chains if desired is not None else ()
-    firewall = ""
-    for family, section in SECTIONS.items():
+    for family, section in FIREWALL_SECTIONS.items():
+        if not wanted(section):
+            continue
         mine = tuple(c for c in chains if c.family == family)
-        firewall += firewall_text(read_ruleset(mine, family), {(c.table, c.name) for c in mine}, (), section)
-    firewall += nft_comment(nft_tables() or ())
+        ruleset = read_ruleset(mine, family)
+        candidates |= {c.name for t in ruleset for c in t.chains}
+        found |= {n for n in names for t in ruleset for c in t.chains if chain_matches(t.name, c.name, (n,))}
+        firewall += firewall_text(ruleset, {(c.table, c.name) for c in mine}, (), names, section)
+    if not names and (wanted("firewall") or wanted("firewall6")):
+        firewall += nft_comment(nft_tables() or ())
     libvirt = ""
-    if desired is not None and desired.libvirt is not None:
+    if wanted("libvirt") and desired is not None and desired.libvirt is not None:
         from vnetd.backends.libvirt import show_libvirt
 
         networks = show_libvirt(desired.libvirt.uri)
         if networks is not None:
-            libvirt = _yaml({"libvirt": networks})
+            candidates |= {n["name"] for n in networks["networks"]}
+            if names:
+                networks["networks"] = [n for n in networks["networks"] if n["name"] in names]
+                found |= {n["name"] for n in networks["networks"]}
+            if networks["networks"] or not names:
+                libvirt = _yaml({"libvirt": networks})
+    missing = [n for n in names if n not in found]
+    if missing:
+        from vnetd.desired.suggest import did_you_mean
+        from vnetd.errors import VnetdError
+
+        named = []
+        for name in missing:
+            hint = did_you_mean(name, candidates)
+            named.append(f"{name}" + (f" ({hint})" if hint else ""))
+        raise VnetdError(f"show: nothing is named {', '.join(named)} among the "
+                         f"{', '.join(s for s in SECTIONS if wanted(s))} here")
     where = f"network namespace {netns}" if netns else "this host"
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    narrowed = ""
+    if names or sections is not None:
+        narrowed = "# Only " + "; ".join(p for p in (
+            f"the sections {', '.join(s for s in SECTIONS if wanted(s))}" if sections is not None else "",
+            f"what is named {', '.join(names)}" if names else "") if p) + \
+            ": fed back as a state file, this declares only that.\n"
     header = (f"# vnetd show: current state of {where}, {stamp}\n"
-              "# What vnetd does not manage (other tools' rules, chains and tables) is shown as comments.\n")
-    return header + _yaml(sections) + firewall + libvirt
+              "# What vnetd does not manage (other tools' rules, chains and tables) is shown as comments.\n"
+              + narrowed)
+    return header + (_yaml(out) if out else "") + firewall + libvirt
+
+
+def _canonical(key: str) -> str:
+    from vnetd.desired.sysctl import canonical_key
+
+    return canonical_key(key)
 
 
 def _declared(state_dir: str) -> Any:

@@ -69,7 +69,8 @@ def test_the_wheel_carries_examples_service_files_docs_and_the_licence(installed
     for expected in ("share/vnetd/examples/host/10-uplink-br0.yaml", "share/vnetd/examples/gateway/20-firewall.yaml",
                      "share/vnetd/examples/dmz-guest/10-interfaces.yaml", "share/vnetd/systemd/vnetd.service",
                      "share/vnetd/init.d/vnetd", "share/vnetd/logrotate/vnetd", "share/doc/vnetd/OPERATIONS.md",
-                     "share/doc/vnetd/README.md"):
+                     "share/doc/vnetd/README.md", "share/doc/vnetd/SCHEMA.md", "share/man/man8/vnetd.8",
+                     "share/man/man5/vnetd.d.5"):
         assert data + expected in names, expected
     assert "vnetd-0.1.0.dist-info/licenses/LICENSE" in names
     assert not [n for n in names if n.startswith(("tests/", "bench/"))]
@@ -107,6 +108,9 @@ def test_files_are_where_the_readme_says(installed: Installed) -> None:
     for example in sorted((ROOT / "etc").rglob("*.yaml")):
         host = "host" if example.parent.name == "vnetd.d" else example.parent.name
         assert (share / "examples" / host / example.name).read_text() == example.read_text()
+    for page in ("man8/vnetd.8", "man5/vnetd.d.5"):
+        name = page.split("/")[1]
+        assert (installed.data / "share" / "man" / page).read_text() == (ROOT / "docs" / "man" / name).read_text()
 
 
 @pytest.mark.kernel

@@ -30,6 +30,11 @@
  * its library is opened, so switching family unloads every extension library
  * and loads them again for the other family (select_family).
  *
+ * extension() answers what one extension offers (its long options, its help
+ * text, captured as save output is), for the "did you mean" of rule errors
+ * (vnetd/backends/rulehints.py), in either family; it is guarded and resets the
+ * state like the rest.
+ *
  * Not thread-safe (getopt and libxtables keep global state): callers hold the GIL
  * and this module never releases it.
  */
@@ -1399,6 +1404,146 @@ static PyObject *vx_render(PyObject *self, PyObject *args)
     return result;
 }
 
+/* ------------------------------------------------------------------ extensions */
+
+#define VX_MAX_OPTIONS 256
+
+/* What one extension offers, for "did you mean" (vnetd/backends/rulehints.py): the
+ * long options it accepts, or its help text as `iptables -m NAME --help` prints it. */
+struct vx_query {
+    bool target;   /* a target extension (else a match) */
+    const char *name;
+    bool help;     /* print the help (captured), else collect the option names */
+    bool found;
+    const char *options[VX_MAX_OPTIONS];
+    unsigned int n;
+};
+
+static void add_option_name(struct vx_query *q, const char *name)
+{
+    if (name != NULL && q->n < VX_MAX_OPTIONS)
+        q->options[q->n++] = name;
+}
+
+static void collect_options(struct vx_query *q, const struct xt_option_entry *x6, const struct option *extra)
+{
+    if (x6 != NULL)
+        for (; x6->name != NULL; x6++)
+            add_option_name(q, x6->name);
+    else if (extra != NULL)
+        for (; extra->name != NULL; extra++)
+            add_option_name(q, extra->name);
+}
+
+static void query_extension(struct vx_query *q)
+{
+    check_extension_name(q->target ? "target" : "match", q->name);
+    if (q->target) {
+        struct xtables_target *t = xtables_find_target(q->name, XTF_TRY_LOAD);
+
+        if (t == NULL)
+            return;
+        q->found = true;
+        if (q->help) {
+            if (t->help != NULL)
+                t->help();
+        } else {
+            collect_options(q, t->x6_options, t->extra_opts);
+        }
+        if (t == t->next) /* a clone libxtables made for a second use: ours to free */
+            free(t);
+    } else {
+        struct xtables_match *m = xtables_find_match(q->name, XTF_TRY_LOAD, NULL);
+
+        if (m == NULL)
+            return;
+        q->found = true;
+        if (q->help) {
+            if (m->help != NULL)
+                m->help();
+        } else {
+            collect_options(q, m->x6_options, m->extra_opts);
+        }
+        if (m == m->next)
+            free(m);
+    }
+}
+
+static int guarded_query(struct vx_query *q)
+{
+    jmp_buf jb;
+    int status;
+
+    vx_jump = &jb;
+    status = setjmp(jb);
+    if (status == 0)
+        query_extension(q);
+    vx_jump = NULL;
+    return status;
+}
+
+/* extension(kind, name, help, family=4) -> list of long option names ("--dport"), or
+ * the help text (help true); None when no such extension is installed. kind: "match"
+ * or "target". Loads the extension as -m/-j would (the kernel's revision); changes no
+ * rule and leaves libxtables' per-rule state reset. family: 4 (iptables' extensions)
+ * or 6 (ip6tables': libip6t_* and the IPv6 variants of libxt_*). */
+static PyObject *vx_extension(PyObject *self, PyObject *args)
+{
+    const char *kind, *name;
+    int help, family = 4;
+    struct vx_query q;
+    struct vx_capture out, err;
+    bool out_ok, err_ok;
+    int status;
+    PyObject *result = NULL;
+    unsigned int i;
+
+    (void)self;
+    if (!PyArg_ParseTuple(args, "ssp|i", &kind, &name, &help, &family))
+        return NULL;
+    if (strcmp(kind, "match") != 0 && strcmp(kind, "target") != 0) {
+        PyErr_Format(PyExc_ValueError, "kind must be 'match' or 'target', not '%s'", kind);
+        return NULL;
+    }
+    if (!select_family(family))
+        return NULL;
+    memset(&q, 0, sizeof(q));
+    q.target = kind[0] == 't';
+    q.name = name;
+    q.help = help != 0;
+    reset_extensions();
+    out_ok = capture_start(&out, &stdout);
+    err_ok = capture_start(&err, &stderr);
+    status = guarded_query(&q);
+    if (err_ok)
+        capture_stop(&err, &stderr);
+    if (out_ok)
+        capture_stop(&out, &stdout);
+    reset_extensions();
+    if (err_ok)
+        free(err.buf);
+    if (status != 0) {
+        PyErr_SetString(CompileError, vx_error);
+    } else if (!q.found) {
+        result = Py_NewRef(Py_None);
+    } else if (q.help) {
+        result = PyUnicode_DecodeUTF8(out_ok && out.buf ? out.buf : "", out_ok && out.buf ? (Py_ssize_t)out.len : 0,
+                                      "replace");
+    } else {
+        result = PyList_New(0);
+        for (i = 0; result != NULL && i < q.n; i++) {
+            PyObject *option = PyUnicode_FromFormat("--%s", q.options[i]);
+
+            if (option == NULL || PyList_Append(result, option) < 0)
+                Py_CLEAR(result);
+            Py_XDECREF(option);
+        }
+    }
+    if (out_ok)
+        free(out.buf);
+    return result;
+}
+
 /* init() -> None: libxtables for IPv4, with the system's extension directory
  * (compile and render switch family as they are asked to). */
 static PyObject *vx_init(PyObject *self, PyObject *args)
@@ -1423,6 +1568,8 @@ static PyMethodDef vx_methods[] = {
     {"render", vx_render, METH_VARARGS,
      "render(entry, meaning, family=4) -> the rule as iptables-save / ip6tables-save prints it, "
      "without '-A CHAIN'"},
+    {"extension", vx_extension, METH_VARARGS,
+     "extension(kind, name, help, family=4) -> an extension's long options (or help text); None if not installed"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -287,7 +287,8 @@ def walk_table(info: TableInfo, blob: bytes | memoryview, layout: EntryLayout = 
         yield WalkedEntry(current, builtin, False, off, n_off, meaning)
 
 
-#: Foreign rules are rendered as text (for plan output) in declared chains up to this size.
+#: Foreign rules are rendered as text (for plan output) in declared chains up to this size
+#: (and vnetd's own rules that are no longer declared, in any chain).
 RENDER_LIMIT = 200
 
 
@@ -301,7 +302,8 @@ def parse_table(name: str, info: TableInfo, blob: bytes | memoryview,
     usersize. ``masks`` (tag -> the declared rule's usersizes) also masks what the
     kernel shows of its own state inside that size but beyond what userspace owns,
     so a declared rule's kernel copy fingerprints like its compiled form. Foreign
-    rules of the chains in ``render_chains`` also get their text (for the plan's output).
+    rules of the chains in ``render_chains`` also get their text (for the plan's output),
+    and so do vnetd's own rules that are no longer declared (tagged, but not in ``masks``).
     """
     blob = bytes(blob)
     render = set(render_chains)
@@ -322,7 +324,8 @@ def parse_table(name: str, info: TableInfo, blob: bytes | memoryview,
                 entry = clean_entry(entry, usersizes, layout)
         fp = fingerprint(entry, e.meaning, bool(entry[layout.flags] & layout.goto), layout)
         text = None
-        if tag is None and e.chain in render and rendered.get(e.chain, 0) < RENDER_LIMIT:
+        undeclared = tag is not None and masks is not None and tag not in masks  # vnetd's, no longer declared
+        if (undeclared or (tag is None and e.chain in render)) and rendered.get(e.chain, 0) < RENDER_LIMIT:
             rendered[e.chain] = rendered.get(e.chain, 0) + 1
             text = render_entry(entry, e.meaning, family=layout.family)
         rules.append(ObservedRule(tag, fp, text))

@@ -227,8 +227,9 @@ COMMAND_FLAGS = {
 
 
 def _explain(message: str, rule: Rule, family: int = 4) -> str:
-    """libxtables' message, with vnetd's reason for command flags and a quoting hint
-    (and, under firewall6:, a hint for an IPv4 address)."""
+    """libxtables' message, with vnetd's reason for command flags, a quoting hint, a
+    hint for an address of the other family (firewall: / firewall6:) and what would be
+    valid (vnetd.backends.rulehints: "did you mean", an option's values)."""
     if message.startswith("command flag ") and len(message) == 14:
         flag, why = COMMAND_FLAGS.get(message[-1], (f"-{message[-1]}", "not part of a rule"))
         return f"{flag} is not allowed in a rule: {why}"
@@ -238,7 +239,9 @@ def _explain(message: str, rule: Rule, family: int = 4) -> str:
         message += " (IPv4 rules belong under firewall:)"
     elif family == 4 and "is not an IPv4 address" in message and ":" in message.split("`", 1)[-1]:
         message += " (IPv6 rules belong under firewall6:)"
-    return message
+    from vnetd.backends.rulehints import hint
+
+    return message + hint(message, rule, family)
 
 
 def meaning_tag(table_key: str, chain: str, plain_fingerprints: Iterable[bytes]) -> str:
@@ -488,6 +491,9 @@ def validate_rules(chains: Iterable[ChainSpec],
     known, a warning when they are not. The rules are compiled family by family
     (libxtables serves one family at a time).
     """
+    from vnetd.backends.rulehints import reset_budget
+
+    reset_budget()
     chains = tuple(sorted(chains, key=lambda c: c.family))
     compiler = shared_compiler()
     result = RuleCheck()
@@ -541,10 +547,14 @@ def _jump_problem(chain: ChainSpec, compiled: CompiledRule, declared: set[str], 
         return f"'{flag} {target}': jumps to a built-in chain; iptables allows jumps to user chains only"
     if target in declared or existing is None or target in existing:
         return None
+    from vnetd.backends.rulehints import chains_hint, target_hint
+
+    chains = declared | existing
     if compiled.goto:
-        return f"goto '{target}' is not a chain of the {chain.table} table (declare it under the table)"
+        return (f"goto '{target}' is not a chain of the {chain.table} table (declare it under the table)"
+                + chains_hint(target, chains))
     return (f"'-j {target}': no such target, and no chain of that name in the {chain.table} table "
-            "(declare it under the table, or check the spelling)")
+            "(declare it under the table, or check the spelling)" + target_hint(target, chains, chain.family))
 
 
 def declared_texts(chains: Iterable[ChainSpec]) -> dict[str, str]:

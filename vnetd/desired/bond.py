@@ -18,10 +18,10 @@ import yaml
 
 from vnetd.desired import validate
 from vnetd.desired.nodes import FileContext, MapView, as_list, describe, join, scalar_value
+from vnetd.desired.schema import BOND, BOND_OPTIONS, BOND_PORT
 from vnetd.model.bond import MODE_NAMES, MODES, OPTIONS, BondOption
 from vnetd.model.interfaces import BondConfig
 
-_KEYS = ("mode", "port", "ports", "options")
 _TAG_INT = "tag:yaml.org,2002:int"
 _TAG_STR = "tag:yaml.org,2002:str"
 _TAG_BOOL = "tag:yaml.org,2002:bool"
@@ -31,7 +31,7 @@ OptionValue = int | str | tuple[str, ...]
 
 
 def parse_bond(m: MapView, path: str, is_bond: bool, name: str | None, ctx: FileContext) -> BondConfig | None:
-    la = m.mapping("link-aggregation", _KEYS, "link-aggregation")
+    la = m.mapping("link-aggregation", BOND, "link-aggregation")
     if la is None:
         return None
     if not is_bond:
@@ -70,7 +70,7 @@ def _ports(la: MapView, key: str, name: str | None, ctx: FileContext) -> tuple[s
     for item, ipath in items:
         port: str | None = None
         if isinstance(item, yaml.MappingNode):
-            p = MapView(item, ipath, ctx, ("name",), "a bond port")
+            p = MapView(item, ipath, ctx, BOND_PORT, "a bond port")
             port = p.string("name", validate.link_name) if p.require("name", "the port's name") else None
         elif isinstance(item, yaml.ScalarNode) and item.tag == _TAG_STR:
             problem = validate.link_name(str(item.value))
@@ -92,7 +92,7 @@ def _ports(la: MapView, key: str, name: str | None, ctx: FileContext) -> tuple[s
 
 
 def _options(la: MapView, mode: str | None, ctx: FileContext) -> tuple[tuple[str, OptionValue], ...]:
-    opts = la.mapping("options", tuple(OPTIONS), "bond options")
+    opts = la.mapping("options", BOND_OPTIONS, "bond options")
     if opts is None:
         return ()
     out: dict[str, OptionValue] = {}

@@ -17,26 +17,23 @@ import yaml
 from vnetd.desired import validate
 from vnetd.desired.nodes import FileContext, MapView, as_map, as_string, join
 from vnetd.desired.rules import RuleSyntaxError, parse_rule
+from vnetd.desired.schema import CHAIN, FIREWALL, FIREWALL6, FIREWALL_TABLE
 from vnetd.errors import ConfigIssue
 from vnetd.model.common import Origin
-from vnetd.model.firewall import BUILTIN_CHAINS, POLICIES, TABLES, ChainMode, ChainSpec, Rule, section_of
-
-_CHAIN_KEYS = ("policy", "mode", "position", "rules")
-_MODES = tuple(m.value for m in ChainMode)
-_POSITIONS = ("top", "append")
+from vnetd.model.firewall import BUILTIN_CHAINS, ChainMode, ChainSpec, Rule, section_of
 
 
 def parse_firewall(node: yaml.Node, ctx: FileContext, family: int = 4) -> list[ChainSpec]:
     """``firewall:`` (family 4) or ``firewall6:`` (family 6)."""
     section = section_of(family)
-    tables = as_map(node, section, ctx, TABLES, f"{section} (tables)")
+    tables = as_map(node, section, ctx, FIREWALL6 if family == 6 else FIREWALL, f"{section} (tables)")
     if tables is None:
         return []
     chains: list[ChainSpec] = []
     for table in tables.keys():
         tnode = tables.value_node(table)
         assert tnode is not None
-        tview = as_map(tnode, join(section, table), ctx, None)
+        tview = as_map(tnode, join(section, table), ctx, FIREWALL_TABLE)
         if tview is None:
             continue
         for chain in tview.keys():
@@ -62,15 +59,15 @@ def _parse_chain(
                       f"(those are {', '.join(BUILTIN_CHAINS[table])}); pick another name for a user chain")
     vnode = tview.value_node(chain)
     assert vnode is not None
-    c = as_map(vnode, path, ctx, _CHAIN_KEYS, "a chain")
+    c = as_map(vnode, path, ctx, CHAIN, "a chain")
     if c is None:
         return None
-    policy = c.choice("policy", POLICIES)
+    policy = c.choice("policy")
     if policy is not None and not builtin:
         ctx.error(c.value_node("policy"), join(path, "policy"),
                   f"only built-in chains have a policy; {chain} is a user chain (end it with a rule instead)")
-    mode = ChainMode(c.choice("mode", _MODES) or "merge")
-    position = c.choice("position", _POSITIONS) or "top"
+    mode = ChainMode(c.choice("mode") or "merge")
+    position = c.choice("position") or "top"
     if position == "append" and mode is ChainMode.EXCLUSIVE:
         ctx.error(c.value_node("position"), join(path, "position"),
                   "position: append is for merge chains (an exclusive chain holds only vnetd's rules)")
@@ -78,6 +75,11 @@ def _parse_chain(
     seen: dict[str, int] = {}
     items = c.sequence("rules") if "rules" in c else []
     for item, rpath in items or []:
+        if isinstance(item, yaml.MappingNode) and len(item.value) == 1:
+            ctx.error(item, rpath, "expected a rule in iptables-save syntax, e.g. '-i eth1 -j ACCEPT', got a "
+                      "mapping (': ' inside an unquoted rule makes YAML read it as 'key: value': quote the rule, "
+                      "e.g. - '-j LOG --log-prefix \"fw: \"')")
+            continue
         text = as_string(item, rpath, ctx, "a rule in iptables-save syntax, e.g. '-i eth1 -j ACCEPT'")
         if text is None:
             continue

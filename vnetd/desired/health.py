@@ -19,15 +19,13 @@ import yaml
 
 from vnetd.desired import validate
 from vnetd.desired.nodes import FileContext, MapView, as_list, as_map, describe, join
+from vnetd.desired.schema import HEALTH, PROBE
 from vnetd.model.common import Origin
 from vnetd.model.health import DEFAULT_TIMEOUT, MAX_TIMEOUT, ProbeKind, ProbeSpec
 
-_KEYS = ("probes",)
-_PROBE_KEYS = ("name", "icmp", "tcp", "address", "interface", "timeout")
-
 
 def parse_health(node: yaml.Node, ctx: FileContext) -> list[ProbeSpec]:
-    top = as_map(node, "health", ctx, _KEYS, "health")
+    top = as_map(node, "health", ctx, HEALTH, "health")
     if top is None or "probes" not in top:
         return []
     pnode = top.value_node("probes")
@@ -35,7 +33,7 @@ def parse_health(node: yaml.Node, ctx: FileContext) -> list[ProbeSpec]:
     items = as_list(pnode, "health.probes", ctx)
     probes = []
     for item, path in items or []:
-        m = as_map(item, path, ctx, _PROBE_KEYS, "a probe")
+        m = as_map(item, path, ctx, PROBE, "a probe")
         if m is None:
             continue
         probe = _probe(m, path, ctx)

@@ -22,11 +22,23 @@ import yaml
 from vnetd.desired import validate
 from vnetd.desired.bond import parse_bond
 from vnetd.desired.nodes import FileContext, MapView, as_list, as_map, describe, join, scalar_value
+from vnetd.desired.schema import (
+    ADDRESS,
+    BRIDGE,
+    BRIDGE_OPTIONS,
+    DHCP_CLIENT_KEYS,
+    INTERFACE,
+    IP,
+    PORT,
+    STP,
+    VETH,
+    VLAN,
+    VXLAN,
+)
 from vnetd.errors import ConfigIssue
 from vnetd.model.common import Origin
 from vnetd.model.interfaces import (
     VIRTUAL_TYPES,
-    VLAN_REGISTRATION,
     AdminState,
     BridgeConfig,
     IfType,
@@ -39,18 +51,8 @@ from vnetd.model.interfaces import (
     VxlanConfig,
 )
 
-_IFACE_KEYS = ("name", "type", "state", "mtu", "mac-address", "identifier", "profile-name", "description",
-               "ipv4", "ipv6", "bridge", "link-aggregation", "veth", "vlan", "vxlan")
-#: nmstate's settings of its DHCP client: vnetd runs none (the host's own client does)
-_DHCP_CLIENT_KEYS = ("auto-dns", "auto-gateway", "auto-routes", "auto-route-table-id", "auto-route-metric",
-                     "dhcp-client-id", "dhcp-duid", "dhcp-send-hostname", "dhcp-custom-hostname")
-_IP_KEYS = ("enabled", "address", "dhcp", "autoconf") + _DHCP_CLIENT_KEYS
-_VLAN_KEYS = ("base-iface", "id", "protocol", "reorder-headers", "loose-binding", "registration-protocol")
-_VXLAN_KEYS = ("id", "remote", "local", "base-iface", "destination-port", "learning")
-_ADDR_KEYS = ("ip", "prefix-length")
-_STP_KEYS = ("enabled", "forward-delay", "hello-time", "max-age", "priority")
-_TYPES = tuple(t.value for t in IfType)
-_STATES = tuple(s.value for s in AdminState)
+_TYPES = INTERFACE.values("type")
+_DHCP_CLIENT_KEYS = tuple(key for key, _kind in DHCP_CLIENT_KEYS)
 
 
 def parse_interfaces(node: yaml.Node, ctx: FileContext) -> list[Interface]:
@@ -66,15 +68,15 @@ def parse_interfaces(node: yaml.Node, ctx: FileContext) -> list[Interface]:
 
 
 def _parse_interface(node: yaml.Node, path: str, ctx: FileContext) -> Interface | None:
-    m = as_map(node, path, ctx, _IFACE_KEYS, "an interface")
+    m = as_map(node, path, ctx, INTERFACE, "an interface")
     if m is None:
         return None
     errors_before = len(ctx.issues)
     if not m.require("name", "the interface name (1-15 characters)"):
         return None
     name = m.string("name", validate.link_name)
-    state = AdminState(m.choice("state", _STATES) or "up")
-    type_str = m.choice("type", _TYPES)
+    state = AdminState(m.choice("state") or "up")
+    type_str = m.choice("type")
     if "type" not in m and state is not AdminState.ABSENT:
         m.require("type", "one of " + ", ".join(_TYPES))
     iftype = IfType(type_str) if type_str else None
@@ -82,7 +84,7 @@ def _parse_interface(node: yaml.Node, path: str, ctx: FileContext) -> Interface 
         ctx.error(m.value_node("state"), join(path, "state"),
                   f"'absent' deletes virtual interfaces only ({', '.join(sorted(VIRTUAL_TYPES))}); "
                   f"an interface of type {iftype} cannot be deleted, use state: down")
-    mtu = m.integer("mtu", 68, 65535)
+    mtu = m.integer("mtu")
     mac = m.string("mac-address", validate.mac_address)
     m.string("description")  # accepted for nmstate compatibility, not managed
     match_mac, name = _parse_identifier(m, path, iftype, name, mac, ctx)
@@ -120,7 +122,7 @@ def _parse_identifier(m: MapView, path: str, iftype: IfType | None, name: str | 
     The profile name is ``profile-name`` when written (``name`` is then only what the
     NIC was called where the file was written), else ``name``.
     """
-    identifier = m.choice("identifier", ("name", "mac-address"))
+    identifier = m.choice("identifier")
     profile = m.string("profile-name", validate.link_name)
     if identifier != "mac-address":
         if "profile-name" in m:
@@ -142,7 +144,7 @@ def _parse_identifier(m: MapView, path: str, iftype: IfType | None, name: str | 
 
 
 def _parse_ip(m: MapView, key: str, version: int, ctx: FileContext) -> IpConfig | None:
-    ip = m.mapping(key, _IP_KEYS, key)
+    ip = m.mapping(key, IP, key)
     if ip is None:
         return None
     enabled = ip.boolean("enabled")
@@ -194,7 +196,7 @@ def _parse_address(node: yaml.Node, path: str, version: int, ctx: FileContext) -
     if isinstance(node, yaml.ScalarNode) and node.tag == "tag:yaml.org,2002:str":
         text = str(node.value)  # the CIDR shorthand: 192.168.10.212/24
     else:
-        a = as_map(node, path, ctx, _ADDR_KEYS, "an address")
+        a = as_map(node, path, ctx, ADDRESS, "an address")
         if a is None:
             return None
         if not (a.require("ip", f"the {family} address") & a.require("prefix-length", "the prefix length")):
@@ -221,23 +223,23 @@ def _parse_address(node: yaml.Node, path: str, version: int, ctx: FileContext) -
 def _parse_bridge(
     m: MapView, path: str, iftype: IfType | None, name: str | None, ctx: FileContext
 ) -> BridgeConfig | None:
-    b = m.mapping("bridge", ("options", "port"), "bridge")
+    b = m.mapping("bridge", BRIDGE, "bridge")
     if b is None:
         return None
     if iftype is not IfType.BRIDGE:
         ctx.error(m.key_node("bridge"), join(path, "bridge"), "'bridge' is only valid with type: linux-bridge")
         return None
     stp = StpOptions()
-    options = b.mapping("options", ("stp",), "bridge.options")
+    options = b.mapping("options", BRIDGE_OPTIONS, "bridge.options")
     if options is not None:
-        s = options.mapping("stp", _STP_KEYS, "bridge.options.stp")
+        s = options.mapping("stp", STP, "bridge.options.stp")
         if s is not None:
             stp = StpOptions(
                 enabled=s.boolean("enabled"),
-                forward_delay=s.integer("forward-delay", 0, 30, " seconds"),
-                hello_time=s.integer("hello-time", 1, 10, " seconds"),
-                max_age=s.integer("max-age", 6, 40, " seconds"),
-                priority=s.integer("priority", 0, 65535),
+                forward_delay=s.integer("forward-delay"),
+                hello_time=s.integer("hello-time"),
+                max_age=s.integer("max-age"),
+                priority=s.integer("priority"),
             )
             if stp.enabled and stp.forward_delay is not None and stp.forward_delay < 2:
                 ctx.error(s.value_node("forward-delay"), join(s.path, "forward-delay"),
@@ -262,7 +264,7 @@ def _parse_bridge(
 
 def _parse_port(node: yaml.Node, path: str, ctx: FileContext) -> str | None:
     if isinstance(node, yaml.MappingNode):
-        p = MapView(node, path, ctx, ("name",), "a bridge port")
+        p = MapView(node, path, ctx, PORT, "a bridge port")
         if not p.require("name", "the port's interface name"):
             return None
         return p.string("name", validate.link_name)
@@ -278,7 +280,7 @@ def _parse_port(node: yaml.Node, path: str, ctx: FileContext) -> str | None:
 
 
 def _parse_veth(m: MapView, path: str, iftype: IfType | None, ctx: FileContext) -> str | None:
-    v = m.mapping("veth", ("peer",), "veth")
+    v = m.mapping("veth", VETH, "veth")
     if v is None:
         return None
     if iftype is not IfType.VETH:
@@ -289,7 +291,7 @@ def _parse_veth(m: MapView, path: str, iftype: IfType | None, ctx: FileContext) 
 
 def _parse_vlan(m: MapView, path: str, iftype: IfType | None, ctx: FileContext
                 ) -> tuple[str | None, int | None, VlanOptions | None]:
-    v = m.mapping("vlan", _VLAN_KEYS, "vlan")
+    v = m.mapping("vlan", VLAN, "vlan")
     if iftype is IfType.VLAN and v is None and m.value_node("vlan") is None:
         ctx.error(m.node, join(path, "vlan"), "required for type: vlan: {base-iface: NAME, id: 1-4094}")
         return None, None, None
@@ -300,21 +302,21 @@ def _parse_vlan(m: MapView, path: str, iftype: IfType | None, ctx: FileContext
         return None, None, None
     v.require("base-iface", "the parent interface")
     v.require("id", "the VLAN id (1-4094)")
-    protocol = v.choice("protocol", tuple(p.value for p in VlanProtocol))
+    protocol = v.choice("protocol")
     options = VlanOptions(
         protocol=VlanProtocol(protocol) if protocol else None,
         reorder_headers=v.boolean("reorder-headers"),
         loose_binding=v.boolean("loose-binding"),
-        registration_protocol=v.choice("registration-protocol", VLAN_REGISTRATION),
+        registration_protocol=v.choice("registration-protocol"),
     )
-    return (v.string("base-iface", validate.link_name), v.integer("id", 1, 4094),
+    return (v.string("base-iface", validate.link_name), v.integer("id"),
             None if options == VlanOptions() else options)
 
 
 def _parse_vxlan(m: MapView, path: str, iftype: IfType | None, ctx: FileContext) -> VxlanConfig | None:
     """nmstate ``vxlan``: id (VNI), remote (a unicast peer or a multicast group),
     local, base-iface (the underlay device), destination-port, learning."""
-    v = m.mapping("vxlan", _VXLAN_KEYS, "vxlan")
+    v = m.mapping("vxlan", VXLAN, "vxlan")
     if iftype is IfType.VXLAN and v is None:
         if m.value_node("vxlan") is None:
             ctx.error(m.node, join(path, "vxlan"), "required for type: vxlan: {id: 0-16777215, remote: ADDRESS, "
@@ -327,14 +329,14 @@ def _parse_vxlan(m: MapView, path: str, iftype: IfType | None, ctx: FileContext)
         return None
     before = len(ctx.issues)
     v.require("id", "the VXLAN network identifier (VNI, 0-16777215)")
-    vni = v.integer("id", 0, 2**24 - 1)
+    vni = v.integer("id")
     addresses: dict[str, ipaddress.IPv4Address | ipaddress.IPv6Address] = {}
     for key in ("remote", "local"):
         text = v.string(key, validate.ip_address, expected="an IPv4 or IPv6 address")
         if text is not None:
             addresses[key] = ipaddress.ip_address(text)
     base = v.string("base-iface", validate.link_name)
-    port = v.integer("destination-port", 1, 65535)
+    port = v.integer("destination-port")
     learning = v.boolean("learning")
     if vni is None or len(ctx.issues) != before:
         return None

@@ -10,11 +10,10 @@ import yaml
 
 from vnetd.desired import validate
 from vnetd.desired.nodes import FileContext, as_map, join
+from vnetd.desired.schema import GUESTS, LIBVIRT, NETWORK
 from vnetd.model.common import Origin
 from vnetd.model.libvirt import DEFAULT_URI, LibvirtSpec, NetworkSpec, NetworkState
 
-_NETWORK_KEYS = ("name", "state", "autostart", "xml")
-_STATES = tuple(s.value for s in NetworkState)
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+-]{0,63}\Z")
 _URI = re.compile(r"^[a-z][a-z0-9+]*://[^\s]*\Z")
 MAX_XML = 256 * 1024
@@ -62,18 +61,18 @@ def _xml_problem(xml: str, name: str | None) -> str | None:
 
 def parse_libvirt(node: yaml.Node, ctx: FileContext) -> tuple[LibvirtSpec | None, bool]:
     """Returns the section and whether ``uri`` was written (for duplicate checks)."""
-    m = as_map(node, "libvirt", ctx, ("uri", "networks", "guests"), "libvirt")
+    m = as_map(node, "libvirt", ctx, LIBVIRT, "libvirt")
     if m is None:
         return None, False
     uri = m.string("uri", _uri_problem) or DEFAULT_URI
     networks: list[NetworkSpec] = []
     for item, path in m.sequence("networks") or []:
-        n = as_map(item, path, ctx, _NETWORK_KEYS, "a libvirt network")
+        n = as_map(item, path, ctx, NETWORK, "a libvirt network")
         if n is None or not n.require("name", "the libvirt network name, e.g. default"):
             continue
         before = len(ctx.issues)
         name = n.string("name", _name_problem)
-        state = NetworkState(n.choice("state", _STATES) or "active")
+        state = NetworkState(n.choice("state") or "active")
         autostart = n.boolean("autostart")
         xml = n.string("xml")
         if xml is not None:
@@ -85,7 +84,7 @@ def parse_libvirt(node: yaml.Node, ctx: FileContext) -> tuple[LibvirtSpec | None
             continue
         networks.append(NetworkSpec(name, state, autostart, xml, Origin(ctx.file, n.line)))
     reattach = False
-    g = m.mapping("guests", ("reattach",), "libvirt.guests")
+    g = m.mapping("guests", GUESTS, "libvirt.guests")
     if g is not None:
         reattach = bool(g.boolean("reattach"))
     return LibvirtSpec(uri, tuple(networks), reattach, Origin(ctx.file, m.line)), "uri" in m

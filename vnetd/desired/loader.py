@@ -32,8 +32,10 @@ from vnetd.desired.libvirt import parse_libvirt
 from vnetd.desired.nodes import MAX_ISSUES_PER_FILE, FileContext, MapView, as_map
 from vnetd.desired.route_rules import check_route_rules, parse_route_rules
 from vnetd.desired.routes import parse_routes
+from vnetd.desired.schema import TOP
 from vnetd.desired.settings import parse_daemon
 from vnetd.desired.sysctl import parse_sysctl
+from vnetd.desired.yamlerrors import syntax_error
 from vnetd.errors import ConfigError, ConfigIssue
 from vnetd.model.common import Origin
 from vnetd.model.firewall import ChainSpec
@@ -61,7 +63,7 @@ MAX_NODES_PER_RUN = 2_000_000
 MAX_ISSUES_PER_RUN = 300
 MAX_ISSUES_PER_CHECK = 50
 
-SECTIONS = ("interfaces", "routes", "route-rules", "sysctl", "firewall", "firewall6", "libvirt", "health", "daemon")
+SECTIONS = TOP.keys
 
 try:  # libyaml: 20x faster, and it limits nesting depth itself
     _Base: type = yaml.CSafeLoader
@@ -299,10 +301,8 @@ def parse_file(source: SourceFile, budget: int = MAX_NODES) -> tuple[_Parsed, li
                                     f"YAML syntax error: character {_codepoint(exc.character)} "
                                     f"is not allowed in YAML text")], 0
     except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark is not None else 0
-        what = " ".join(p for p in (exc.context, exc.problem) if p)
-        return parsed, [ConfigIssue(source.name, line, "", f"YAML syntax error: {what}{_yaml_hint(what)}")], 0
+        line, message = syntax_error(source.text, exc)
+        return parsed, [ConfigIssue(source.name, line, "", message)], 0
     except yaml.YAMLError as exc:
         return parsed, [ConfigIssue(source.name, 0, "", f"YAML error: {exc}")], 0
     except RecursionError:
@@ -318,7 +318,7 @@ def parse_file(source: SourceFile, budget: int = MAX_NODES) -> tuple[_Parsed, li
         if issue is not None:
             return parsed, [issue], budget
         used = max(used, expanded)
-    top = as_map(root, "", ctx, SECTIONS, "a state file (top level)")
+    top = as_map(root, "", ctx, TOP, "a state file (top level)")
     if top is not None:
         _dispatch(top, ctx, parsed)
         del top
@@ -420,19 +420,6 @@ def _line_of_node(text: str, count: int) -> int:
     finally:
         loader.dispose()
     return line
-
-
-def _yaml_hint(problem: str) -> str:
-    """What usually causes a YAML syntax error in a state file."""
-    if "mapping values are not allowed" in problem:
-        return (" (a ': ' inside an unquoted value starts a mapping: quote the value, e.g. "
-                "- '-j LOG --log-prefix \"fw: \"')")
-    if "cannot start any token" in problem:
-        return (" (YAML does not allow tabs for indentation, nor @ or ` at the start of a value: "
-                "indent with spaces, quote the value)")
-    if "quoted scalar" in problem:
-        return " (a quote is not closed: a rule with \" inside is written in single quotes)"
-    return ""
 
 
 def _explicit_tags(source: SourceFile) -> list[ConfigIssue]:

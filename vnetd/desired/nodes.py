@@ -17,6 +17,8 @@ from typing import Any
 
 import yaml
 
+from vnetd.desired.schema import Table
+from vnetd.desired.suggest import did_you_mean
 from vnetd.errors import ConfigIssue
 
 #: Stop collecting after this many issues in one file (the rest is one summary line).
@@ -108,20 +110,34 @@ Validator = Callable[[Any], str | None]
 """Returns None when the value is valid, else what would be valid."""
 
 
+Allowed = tuple[str, ...] | Table | None
+"""The keys a mapping may have: a schema table (vnetd.desired.schema), a tuple of
+keys, or None (any key)."""
+
+
+def allowed_keys(allowed: Allowed) -> tuple[str, ...] | None:
+    return allowed.keys if isinstance(allowed, Table) else allowed
+
+
 class MapView:
-    """A mapping node whose keys are checked against ``allowed`` (None: any key)."""
+    """A mapping node whose keys are checked against ``allowed`` (None: any key).
+
+    Built with a schema ``Table``, ``choice`` and ``integer`` take the allowed
+    values and ranges the table gives for a key when the caller gives none."""
 
     def __init__(
         self,
         node: yaml.MappingNode,
         path: str,
         ctx: FileContext,
-        allowed: tuple[str, ...] | None,
+        allowed: Allowed,
         what: str = "",
     ) -> None:
         self.node = node
         self.path = path
         self.ctx = ctx
+        self.table = allowed if isinstance(allowed, Table) else None
+        allowed = allowed_keys(allowed)
         self.entries: dict[str, tuple[yaml.Node, yaml.Node]] = {}
         for key_node, value_node in node.value:
             if not isinstance(key_node, yaml.ScalarNode) or key_node.tag not in (_TAG_STR, _TAG_INT):
@@ -135,7 +151,9 @@ class MapView:
             if allowed is not None and key not in allowed:
                 valid = ", ".join(allowed)
                 where = f" in {what}" if what else ""
-                ctx.error(key_node, join(path, key), f"unknown key{where}; valid keys: {valid}")
+                hint = did_you_mean(key, allowed)
+                ctx.error(key_node, join(path, key), f"unknown key{where}; valid keys: {valid}"
+                          + (f"; {hint}" if hint else ""))
                 continue
             self.entries[key] = (key_node, value_node)
 
@@ -187,7 +205,16 @@ class MapView:
             return None
         return str(value)
 
-    def integer(self, key: str, lo: int, hi: int, unit: str = "") -> int | None:
+    def integer(self, key: str, lo: int | None = None, hi: int | None = None, unit: str | None = None
+                ) -> int | None:
+        """An integer in lo-hi (by default the range the schema table gives the key)."""
+        if lo is None or hi is None:
+            assert self.table is not None, f"{key}: no range given and no schema table"
+            table_lo, table_hi, table_unit = self.table.int_range(key)
+            lo = table_lo if lo is None else lo
+            hi = table_hi if hi is None else hi
+            unit = table_unit if unit is None else unit
+        unit = unit or ""
         expected = f"an integer {lo}-{hi}{unit}"
         got = self._scalar(key, _TAG_INT, expected)
         if got is None:
@@ -207,17 +234,24 @@ class MapView:
         got = self._scalar(key, _TAG_BOOL, "true or false")
         return None if got is None else bool(got[0])
 
-    def choice(self, key: str, choices: tuple[str, ...]) -> str | None:
+    def choice(self, key: str, choices: tuple[str, ...] | None = None) -> str | None:
+        """One of ``choices`` (by default the values the schema table gives the key)."""
+        if choices is None:
+            assert self.table is not None, f"{key}: no choices given and no schema table"
+            choices = self.table.values(key)
+        valid = choices
+
         def check(value: str) -> str | None:
-            if value in choices:
+            if value in valid:
                 return None
-            return f"{value!r} is not valid; expected one of: {', '.join(choices)}"
+            hint = did_you_mean(value, valid)
+            return f"{value!r} is not valid; expected one of: {', '.join(valid)}" + (f"; {hint}" if hint else "")
 
         return self.string(key, check, expected="one of: " + ", ".join(choices))
 
     # -- containers ---------------------------------------------------------------
 
-    def mapping(self, key: str, allowed: tuple[str, ...] | None, what: str = "") -> MapView | None:
+    def mapping(self, key: str, allowed: Allowed, what: str = "") -> MapView | None:
         node = self.value_node(key)
         if node is None:
             return None
@@ -231,11 +265,12 @@ class MapView:
 
 
 def as_map(
-    node: yaml.Node, path: str, ctx: FileContext, allowed: tuple[str, ...] | None, what: str = ""
+    node: yaml.Node, path: str, ctx: FileContext, allowed: Allowed, what: str = ""
 ) -> MapView | None:
     if isinstance(node, yaml.MappingNode):
         return MapView(node, path, ctx, allowed, what)
-    keys = f" with the keys {', '.join(allowed)}" if allowed else ""  # say what would be valid
+    valid = allowed_keys(allowed)
+    keys = f" with the keys {', '.join(valid)}" if valid else ""  # say what would be valid
     ctx.error(node, path, f"expected a mapping{keys}, got {describe(node)}")
     return None
 

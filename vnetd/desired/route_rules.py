@@ -18,20 +18,19 @@ import yaml
 
 from vnetd.desired import validate
 from vnetd.desired.nodes import FileContext, MapView, as_map, describe, join, scalar_value
+from vnetd.desired.schema import ROUTE_RULE, ROUTE_RULES
 from vnetd.errors import ConfigIssue
 from vnetd.model.common import Origin
 from vnetd.model.route_rules import ALL_BITS, RouteRuleSpec, RuleAction
 
-RULE_KEYS = ("ip-from", "ip-to", "priority", "route-table", "fwmark", "fwmask", "iif", "action", "family", "state")
 _FAMILIES = {"ipv4": 4, "ipv6": 6}
-_ACTIONS = tuple(a.value for a in RuleAction)
 _MARK = re.compile(r"(0|[1-9][0-9]*|0[xX][0-9a-fA-F]+)")
 _TAG_INT = "tag:yaml.org,2002:int"
 _TAG_STR = "tag:yaml.org,2002:str"
 
 
 def parse_route_rules(node: yaml.Node, ctx: FileContext) -> list[RouteRuleSpec]:
-    top = as_map(node, "route-rules", ctx, ("config",), "route-rules")
+    top = as_map(node, "route-rules", ctx, ROUTE_RULES, "route-rules")
     if top is None:
         return []
     items = top.sequence("config")
@@ -46,21 +45,21 @@ def parse_route_rules(node: yaml.Node, ctx: FileContext) -> list[RouteRuleSpec]:
 
 
 def _parse_rule(node: yaml.Node, path: str, ctx: FileContext) -> RouteRuleSpec | None:
-    r = as_map(node, path, ctx, RULE_KEYS, "a route rule")
+    r = as_map(node, path, ctx, ROUTE_RULE, "a route rule")
     if r is None:
         return None
     before = len(ctx.issues)
-    family_name = r.choice("family", tuple(_FAMILIES))
+    family_name = r.choice("family")
     family = _FAMILIES[family_name] if family_name else None
     source = _prefix(r, "ip-from", ctx)
     destination = _prefix(r, "ip-to", ctx)
-    priority = r.integer("priority", -1, 2**32 - 1) if "priority" in r else None
-    table = r.integer("route-table", 0, 2**32 - 1) if "route-table" in r else None
+    priority = r.integer("priority") if "priority" in r else None
+    table = r.integer("route-table") if "route-table" in r else None
     fwmark = _mark(r, "fwmark", ctx)
     fwmask = _mark(r, "fwmask", ctx)
     iif = r.string("iif", validate.link_name)
-    action_name = r.choice("action", _ACTIONS)
-    absent = r.choice("state", ("absent",)) == "absent"
+    action_name = r.choice("action")
+    absent = r.choice("state") == "absent"
     if len(ctx.issues) != before:
         return None
     for key, net in (("ip-from", source), ("ip-to", destination)):

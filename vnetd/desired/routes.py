@@ -9,14 +9,13 @@ import yaml
 
 from vnetd.desired import validate
 from vnetd.desired.nodes import FileContext, as_map, join
+from vnetd.desired.schema import ROUTE, ROUTES
 from vnetd.model.common import Origin
 from vnetd.model.routes import RouteSpec
 
-_ROUTE_KEYS = ("destination", "next-hop-address", "next-hop-interface", "metric", "table-id", "state")
-
 
 def parse_routes(node: yaml.Node, ctx: FileContext) -> list[RouteSpec]:
-    top = as_map(node, "routes", ctx, ("config",), "routes")
+    top = as_map(node, "routes", ctx, ROUTES, "routes")
     if top is None:
         return []
     items = top.sequence("config")
@@ -31,7 +30,7 @@ def parse_routes(node: yaml.Node, ctx: FileContext) -> list[RouteSpec]:
 
 
 def _parse_route(node: yaml.Node, path: str, ctx: FileContext) -> RouteSpec | None:
-    r = as_map(node, path, ctx, _ROUTE_KEYS, "a route")
+    r = as_map(node, path, ctx, ROUTE, "a route")
     if r is None:
         return None
     before = len(ctx.issues)
@@ -40,9 +39,9 @@ def _parse_route(node: yaml.Node, path: str, ctx: FileContext) -> RouteSpec | No
     dest = r.string("destination", validate.ip_network)
     gateway = r.string("next-hop-address", validate.ip_address)
     device = r.string("next-hop-interface", validate.link_name)
-    metric = r.integer("metric", 0, 2**32 - 1)
-    table = r.integer("table-id", 1, 2**32 - 1)
-    state = r.choice("state", ("absent",))
+    metric = r.integer("metric")
+    table = r.integer("table-id")
+    state = r.choice("state")
     if dest is None or len(ctx.issues) != before:
         return None
     network = ipaddress.ip_network(dest)

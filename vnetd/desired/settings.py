@@ -11,15 +11,14 @@ from __future__ import annotations
 import yaml
 
 from vnetd.desired.nodes import FileContext, as_map, line_of
+from vnetd.desired.schema import DAEMON
 from vnetd.model.common import Origin
 from vnetd.model.settings import DaemonSettings
-
-_KEYS = ("observe",)
 
 
 def parse_daemon(node: yaml.Node, ctx: FileContext) -> DaemonSettings | None:
     """The section, or None when it sets nothing (or only wrong things: each is an issue)."""
-    top = as_map(node, "daemon", ctx, _KEYS, "daemon")
+    top = as_map(node, "daemon", ctx, DAEMON, "daemon")
     if top is None or "observe" not in top:
         return None
     observe = top.boolean("observe")

@@ -12,6 +12,7 @@ import re
 import yaml
 
 from vnetd.desired.nodes import FileContext, as_map, as_sysctl_value, describe, join
+from vnetd.desired.schema import SYSCTL
 from vnetd.model.common import Origin
 from vnetd.model.sysctl import SysctlSpec, normalize_value
 
@@ -57,7 +58,7 @@ def canonical_key(key: str) -> str:
 
 
 def parse_sysctl(node: yaml.Node, ctx: FileContext) -> list[SysctlSpec]:
-    m = as_map(node, "sysctl", ctx, None)
+    m = as_map(node, "sysctl", ctx, SYSCTL)
     if m is None:
         return []
     result = []

@@ -176,7 +176,8 @@ def describe_rules(rules: Iterable[ObservedRule], texts: Mapping[str, str],
                 text += " (modified in the kernel)"
             out.append(text)
         elif rule.tag:
-            out.append(f"(vnetd rule {rule.tag} no longer declared)")
+            out.append(f"{rule.text} (vnetd's, no longer declared)" if rule.text
+                       else f"(vnetd rule {rule.tag} no longer declared)")
         else:
             out.append(f"(foreign) {rule.text}" if rule.text else f"(foreign rule #{i + 1})")
     return out

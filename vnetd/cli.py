@@ -185,7 +185,22 @@ def load_checked(args: argparse.Namespace) -> Any:
     enter_netns(args)
     for warning in finish(desired, issues):
         print(f"warning: {warning}", file=sys.stderr)
+    note_backend(desired)
     return desired
+
+
+def note_backend(desired: Any) -> None:
+    """Which firewall backend is used, in one short line on stderr, when the state has a
+    firewall (chains declared, a backend named, or vnetd's rules found to prune)."""
+    from vnetd.backends.firewall import BackendRefused
+    from vnetd.checks import firewall_selection
+
+    try:
+        selection = firewall_selection(desired)
+    except BackendRefused:
+        return  # (check_state refused the state already, unless its checks were skipped)
+    if selection is not None:
+        print(selection.line, file=sys.stderr)
 
 
 # --------------------------------------------------------------------------- commands
@@ -210,7 +225,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     try:
         plan, _observed = engine.plan(desired)
     finally:
-        engine.backends.close()
+        engine.managers.close()
     sys.stdout.write(plan_json(plan) if args.format == "json" else plan_text(plan))
     if plan.problems:
         return EXIT_ERROR
@@ -253,7 +268,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
     try:
         result = engine.converge(desired, hook=report)
     finally:
-        engine.backends.close()
+        engine.managers.close()
     remaining = result.final_plan
     drift: DriftError | None = None
     try:
@@ -317,7 +332,7 @@ def cmd_apply_confirm(args: argparse.Namespace, desired: Any) -> int:
     try:
         outcome = Trial(engine, desired, args.confirm, terminal=terminal).run(hook=report)
     finally:
-        engine.backends.close()
+        engine.managers.close()
     if outcome.confirmed:
         print(outcome.reason)
         return EXIT_OK
@@ -333,7 +348,7 @@ def cmd_end_trial(args: argparse.Namespace) -> int:
     try:
         return end_trial(engine, args.command, print)
     finally:
-        engine.backends.close()
+        engine.managers.close()
 
 
 def confirm_with_daemon(state_dir: str) -> None:

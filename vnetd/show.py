@@ -186,10 +186,11 @@ def _unmanaged_chain(chain: ShownChain) -> list[tuple[str, str]]:
 
 
 def firewall_text(tables: Sequence[ShownTable], declared: set[tuple[str, str]], nft_tables: Sequence[str],
-                  section: str = "firewall") -> str:
+                  section: str = "firewall", variant: str = "legacy") -> str:
     """The firewall: (or firewall6:) section: the chains vnetd manages (or the files declare) as YAML,
     with each foreign rule as a comment where it sits; chains and whole tables vnetd
-    has nothing in as comments; other firewalls (nf_tables) named at the end. Fed
+    has nothing in as comments; other firewalls (nf_tables) named at the end.
+    ``variant``: the iptables variant whose tables these are ("legacy", "nft"). Fed
     back to vnetd, the comments change nothing: foreign rules are never touched."""
     lines: list[str] = []
     for table in tables:
@@ -219,7 +220,7 @@ def firewall_text(tables: Sequence[ShownTable], declared: set[tuple[str, str]], 
         text = f"{section}:\n" + "".join(f"{line}\n" for line in lines)
     elif lines:
         tool = "ip6tables" if section == "firewall6" else "iptables"
-        text = f"# {section}: nothing of vnetd's in the {tool}-legacy tables\n" + "".join(
+        text = f"# {section}: nothing of vnetd's in the {tool}-{variant} tables\n" + "".join(
             f"#{line[3:]}\n" for line in lines)
     return text + nft_comment(nft_tables)
 
@@ -234,18 +235,8 @@ def nft_comment(nft_tables: Sequence[str]) -> str:
     return text
 
 
-def show_state(state_dir: str, netns: str | None) -> str:
-    """The whole current state; declared sysctl keys and libvirt networks when known,
-    the firewall with every foreign rule, chain and table as a comment."""
-    from datetime import UTC, datetime
-
-    from vnetd.backends.netlink import NetlinkBackend
-
-    backend = NetlinkBackend()
-    try:
-        net = backend.observe()
-    finally:
-        backend.close()
+def net_sections(net: NetState) -> str:
+    """interfaces:, routes: and route-rules: as YAML."""
     sections: dict[str, Any] = {"interfaces": interfaces_section(net)}
     routes = routes_section(net)
     if routes:
@@ -253,34 +244,37 @@ def show_state(state_dir: str, netns: str | None) -> str:
     rules = route_rules_section(net)
     if rules:
         sections["route-rules"] = {"config": rules}
+    return _yaml(sections)
+
+
+def sysctl_section(values: dict[str, str | None]) -> str:
+    """sysctl: with the keys read (a key the kernel does not have is left out)."""
+    return _yaml({"sysctl": {k: _sysctl_scalar(v) for k, v in values.items() if v is not None}})
+
+
+def libvirt_section(networks: Any) -> str:
+    return _yaml({"libvirt": networks})
+
+
+def show_state(state_dir: str, netns: str | None) -> str:
+    """The whole current state, each kind's manager its own part (vnetd.managers): declared
+    sysctl keys and libvirt networks when known, the firewall with every foreign rule,
+    chain and table as a comment."""
+    from datetime import UTC, datetime
+
+    from vnetd.managers import Managers
+
     desired = _declared(state_dir)
-    if desired is not None and desired.sysctls:
-        from vnetd.backends.sysctl import SysctlBackend
-
-        values = SysctlBackend().read(s.key for s in desired.sysctls)
-        sections["sysctl"] = {k: _sysctl_scalar(v) for k, v in values.items() if v is not None}
-    from vnetd.backends.nftdetect import nft_tables
-    from vnetd.backends.ruleset import read_ruleset
-    from vnetd.model.firewall import SECTIONS
-
-    chains = desired.chains if desired is not None else ()
-    firewall = ""
-    for family, section in SECTIONS.items():
-        mine = tuple(c for c in chains if c.family == family)
-        firewall += firewall_text(read_ruleset(mine, family), {(c.table, c.name) for c in mine}, (), section)
-    firewall += nft_comment(nft_tables() or ())
-    libvirt = ""
-    if desired is not None and desired.libvirt is not None:
-        from vnetd.backends.libvirt import show_libvirt
-
-        networks = show_libvirt(desired.libvirt.uri)
-        if networks is not None:
-            libvirt = _yaml({"libvirt": networks})
+    managers = Managers()
+    try:
+        body = "".join(m.show(desired) for m in managers.all)
+    finally:
+        managers.close()
     where = f"network namespace {netns}" if netns else "this host"
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
     header = (f"# vnetd show: current state of {where}, {stamp}\n"
               "# What vnetd does not manage (other tools' rules, chains and tables) is shown as comments.\n")
-    return header + _yaml(sections) + firewall + libvirt
+    return header + body
 
 
 def _declared(state_dir: str) -> Any:

@@ -188,7 +188,7 @@ def test_status_socket_answers_root_and_refuses_others(running: tuple[Netns, Sta
     status = json.loads(out.stdout)
     states = {r["resource"]: r["state"] for r in status["resources"]}
     assert states["interface/br0"] == "converged" and states["firewall/filter/FORWARD"] == "converged"
-    assert status["config_valid"] and len(status["files"]) == 4
+    assert status["config_valid"] and len(status["files"]) == 5  # the 4 files and the backend pin (tests.support)
     text = vnetd("status", "--socket", daemon.socket)
     assert "interface/br0" in text.stdout and "converged" in text.stdout
     prom = vnetd("status", "--prometheus", "--socket", daemon.socket)

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 import yaml
 
-from vnetd.desired.firewall import merge_chains, parse_firewall
+from vnetd.desired.firewall import merge_backend, merge_chains, parse_firewall
 from vnetd.desired.health import parse_health
 from vnetd.desired.interfaces import cross_check, parse_interfaces
 from vnetd.desired.libvirt import parse_libvirt
@@ -270,6 +270,7 @@ class _Parsed:
     libvirt: list[tuple[LibvirtSpec, bool]]
     probes: list[ProbeSpec] = field(default_factory=list)
     route_rules: list[RouteRuleSpec] = field(default_factory=list)
+    backends: list[tuple[str, Origin]] = field(default_factory=list)  # firewall.backend, where given
 
 
 def parse_file(source: SourceFile, budget: int = MAX_NODES) -> tuple[_Parsed, list[ConfigIssue], int]:
@@ -479,7 +480,7 @@ def _dispatch(top: MapView, ctx: FileContext, parsed: _Parsed) -> None:
         elif key == "sysctl":
             parsed.sysctls += parse_sysctl(node, ctx)
         elif key == "firewall":
-            parsed.chains += parse_firewall(node, ctx)
+            parsed.chains += parse_firewall(node, ctx, backends=parsed.backends)
         elif key == "firewall6":
             parsed.chains += parse_firewall(node, ctx, family=6)
         elif key == "health":
@@ -523,14 +524,17 @@ def load_partial(sources: Sequence[SourceFile], issues: Iterable[ConfigIssue] = 
         merged.libvirt += parsed.libvirt
         merged.probes += parsed.probes
         merged.route_rules += parsed.route_rules
+        merged.backends += parsed.backends
         for items in (parsed.interfaces, parsed.routes, parsed.sysctls, parsed.chains, parsed.libvirt, parsed.probes,
                       parsed.route_rules):
             items.clear()  # cheap (merged holds the items): nothing big is freed at once on the way out
     merged.chains, chain_issues = merge_chains(merged.chains)
+    backend, backend_at, backend_issues = merge_backend(merged.backends)
     networks: list[NetworkSpec] = [n for spec, _ in merged.libvirt for n in spec.networks]
     checks: list[tuple[str, Iterable[ConfigIssue]]] = [
         ("interfaces defined twice", _duplicates("interface", ((i.name, i.origin) for i in merged.interfaces))),
         ("chains declared twice", chain_issues),
+        ("firewall backends", backend_issues),
         ("sysctl keys defined twice", _duplicates("sysctl key", ((s.key, s.origin) for s in merged.sysctls))),
         ("routes defined twice", _duplicates("route", ((_route_key(r), r.origin) for r in merged.routes))),
         ("absent routes that are declared", _absent_routes_declared(merged.routes)),
@@ -562,6 +566,8 @@ def load_partial(sources: Sequence[SourceFile], issues: Iterable[ConfigIssue] = 
         files=tuple(s.name for s in sources),
         probes=tuple(merged.probes),
         route_rules=tuple(merged.route_rules),
+        firewall_backend=backend,
+        firewall_backend_at=backend_at,
     ), all_issues
 
 

@@ -20,6 +20,7 @@ own family; tags are unique across families, so one fingerprint map serves both.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from typing import Generic, TypeVar
 
 from vnetd.model.firewall import (
@@ -198,3 +199,19 @@ def _merge_view(obs: ObservedChain, n: int, texts: Mapping[str, str], fingerprin
         if rule.tag and rule.tag.startswith(TAG_PREFIX):
             shown += [f"#{i}: {d}" for d in describe_rules([rule], texts, fingerprints)]
     return shown
+
+
+def plan_retired(retired: Mapping[str, Mapping[str, ObservedTable]]) -> tuple[list[Action], list[Problem]]:
+    """vnetd's rules and owned chains in backends no longer used (``firewall.backend``
+    changed, or ``auto`` chose another one): pruned there, as chains no longer declared
+    are; nothing else of those backends is touched. ``retired``: backend name -> the
+    tables of it that hold vnetd's rules. Each chain is its own resource
+    (``firewall/filter/FORWARD in iptables-legacy``), apart from the chain in use."""
+    actions: list[Action] = []
+    for backend, tables in retired.items():
+        pruned, _problems = plan_firewall((), tables, {})
+        for action in pruned:
+            op = action.op
+            assert isinstance(op, PruneChain)
+            actions.append(replace(action, op=replace(op, backend=backend), resource=f"{action.resource} in {backend}"))
+    return actions, []

@@ -169,17 +169,25 @@ def remove_stale_socket(path: str, what: str) -> None:
     os.unlink(path)
 
 
+def _or_you() -> str:
+    euid = os.geteuid()
+    return f" or you (uid {euid})" if euid else ""
+
+
 def insecure_ancestor(path: str) -> str | None:
     """The first ancestor of ``path`` (up to /) that someone other than root could change.
 
     As sshd's StrictModes: every directory above the state directory must be owned
-    by root and not writable by group or others, or whoever can write it can put
+    by root (or by the user running vnetd: for the daemon that is root; a user
+    checking a copy of their own files can change nothing with them) and not
+    writable by group or others, or whoever can write it can put
     another directory in the state directory's place. One exception: a sticky
     directory (``/tmp``, mode 1777) is accepted, because there only the owner of an
     entry can rename or remove it, and the entry below is itself checked to be
     root's. Both the path as written and the one its symlinks lead to are checked.
     """
     seen: set[str] = set()
+    trusted = {0, os.geteuid()}
     for start in (os.path.abspath(path), os.path.realpath(path)):
         current = start
         while True:
@@ -194,8 +202,8 @@ def insecure_ancestor(path: str) -> str | None:
                 st = os.stat(current)
             except OSError as exc:
                 return f"{current}: {exc.strerror}"
-            if st.st_uid != 0:
-                return f"{current} is owned by uid {st.st_uid}, not root"
+            if st.st_uid not in trusted:
+                return f"{current} is owned by uid {st.st_uid}, not root" + _or_you()
             sticky = bool(st.st_mode & stat.S_ISVTX)
             if not sticky and (writable := _writable_by_others(st)) is not None:
                 return f"{current} is {writable}"
@@ -206,7 +214,7 @@ def insecure_ancestor(path: str) -> str | None:
             lst = os.lstat(current)
         except OSError:
             break
-        if stat.S_ISLNK(lst.st_mode) and lst.st_uid != 0:
-            return f"{current} is a symlink owned by uid {lst.st_uid}, not root"
+        if stat.S_ISLNK(lst.st_mode) and lst.st_uid not in trusted:
+            return f"{current} is a symlink owned by uid {lst.st_uid}, not root" + _or_you()
         current = os.path.dirname(current)
     return None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pytest
 
+from tests.daemon_support import DaemonProcess
 from tests.support import Netns, NetnsFactory, StateDir, vnetd
 
 pytestmark = pytest.mark.kernel
@@ -113,3 +114,34 @@ def test_no_nic_or_two_nics_with_the_mac_is_a_problem_and_nothing_is_guessed(hos
         assert link is not None and "master" not in link and link["mtu"] == 1500
     assert host.sysctl("net.ipv6.conf.eth1.disable_ipv6") == "0"
     assert not any(r["priority"] == 100 for r in host.json("-4", "rule"))  # type: ignore[index]
+
+
+def test_the_daemon_repairs_the_sysctl_and_rule_of_a_nic_found_by_its_mac(host: Netns, state_dir: StateDir) -> None:
+    """The daemon watches the NIC's own per-device sysctl (net.ipv6.conf.enp3s0f1...,
+    not the eth1 the file names) and its policy-routing rule: both are put back.
+    arp_ignore: a key whose change the kernel announces by no event at all."""
+    state_dir.write("10-uplink.yaml", STATE + "  net.ipv4.conf.eth1.arp_ignore: 1\n")
+    daemon = DaemonProcess(host, state_dir)
+    try:
+        daemon.wait_ready()
+
+        def converged() -> bool:
+            rules = [r for r in host.json("-4", "rule") if r["priority"] == 100]  # type: ignore[index]
+            return (host.sysctl("net.ipv6.conf.enp3s0f1.disable_ipv6") == "1" and len(rules) == 1
+                    and host.sysctl("net.ipv4.conf.enp3s0f1.arp_ignore") == "1")
+
+        assert daemon.wait_until(converged)
+        mark = daemon.mark()
+        host.exec("sysctl", "-qw", "net.ipv4.conf.enp3s0f1.arp_ignore=0")
+        detected = daemon.wait_for("drift.detected", since=mark)
+        assert detected["resource"].startswith("sysctl/"), detected
+        daemon.wait_for("action.applied", since=mark)
+        assert daemon.wait_until(converged)
+        mark = daemon.mark()
+        host.ip("-4", "rule", "del", "priority", "100")
+        daemon.wait_for("action.applied", since=mark)
+        assert daemon.wait_until(converged)
+        assert host.sysctl("net.ipv6.conf.eth1.disable_ipv6") == "0"  # the other NIC left alone
+        assert host.sysctl("net.ipv4.conf.eth1.arp_ignore") == "0"
+    finally:
+        assert daemon.stop() == 0, "\n".join(daemon.lines[-30:])

@@ -1081,3 +1081,19 @@ def test_huge_or_unicode_numbers_are_comments_not_crashes(tmp_path: Path, value:
     text, desired = run_import(ifcfg=d)
     assert [i.name for i in desired.interfaces] == ["bond0"] and not desired.routes and not desired.route_rules
     assert text.count("not translated:") >= 6
+
+
+def test_huge_rule_numbers_and_address_suffixes_are_comments_not_crashes(tmp_path: Path) -> None:
+    """int() of more than 4,300 digits raises: a hostile or corrupt file must not kill the import."""
+    rules = tmp_path / "iptables"
+    rules.write_text("*filter\n:INPUT ACCEPT [0:0]\n"
+                     f"-I INPUT {'9' * 5000} -p tcp --dport 22 -j ACCEPT\n"
+                     "-I INPUT 1 -p tcp --dport 80 -j ACCEPT\nCOMMIT\n")
+    d = tmp_path / "scripts"
+    write(d, "ifcfg-eth0", f"DEVICE=eth0\nIPADDR=192.0.2.1\nPREFIX=24\nIPADDR{'1' * 5000}=192.0.2.2\n")
+    write(d, "route-eth0", f"ADDRESS{'2' * 5000}=10.0.0.0\nNETMASK{'2' * 5000}=255.0.0.0\n")
+    text, desired = run_import(ifcfg=d, iptables=rules)
+    (chain,) = desired.chains
+    assert [r.text for r in chain.rules] == ["-p tcp --dport 80 -j ACCEPT"]
+    assert "rule number 999999999999... is out of range" in comments(text)
+    assert [i.name for i in desired.interfaces] == ["eth0"]

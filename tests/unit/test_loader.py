@@ -1351,3 +1351,24 @@ def test_huge_numbers_in_the_new_sections_are_errors_not_crashes(state_dir: Stat
                                         "interfaces[0].link-aggregation.mode",
                                         "interfaces[0].link-aggregation.options.miimon",
                                         "interfaces[0].link-aggregation.options.arp_validate"], shown(issues)
+
+
+@OTHER_OWNER
+def test_a_parent_directory_of_someone_else_is_refused(tmp_path: Path) -> None:
+    """StrictModes on the ancestors: a directory above the state directory owned by
+    another user (who could swap the state directory for one of theirs) is refused."""
+    parent = tmp_path / "theirs"
+    parent.mkdir(mode=0o755)
+    state_dir = StateDir(parent / "vnetd.d")
+    state_dir.write("10-a.yaml", ETH1)
+    os.chown(parent, 65534, -1)
+    (issue,) = issues_of(state_dir)
+    assert f"{parent} is owned by uid 65534, not root;" in issue.message
+
+
+def test_parents_owned_by_the_user_running_vnetd_are_accepted(state_dir: StateDir) -> None:
+    """As sshd's StrictModes, the user's own directories are trusted: as root that
+    means root's (the daemon), as an unprivileged user checking a copy of their
+    files their own (the whole unit suite runs as nobody, see tests/e2e)."""
+    state_dir.write("10-a.yaml", ETH1)
+    assert [i.name for i in load_state_dir(str(state_dir)).interfaces] == ["eth1"]

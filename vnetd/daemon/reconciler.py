@@ -242,7 +242,7 @@ class Reconciler:
                     drifted_reported.add(key)
                     self.log.info("drift.detected", resource=action.resource, field=action.field,
                                   want=jsonable(action.want), have=jsonable(action.have), source=source)
-            return Plan(tuple(keep), plan.problems)
+            return Plan(tuple(keep), plan.problems, plan.notes)
 
         def hook(action: Action, error: BackendError | None) -> None:
             fields = dict(resource=action.resource, field=action.field, want=jsonable(action.want),

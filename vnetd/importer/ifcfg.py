@@ -744,7 +744,7 @@ def _addresses(f: IfcfgFile, used: set[str], draft: InterfaceDraft, result: Ifcf
             draft.note(f"not translated: BOOTPROTO={shown_value(bootproto)}: vnetd manages static "
                        "addresses only")
     suffixes = sorted({m.group(2) for k in f.values if (m := _ADDRESS_KEY.match(k))},
-                      key=lambda s: -1 if s == "" else int(s))
+                      key=lambda s: (len(s), s))  # numeric order without int() of a huge suffix
     for suffix in suffixes:
         keys = [k + suffix for k in ("IPADDR", "PREFIX", "NETMASK")]
         used.update(k for k in keys if k in f.values)
@@ -1074,7 +1074,7 @@ def _ip_route_args(words: list[str], device: str, family: int, source: str) -> t
 
 
 def _route_assignments(f: IfcfgFile, device: str, name: str, result: IfcfgImport) -> None:
-    indexes = sorted({int(m.group(1)) for k in f.values if (m := re.match(r"^ADDRESS([0-9]+)$", k))})
+    indexes = sorted({int(m.group(1)) for k in f.values if (m := re.match(r"^ADDRESS([0-9]{1,9})$", k))})
     used: set[str] = set()
     for i in indexes:
         keys = {k: f.get(f"{k}{i}") for k in ("ADDRESS", "NETMASK", "GATEWAY", "METRIC")}

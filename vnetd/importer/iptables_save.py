@@ -306,7 +306,11 @@ def _command(table: TableDraft, command_line: str, line: str, number: int, path:
     position: int | None = None
     if command == "-I":
         first, _, after = rest.partition(" ")
-        if first.isdigit():
+        if first.isascii() and first.isdigit():
+            if len(first) > 9:  # iptables takes an int; int() of thousands of digits raises
+                table.notes.append(Comment(f"not translated: line {number}: {line}\n  (rule number {first[:12]}... "
+                                           "is out of range)", wrap=False))
+                return None
             position, rest = int(first), after.strip()
         else:
             position = 1

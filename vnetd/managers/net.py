@@ -160,7 +160,8 @@ class NetManager(BaseManager):
         return not isinstance(op, (*FIREWALL_OPS, SetSysctl, EnsureNetwork))
 
     def resources(self, desired: DesiredState) -> list[str]:
-        return [i.resource for i in desired.interfaces] + [r.resource for r in desired.routes]
+        return ([i.resource for i in desired.interfaces] + [r.resource for r in desired.routes]
+                + [r.resource for r in desired.route_rules])
 
     def observe(self, desired: DesiredState, observed: Observed) -> None:
         observed.net = self.backend.observe()

@@ -57,8 +57,9 @@ class SysctlManager(BaseManager):
     def observe_cached(self, desired: DesiredState, observed: Observed) -> None:
         if desired.sysctls:
             observed.sysctls = self.backend.read(s.key for s in desired.sysctls)
-            self.last = dict(observed.sysctls)
             self._read_resolved(desired, observed)
+            # the resolved per-device keys too, so that ``changed`` sees their drift
+            self.last = dict(observed.sysctls)
 
     def _read_resolved(self, desired: DesiredState, observed: Observed) -> None:
         """Per-device keys that name a NIC found by its MAC are read where that NIC is
@@ -74,7 +75,7 @@ class SysctlManager(BaseManager):
     def changed(self, desired: DesiredState) -> bool:
         if not desired.sysctls:
             return False
-        return self.backend.read(s.key for s in desired.sysctls) != self.last
+        return self.backend.read(list(self.last) or [s.key for s in desired.sysctls]) != self.last
 
     def apply(self, actions: Sequence[Action], observed: Observed) -> Results:
         results: Results = []

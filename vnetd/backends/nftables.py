@@ -161,7 +161,11 @@ class NftFirewallBackend:
 
     name = "iptables-nft"
 
-    def __init__(self, clock: Any = time.monotonic) -> None:
+    def __init__(self, family: int = 4, clock: Any = time.monotonic) -> None:
+        """``family``: the address family served, as every backend is made
+        (``backends.firewall.FirewallFamilies``); this one writes IPv4 (``table ip``)."""
+        if family != 4:
+            raise BackendError("firewall", "firewall6", "the iptables-nft backend writes IPv4 tables only")
         self._sock = nfnl.NftSocket()
         self._events = nfnl.NftEvents()
         self._fp = Fingerprinter()

@@ -1,0 +1,75 @@
+# SPDX-License-Identifier: MIT
+"""``firewall.backend`` against the real kernel (issue 13): switching backends moves
+vnetd's rules (written in the new one, pruned from the old one, nothing else touched),
+and ``auto`` refuses a host where vnetd's rules are in the other backend than the
+host's ``iptables`` -- loudly, at the line, writing nothing."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.support import Netns, StateDir, vnetd
+from vnetd.backends.nftdetect import iptables_variant
+
+pytestmark = pytest.mark.kernel
+
+RULES = """
+firewall:
+  filter:
+    FORWARD:
+      rules:
+      - -m physdev --physdev-is-bridged -j ACCEPT
+    GUESTS:
+      rules:
+      - -s 198.51.100.0/24 -j ACCEPT
+  nat:
+    POSTROUTING:
+      rules:
+      - -o eth1 -j MASQUERADE
+"""
+
+
+def test_switching_backend_moves_vnetds_rules_and_leaves_the_rest(netns: Netns, state_dir: StateDir) -> None:
+    netns.exec("iptables-legacy", "-A", "FORWARD", "-s", "192.0.2.0/24", "-j", "DROP")  # foreign: stays
+    state_dir.write("10-fw.yaml", RULES)
+    state_dir.pin("iptables-legacy")
+    first = vnetd("apply", netns=netns, state_dir=state_dir)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "firewall backend: iptables-legacy (firewall.backend at" in first.stderr
+    assert netns.iptables_save().count("vnetd:") >= 3 and "vnetd:" not in netns.iptables_save(variant="nft")
+    state_dir.pin("iptables-nft")
+    plan = vnetd("plan", netns=netns, state_dir=state_dir)
+    assert plan.returncode == 2 and "firewall/filter/FORWARD in iptables-legacy" in plan.stdout, plan.stdout
+    moved = vnetd("apply", netns=netns, state_dir=state_dir)
+    assert moved.returncode == 0, moved.stdout + moved.stderr
+    legacy, nft = netns.iptables_save(), netns.iptables_save(variant="nft")
+    assert "vnetd:" not in legacy and ":GUESTS" not in legacy
+    assert "-A FORWARD -s 192.0.2.0/24 -j DROP" in legacy  # what vnetd did not write stays
+    assert "physdev" in nft and "MASQUERADE" in nft and ":GUESTS" in nft
+    assert vnetd("plan", netns=netns, state_dir=state_dir).returncode == 0
+
+
+@pytest.mark.skipif(iptables_variant() != "nft", reason="needs a host whose iptables is the nft variant")
+def test_auto_refuses_rules_in_the_other_backend_than_the_hosts_iptables(netns: Netns, state_dir: StateDir) -> None:
+    state_dir.write("10-fw.yaml", RULES)
+    state_dir.pin("iptables-legacy")
+    assert vnetd("apply", netns=netns, state_dir=state_dir).returncode == 0
+    before = netns.iptables_save(), netns.iptables_save(variant="nft")
+    state_dir.pin(None)  # auto: the host says nft, vnetd's rules are in the legacy tables
+    for command in ("check", "plan", "apply"):
+        result = vnetd(command, netns=netns, state_dir=state_dir)
+        assert result.returncode != 0, result.stdout
+        assert "10-fw.yaml:4: firewall.backend: auto: vnetd's rules are in iptables-legacy but the host's " \
+               "iptables is iptables-nft" in result.stderr, result.stderr
+    assert (netns.iptables_save(), netns.iptables_save(variant="nft")) == before  # nothing written
+
+
+@pytest.mark.skipif(iptables_variant() != "nft", reason="needs a host whose iptables is the nft variant")
+def test_auto_on_an_nft_host_writes_the_iptables_nft_tables(netns: Netns, state_dir: StateDir) -> None:
+    state_dir.pin(None)
+    state_dir.write("10-fw.yaml", RULES)
+    result = vnetd("apply", netns=netns, state_dir=state_dir)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "firewall backend: iptables-nft (auto: the host's iptables is iptables-nft)" in result.stderr
+    assert "physdev" in netns.exec("iptables-nft", "-S", "FORWARD").stdout
+    assert "vnetd:" not in netns.iptables_save()

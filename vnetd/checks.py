@@ -39,9 +39,6 @@ from vnetd.model.state import DesiredState
 from vnetd.model.sysctl import SysctlSpec
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
-    from vnetd.backends.firewall import Selection
     from vnetd.backends.xtables import RuleCheck
 
 #: sysctl directories with one sub-directory per link (plus "all" and "default")
@@ -68,87 +65,6 @@ def existing_chains(table: str, family: int = 4) -> set[str] | None:
     if got is None:
         return set()
     return {entry.chain for entry in walk_table(*got, LEGACY[family].layout)}
-
-
-def chains_reader(backend: str) -> Callable[[str, int], set[str] | None]:
-    """``existing_chains`` for the backend vnetd writes: the chains a jump may name
-    without declaring them are those of the tables it writes."""
-    from vnetd.model.firewall import FIREWALL_BACKENDS
-
-    if FIREWALL_BACKENDS[backend].variant == "legacy":
-        return existing_chains
-    from vnetd.backends.firewall import FirewallFamilies, open_backend
-    from vnetd.errors import BackendError
-
-    opened: list[FirewallFamilies] = []
-    tables: dict[int, dict[str, set[str]] | None] = {}
-
-    def read(table: str, family: int) -> set[str] | None:
-        if family not in tables:
-            try:
-                if not opened:
-                    opened.append(open_backend(backend))
-                shown = opened[0].member(family).show(())
-                tables[family] = {t.name: {c.name for c in t.chains} for t in shown}
-            except (BackendError, OSError):
-                tables[family] = None  # not root, no nf_tables: not known
-            if len(tables) == len(opened[0].families) if opened else False:
-                opened[0].close()
-        known = tables[family]
-        return None if known is None else known.get(table, set())
-
-    return read
-
-
-_SELECTED: list[tuple[DesiredState, Selection | str]] = []
-
-
-def firewall_selection(desired: DesiredState) -> Selection | None:
-    """The firewall backend this state uses here, and why (chosen once per state); None
-    when the state has no firewall: no chain declared, no backend named, no rule of
-    vnetd's found in any backend. Raises ``BackendRefused`` when ``auto`` has no clear
-    answer on this host."""
-    from vnetd.backends.firewall import BackendRefused, select_backend
-    from vnetd.model.firewall import AUTO_BACKEND
-
-    if not _SELECTED or _SELECTED[0][0] is not desired:
-        try:
-            chosen: Selection | str = select_backend(desired)
-        except BackendRefused as exc:
-            chosen = exc.message
-        _SELECTED[:] = [(desired, chosen)]
-    selection = _SELECTED[0][1]
-    if isinstance(selection, str):
-        raise BackendRefused(selection)
-    if desired.chains or desired.firewall_backend != AUTO_BACKEND or selection.holding:
-        return selection
-    return None
-
-
-def refusal_issue(desired: DesiredState, message: str) -> ConfigIssue:
-    """``auto`` refused: an issue at ``firewall.backend`` if written, else at the first chain."""
-    where = desired.firewall_backend_at or (desired.chains[0].origin if desired.chains else None)
-    return ConfigIssue(where.file if where else "?", where.line if where else 0, "firewall.backend", message)
-
-
-def backend_issues(desired: DesiredState) -> list[ConfigIssue]:
-    """A backend named that cannot write a family the state declares chains of."""
-    from vnetd.model.firewall import AUTO_BACKEND, FIREWALL_BACKENDS, SECTIONS
-
-    name = desired.firewall_backend
-    if name == AUTO_BACKEND or not desired.chains:
-        return []
-    entry = FIREWALL_BACKENDS[name]
-    missing = sorted({c.family for c in desired.chains} - set(entry.families))
-    if not missing:
-        return []
-    where = desired.firewall_backend_at
-    able = [n for n, e in FIREWALL_BACKENDS.items() if set(missing) <= set(e.families)]
-    sections = ", ".join(f"{SECTIONS[f]}:" for f in missing)
-    return [ConfigIssue(where.file if where else "?", where.line if where else 0, "firewall.backend",
-                        f"{name} does not write {sections} chains (it writes "
-                        f"{', '.join(SECTIONS[f] + ':' for f in entry.families)}); valid for this state: "
-                        f"{', '.join([AUTO_BACKEND, *able])}")]
 
 
 def links_created(desired: DesiredState) -> set[str]:
@@ -240,18 +156,12 @@ def check_state(desired: DesiredState, *, kernel: bool = True, environment: bool
         issues += sysctl_issues
         warnings += sysctl_warnings
     if desired.chains:
-        from vnetd.backends.firewall import BackendRefused
         from vnetd.backends.nftdetect import backend_warnings
         from vnetd.backends.xtables import validate_rules
+        from vnetd.firewall_checks import backend_checked
 
-        issues += backend_issues(desired)
-        selection = None
-        if environment and not issues:
-            try:
-                selection = firewall_selection(desired)
-            except BackendRefused as exc:
-                issues.append(refusal_issue(desired, exc.message))
-        reader = chains_reader(selection.name) if selection is not None else existing_chains
+        backend_issues, selection, reader = backend_checked(desired, environment, existing_chains)
+        issues += backend_issues
         checked = validate_rules(desired.chains, reader)
         issues += checked.issues
         warnings += checked.warnings

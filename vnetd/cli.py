@@ -193,7 +193,7 @@ def note_backend(desired: Any) -> None:
     """Which firewall backend is used, in one short line on stderr, when the state has a
     firewall (chains declared, a backend named, or vnetd's rules found to prune)."""
     from vnetd.backends.firewall import BackendRefused
-    from vnetd.checks import firewall_selection
+    from vnetd.firewall_checks import firewall_selection
 
     try:
         selection = firewall_selection(desired)

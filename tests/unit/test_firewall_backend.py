@@ -66,7 +66,7 @@ def test_files_that_agree_are_one_setting(state_dir: StateDir) -> None:
 
 
 def test_a_backend_that_cannot_write_a_declared_family_is_refused(state_dir: StateDir) -> None:
-    from vnetd.checks import backend_issues
+    from vnetd.firewall_checks import backend_issues
 
     if 6 in FIREWALL_BACKENDS["iptables-nft"].families:
         pytest.skip("iptables-nft writes IPv6 in this tree")  # (merged with the nft6 work)

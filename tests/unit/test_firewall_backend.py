@@ -149,3 +149,19 @@ def test_every_op_has_exactly_one_manager() -> None:
     for op in ops:
         handling = [m.name for m in managers.all if m.handles(op.__new__(op))]
         assert len(handling) <= 1, (op.__name__, handling)
+
+
+def test_a_vanished_file_holds_its_chains_with_the_backend_it_named() -> None:
+    """A file moved away by mistake keeps its chains enforced (loader.hold_vanished) through
+    the backend it named, and the other files' route rules and probes stay."""
+    from vnetd.desired.loader import SourceFile, hold_vanished, load_sources
+
+    fw = SourceFile("20-fw.yaml", "firewall:\n  backend: iptables-nft\n  filter:\n    INPUT:\n"
+                                  "      rules: ['-j ACCEPT']\n")
+    rules = SourceFile("10-rules.yaml", "route-rules:\n  config:\n  - {priority: 100, route-table: 100, "
+                                        "ip-from: 192.0.2.0/24}\n")
+    enforced = load_sources([rules, fw])
+    new = load_sources([rules])
+    held, holds = hold_vanished(new, enforced, ["20-fw.yaml"])
+    assert holds and held.chains == enforced.chains
+    assert held.firewall_backend == "iptables-nft" and held.route_rules == new.route_rules

@@ -17,6 +17,7 @@ issues are listed (then one line says how many more there were).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import stat
@@ -727,13 +728,19 @@ def hold_vanished(new: DesiredState, enforced: DesiredState, vanished: Iterable[
     elif kept_networks and enforced.libvirt is not None:
         old = enforced.libvirt
         libvirt = LibvirtSpec(old.uri, tuple(kept_networks), old.reattach, old.origin)
-    merged = DesiredState(
+    # the firewall backend the held chains were written through stays, if only a vanished file named it
+    backend, backend_at = new.firewall_backend, new.firewall_backend_at
+    if backend_at is None and enforced.firewall_backend_at is not None and enforced.firewall_backend_at.file in gone:
+        backend, backend_at = enforced.firewall_backend, enforced.firewall_backend_at
+    merged = dataclasses.replace(
+        new,  # (everything else of the new state -- route rules, probes -- as it is)
         interfaces=new.interfaces + tuple(interfaces),
         routes=new.routes + tuple(kept_routes),
         sysctls=new.sysctls + tuple(sysctls),
         chains=new.chains + tuple(kept_chains),
         libvirt=libvirt,
-        files=new.files,
+        firewall_backend=backend,
+        firewall_backend_at=backend_at,
     )
     conflicts = [*cross_check(merged.interfaces), *_routes_through_unusable_links(merged.routes, merged.interfaces),
                  *_absent_routes_declared(merged.routes)]

@@ -6,6 +6,8 @@ host's ``iptables`` -- loudly, at the line, writing nothing."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from tests.support import Netns, StateDir, vnetd
@@ -73,3 +75,31 @@ def test_auto_on_an_nft_host_writes_the_iptables_nft_tables(netns: Netns, state_
     assert "firewall backend: iptables-nft (auto: the host's iptables is iptables-nft)" in result.stderr
     assert "physdev" in netns.exec("iptables-nft", "-S", "FORWARD").stdout
     assert "vnetd:" not in netns.iptables_save()
+
+
+@pytest.mark.skipif(iptables_variant() != "nft", reason="needs a host whose iptables is the nft variant")
+def test_the_daemon_refuses_an_ambiguous_host_loudly_and_keeps_the_rest(netns: Netns, state_dir: StateDir) -> None:
+    from tests.daemon_support import DaemonProcess
+
+    state_dir.write("10-fw.yaml", RULES)
+    state_dir.pin("iptables-legacy")
+    assert vnetd("apply", netns=netns, state_dir=state_dir).returncode == 0
+    state_dir.pin(None)  # auto: the host says nft, vnetd's rules are in the legacy tables
+    state_dir.write("20-br.yaml", "interfaces:\n- {name: br7, type: linux-bridge, state: up}\n")
+    before = netns.iptables_save(), netns.iptables_save(variant="nft")
+    daemon = DaemonProcess(netns, state_dir)
+    try:
+        daemon.wait_ready()
+        refused = daemon.wait_for("firewall.backend_refused")
+        assert "vnetd's rules are in iptables-legacy but the host's iptables is iptables-nft" in refused["message"]
+        assert daemon.wait_until(lambda: netns.link("br7") is not None)  # the other kinds go on
+        problem = daemon.wait_for("resource.problem", resource="firewall/filter/FORWARD")
+        assert problem["message"].startswith("firewall.backend: auto:")
+        status = json.loads(vnetd("status", "--json", "--socket", daemon.socket).stdout)
+        states = {r["resource"]: (r["state"], r["error"] or "") for r in status["resources"]}
+        assert states["firewall/filter/FORWARD"][0] == "failing", states  # never "converged"
+        assert "firewall.backend: auto:" in states["firewall/filter/FORWARD"][1]
+        assert states["interface/br7"][0] == "converged"
+        assert (netns.iptables_save(), netns.iptables_save(variant="nft")) == before  # nothing touched
+    finally:
+        assert daemon.stop() == 0, "\n".join(daemon.lines[-30:])

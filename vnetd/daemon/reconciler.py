@@ -305,17 +305,22 @@ class Reconciler:
         now = time.monotonic()
         wall = time.time()
         drifted = {a.resource for a in self.last_plan.actions}
+        # what the last plan says vnetd cannot act on (a firewall backend refused) is not converged
+        problems = {p.resource: p.message for p in self.last_plan.problems}
         resources = []
         counts: dict[str, int] = {h.value: 0 for h in Health}
         for resource in self.resources_of(self.desired):
             health = self.health.health(resource, resource in drifted, now)
-            counts[health.value] += 1
             state = self.health.resources.get(resource)
+            error = state.last_error if state else None
+            if health is Health.CONVERGED and resource in problems:
+                health, error = Health.FAILING, problems[resource]
+            counts[health.value] += 1
             last_repair = None
             if state is not None and state.last_repair is not None:
                 last_repair = round(wall - (now - state.last_repair), 3)
             resources.append({"resource": resource, "state": health.value, "last_repair": last_repair,
-                              "error": state.last_error if state else None})
+                              "error": error})
         return {
             "state_dir": self.state_dir,
             "files": list(self.desired.files),

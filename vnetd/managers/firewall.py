@@ -180,7 +180,8 @@ class FirewallManager(BaseManager):
             return False
         from vnetd.plan.actions import Problem
 
-        observed.problems.append(Problem("firewall.backend", self.refused or "no backend chosen"))
+        why = f"firewall.backend: {self.refused or 'no backend chosen'}; the firewall is left as it is"
+        observed.problems += [Problem(c.resource, why) for c in desired.chains] or [Problem("firewall.backend", why)]
         return True
 
     def observe(self, desired: DesiredState, observed: Observed) -> None:

@@ -87,7 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="control socket for `vnetd status` and `vnetd reload` (default "
                           "/run/vnetd/vnetd.sock); an existing path is replaced only if it is a stale socket")
     run.add_argument("--check-interval", type=float, default=1.0, metavar="SECONDS",
-                     help="how often netfilter and sysctls (which send no events) are checked (default 1)")
+                     help="how often what sends no events is checked: the legacy netfilter tables, "
+                     "sysctls, libvirt's autostart (the iptables-nft backend sends events) (default 1)")
     run.add_argument("--resync-interval", type=float, default=60.0, metavar="SECONDS",
                      help="how often everything is read in full (default 60)")
     run.add_argument("--metrics-listen", metavar="ADDR:PORT",

@@ -7,6 +7,7 @@ host's ``iptables`` -- loudly, at the line, writing nothing."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 
 import pytest
 
@@ -103,3 +104,20 @@ def test_the_daemon_refuses_an_ambiguous_host_loudly_and_keeps_the_rest(netns: N
         assert (netns.iptables_save(), netns.iptables_save(variant="nft")) == before  # nothing touched
     finally:
         assert daemon.stop() == 0, "\n".join(daemon.lines[-30:])
+
+
+def test_show_on_iptables_nft_fed_back_plans_nothing(netns: Netns, state_dir: StateDir,
+                                                      make_state_dir: Callable[[], StateDir]) -> None:
+    netns.exec("iptables-nft", "-A", "FORWARD", "-s", "192.0.2.0/24", "-j", "DROP")  # foreign: a comment
+    state_dir.pin("iptables-nft")
+    state_dir.write("10-fw.yaml", RULES)
+    assert vnetd("apply", netns=netns, state_dir=state_dir).returncode == 0
+    shown = vnetd("show", netns=netns, state_dir=state_dir)
+    assert shown.returncode == 0, shown.stderr
+    assert "firewall:\n  backend: iptables-nft\n" in shown.stdout
+    assert "# foreign rule (not managed): -A FORWARD -s 192.0.2.0/24 -j DROP" in shown.stdout, shown.stdout
+    fed_back = make_state_dir()
+    fed_back.pin(None)  # the shown state only
+    fed_back.write("00-show.yaml", shown.stdout)
+    plan = vnetd("plan", netns=netns, state_dir=fed_back)
+    assert plan.returncode == 0, plan.stdout + plan.stderr

@@ -330,7 +330,12 @@ class FirewallManager(BaseManager):
                 continue
             mine = tuple(c for c in desired.chains if c.family == family)
             shown = backend.member(family).show(mine)
-            text += firewall_text(shown, {(c.table, c.name) for c in mine}, (), section, entry.variant)
+            part = firewall_text(shown, {(c.table, c.name) for c in mine}, (), section, entry.variant)
+            if family == 4 and desired.firewall_backend != AUTO_BACKEND:
+                # named in the files: named here too, so that the output fed back plans nothing
+                named = f"firewall:\n  backend: {selection.name}\n"
+                part = named + part.removeprefix("firewall:\n")
+            text += part
         own = own_nft_tables(selection.name)
         return text + nft_comment([t for t in nft_tables() or () if t not in own])
 

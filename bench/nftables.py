@@ -14,7 +14,8 @@ Side by side, in one run, in namespaces made here:
 * drift repair from the event: another writer deletes one of vnetd's rules; the
   time from its delete being committed to vnetd's repair committed (event socket
   readable, notifications applied, plan, one transaction), p50/p99;
-* the repair loop's CPU with one such drift a second;
+* the repair loop's CPU with one such drift a second (the drifts made by another
+  process: the kernel's commit of a delete is the deleting process's CPU);
 * for the codec decision: pyroute2's nf_tables message classes against vnetd's
   decoder and packer on the same rules.
 
@@ -67,10 +68,22 @@ else:
     raise SystemExit("not converged")
 """
 
+#: another writer, in its own process: deletes the rule handles it reads, one a line
+DRIFTER = r"""
+import sys
+from vnetd import netns
+netns.enter(sys.argv[1])
+from vnetd.backends import nfnl
+sock = nfnl.NftSocket()
+for line in sys.stdin:
+    sock.batch([nfnl.del_rule("filter", "VNETD-BENCH", int(line))], None)
+"""
+
 INNER = r"""
 import json, os, resource, select, subprocess, sys, time
 from vnetd import netns
 netns.enter(sys.argv[1])
+DRIFTER = sys.argv[6]
 from vnetd.desired.loader import load_state_dir
 from vnetd.backends import nfnl
 from vnetd.backends.nftables import NftFirewallBackend
@@ -141,7 +154,10 @@ for k in range(drifts):
 actions, _p = plan_firewall(chains, fw.observe(chains), fw.rule_ids(chains))
 assert not actions
 
-# one drift a second: the repair loop's CPU (what the daemon adds for the firewall)
+# one drift a second: the repair loop's CPU (what the daemon adds for the firewall). The
+# drifts are another process's deletes (the kernel's commit of a delete runs in the
+# deleting process, and is that writer's CPU, not vnetd's)
+drifter = subprocess.Popen([sys.executable, "-c", DRIFTER, sys.argv[1]], stdin=subprocess.PIPE, text=True)
 usage0 = resource.getrusage(resource.RUSAGE_SELF); wall0 = time.monotonic(); k = 0
 while time.monotonic() - wall0 < idle:
     next_at = wall0 + k + 1
@@ -150,9 +166,10 @@ while time.monotonic() - wall0 < idle:
         repair()
         continue
     if time.monotonic() >= next_at:
-        writer.batch([nfnl.del_rule("filter", "VNETD-BENCH", victim(k))], None)
+        drifter.stdin.write(f"{victim(k)}\n"); drifter.stdin.flush()
         k += 1
 usage1 = resource.getrusage(resource.RUSAGE_SELF); wall = time.monotonic() - wall0
+drifter.stdin.close(); drifter.wait()
 cpu = (usage1.ru_utime - usage0.ru_utime) + (usage1.ru_stime - usage0.ru_stime)
 
 # the codec decision: pyroute2's message classes against vnetd's, on the same dump
@@ -224,7 +241,7 @@ def main() -> None:
             whole.append(timed(lambda: sh(PY, "-c", WHOLE, ns.name, state)))
         exec_overhead = [timed(lambda: sh("ip", "netns", "exec", ns.name, "true")) for _ in range(args.repeat)]
         inner = json.loads(sh(PY, "-c", INNER, ns.name, state, str(args.repeat), str(args.drifts),
-                              str(args.idle_seconds)).stdout)
+                              str(args.idle_seconds), DRIFTER).stdout)
     r, w, a = stats(native), stats(whole), stats(inner["apply"])
     c, e = stats(inner["check"]), stats(exec_overhead)
     oc, of = stats(inner["observe_cached"]), stats(inner["observe_full"])

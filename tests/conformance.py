@@ -362,11 +362,13 @@ class Lab:
         self.family = family
         self.suite = SUITES[family]
         label = "xt" if family == 4 else "xt6"
-        self.reference = factory(f"{label}ref")
+        self.references = [factory(f"{label}ref{i}") for i in range(workers)]
+        self.reference = self.references[0]
         self.targets = [factory(f"{label}vnetd{i}") for i in range(workers)]
-        for ns in (self.reference, *self.targets):
+        for ns in (*self.references, *self.targets):
             prepare_namespace(ns.name, family)
-        self.oracle = IptablesOracle(self.reference.name, family)
+        self.oracles = [IptablesOracle(ns.name, family) for ns in self.references]
+        self.oracle = self.oracles[0]
         self.workers = [VnetdWorker(ns.name, TableKeeper(Namespace(ns.name), family), family=family)
                         for ns in self.targets]
         self.worker = self.workers[0]
@@ -386,28 +388,42 @@ class Lab:
         return self._judgement(rule, iptables, self.worker.rule(rule.table, rule.chain, rule.rule))
 
     def judge_all(self, rules: Iterable[CorpusRule]) -> list[Judgement]:
-        """Every rule judged: iptables' verdicts in a thread of their own, vnetd's by every
-        worker taking the next rule (each rule is judged alone, so the order does not matter)."""
+        """Every rule judged: iptables' verdicts by every oracle (a namespace each) taking
+        the next rule, vnetd's by every worker taking the next rule, both at once (each
+        rule is judged alone, so the order does not matter)."""
         rules = list(rules)
-        todo: queue.SimpleQueue[int] = queue.SimpleQueue()
+        oracle_todo: queue.SimpleQueue[int] = queue.SimpleQueue()
+        vnetd_todo: queue.SimpleQueue[int] = queue.SimpleQueue()
         for i in range(len(rules)):
-            todo.put(i)
+            oracle_todo.put(i)
+            vnetd_todo.put(i)
+        verdicts: list[Verdict | None] = [None] * len(rules)
         outcomes: list[Outcome | None] = [None] * len(rules)
+
+        def drive_oracle(oracle: IptablesOracle) -> None:
+            while True:
+                try:
+                    i = oracle_todo.get_nowait()
+                except queue.Empty:
+                    return
+                verdicts[i] = oracle.verdict(rules[i].table, rules[i].chain, rules[i].rule)
 
         def drive(worker: VnetdWorker) -> None:
             while True:
                 try:
-                    i = todo.get_nowait()
+                    i = vnetd_todo.get_nowait()
                 except queue.Empty:
                     return
                 outcomes[i] = worker.rule(rules[i].table, rules[i].chain, rules[i].rule)
 
-        with ThreadPoolExecutor(max_workers=1) as oracle, ThreadPoolExecutor(max_workers=len(self.workers)) as pool:
-            verdicts = [oracle.submit(self.oracle.verdict, r.table, r.chain, r.rule) for r in rules]
-            for done in [pool.submit(drive, w) for w in self.workers]:
+        with ThreadPoolExecutor(max_workers=len(self.oracles) + len(self.workers)) as pool:
+            running = [pool.submit(drive_oracle, o) for o in self.oracles]
+            running += [pool.submit(drive, w) for w in self.workers]
+            for done in running:
                 done.result()
-            return [self._judgement(rule, verdict.result(), outcome)
-                    for rule, verdict, outcome in zip(rules, verdicts, outcomes, strict=True) if outcome is not None]
+        return [self._judgement(rule, verdict, outcome)
+                for rule, verdict, outcome in zip(rules, verdicts, outcomes, strict=True)
+                if verdict is not None and outcome is not None]
 
 
 # --------------------------------------------------------------------------- extensions and the report

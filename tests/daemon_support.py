@@ -18,9 +18,12 @@ from tests.support import PY, ROOT, Netns, StateDir
 
 class DaemonProcess:
     def __init__(self, ns: Netns, state_dir: StateDir, *run_args: str, env: dict[str, str] | None = None,
-                 socket_path: str | None = None, check_interval: float = 0.2) -> None:
+                 socket_path: str | None = None, check_interval: float = 0.2, script: str | None = None) -> None:
+        """``script``: run instead of ``python -m vnetd`` (it patches something, then calls
+        ``vnetd.cli.main(sys.argv[1:])``)."""
         self.socket = socket_path or f"/run/vnetd/test-{os.getpid()}-{ns.name}.sock"
-        cmd = [PY, "-m", "vnetd", "--netns", ns.name, "--state-dir", str(state_dir), "--log-format", "json",
+        program = ["-c", script] if script is not None else ["-m", "vnetd"]
+        cmd = [PY, *program, "--netns", ns.name, "--state-dir", str(state_dir), "--log-format", "json",
                "run", "--socket", self.socket, "--check-interval", str(check_interval), *run_args]
         full_env = dict(os.environ, PYTHONPATH=str(ROOT))
         full_env.update(env or {})

@@ -15,11 +15,14 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import sysconfig
 import tempfile
 from pathlib import Path
+
+import pytest
 
 NOBODY = ("setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups")
 
@@ -82,3 +85,59 @@ class UnprivilegedPython:
 
     def cleanup(self) -> None:
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+#: not copied into nobody's tree: caches, builds and the suite's own virtualenv
+NOT_COPIED = (".venv", ".git", "__pycache__", ".pytest_cache", ".mypy_cache", ".ruff_cache", ".hypothesis",
+              "build", "dist", "*.egg-info", "results")
+
+
+class NobodyUnitRun:
+    """``pytest tests/unit`` as nobody on a copy of the tree, running in the background.
+
+    ``start`` returns at once; ``result`` waits for the end and removes the copy and
+    the throw-away Python; ``stop`` ends it early (a run interrupted before the test)."""
+
+    KEY = pytest.StashKey["NobodyUnitRun"]()
+
+    def __init__(self, python: UnprivilegedPython, where: Path, process: subprocess.Popen[str]) -> None:
+        self.python, self.where, self.process = python, where, process
+
+    @classmethod
+    def start(cls) -> NobodyUnitRun:
+        from tests.support import ROOT
+
+        python = UnprivilegedPython()
+        where = Path(tempfile.mkdtemp(prefix="vnetd-unit-nobody-", dir="/tmp"))
+        try:
+            tree = where / ROOT.name
+            shutil.copytree(ROOT, tree, ignore=shutil.ignore_patterns(*NOT_COPIED), symlinks=True)
+            shared = ROOT.parent / "shared"  # the article's files, which some unit tests read
+            if shared.is_dir():
+                (where / "shared").symlink_to(shared)
+            subprocess.run(["chown", "-R", "nobody:nogroup", str(where)], check=True)
+            os.chmod(where, 0o755)
+            env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": str(where), "LANG": "C.UTF-8", "NO_COLOR": "1"}
+            process = subprocess.Popen(
+                [*NOBODY, python.python, "-m", "pytest", "tests/unit", "-q", "-rs", "-p", "no:cacheprovider"],
+                cwd=tree, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                start_new_session=True)
+        except BaseException:
+            python.cleanup()
+            shutil.rmtree(where, ignore_errors=True)
+            raise
+        return cls(python, where, process)
+
+    def result(self, timeout: float) -> tuple[int, str]:
+        try:
+            out, _ = self.process.communicate(timeout=timeout)
+            return self.process.returncode, out
+        finally:
+            self.stop()
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+        self.python.cleanup()
+        shutil.rmtree(self.where, ignore_errors=True)

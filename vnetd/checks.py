@@ -16,11 +16,16 @@ files' schema errors (one run of ``vnetd check`` lists every problem):
   directories of links the state creates, which exist only once they do (the same
   key under ``default`` is checked instead). Needs no root: only stat() and listdir().
 * the firewall backend (``firewall.backend``) writes every family declared
-  (``firewall6:`` needs a backend that writes IPv6);
+  (``firewall6:`` needs a backend that writes IPv6), and ``auto`` has one answer
+  here (``vnetd.firewall_checks``);
 * environment warnings: the host's iptables is another variant than the backend
   vnetd writes, nf_tables holds other tables in this namespace (a split firewall);
-  the kernel cannot create the bonds, VLANs or VXLANs declared (its module is
-  missing: ``vnetd.backends.linkcheck``).
+  another base chain on a hook where vnetd's rules accept drops what they let
+  through (``firewall.shadowed``: ``vnetd.backends.shadowing``); the kernel cannot
+  create the bonds, VLANs or VXLANs declared (its module is missing:
+  ``vnetd.backends.linkcheck``); a health probe whose target the shipped systemd
+  unit blocks (``IPAddressDeny=any``) and no ``IPAddressAllow=`` of an installed
+  vnetd.service or drop-in allows.
 
 Warnings are ``"EVENT: message"`` strings: ``vnetd check/plan/apply`` print them on
 stderr, the daemon logs them (``config.warning``, or the ``firewall.*`` event).
@@ -28,12 +33,15 @@ stderr, the daemon logs them (``config.warning``, or the ``firewall.*`` event).
 
 from __future__ import annotations
 
+import contextlib
 import difflib
+import ipaddress
 import os
 import stat
 from typing import TYPE_CHECKING
 
 from vnetd.errors import ConfigError, ConfigIssue
+from vnetd.model.health import ProbeKind
 from vnetd.model.interfaces import KERNEL_KIND, AdminState, IfType
 from vnetd.model.state import DesiredState
 from vnetd.model.sysctl import SysctlSpec
@@ -50,8 +58,11 @@ def existing_chains(table: str, family: int = 4) -> set[str] | None:
     from vnetd.backends.iptables import LEGACY, RawTables, loaded_tables, walk_table
     from vnetd.errors import BackendError
 
-    if table not in loaded_tables(family):
-        return set()  # not instantiated: only its built-in chains would exist
+    try:
+        if table not in loaded_tables(family):
+            return set()  # not instantiated: only its built-in chains would exist
+    except PermissionError:
+        return None  # not root: /proc/net/ip_tables_names is root's
     try:
         raw = RawTables(family)
     except OSError:
@@ -157,6 +168,7 @@ def check_state(desired: DesiredState, *, kernel: bool = True, environment: bool
         warnings += sysctl_warnings
     if desired.chains:
         from vnetd.backends.nftdetect import backend_warnings
+        from vnetd.backends.shadowing import shadow_warnings
         from vnetd.backends.xtables import validate_rules
         from vnetd.firewall_checks import backend_checked
 
@@ -169,9 +181,70 @@ def check_state(desired: DesiredState, *, kernel: bool = True, environment: bool
             issues += _kernel_issues(desired, checked, warnings)
         if selection is not None and not issues:
             warnings += backend_warnings(families={c.family for c in desired.chains}, backend=selection.name)
+            warnings += shadow_warnings(desired, selection.name)  # others' chains that drop what vnetd accepts
     if kernel:
         warnings += link_kind_warnings(desired)
+    warnings += probe_unit_warnings(desired)
     return issues, warnings
+
+
+#: where systemd looks for an administrator's vnetd.service and its drop-ins
+SYSTEMD_DIRS = tuple(os.environ.get("VNETD_SYSTEMD_UNIT_DIRS", "/etc/systemd/system:/run/systemd/system").split(":"))
+_NAMED_ADDRESSES = {
+    "any": ("0.0.0.0/0", "::/0"),
+    "localhost": ("127.0.0.0/8", "::1/128"),
+    "link-local": ("169.254.0.0/16", "fe80::/64"),
+    "multicast": ("224.0.0.0/4", "ff00::/8"),
+}
+
+
+def unit_allowed_addresses(dirs: tuple[str, ...] = SYSTEMD_DIRS) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    """``IPAddressAllow=`` of the shipped unit (localhost) plus what the administrator's
+    vnetd.service and its drop-ins (``systemctl edit vnetd``) add; an empty assignment resets."""
+    allowed = [ipaddress.ip_network(n) for n in _NAMED_ADDRESSES["localhost"]]
+    files = []
+    for directory in dirs:
+        files.append(os.path.join(directory, "vnetd.service"))
+        dropins = os.path.join(directory, "vnetd.service.d")
+        with contextlib.suppress(OSError):
+            files += [os.path.join(dropins, n) for n in sorted(os.listdir(dropins)) if n.endswith(".conf")]
+    for path in files:
+        try:
+            with open(path, encoding="utf-8", errors="replace") as f:
+                lines = f.read(1 << 20).splitlines()
+        except OSError:
+            continue
+        for line in lines:
+            key, sep, value = line.strip().partition("=")
+            if not sep or key.strip() != "IPAddressAllow":
+                continue
+            if not value.strip():
+                allowed = []
+            for token in value.split():
+                for name in _NAMED_ADDRESSES.get(token, (token,)):
+                    with contextlib.suppress(ValueError):
+                        allowed.append(ipaddress.ip_network(name, strict=False))
+    return allowed
+
+
+def probe_unit_warnings(desired: DesiredState, dirs: tuple[str, ...] = SYSTEMD_DIRS) -> list[str]:
+    """A warning for each ICMP/TCP probe that the systemd unit as shipped blocks
+    (``IPAddressDeny=any``, loopback allowed) unless a drop-in allows its target."""
+    targets = [p for p in desired.probes if p.kind in (ProbeKind.ICMP, ProbeKind.TCP) and p.address is not None]
+    if not targets:
+        return []
+    allowed = unit_allowed_addresses(dirs)
+    out = []
+    for probe in targets:
+        address = probe.address
+        assert address is not None
+        if any(address.version == net.version and address in net for net in allowed):
+            continue
+        out.append(f"probe.blocked_by_unit: probe {probe.name} ({probe.describe()}) cannot work under the shipped "
+                   f"systemd unit, which allows IP traffic to loopback only (IPAddressDeny=any): allow its target "
+                   f"in a drop-in (`systemctl edit vnetd`: [Service] IPAddressAllow={address}); blocked, it fails "
+                   "before and after every change and protects nothing")
+    return out
 
 
 def link_kind_warnings(desired: DesiredState) -> list[str]:

@@ -22,6 +22,8 @@ EXIT_ERROR = 1
 EXIT_CHANGES = 2
 EXIT_NOT_RUNNING = 3
 EXIT_ROLLED_BACK = 4
+#: the event of the warnings ``plan`` and ``apply`` print themselves (``vnetd.plan.shadowing.SHADOWED``)
+SHADOWED = "firewall.shadowed:"
 
 DESCRIPTION = """\
 vnetd keeps a host's network as its state files declare it: links, bridges and
@@ -35,7 +37,8 @@ EPILOG = """\
 exit status: check 0 valid / 1 invalid; plan 0 nothing to do / 2 changes pending /
 1 error; apply 0 converged and verified / 1 not (with --confirm: 0 confirmed /
 4 rolled back / 1 error); confirm, rollback 0 done / 1 no trial; status 0 ok /
-1 running but degraded (last load failed, resources failing or backed off) /
+1 running but degraded (last load failed, resources failing or backed off,
+other tools' firewall rules override vnetd's: firewall.shadowed) /
 3 not running / 4 unknown; reload 0 reloaded / 1 invalid files (the last
 valid state stays) / 3 not running; run 0 after SIGTERM / 1 refused to start.
 
@@ -70,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     apply.add_argument("--confirm", type=float, metavar="SECONDS",
                        help="try the change: keep it only if `vnetd confirm` (or Enter) comes within SECONDS; "
                             "a timeout, Ctrl-C, a lost terminal or a failed health probe restores what was "
-                            "there before")
+                            "there before; a daemon running in the namespace pauses until the trial ends")
 
     sub.add_parser("confirm", help="keep the change of a pending `apply --confirm` trial")
     sub.add_parser("rollback", help="undo the change of a pending `apply --confirm` trial now")
@@ -97,15 +100,22 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--conflict-repairs", type=int, default=5, metavar="N",
                      help="a resource repaired more than N times in 60 s is being fought over: back off "
                           "(default 5; 0 never backs off)")
+    run.add_argument("--observe", action=argparse.BooleanOptionalAction, default=None,
+                     help="observe only: load, watch, plan and log drift.detected with what would be done, "
+                          "change nothing (--no-observe: enforce even if a state file sets "
+                          "`daemon: {observe: true}`; without either, that setting decides)")
 
 
     sub.add_parser("show", help="print the current state as a valid state file")
 
     status = sub.add_parser(
         "status", help="ask the running daemon what it manages and how it stands",
-        description="Ask the running daemon (root only) what it manages and how each resource stands.",
-        epilog="exit status: 0 ok; 1 running but degraded (the last load of the state files failed, or "
-               "resources are failing or backed off: the reasons go to stderr); 3 not running; 4 status "
+        description="Ask the running daemon (root only) what it manages and how each resource stands, "
+                    "whether it only observes, whether an `apply --confirm` trial is pending (who, since when, "
+                    "until when, what it changes) and whether state files were refused after a rollback.",
+        epilog="exit status: 0 ok; 1 running but degraded (the last load of the state files failed, "
+               "resources are failing or backed off, or firewall chains or rules of other tools override "
+               "vnetd's rules (firewall.shadowed): the reasons go to stderr); 3 not running; 4 status "
                "unknown (permission denied). --prometheus exits 0 whenever the daemon answers (the metrics "
                "carry the state).")
     status.add_argument("--socket", metavar="PATH", default="/run/vnetd/vnetd.sock")
@@ -170,12 +180,13 @@ def enter_netns(args: argparse.Namespace) -> None:
         netns.enter(args.netns)
 
 
-def load_checked(args: argparse.Namespace) -> Any:
+def load_checked(args: argparse.Namespace, shadowing: bool = True) -> Any:
     """The state files, loaded and checked against this machine (inside --netns).
 
     The files are read before entering the namespace (a path does not depend on
     it); the rules are checked inside it (its chains, its kernel). Every problem
-    of both steps comes in one ConfigError; warnings are printed.
+    of both steps comes in one ConfigError; warnings are printed (``shadowing``:
+    the ``firewall.shadowed`` ones too; ``plan`` and ``apply`` print those themselves).
     """
     from vnetd.checks import finish
     from vnetd.desired.loader import load_state_dir_partial, unloaded_files, unloaded_warning
@@ -185,7 +196,8 @@ def load_checked(args: argparse.Namespace) -> Any:
     desired, issues = load_state_dir_partial(args.state_dir)
     enter_netns(args)
     for warning in finish(desired, issues):
-        print(f"warning: {warning}", file=sys.stderr)
+        if shadowing or not warning.startswith(SHADOWED):
+            print(f"warning: {warning}", file=sys.stderr)
     note_backend(desired)
     return desired
 
@@ -202,6 +214,24 @@ def note_backend(desired: Any) -> None:
         return  # (check_state refused the state already, unless its checks were skipped)
     if selection is not None:
         print(selection.line, file=sys.stderr)
+
+
+def shadowed(desired: Any, engine: Any) -> tuple[list[str], int]:
+    """``firewall.shadowed`` warnings (printed on stderr) and how many chains they name:
+    chains of other tables, backends or tools that drop what vnetd's rules accept, and
+    rules of others that vnetd's ``position: append`` rules are never reached past, for
+    the backend the engine writes."""
+    if not desired.chains:
+        return [], 0
+    from vnetd.backends.shadowing import findings
+    from vnetd.plan.shadowing import warning_lines
+
+    firewall = engine.managers.firewall.backend
+    found = findings(desired.chains, firewall.name, lambda: firewall.show(desired.chains))
+    lines = warning_lines(found)
+    for line in lines:
+        print(f"warning: {line}", file=sys.stderr)
+    return lines, len(found)
 
 
 # --------------------------------------------------------------------------- commands
@@ -221,13 +251,14 @@ def cmd_plan(args: argparse.Namespace) -> int:
     from vnetd.engine import Engine
     from vnetd.plan.render import plan_json, plan_text
 
-    desired = load_checked(args)
+    desired = load_checked(args, shadowing=False)
     engine = Engine()
     try:
         plan, _observed = engine.plan(desired)
+        warnings, n_shadowed = shadowed(desired, engine)
     finally:
         engine.managers.close()
-    sys.stdout.write(plan_json(plan) if args.format == "json" else plan_text(plan))
+    sys.stdout.write(plan_json(plan, warnings) if args.format == "json" else plan_text(plan, n_shadowed))
     if plan.problems:
         return EXIT_ERROR
     return EXIT_CHANGES if plan.actions else EXIT_OK
@@ -241,7 +272,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
     from vnetd.engine import Engine, verify
     from vnetd.plan.actions import Action
 
-    desired = load_checked(args)
+    desired = load_checked(args, shadowing=args.confirm is not None)
     if args.confirm is not None:
         return cmd_apply_confirm(args, desired)
     refuse_during_trial()
@@ -268,6 +299,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
     engine = Engine()
     try:
         result = engine.converge(desired, hook=report)
+        warnings, n_shadowed = shadowed(desired, engine)  # of what is left after applying: said with the outcome
     finally:
         engine.managers.close()
     remaining = result.final_plan
@@ -285,14 +317,20 @@ def cmd_apply(args: argparse.Namespace) -> int:
             "diff": drift.diff if drift else "",
             "problems": [{"resource": p.resource, "message": p.message} for p in remaining.problems],
             "duration_ms": round(result.duration_ms, 1),
+            "warnings": warnings,
         }, indent=2))
     else:
         for problem in remaining.problems:
             print(f"problem: {problem.describe()}")
         if result.converged:
             n = len(result.applied)
-            print(f"converged: {n} change{'s' if n != 1 else ''} applied and verified" if n
-                  else "converged: nothing to do")
+            done = f"converged: {n} change{'s' if n != 1 else ''} applied and verified" if n \
+                else "converged: nothing to do"
+            if n_shadowed:  # never a bare "converged" over traffic another chain drops
+                from vnetd.plan.shadowing import shadowed_note
+
+                done += f"; {shadowed_note(n_shadowed)}"
+            print(done)
         elif drift is not None:
             print(f"not converged: {drift}")
             out.write(drift.diff)
@@ -322,7 +360,9 @@ def cmd_apply_confirm(args: argparse.Namespace, desired: Any) -> int:
 
     if not 1 <= args.confirm <= 86400:
         raise SystemExit("vnetd: --confirm wants 1-86400 seconds")
-    confirm_with_daemon(args.state_dir)
+    # No reload of a daemon on this directory first (a plain apply asks for one): it would
+    # apply the files at once, untried. The daemon pauses while the trial is pending and
+    # re-reads the files once the change is confirmed (vnetd.daemon.trials).
 
     def report(action: Action, error: BackendError | None) -> None:
         state = "applied" if error is None else "failed"
@@ -331,11 +371,13 @@ def cmd_apply_confirm(args: argparse.Namespace, desired: Any) -> int:
     terminal = sys.stdin if sys.stdin is not None and sys.stdin.isatty() else None
     engine = Engine()
     try:
-        outcome = Trial(engine, desired, args.confirm, terminal=terminal).run(hook=report)
+        outcome = Trial(engine, desired, args.confirm, terminal=terminal, state_dir=args.state_dir).run(hook=report)
     finally:
         engine.managers.close()
     if outcome.confirmed:
         print(outcome.reason)
+        if outcome.restore is None and outcome.reason.startswith("nothing to change"):
+            daemon_applies_these_files(args.state_dir)
         return EXIT_OK
     return EXIT_ROLLED_BACK if outcome.restore is not None and outcome.restore.restored else EXIT_ERROR
 
@@ -350,6 +392,25 @@ def cmd_end_trial(args: argparse.Namespace) -> int:
         return end_trial(engine, args.command, print)
     finally:
         engine.managers.close()
+
+
+def daemon_applies_these_files(state_dir: str) -> None:
+    """After "nothing to change": if this namespace's daemon runs on the same directory,
+    it has applied the edit already (as soon as the file changed), so there was nothing
+    left to try. Say how to try a change on such a host."""
+    from vnetd.daemon.instance import running_daemon
+
+    try:
+        owner = running_daemon()
+    except OSError:
+        return
+    if not owner or not owner.get("state_dir"):
+        return
+    if os.path.realpath(str(owner["state_dir"])) == os.path.realpath(state_dir):
+        print(f"note: the daemon of this namespace (pid {owner.get('pid')}) applies {state_dir} itself as soon as "
+              "a file changes; to try a change first, edit a copy of the directory and run `vnetd --state-dir "
+              "COPY apply --confirm SECONDS`, then install the files before confirming (docs/OPERATIONS.md, "
+              "\"Changing a remote host safely\")", file=sys.stderr)
 
 
 def confirm_with_daemon(state_dir: str) -> None:

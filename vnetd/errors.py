@@ -32,9 +32,18 @@ class ConfigIssue:
     message: str
 
     def __str__(self) -> str:
-        where = f"{self.file}:{self.line}" if self.line else self.file
-        field = f" {self.path}:" if self.path else ""
+        where = f"{printable(self.file)}:{self.line}" if self.line else printable(self.file)
+        field = f" {printable(self.path)}:" if self.path else ""
         return f"{where}:{field} {self.message}"
+
+
+def printable(text: str) -> str:
+    """``text`` on one line: a key or file name written with a newline or an escape
+    sequence in it is shown escaped, so it can neither fake another error line nor
+    drive the terminal."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 class VnetdError(Exception):

@@ -20,7 +20,7 @@ from vnetd.errors import NamespaceError
 
 NETNS_DIR = "/run/netns"
 CLONE_NEWNET = 0x40000000
-_NAME = re.compile(r"^[A-Za-z0-9_.+-]{1,64}$")
+_NAME = re.compile(r"^[A-Za-z0-9_.+-]{1,64}\Z")
 
 
 def enter(name: str) -> None:

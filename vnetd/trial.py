@@ -50,6 +50,8 @@ RUN_DIR = os.environ.get("VNETD_RUN_DIR", "/run/vnetd")
 EXIT_ROLLED_BACK = 4
 MAX_RESTORE_ROUNDS = 3
 SO_PEERCRED = getattr(socket, "SO_PEERCRED", 17)
+#: a trial whose process is still alive this long after its deadline is treated as orphaned
+ORPHAN_GRACE = 5.0
 
 
 class TrialError(VnetdError):
@@ -93,16 +95,21 @@ class TrialRecord:
     checkpoint: Checkpoint
     pid: int
     deadline: float  # wall clock (time.time())
+    #: the state directory the trial applied (absolute; "" in records of older versions):
+    #: a daemon on the same directory re-reads it once the change is confirmed
+    state_dir: str = ""
 
     def to_json(self) -> str:
-        return json.dumps({"pid": self.pid, "deadline": self.deadline, "checkpoint": self.checkpoint.to_json()})
+        return json.dumps({"pid": self.pid, "deadline": self.deadline, "state_dir": self.state_dir,
+                           "checkpoint": self.checkpoint.to_json()})
 
     @classmethod
     def from_json(cls, text: str) -> TrialRecord:
         try:
             data = json.loads(text)
-            return cls(Checkpoint.from_json(data["checkpoint"]), int(data["pid"]), float(data["deadline"]))
-        except (KeyError, TypeError, ValueError) as exc:
+            return cls(Checkpoint.from_json(data["checkpoint"]), int(data["pid"]), float(data["deadline"]),
+                       str(data.get("state_dir") or ""))
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ValueError(f"not a vnetd trial record: {exc}") from exc
 
     @property
@@ -114,6 +121,11 @@ class TrialRecord:
         except PermissionError:
             return True
         return True
+
+    def orphaned(self, now: float | None = None) -> bool:
+        """Nobody will end this trial: its process is gone, or is still there
+        ``ORPHAN_GRACE`` seconds after the deadline (stopped, stuck, or a reused pid)."""
+        return not self.owner_alive or (time.time() if now is None else now) >= self.deadline + ORPHAN_GRACE
 
 
 def read_record(paths: TrialPaths) -> TrialRecord | None:
@@ -192,6 +204,11 @@ def restore(engine: Engine, checkpoint: Checkpoint,
     return result
 
 
+def restore_needed(engine: Engine, checkpoint: Checkpoint) -> Plan:
+    """What it would take to put the checkpoint back now (empty: the system is as it was)."""
+    return _restore_view(engine, checkpoint)[1]
+
+
 def _restore_view(engine: Engine, checkpoint: Checkpoint) -> tuple[Observed, Plan]:
     managers = engine.managers
     observed = Observed(net=managers.net.backend.observe())
@@ -224,10 +241,12 @@ class Trial:
 
     def __init__(self, engine: Engine, desired: DesiredState, seconds: float, out: TextIO = sys.stdout,
                  terminal: TextIO | None = None,
-                 run_probes: Callable[[tuple[ProbeSpec, ...]], list[ProbeResult]] | None = None) -> None:
+                 run_probes: Callable[[tuple[ProbeSpec, ...]], list[ProbeResult]] | None = None,
+                 state_dir: str = "") -> None:
         self.engine = engine
         self.desired = desired
         self.seconds = seconds
+        self.state_dir = os.path.abspath(state_dir) if state_dir else ""
         self.out = out
         self.terminal = terminal
         self.paths = TrialPaths.here()
@@ -270,7 +289,7 @@ class Trial:
         checkpoint = take_checkpoint(self.engine, plan, observed)
         before = self._probe_round()
         deadline = time.time() + self.seconds
-        write_record(self.paths, TrialRecord(checkpoint, os.getpid(), deadline))
+        write_record(self.paths, TrialRecord(checkpoint, os.getpid(), deadline, self.state_dir))
         with self._listening() as listener:
             result = self.engine.converge(self.desired, hook=hook)
             if self._signal:
@@ -438,10 +457,22 @@ def _ask(path: str, request: str) -> str | None:
         sock.close()
 
 
+def recover_trial(engine: Engine, paths: TrialPaths, record: TrialRecord, log: Callable[..., None]) -> RestoreResult:
+    """Roll an orphaned trial back (its change was never confirmed), logged as
+    ``trial.recovered``; the record goes once the checkpoint is fully restored."""
+    result = restore(engine, record.checkpoint)
+    log("trial.recovered", pid=record.pid, restored=[a.describe() for a in result.applied],
+        undone=list(record.checkpoint.changes), complete=result.restored,
+        failed=[f"{a.describe()}: {e}" for a, e in result.failed])
+    if result.restored:
+        remove_trial(paths)
+    return result
+
+
 def recover_orphaned_trial(engine: Engine, log: Callable[..., None]) -> bool | None:
-    """For the daemon at start: a trial whose process is gone is rolled back (its
-    changes were never confirmed). Returns None when no trial is pending, True when
-    one was restored, False when one is still running (the daemon must wait)."""
+    """A trial whose process is gone is rolled back (its changes were never confirmed).
+    Returns None when no trial is pending, True when one was restored (or tried: the
+    record stays when the restore was incomplete), False when one is still running."""
     paths = TrialPaths.here()
     try:
         record = read_record(paths)
@@ -450,11 +481,7 @@ def recover_orphaned_trial(engine: Engine, log: Callable[..., None]) -> bool | N
         return None
     if record is None:
         return None
-    if record.owner_alive and time.time() < record.deadline + 5:
+    if not record.orphaned():
         return False
-    result = restore(engine, record.checkpoint)
-    log("trial.rolled_back", pid=record.pid, restored=[a.describe() for a in result.applied],
-        undone=list(record.checkpoint.changes), complete=result.restored)
-    if result.restored:
-        remove_trial(paths)
+    recover_trial(engine, paths, record, log)
     return True

@@ -299,7 +299,8 @@ KEYS = ["interfaces", "routes", "config", "sysctl", "firewall", "libvirt", "name
         "networks", "net.ipv4.ip_forward", "destination", "next-hop-address", "veth", "peer", "vlan", "id",
         "route-rules", "ip-from", "ip-to", "route-table", "fwmark", "fwmask", "iif", "action", "family", "priority",
         "identifier", "mac-address", "profile-name", "dhcp", "autoconf", "link-aggregation", "miimon",
-        "arp_ip_target", "vxlan", "remote", "local", "base-iface", "destination-port", "learning"]
+        "arp_ip_target", "vxlan", "remote", "local", "base-iface", "destination-port", "learning", "daemon", "observe",
+        "health", "probes", "tcp", "icmp", "timeout"]
 SCALARS = ["up", "down", "absent", "linux-bridge", "ethernet", "veth", "9000", "-1", "1e9", "true", "null",
            "192.0.2.1/24", "0.0.0.0/0", "-j ACCEPT", "-m tcp -p tcp --dport 22 -j ACCEPT", "br0", "&a x", "*a",
            "!!str", "'quoted'", '"dq"', "{}", "[]", "~", "::1", "yes", "ACCEPT", "exclusive", "bond", "vxlan",

@@ -120,7 +120,7 @@ def test_show_output_checks_plans_nothing_and_shows_every_foreign_rule(
     assert check.returncode == 0, f"check refused the output of show:\n{check.stderr}\n{text}"
     plan = vnetd("plan", "--format", "json", netns=ns, state_dir=roundtrip)
     assert plan.returncode == 0, f"the output of show plans changes:\n{plan.stdout}{plan.stderr}\n{text}"
-    assert json.loads(plan.stdout) == {"changes": [], "problems": []}
+    assert json.loads(plan.stdout) == {"changes": [], "problems": [], "notes": [], "warnings": []}
 
     # and applying it touches nothing, the foreign rules least of all
     before = ns.iptables_save()

@@ -3,7 +3,10 @@
 
 * loading never delays a repair of the last good state (it runs off the repair path);
 * a file is read once its writer closed it (or renamed it into place), never half-written;
-* a state directory renamed away and re-created is watched again;
+* a state directory renamed away and re-created is watched again, one made insecure
+  (chmod) is refused at once;
+* a watch thread that dies is logged once, and the directory read and watched again;
+  without any watch, the directory is listed (and that said once);
 * files that are not loaded are named once;
 * a file that disappears or is emptied is not a decision: what it declared stays
   enforced until ``vnetd reload`` (or SIGHUP, or ``vnetd apply``) confirms it.
@@ -172,6 +175,100 @@ def test_a_state_directory_renamed_away_and_recreated_is_watched_again(host: Net
     mark = daemon.mark()
     fresh.write("30-more.yaml", "interfaces:\n- {name: brmore, type: linux-bridge, state: up}\n")
     assert daemon.wait_until(lambda: host.link("brmore") is not None)
+
+
+def test_a_state_directory_made_writable_by_others_is_refused_at_once(host: Netns, state_dir: StateDir,
+                                                                     daemon: DaemonProcess) -> None:
+    mark = daemon.mark()
+    os.chmod(state_dir.path, 0o777)  # no file changed: the directory's own IN_ATTRIB
+    try:
+        invalid = daemon.wait_for("config.invalid", since=mark)
+        assert "insecure state directory" in invalid["errors"][0]
+        host.ip("link", "set", "eth1", "nomaster")  # the last valid state stays enforced
+        assert daemon.wait_until(lambda: enslaved(host))
+    finally:
+        os.chmod(state_dir.path, 0o755)
+    daemon.wait_for("config.loaded", since=mark)  # and made safe again, loaded again
+
+
+# the inotify reader thread of watchdog's observer dies on the first event it handles
+BROKEN_READER = """
+import sys
+from vnetd.daemon import files
+
+real = files._InotifyFD.handle_event
+broken = [True]
+
+def handle_event(self, event):
+    if broken:
+        broken.pop()
+        raise RuntimeError("the inotify reader broke")
+    real(self, event)
+
+files._InotifyFD.handle_event = handle_event
+from vnetd.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_a_dead_watch_thread_is_logged_once_and_the_daemon_reads_and_watches_again(host: Netns,
+                                                                                  state_dir: StateDir) -> None:
+    state_dir.write("10-bridge.yaml", BRIDGE)
+    proc = DaemonProcess(host, state_dir, script=BROKEN_READER)
+    try:
+        proc.wait_ready()
+        mark = proc.mark()
+        state_dir.write("20-dmz.yaml", "interfaces:\n- {name: brdmz, type: linux-bridge, state: up}\n")
+        failed = proc.wait_for("files.watch_failed", since=mark)
+        assert "RuntimeError: the inotify reader broke" in failed["error"] and failed["thread"] == "vnetd-inotify"
+        proc.wait_for("files.watch_restarted", since=mark)
+        assert proc.wait_until(lambda: host.link("brdmz") is not None)  # its event died with the thread
+        state_dir.write("30-more.yaml", "interfaces:\n- {name: brmore, type: linux-bridge, state: up}\n")
+        assert proc.wait_until(lambda: host.link("brmore") is not None)  # watched again
+        host.ip("link", "set", "eth1", "nomaster")
+        assert proc.wait_until(lambda: enslaved(host))
+        assert len(proc.find("files.watch_failed")) == 1 and not proc.find("pass.crashed")
+    finally:
+        code = proc.stop()
+    assert code == 0, "\n".join(proc.lines[-30:])
+    assert not proc.bad_lines, proc.bad_lines[:5]
+
+
+# no inotify instance can be had (as when the user's limit is reached): every start is refused
+NO_INOTIFY = """
+import errno, sys
+from vnetd.daemon import files
+
+def refuse(self, *args, **kwargs):
+    raise OSError(errno.EMFILE, "inotify instance limit reached")
+
+files._Observer.__init__ = refuse
+from vnetd.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_without_a_watch_the_daemon_lists_the_directory_and_says_so_once(host: Netns, state_dir: StateDir) -> None:
+    state_dir.write("10-bridge.yaml", BRIDGE)
+    proc = DaemonProcess(host, state_dir, script=NO_INOTIFY)
+    try:
+        proc.wait_ready()
+        failed = proc.wait_for("files.watch_failed")
+        assert "inotify instance limit reached" in failed["error"]
+        assert proc.wait_until(lambda: enslaved(host))
+        mark = proc.mark()
+        state_dir.write("20-dmz.yaml", "interfaces:\n- {name: brdmz, type: linux-bridge, state: up}\n")
+        proc.wait_for("config.loaded", since=mark, source="files")  # found by the listing
+        assert proc.wait_until(lambda: host.link("brdmz") is not None)
+        mark = proc.mark()
+        state_dir.remove("20-dmz.yaml")
+        proc.wait_for("config.file_removed", since=mark)
+        assert len(proc.find("files.watch_failed")) == 1 and not proc.find("files.watch_restarted")
+        assert not proc.find("pass.crashed")
+    finally:
+        code = proc.stop()
+    assert code == 0, "\n".join(proc.lines[-30:])
+    assert not proc.bad_lines, proc.bad_lines[:5]
 
 
 def test_files_that_are_not_loaded_get_one_warning_each(host: Netns, state_dir: StateDir,

@@ -12,7 +12,7 @@ from tests.unit.test_loader import issues_of
 from vnetd.backends.firewall import BackendRefused, choose
 from vnetd.desired.loader import load_state_dir
 from vnetd.managers import Managers
-from vnetd.model.firewall import FIREWALL_BACKENDS
+from vnetd.model.firewall import FIREWALL_BACKENDS, BackendEntry
 
 NFT = {4: "nft", 6: "nft"}
 LEGACY = {4: "legacy", 6: "legacy"}
@@ -65,11 +65,17 @@ def test_files_that_agree_are_one_setting(state_dir: StateDir) -> None:
     assert load_state_dir(str(state_dir)).firewall_backend == "iptables-nft"
 
 
-def test_a_backend_that_cannot_write_a_declared_family_is_refused(state_dir: StateDir) -> None:
+def ipv4_only_nft(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A registry where iptables-nft writes IPv4 only (as before it served IPv6)."""
+    entry = FIREWALL_BACKENDS["iptables-nft"]
+    monkeypatch.setitem(FIREWALL_BACKENDS, "iptables-nft", BackendEntry(entry.path, (4,), entry.variant))
+
+
+def test_a_backend_that_cannot_write_a_declared_family_is_refused(state_dir: StateDir,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     from vnetd.firewall_checks import backend_issues
 
-    if 6 in FIREWALL_BACKENDS["iptables-nft"].families:
-        pytest.skip("iptables-nft writes IPv6 in this tree")  # (merged with the nft6 work)
+    ipv4_only_nft(monkeypatch)
     state_dir.write("10-a.yaml", "firewall:\n  backend: iptables-nft\n")
     state_dir.write("20-b.yaml", "firewall6:\n  filter:\n    INPUT:\n      rules: ['-j ACCEPT']\n")
     issues = backend_issues(load_state_dir(str(state_dir)))
@@ -83,6 +89,10 @@ def test_a_backend_that_cannot_write_a_declared_family_is_refused(state_dir: Sta
 def test_named_backend_is_used_whatever_the_host() -> None:
     chosen = choose("iptables-legacy", V4, ["iptables-nft"], NFT, "10-fw.yaml:2")
     assert chosen.name == "iptables-legacy" and "10-fw.yaml:2" in chosen.reason
+
+
+def test_auto_on_an_nft_host_writes_both_families_through_iptables_nft() -> None:
+    assert choose("auto", BOTH, [], NFT).name == "iptables-nft"
 
 
 @pytest.mark.parametrize(("variants", "name"), [(NFT, "iptables-nft"), (LEGACY, "iptables-legacy")])
@@ -108,9 +118,9 @@ def test_auto_refuses_an_ambiguous_host(families: frozenset[int], holding: list[
     assert says in refused.value.message and "firewall.backend" in refused.value.message
 
 
-def test_auto_refuses_when_no_backend_of_the_hosts_variant_writes_every_family() -> None:
-    if 6 in FIREWALL_BACKENDS["iptables-nft"].families:
-        pytest.skip("iptables-nft writes IPv6 in this tree")
+def test_auto_refuses_when_no_backend_of_the_hosts_variant_writes_every_family(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    ipv4_only_nft(monkeypatch)
     with pytest.raises(BackendRefused) as refused:
         choose("auto", BOTH, [], NFT)
     assert "firewall6:" in refused.value.message

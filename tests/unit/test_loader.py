@@ -104,7 +104,7 @@ BROKEN: list[Broken] = [
         interface:
         - name: eth1
           type: ethernet
-        """, 1, "interface", "unknown key", "valid keys: interfaces, routes, route-rules, sysctl, firewall, firewall6, libvirt, health"),
+        """, 1, "interface", "unknown key", "valid keys: interfaces, routes, route-rules, sysctl, firewall, firewall6, libvirt, health, daemon"),
     bad("unknown-interface-key", """\
         interfaces:
         - name: eth1
@@ -446,7 +446,7 @@ BROKEN: list[Broken] = [
     bad("top-level-list", """\
         - name: eth1
           type: ethernet
-        """, 1, "", "expected a mapping with the keys interfaces, routes, route-rules, sysctl, firewall, firewall6, libvirt, health, got a list"),
+        """, 1, "", "expected a mapping with the keys interfaces, routes, route-rules, sysctl, firewall, firewall6, libvirt, health, daemon, got a list"),
     bad("interfaces-as-mapping", """\
         interfaces:
           eth1: {type: ethernet}
@@ -1372,3 +1372,35 @@ def test_parents_owned_by_the_user_running_vnetd_are_accepted(state_dir: StateDi
     files their own (the whole unit suite runs as nobody, see tests/e2e)."""
     state_dir.write("10-a.yaml", ETH1)
     assert [i.name for i in load_state_dir(str(state_dir)).interfaces] == ["eth1"]
+
+
+@pytest.mark.parametrize(("text", "says"), [
+    ('firewall:\n  filter:\n    "VNETX\\n":\n      rules: [-j ACCEPT]\n', "is not a valid chain name"),
+    ('sysctl:\n  "net.ipv4.conf.lo\\n.rp_filter": 1\n', "has an invalid component"),
+    ('interfaces:\n- name: br0\n  type: linux-bridge\n  mac-address: "52:54:00:12:34:56\\n"\n', "52:54:00:12:34:56"),
+    ('libvirt:\n  networks:\n  - name: "default\\n"\n', "default"),
+], ids=["chain", "sysctl-key", "mac", "libvirt-network"])
+def test_a_trailing_newline_does_not_pass_a_name_check(state_dir: StateDir, text: str, says: str) -> None:
+    """Python's ``$`` also matches before a final newline: every validating pattern
+    anchors with ``\\Z``, so ``"INPUT\\n"`` is not a chain name and so on."""
+    state_dir.write("10-a.yaml", text)
+    issues = issues_of(state_dir)
+    assert any(says in i.message for i in issues), shown(issues)
+
+
+def test_no_validating_pattern_ends_in_a_dollar() -> None:
+    """The habit behind the test above, for patterns written later."""
+    import re as _re
+    offenders = []
+    for path in (ROOT / "vnetd").rglob("*.py"):
+        for n, line in enumerate(path.read_text().splitlines(), 1):
+            if _re.search(r"re\.(compile|match|fullmatch|search)\(r?[\"'].*\$[\"']", line):
+                offenders.append(f"{path.relative_to(ROOT)}:{n}: {line.strip()}")
+    assert offenders == [], "anchor with \\Z, not $ (which matches before a trailing newline):\n" + "\n".join(offenders)
+
+
+def test_a_key_with_a_newline_is_shown_escaped_on_one_line(state_dir: StateDir) -> None:
+    """An error names the key as written, escaped: it cannot fake a second error line."""
+    state_dir.write("10-a.yaml", 'firewall:\n  filter:\n    "VNETX\\nerror: forged":\n      rules: [-j ACCEPT]\n')
+    (issue,) = issues_of(state_dir)
+    assert "\n" not in str(issue) and "firewall.filter[VNETX\\nerror: forged]" in str(issue), str(issue)

@@ -159,15 +159,17 @@ def new_gen(gen: int) -> bytes:
 def _mirror(handles: list[int]) -> tuple[Mirror, FakeSocket, FakeEvents]:
     sock, events = FakeSocket(), FakeEvents()
     ticks = itertools.count()
-    mirror = Mirror(sock, events, nx.Fingerprinter(), lambda: float(next(ticks)))  # type: ignore[arg-type]
+    fps = {4: nx.Fingerprinter(), 6: nx.Fingerprinter()}
+    mirror = Mirror(sock, events, fps, lambda: float(next(ticks)))  # type: ignore[arg-type]
     chain = CachedChain("FORWARD", 1, 2, 0, 1, "filter")
     for h in handles:
         msg = nfnl.decode_rule(new_rule("FORWARD", h), 0, len(new_rule("FORWARD", h)))
-        rule = mirror._rule(msg)
+        rule = mirror._rule(msg, 4)
         chain.rules.append(rule)
         chain.by_handle[h] = rule
     mirror.tables = {"filter": CachedTable("filter", {"FORWARD": chain}, rules_gen=100)}
-    mirror.struct_gen, mirror.valid, mirror.fp_version = 100, True, mirror.fp.version
+    mirror.struct_gen, mirror.valid = 100, True
+    mirror.fp_versions = {family: fp.version for family, fp in fps.items()}
     return mirror, sock, events
 
 
@@ -231,7 +233,7 @@ def test_own_changes_are_not_foreign_and_overruns_are() -> None:
 def test_notifications_of_other_tables_and_families_are_ignored() -> None:
     mirror, sock, events = _mirror([10])
     other_family = _note(nfnl.NFT_MSG_DELRULE, nfnl.strz(1, "filter") + nfnl.strz(2, "FORWARD") + nfnl.be64(3, 10),
-                         family=10)
+                         family=7)  # NFPROTO_BRIDGE: ebtables-nft's "filter"
     other_table = del_rule("FORWARD", 10).replace(b"filter\0", b"firewa\0")
     _send(events, sock, 101, other_family, other_table)
     assert mirror.pump() is False

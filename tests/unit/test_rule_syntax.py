@@ -16,6 +16,8 @@ check/plan/apply by ``tests/integration/test_bad_input.py``.
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tests.support import ARTICLE, ROOT, Netns, StateDir, sh, vnetd
 from tests.unit.test_loader import Broken, bad, issues_of, shown
@@ -568,3 +570,29 @@ def test_append_is_refused_on_an_exclusive_chain(state_dir: StateDir) -> None:
                                  "      position: append\n      rules: [-j DROP]\n")
     (issue,) = issues_of(state_dir)
     assert issue.path == "firewall.filter.INPUT.position" and "is for merge chains" in issue.message
+
+
+def _by_tokens(text: str) -> tuple[tuple[str, ...], str] | str:
+    """What parse_rule makes of a text, the long way (every word a token, requoted)."""
+    from vnetd.desired.rules import MAX_RULE_WORDS, TAG_PREFIX, render
+
+    try:
+        tokens = tokenize(text)
+    except RuleSyntaxError:
+        return "refused"
+    if not tokens or len(tokens) > MAX_RULE_WORDS or any(t.text.startswith(TAG_PREFIX) for t in tokens):
+        return "refused"
+    words = tuple(t.text for t in tokens)
+    return words, render(words)
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.text(alphabet=st.sampled_from(list("ab -.:/\t\n\"\\'\x00\xa0é=+@%^,vnetd:")), max_size=40))
+def test_plain_words_shortcut_parses_as_the_tokenizer(text: str) -> None:
+    """The fast path for rules of plain words gives what tokenizing and requoting gives."""
+    try:
+        rule = parse_rule(text)
+        got: tuple[tuple[str, ...], str] | str = (rule.words, rule.text)
+    except RuleSyntaxError:
+        got = "refused"
+    assert got == _by_tokens(text)

@@ -39,7 +39,11 @@ NFNL_SUBSYS_NFTABLES = 10
 NFNL_MSG_BATCH_BEGIN, NFNL_MSG_BATCH_END = 16, 17
 NFNLGRP_NFTABLES = 7
 NFNETLINK_V0 = 0
-NFPROTO_UNSPEC, NFPROTO_IPV4 = 0, 2
+NFPROTO_UNSPEC, NFPROTO_IPV4, NFPROTO_IPV6 = 0, 2, 10
+#: vnetd's address families (4: iptables, 6: ip6tables) -> their nf_tables family
+NFPROTO = {4: NFPROTO_IPV4, 6: NFPROTO_IPV6}
+#: and back
+FAMILY_OF = {NFPROTO_IPV4: 4, NFPROTO_IPV6: 6}
 
 NLMSG_ERROR, NLMSG_DONE = 2, 3
 NLM_F_REQUEST, NLM_F_MULTI, NLM_F_ACK = 0x1, 0x2, 0x4
@@ -59,7 +63,7 @@ NFT_MSG_NEWCHAIN, NFT_MSG_GETCHAIN, NFT_MSG_DELCHAIN = 3, 4, 5
 NFT_MSG_NEWRULE, NFT_MSG_GETRULE, NFT_MSG_DELRULE = 6, 7, 8
 NFT_MSG_NEWGEN, NFT_MSG_GETGEN = 15, 16
 
-NFTA_TABLE_NAME, NFTA_TABLE_FLAGS = 1, 2
+NFTA_TABLE_NAME, NFTA_TABLE_FLAGS, NFTA_TABLE_USE = 1, 2, 3
 NFTA_CHAIN_TABLE, NFTA_CHAIN_HANDLE, NFTA_CHAIN_NAME, NFTA_CHAIN_HOOK = 1, 2, 3, 4
 NFTA_CHAIN_POLICY, NFTA_CHAIN_USE, NFTA_CHAIN_TYPE = 5, 6, 7
 NFTA_HOOK_HOOKNUM, NFTA_HOOK_PRIORITY = 1, 2
@@ -216,6 +220,22 @@ def replace_rule(place: bytes, body: bytes, handle: int, family: int = NFPROTO_I
 def del_rule(table: str, chain: str, handle: int, family: int = NFPROTO_IPV4) -> Message:
     return Message(NFT_MSG_DELRULE, 0, family, strz(NFTA_RULE_TABLE, table) + strz(NFTA_RULE_CHAIN, chain)
                    + be64(NFTA_RULE_HANDLE, handle))
+
+
+def del_table(name: str, family: int = NFPROTO_IPV4) -> Message:
+    return Message(NFT_MSG_DELTABLE, 0, family, strz(NFTA_TABLE_NAME, name))
+
+
+def table_uses(data: bytes, off: int, length: int) -> tuple[str, int]:
+    """A table message's name and use count: how many chains, sets, stateful objects
+    and flowtables it holds (the kernel's ``table->use``)."""
+    name, use = "", 0
+    for atype, aoff, alen in attrs(data, off + 20, off + length):
+        if atype == NFTA_TABLE_NAME:
+            name = cstr(data, aoff, alen)
+        elif atype == NFTA_TABLE_USE and alen >= 4:
+            use = struct.unpack_from(">I", data, aoff)[0]
+    return name, use
 
 
 def dump_tables(family: int = NFPROTO_IPV4) -> Message:

@@ -2,11 +2,17 @@
 """The iptables-nft backend: vnetd's rules in the nf_tables tables iptables-nft uses.
 
 Same state files, same rule language, same contract as the legacy backend
-(``backends/firewall.py``), written where a modern host's ``iptables`` reads:
-``table ip filter|nat|mangle|raw|security``. Each rule is compiled by vnetd's
+(``backends/firewall.py``), written where a modern host's ``iptables`` and
+``ip6tables`` read: ``table ip filter|nat|mangle|raw|security`` for the
+``firewall:`` chains, ``table ip6 ...`` for the ``firewall6:`` chains. As the legacy
+backend, one instance serves one address family (``NftFirewallBackend(4)``,
+``NftFirewallBackend(6)``, behind ``backends.firewall.FirewallFamilies``); both
+instances of a namespace share one ``NftSession`` (the sockets and the mirror of
+both families' tables: nf_tables has one generation id and one notification group
+for every family). Each rule is compiled by vnetd's
 libxtables driver (``xtables.py``) and stored as iptables-nft 1.8.9 stores the
-same words (``nftcompat.py``), so ``iptables-nft-save`` prints it as it prints
-``iptables-nft -A`` of those words, plus ``-m comment --comment vnetd:<hash>``:
+same words (``nftcompat.py``), so ``iptables-nft-save`` (``ip6tables-nft-save``)
+prints it as it prints ``iptables-nft -A`` of those words, plus ``-m comment --comment vnetd:<hash>``:
 vnetd's tag lives in the rule's user data, where iptables-nft keeps comments.
 A chain vnetd owns starts with the owner mark, a rule with only a counter and
 the ``vnetd:owned-chain`` comment.
@@ -30,17 +36,20 @@ chains.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import functools
+import gc
+import os
 import struct
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from vnetd.backends import nfnl
-from vnetd.backends.nftcache import IPTABLES_TABLES, KEY_SIZE, CachedChain, CachedRule, Mirror, rule_key
-from vnetd.backends.nftcompat import IPT_INV_PROTO, CannotEncode, NftRule, encode, to_entry
+from vnetd.backends.nftcache import IPTABLES_TABLES, CachedChain, CachedRule, CachedTable, Mirror
+from vnetd.backends.nftcompat import HEADERS, CannotEncode, NftRule, encode, to_entry
 from vnetd.backends.nftexpr import NFTA_IMMEDIATE_DATA, Fingerprinter, data_verdict, fields, split
 from vnetd.backends.xtables import (
     XT_ENTRY_HEADER,
@@ -55,6 +64,7 @@ from vnetd.errors import BackendError
 from vnetd.model.checkpoint import ChainRecord
 from vnetd.model.firewall import (
     BUILTIN_CHAINS,
+    KEY_SIZE,
     OWNER_MARK,
     TAG_PREFIX,
     ChainMode,
@@ -68,7 +78,11 @@ from vnetd.model.firewall import (
     ShownChain,
     ShownRule,
     ShownTable,
+    common_prefix,
+    common_suffix,
+    rule_key,
     split_table_key,
+    table_key,
 )
 from vnetd.plan.actions import Action, PruneChain, RestoreChain, SetPolicy, SyncChain
 from vnetd.plan.firewall import owner_key
@@ -127,22 +141,38 @@ def _kernel_errors(method: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Compiling and writing thousands of rules makes objects that live on and no
+    reference cycles; meanwhile the cyclic collector would walk every live object
+    again and again (10-20 % of a 10,000-rule apply). It is paused for that while."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def _policy_name(policy: int | None) -> str | None:
     if policy is None:
         return None
     return POLICY_NAMES.get(policy, f"verdict{policy}")
 
 
-def render_rule(exprs: bytes) -> str:
-    """A rule as iptables-nft-save prints it (without ``-A CHAIN`` and vnetd's tag)."""
+def render_rule(exprs: bytes, family: int = 4) -> str:
+    """A rule as iptables-nft-save (``family`` 6: ip6tables-nft-save) prints it (without
+    ``-A CHAIN`` and vnetd's tag)."""
     try:
-        got = to_entry(exprs)
+        got = to_entry(exprs, family)
     except (ValueError, struct.error, IndexError):  # malformed expressions from another writer
         got = None
     if got is None:
         names = " ".join(name for name, _data in split(exprs))
-        return f"(not an iptables rule: {names})"
-    return render_entry(*got)
+        what = "an ip6tables" if family == 6 else "an iptables"
+        return f"(not {what} rule: {names})"
+    return render_entry(*got, family=family)
 
 
 def _jump_target(exprs: bytes) -> str | None:
@@ -154,22 +184,82 @@ def _jump_target(exprs: bytes) -> str | None:
     return None
 
 
+class NftSession:
+    """What the backends of both families share in one network namespace: the request
+    socket, the event socket, and the mirror of the iptables and ip6tables tables (one
+    fingerprinter per family). nf_tables has one generation id per namespace and one
+    notification group for every family: one event socket, one "changed?" request and
+    one parse of each notification serve both families.
+
+    ``shared()`` gives the process's session of the current namespace (made on first
+    use, closed when its last backend is); a test that wants a second, independent
+    view of the kernel makes its own."""
+
+    _shared: dict[tuple[int, int, int], NftSession] = {}
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.sock = nfnl.NftSocket()
+        try:
+            self.events = nfnl.NftEvents()
+        except OSError:
+            self.sock.close()
+            raise
+        self.fingerprinters = {4: Fingerprinter(), 6: Fingerprinter()}
+        self.mirror = Mirror(self.sock, self.events, self.fingerprinters, clock)
+        self.users = 0
+        self._key: tuple[int, int, int] | None = None
+
+    @classmethod
+    def shared(cls, clock: Callable[[], float] = time.monotonic) -> NftSession:
+        """The session of this process in its current network namespace (sockets belong
+        to the namespace they were made in; a forked child makes its own)."""
+        st = os.stat("/proc/self/ns/net")
+        key = (os.getpid(), st.st_dev, st.st_ino)
+        session = cls._shared.get(key)
+        if session is None:
+            session = cls._shared[key] = cls(clock)
+            session._key = key
+        return session
+
+    def acquire(self) -> None:
+        self.users += 1
+
+    def release(self) -> None:
+        """A backend is done with the session; the last one closes it."""
+        self.users -= 1
+        if self.users <= 0:
+            self.close()
+
+    def close(self) -> None:
+        if self._key is not None and NftSession._shared.get(self._key) is self:
+            del NftSession._shared[self._key]
+        self.events.close()
+        self.sock.close()
+
+
 class NftFirewallBackend:
-    """``backends.firewall.FirewallBackend`` over nf_tables, as iptables-nft writes it.
-    One per process and network namespace (its sockets belong to the namespace it was
-    made in)."""
+    """``backends.firewall.FirewallBackend`` over nf_tables, as iptables-nft (``family``
+    4) or ip6tables-nft (``family`` 6) writes it. Its sockets and mirror belong to the
+    network namespace it was made in (``NftSession``, shared by the two families unless
+    ``session`` gives one).
+
+    It takes the chains of every family and keeps to its own (``ChainSpec.family``);
+    tables are named by their key (``filter``, ``ip6 filter``) as by the legacy backend."""
 
     name = "iptables-nft"
 
-    def __init__(self, family: int = 4, clock: Any = time.monotonic) -> None:
-        """``family``: the address family served, as every backend is made
-        (``backends.firewall.FirewallFamilies``); this one writes IPv4 (``table ip``)."""
-        if family != 4:
-            raise BackendError("firewall", "firewall6", "the iptables-nft backend writes IPv4 tables only")
-        self._sock = nfnl.NftSocket()
-        self._events = nfnl.NftEvents()
-        self._fp = Fingerprinter()
-        self._mirror = Mirror(self._sock, self._events, self._fp, clock)
+    def __init__(self, family: int = 4, clock: Any = time.monotonic, session: NftSession | None = None) -> None:
+        if family not in nfnl.NFPROTO:
+            raise ValueError(f"no such address family: {family!r}")
+        self.family = family
+        self.nfproto = nfnl.NFPROTO[family]
+        self._session = session if session is not None else NftSession.shared(clock)
+        self._session.acquire()
+        self._sock = self._session.sock
+        self._events = self._session.events
+        self._fp = self._session.fingerprinters[family]
+        self._mirror = self._session.mirror
+        self._mine_of: tuple[object, tuple[ChainSpec, ...]] = (None, ())
         self._compiler: RuleCompiler | None = None
         self._declared: dict[str, Declared] = {}
         self._declared_for: tuple[ChainSpec, ...] | None = None
@@ -180,13 +270,45 @@ class NftFirewallBackend:
         self._ids: dict[RuleKey, RuleId] = {}
         self._tag_of: dict[RuleKey, str] = {}
         self._observed_gen: int | None = None
-        self._views: dict[tuple[str, str], tuple[int, bool, ObservedChain]] = {}
+        #: (table key, chain) -> (chain version, render, view, foreign rules shown with their text)
+        self._views: dict[tuple[str, str], tuple[int, bool, ObservedChain, int]] = {}
         self.lock_waits = 0.0
         self.restarts = 0
 
     def close(self) -> None:
-        self._events.close()
-        self._sock.close()
+        if self._session is not None:
+            self._session.release()
+            self._session = None  # type: ignore[assignment]
+
+    def _key(self, table: str) -> str:
+        return table_key(table, self.family)
+
+    def _tables_of(self, keys: Iterable[str]) -> list[str]:
+        """The table names among ``keys`` that are this family's."""
+        out = []
+        for key in keys:
+            family, table = split_table_key(key)
+            if family == self.family:
+                out.append(table)
+        return out
+
+    def _my_tables(self) -> Iterable[CachedTable]:
+        return [t for t in self._mirror.tables.values() if t.family == self.family]
+
+    def mine(self, chains: Iterable[ChainSpec]) -> tuple[ChainSpec, ...]:
+        """The chains of this family (the same tuple while given the same chains, so that
+        the caches keyed on the desired state keep working)."""
+        if self._mine_of[0] is chains and isinstance(chains, tuple):
+            return self._mine_of[1]
+        mine = tuple(c for c in chains if c.family == self.family)
+        if mine == self._mine_of[1]:
+            # the same chains in a new container (a list made a tuple per call, or this
+            # family's tuple handed on by observe to compile_all): the elements compare
+            # by identity first, so this costs one comparison per chain, and every cache
+            # keyed on the tuple holds
+            mine = self._mine_of[1]
+        self._mine_of = (chains, mine)
+        return mine
 
     @property
     def compiler(self) -> RuleCompiler:
@@ -207,7 +329,7 @@ class NftFirewallBackend:
         for entry in compiled.entries:
             try:
                 # the compiled entry carries the tag as its last match: it goes to the user data
-                rules.append(encode(entry, compiled.target_name, compiled.goto, skip_matches=1))
+                rules.append(encode(entry, compiled.target_name, compiled.goto, skip_matches=1, family=self.family))
             except CannotEncode as exc:
                 raise BackendError("nftables", resource, f"cannot write {text!r}: {exc}") from exc
         self._learn(compiled, rules[0])
@@ -222,9 +344,13 @@ class NftFirewallBackend:
     def compile_all(self, chains: Iterable[ChainSpec]) -> dict[str, Declared]:
         """Every declared rule compiled and encoded, by tag (plus the owner mark); cached
         per desired state, and per rule across desired states."""
-        chains = tuple(chains)
+        chains = self.mine(tuple(chains) if not isinstance(chains, tuple) else chains)
         if self._declared_for is chains:
             return self._declared
+        with _collector_paused():
+            return self._compile_all(chains)
+
+    def _compile_all(self, chains: tuple[ChainSpec, ...]) -> dict[str, Declared]:
         mirror = self._mirror
         if not mirror.valid:
             mirror.sync()
@@ -232,7 +358,8 @@ class NftFirewallBackend:
         pending: list[tuple[CompiledRule, tuple[NftRule, ...]]] = []
         tag_of: dict[RuleKey, str] = {}
         for chain in chains:
-            existing = set(mirror.tables[chain.table].chains) if chain.table in mirror.tables else set()
+            known_table = mirror.tables.get(chain.table_key)
+            existing = set(known_table.chains) if known_table is not None else set()
             jumpable = {c.name for c in chains if c.table == chain.table and not c.builtin} | existing
             for rule in chain.all_rules:
                 try:
@@ -255,7 +382,7 @@ class NftFirewallBackend:
         self._encoded = {c.tag: (c, version, declared[c.tag]) for c, _rules in pending}
         mark = NftRule(encode_owner_mark(), 0, False, (encode_owner_mark(),))
         declared[OWNER_MARK] = self._declare(OWNER_MARK, (mark,))
-        tag_of[owner_key(4)] = OWNER_MARK
+        tag_of[owner_key(self.family)] = OWNER_MARK
         self._declared = declared
         self._declared_for = chains
         self._wanted = {}
@@ -271,96 +398,134 @@ class NftFirewallBackend:
 
     @_kernel_errors
     def tables_to_read(self, chains: Iterable[ChainSpec]) -> list[str]:
+        """Keys of the declared tables of this family and of every table of it that exists."""
         mirror = self._mirror
         if not mirror.valid:
             mirror.sync()
-        return sorted({c.table for c in chains} | {t for t in mirror.tables if t in BUILTIN_CHAINS})
+        names = {c.table for c in self.mine(chains)} | {t.name for t in self._my_tables() if t.name in BUILTIN_CHAINS}
+        return [self._key(name) for name in sorted(names)]
 
     @_kernel_errors
     def has_vnetd_rules(self) -> bool:
         self._mirror.sync()
-        return any(rule.tag is not None and rule.tag.startswith(TAG_PREFIX)
-                   for table in self._mirror.tables.values() for chain in table.chains.values()
+        return any(rule.ours for table in self._my_tables() for chain in table.chains.values()
                    for rule in chain.rules)
 
     @_kernel_errors
     def observe(self, chains: Iterable[ChainSpec]) -> dict[str, ObservedTable]:
-        chains = tuple(chains)
+        """This family's tables, by table key."""
+        chains = self.mine(tuple(chains) if not isinstance(chains, tuple) else chains)
         self.compile_all(chains)  # learns usersizes before the mirror fingerprints anything
         mirror = self._mirror
         gen = mirror.sync()
         observed: dict[str, ObservedTable] = {}
-        for table_name in self.tables_to_read(chains):
+        declared_tables = {c.table for c in chains}
+        for table_name in self._tables_of(self.tables_to_read(chains)):
+            key = self._key(table_name)
             render = {c.name for c in chains if c.table == table_name}
-            table = mirror.tables.get(table_name)
+            table = mirror.tables.get(key)
             views: dict[str, ObservedChain] = {}
             if table is not None:
                 for chain in table.chains.values():
-                    views[chain.name] = self._view(table_name, chain, chain.name in render)
+                    views[chain.name] = self._view(key, chain, chain.name in render)
             for name in HOOKS.get(table_name, {}):
                 # built-in chains iptables-nft has not created yet read as empty, policy ACCEPT
                 # (iptables-nft-save shows them so); a missing table likewise
-                if name not in views and (table is not None or table_name in {c.table for c in chains}):
+                if name not in views and (table is not None or table_name in declared_tables):
                     views[name] = ObservedChain(name, True, "ACCEPT", ())
             if table is not None or views:
-                observed[table_name] = ObservedTable(table_name, views)
+                observed[key] = ObservedTable(table_name, views, self.family)
         self._observed_gen = gen
-        mirror.mark_seen()
-        for key in [k for k in self._views if k[0] in observed and k[1] not in observed[k[0]].chains]:
-            del self._views[key]
+        mirror.mark_seen(self.family)
+        for view_key in [k for k in self._views if k[0] in observed and k[1] not in observed[k[0]].chains]:
+            del self._views[view_key]
         return observed
 
     def _view(self, table: str, chain: CachedChain, render: bool) -> ObservedChain:
+        """A chain as the planner sees it (``table``: its key). Made again from the last
+        view of the chain where it still holds: the rules that changed (found by their
+        keys, at memcmp speed) are looked at, the others taken as they were."""
         key = (table, chain.name)
         cached = self._views.get(key)
         if cached is not None and cached[0] == chain.version and cached[1] == render:
             return cached[2]
-        rules = []
+        keys = chain.keys()
+        cached_rules = chain.rules
+        view: ObservedChain | None = None
+        if cached is not None and cached[1] == render and cached[3] < RENDER_LIMIT and cached[2].keys is not None:
+            old, old_keys = cached[2], cached[2].keys
+            k = common_prefix(old_keys, keys)
+            s = common_suffix(old_keys, keys, k)
+            gone = sum(1 for r in old.rules[k : len(old.rules) - s] if r.text is not None)
+            middle, shown = self._rule_views(cached_rules[k : len(cached_rules) - s], render, RENDER_LIMIT)
+            total = cached[3] - gone + shown
+            if total < RENDER_LIMIT:  # every foreign rule shown with its text, as a rebuild would
+                view = ObservedChain(chain.name, chain.base, _policy_name(chain.policy) if chain.base else None,
+                                     old.rules[:k] + tuple(middle) + old.rules[len(old.rules) - s :], keys)
+        if view is None:
+            rules, total = self._rule_views(cached_rules, render, RENDER_LIMIT)
+            view = ObservedChain(chain.name, chain.base, _policy_name(chain.policy) if chain.base else None,
+                                 tuple(rules), keys)
+        self._views[key] = (chain.version, render, view, total)
+        return view
+
+    def _rule_views(self, cached_rules: list[CachedRule], render: bool, limit: int) -> tuple[list[ObservedRule], int]:
+        """Each kernel rule's view (made once per rule), and how many are shown with their
+        text: foreign rules of a chain vnetd renders, up to ``limit``."""
+        # one pass takes the views made before, a second one fills in the others, in order
+        rules: list[ObservedRule | None] = [r.plain if r.tag is not None or not render else None
+                                            for r in cached_rules]
         rendered = 0
-        for rule in chain.rules:
-            # each kernel rule's view is made once (a 10,000-rule chain is rebuilt per change)
-            if rule.tag is None and render and rendered < RENDER_LIMIT:
+        for index in [i for i, view in enumerate(rules) if view is None]:
+            rule = cached_rules[index]
+            if rule.tag is None and render and rendered < limit:
                 rendered += 1
                 if rule.shown is None:
-                    rule.shown = ObservedRule(None, rule.fingerprint, render_rule(rule.exprs))
-                rules.append(rule.shown)
+                    rule.shown = ObservedRule(None, rule.fingerprint, render_rule(rule.exprs, self.family))
+                rules[index] = rule.shown
                 continue
             if rule.plain is None:
                 rule.plain = ObservedRule(rule.tag, rule.fingerprint)
-            rules.append(rule.plain)
-        view = ObservedChain(chain.name, chain.base, _policy_name(chain.policy) if chain.base else None,
-                             tuple(rules))
-        self._views[key] = (chain.version, render, view)
-        return view
+            rules[index] = rule.plain
+        return rules, rendered  # type: ignore[return-value]  # no None left
 
     @_kernel_errors
     def changed(self, tables: Iterable[str]) -> list[str]:
-        """Tables changed since the last observe: one GETGEN when nothing was committed."""
-        tables = list(tables)
+        """Keys of this family's tables (among ``tables``) changed since the last observe:
+        one GETGEN when nothing was committed."""
+        keys = [self._key(t) for t in self._tables_of(tables)]
         if self._observed_gen is None:
-            return tables  # never observed: everything is news
+            return keys  # never observed: everything is news
         if self._sock.getgen() == self._observed_gen:
             return []  # no transaction committed since: nothing changed (counters do not count)
-        self._mirror.sync()
-        return [t for t in tables if t in self._mirror.dirty]
+        mirror = self._mirror
+        gen = mirror.sync()
+        out = [k for k in keys if k in mirror.dirty]
+        if not any(split_table_key(k)[0] == self.family for k in mirror.dirty):
+            self._observed_gen = gen  # committed, but nothing of this family: as observed
+        return out
 
     def event_fileno(self) -> int | None:
         return self._events.fileno()
 
     def drain_events(self) -> bool:
-        """Apply waiting notifications; True if another writer changed an iptables table
-        (or notifications were lost: then the next read is a full one). Never raises."""
+        """Apply waiting notifications; True if another writer changed a table of this
+        family (or notifications were lost: then the next read is a full one). Never raises."""
         try:
             self._mirror.pump()
-        except (OSError, ValueError, struct.error):
+        except (OSError, ValueError, struct.error, KeyError):
             self._mirror.valid = False  # whatever went wrong, the next read is a full one
-            return True
-        return self._mirror.take_foreign()
+            self._mirror.foreign.update(nfnl.FAMILY_OF.values())
+        return self._mirror.take_foreign(self.family)
 
     # -- writing ---------------------------------------------------------------------
 
     def apply(self, actions: Sequence[Action]) -> list[tuple[Action, BackendError | None]]:
         """One nf_tables transaction for all the actions, guarded by the generation id."""
+        with _collector_paused():
+            return self._apply(actions)
+
+    def _apply(self, actions: Sequence[Action]) -> list[tuple[Action, BackendError | None]]:
         pending = list(actions)
         results: dict[int, BackendError | None] = {}
         for _attempt in range(RESTARTS):
@@ -375,13 +540,14 @@ class NftFirewallBackend:
                     results[id(a)] = err
                 pending = []
                 break
-            batch = _Batch(self._mirror, self._declared, self._tag_of, self._wanted)
+            batch = _Batch(self._mirror, self.family, self._declared, self._tag_of, self._wanted)
             batch.create_restored_chains(pending)
             for action in _in_commit_order(pending):
                 error = batch.add(action)
                 if error is not None:
                     results[id(action)] = error
             pending = [a for a in pending if id(a) not in results]
+            batch.drop_emptied_tables(self._sock)
             if not batch.messages:
                 for a in pending:
                     results[id(a)] = None
@@ -449,34 +615,36 @@ class NftFirewallBackend:
         """The chains as they are now, for a checkpoint (model.checkpoint): each rule as
         the body of the NFT_MSG_NEWRULE that puts it back (expressions, user data with its
         comment or vnetd's tag, compat info as iptables-nft sets it). ``keys``: (table
-        key, chain); the iptables-nft tables are IPv4 only, other keys are left out."""
+        key, chain); keys of the other family are left out."""
         mirror = self._mirror
         mirror.sync()
         out: dict[tuple[str, str], ChainRecord] = {}
         for key, name in keys:
             family, table = split_table_key(key)
-            if family != 4:
+            if family != self.family:
                 continue
-            t = mirror.tables.get(table)
+            t = mirror.tables.get(key)
             chain = t.chains.get(name) if t is not None else None
             if chain is None:
-                out[(key, name)] = ChainRecord(self.name, table, name, False, name in HOOKS.get(table, {}))
+                out[(key, name)] = ChainRecord(self.name, table, name, False, name in HOOKS.get(table, {}),
+                                               family=self.family)
                 continue
-            entries = tuple((restorable_body(rule), None) for rule in chain.rules)
+            entries = tuple((restorable_body(rule, self.family), None) for rule in chain.rules)
             out[(key, name)] = ChainRecord(self.name, table, name, True, chain.base,
-                                           _policy_name(chain.policy) if chain.base else None, entries)
+                                           _policy_name(chain.policy) if chain.base else None, entries, self.family)
         return out
 
     # -- show ------------------------------------------------------------------------
 
     @_kernel_errors
     def show(self, chains: Iterable[ChainSpec]) -> tuple[ShownTable, ...]:
-        """The iptables-nft tables, rule by rule: vnetd's (declared texts where known) and
-        everyone else's (as iptables-nft-save prints them)."""
-        texts = declared_texts(chains)
+        """This family's iptables-nft tables, rule by rule: vnetd's (declared texts where
+        known) and everyone else's (as iptables-nft-save / ip6tables-nft-save print them)."""
+        texts = declared_texts(self.mine(tuple(chains) if not isinstance(chains, tuple) else chains))
         self._mirror.sync()
         tables = []
-        for table_name, table in self._mirror.tables.items():
+        for table in self._my_tables():
+            table_name = table.name
             shown = []
             for chain in table.chains.values():
                 rules: list[ShownRule] = []
@@ -487,29 +655,26 @@ class NftFirewallBackend:
                     if tag == OWNER_MARK:
                         owned = True
                     elif tag is None:
-                        rules.append(ShownRule(render_rule(rule.exprs), False))
+                        rules.append(ShownRule(render_rule(rule.exprs, self.family), False))
                     elif not (tag in texts and last == tag):  # once per -s a,b rule
-                        rules.append(ShownRule(texts.get(tag) or render_rule(rule.exprs), True))
+                        rules.append(ShownRule(texts.get(tag) or render_rule(rule.exprs, self.family), True))
                     last = tag
                 shown.append(ShownChain(chain.name, chain.base, _policy_name(chain.policy) if chain.base else None,
                                         owned, tuple(rules)))
-            tables.append(ShownTable(table_name, tuple(shown)))
+            tables.append(ShownTable(table_name, tuple(shown), self.family))
         return tuple(tables)
 
 
-def restorable_body(rule: CachedRule) -> bytes:
+def restorable_body(rule: CachedRule, family: int = 4) -> bytes:
     """A kernel rule as the body of the message that adds it again. The kernel does not
     report a rule's compat info (the ``-p`` protocol xt matches are checked against):
     it is read back from the expressions, as iptables-nft reads them; a native nft rule
     (no iptables spelling) has none, and needs none."""
     try:
-        got = to_entry(rule.exprs)
+        got = to_entry(rule.exprs, family)
     except (ValueError, struct.error, IndexError):
         got = None
-    compat = None
-    if got is not None:
-        proto, invflags = struct.unpack_from("=HxB", got[0], 80)  # ipt_ip.proto, .invflags
-        compat = (proto, bool(invflags & IPT_INV_PROTO))
+    compat = HEADERS[family].proto_of(got[0]) if got is not None else None
     return nfnl.rule_body(rule.exprs, compat, rule.udata)
 
 
@@ -537,30 +702,6 @@ def _in_commit_order(actions: list[Action]) -> list[Action]:
     return sorted(actions, key=key)
 
 
-def _common_prefix(a: bytes, b: bytes) -> int:
-    """How many leading keys two joined key lists share (memcmp, binary search)."""
-    lo, hi = 0, min(len(a), len(b)) // KEY_SIZE
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        if a[: mid * KEY_SIZE] == b[: mid * KEY_SIZE]:
-            lo = mid
-        else:
-            hi = mid - 1
-    return lo
-
-
-def _common_suffix(a: bytes, b: bytes, prefix: int) -> int:
-    """How many trailing keys they share, not counting into the common prefix."""
-    lo, hi = 0, min(len(a), len(b)) // KEY_SIZE - prefix
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        if a[len(a) - mid * KEY_SIZE :] == b[len(b) - mid * KEY_SIZE :]:
-            lo = mid
-        else:
-            hi = mid - 1
-    return lo
-
-
 @dataclass(frozen=True, slots=True)
 class Wanted:
     """What a chain must start with (or hold), for one declaration: kept across passes."""
@@ -573,10 +714,13 @@ class Wanted:
 class _Batch:
     """The messages of one transaction, built from the mirror's view of the tables."""
 
-    def __init__(self, mirror: Mirror, declared: Mapping[str, Declared], tag_of: Mapping[RuleKey, str],
+    def __init__(self, mirror: Mirror, family: int, declared: Mapping[str, Declared], tag_of: Mapping[RuleKey, str],
                  wanted: dict[tuple[str, str, bool], Wanted]
                  ) -> None:
         self.mirror = mirror
+        self.family = family
+        self.nfproto = nfnl.NFPROTO[family]
+        self.ip = "ip6" if family == 6 else "ip"
         self.declared = declared
         self.tag_of = tag_of
         self.wanted = wanted
@@ -586,6 +730,9 @@ class _Batch:
         self.new_tables: set[str] = set()
         self.new_chains: set[tuple[str, str]] = set()
         self.deleted: set[int] = set()  # handles deleted in this transaction
+        #: table -> the restore that deleted chains of it which had not existed when recorded
+        self.unrecorded: dict[str, Action] = {}
+        self.deleted_chains: set[tuple[str, str]] = set()
         self.added: dict[int, tuple[str | None, bytes, bytes]] = {}  # message index -> tag, fingerprint, key
 
     def _emit(self, message: nfnl.Message, owner: Action, what: str) -> None:
@@ -595,12 +742,12 @@ class _Batch:
         self.describe.append(what)
 
     def _chain(self, table: str, name: str) -> CachedChain | None:
-        t = self.mirror.tables.get(table)
+        t = self.mirror.tables.get(table_key(table, self.family))
         return t.chains.get(name) if t is not None else None
 
     def _ensure_table(self, table: str, owner: Action) -> None:
-        if table not in self.mirror.tables and table not in self.new_tables:
-            self._emit(nfnl.new_table(table), owner, f"the creation of table ip {table}")
+        if table_key(table, self.family) not in self.mirror.tables and table not in self.new_tables:
+            self._emit(nfnl.new_table(table, self.nfproto), owner, f"the creation of table {self.ip} {table}")
             self.new_tables.add(table)
 
     def _ensure_base_chain(self, table: str, name: str, policy: int, owner: Action) -> bool:
@@ -611,7 +758,7 @@ class _Batch:
         if hook is None:
             raise BackendError("nftables", owner.resource, f"{name} is not a built-in chain of the {table} table")
         self._ensure_table(table, owner)
-        self._emit(nfnl.new_base_chain(table, name, hook[0], hook[1], hook[2], policy), owner,
+        self._emit(nfnl.new_base_chain(table, name, hook[0], hook[1], hook[2], policy, self.nfproto), owner,
                    f"the creation of chain {name}")
         self.new_chains.add((table, name))
         return True
@@ -635,7 +782,7 @@ class _Batch:
         elif isinstance(op, SetPolicy):
             code = POLICY_CODES[op.policy]
             if not self._ensure_base_chain(op.table, op.chain, code, action):
-                self._emit(nfnl.set_policy(op.table, op.chain, code), action, f"policy {op.policy}")
+                self._emit(nfnl.set_policy(op.table, op.chain, code, self.nfproto), action, f"policy {op.policy}")
         elif isinstance(op, PruneChain):
             self._prune(op, action)
         elif isinstance(op, RestoreChain):
@@ -648,7 +795,8 @@ class _Batch:
             if isinstance(op, RestoreChain) and op.record.exists and not op.record.builtin \
                     and self._chain(op.table, op.chain) is None and (op.table, op.chain) not in self.new_chains:
                 self._ensure_table(op.table, action)
-                self._emit(nfnl.new_user_chain(op.table, op.chain), action, f"the creation of chain {op.chain}")
+                self._emit(nfnl.new_user_chain(op.table, op.chain, self.nfproto), action,
+                           f"the creation of chain {op.chain}")
                 self.new_chains.add((op.table, op.chain))
 
     def _restore(self, record: ChainRecord, action: Action) -> None:
@@ -656,23 +804,45 @@ class _Batch:
         ones added in order (foreign rules included), its policy; gone if it was."""
         if record.backend != NftFirewallBackend.name:
             raise BackendError("nftables", action.resource, f"the checkpoint was made by {record.backend}")
+        if record.family != self.family:
+            raise BackendError("nftables", action.resource, f"the checkpoint is of IPv{record.family} rules")
         table, name = record.table, record.chain
+        nfproto = self.nfproto
         chain = self._chain(table, name)
         for rule in reversed(chain.rules if chain is not None else []):
-            self._emit(nfnl.del_rule(table, name, rule.handle), action, f"deleting rule {rule.handle}")
+            self._emit(nfnl.del_rule(table, name, rule.handle, nfproto), action, f"deleting rule {rule.handle}")
             self.deleted.add(rule.handle)
         if not record.exists:
             if chain is not None:
-                self._emit(nfnl.del_chain(table, name), action, f"the deletion of chain {name}")
+                self._emit(nfnl.del_chain(table, name, nfproto), action, f"the deletion of chain {name}")
+                self.deleted_chains.add((table, name))
+                self.unrecorded[table] = action
             return
         if record.builtin:
             code = POLICY_CODES.get(record.policy or "ACCEPT", nfnl.NF_ACCEPT)
             if not self._ensure_base_chain(table, name, code, action) and chain is not None \
                     and chain.policy != code:
-                self._emit(nfnl.set_policy(table, name, code), action, f"policy {record.policy}")
+                self._emit(nfnl.set_policy(table, name, code, nfproto), action, f"policy {record.policy}")
         place = nfnl.rule_place(table, name)
         for body, _meaning in record.entries:
-            self._emit(nfnl.add_rule(place, body), action, "a recorded rule")
+            self._emit(nfnl.add_rule(place, body, family=nfproto), action, "a recorded rule")
+
+    def drop_emptied_tables(self, sock: nfnl.NftSocket) -> None:
+        """A table left with nothing by restores of chains that did not exist when they were
+        recorded (the change made them, and the table for them) is deleted too, as
+        iptables-nft-save did not show it then. Only when it holds nothing else: no chain
+        kept, no set, no stateful object, no flowtable (the kernel's use count)."""
+        if not self.unrecorded:
+            return
+        replies, _interrupted = sock.dump(nfnl.dump_tables(self.nfproto))
+        uses = dict(nfnl.table_uses(data, off, length) for data, _kind, off, length in replies)
+        for table, action in self.unrecorded.items():
+            cached = self.mirror.tables.get(table_key(table, self.family))
+            if cached is None or table in self.new_tables or any(c in self.new_chains for c in
+                                                                 ((table, n) for n in cached.chains)):
+                continue
+            if all((table, n) in self.deleted_chains for n in cached.chains) and uses.get(table) == len(cached.chains):
+                self._emit(nfnl.del_table(table, self.nfproto), action, f"the deletion of table {self.ip} {table}")
 
     def _want(self, op: SyncChain, resource: str, tail: bool = False) -> Wanted:
         rules = op.tail if tail else op.rules
@@ -681,7 +851,8 @@ class _Batch:
         if cached is not None and cached.rules is rules:
             return cached
         tags = [] if op.builtin or tail else [OWNER_MARK]
-        tags += [self.tag_of[(op.table, op.chain, rule.text)] for rule in rules]
+        tkey = table_key(op.table, self.family)
+        tags += [self.tag_of[(tkey, op.chain, rule.text)] for rule in rules]
         items = []
         for tag in tags:
             d = self.declared.get(tag)
@@ -711,7 +882,7 @@ class _Batch:
                 continue
             tag, fp, key, body = missing.pop(rule.fingerprint)
             self.added[len(self.messages)] = (tag, fp, key)
-            self._emit(nfnl.replace_rule(place, body, rule.handle), action, tag)
+            self._emit(nfnl.replace_rule(place, body, rule.handle, self.nfproto), action, tag)
             adopted = True
         return adopted
 
@@ -722,7 +893,8 @@ class _Batch:
                 self._ensure_base_chain(op.table, op.chain, nfnl.NF_ACCEPT, action)
             elif (op.table, op.chain) not in self.new_chains:
                 self._ensure_table(op.table, action)
-                self._emit(nfnl.new_user_chain(op.table, op.chain), action, f"the creation of chain {op.chain}")
+                self._emit(nfnl.new_user_chain(op.table, op.chain, self.nfproto), action,
+                           f"the creation of chain {op.chain}")
                 self.new_chains.add((op.table, op.chain))
         wanted = self._want(op, action.resource)
         bottom = self._want(op, action.resource, tail=True)
@@ -739,14 +911,15 @@ class _Batch:
         target_keys += foreign_keys + bottom.keys
         # keep what already matches at both ends; rewrite only the middle (a drift is
         # usually one rule: one deletion or one insertion, not the rest of the chain)
-        k = _common_prefix(have_keys, target_keys)
-        s = _common_suffix(have_keys, target_keys, k)
+        k = common_prefix(have_keys, target_keys)
+        s = common_suffix(have_keys, target_keys, k)
         n_target = len(target_keys) // KEY_SIZE
         middle = have[k : len(have) - s]
         kept = []
         for rule in middle:
             if exclusive or rule.ours:
-                self._emit(nfnl.del_rule(op.table, op.chain, rule.handle), action, f"deleting rule {rule.handle}")
+                self._emit(nfnl.del_rule(op.table, op.chain, rule.handle, self.nfproto), action,
+                           f"deleting rule {rule.handle}")
                 self.deleted.add(rule.handle)
             else:
                 kept.append(rule)  # a foreign rule: vnetd's go above it
@@ -764,7 +937,7 @@ class _Batch:
                 tag, fp, key, body = bottom.items[index - n_top - n_foreign]
                 anchor = end
             self.added[len(self.messages)] = (tag, fp, key)
-            self._emit(nfnl.add_rule(place, body, before=anchor), action, tag)
+            self._emit(nfnl.add_rule(place, body, before=anchor, family=self.nfproto), action, tag)
 
     def _prune(self, op: PruneChain, action: Action) -> None:
         chain = self._chain(op.table, op.chain)
@@ -772,11 +945,12 @@ class _Batch:
             return
         ours = [r for r in chain.rules if r.ours]
         for rule in reversed(ours):
-            self._emit(nfnl.del_rule(op.table, op.chain, rule.handle), action, f"deleting rule {rule.handle}")
+            self._emit(nfnl.del_rule(op.table, op.chain, rule.handle, self.nfproto), action,
+                       f"deleting rule {rule.handle}")
             self.deleted.add(rule.handle)
         if not op.delete_chain or chain.base or len(ours) != len(chain.rules):
             return
-        table = self.mirror.tables[op.table]
+        table = self.mirror.tables[table_key(op.table, self.family)]
         needle = op.chain.encode()
         for other in table.chains.values():
             for rule in other.rules:
@@ -784,7 +958,7 @@ class _Batch:
                     continue
                 if _jump_target(rule.exprs) == op.chain:
                     return  # still jumped to by a rule vnetd does not own
-        self._emit(nfnl.del_chain(op.table, op.chain), action, f"the deletion of chain {op.chain}")
+        self._emit(nfnl.del_chain(op.table, op.chain, self.nfproto), action, f"the deletion of chain {op.chain}")
 
 
 def _conforms(backend: NftFirewallBackend) -> FirewallSeam:
@@ -792,4 +966,4 @@ def _conforms(backend: NftFirewallBackend) -> FirewallSeam:
     return backend
 
 
-__all__ = ["HOOKS", "IPTABLES_TABLES", "NftFirewallBackend", "render_rule"]
+__all__ = ["HOOKS", "IPTABLES_TABLES", "NftFirewallBackend", "NftSession", "render_rule"]

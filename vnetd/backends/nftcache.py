@@ -2,7 +2,11 @@
 """The iptables-nft tables as nf_tables holds them, kept current from its notifications.
 
 ``Mirror`` holds the chains and rules (handle, user data, expressions, tag,
-fingerprint) of the ``ip`` tables iptables-nft uses. It is filled by one dump
+fingerprint) of the ``ip`` and ``ip6`` tables iptables-nft and ip6tables-nft use,
+by table key (``filter``, ``ip6 filter``: ``model.firewall.table_key``). One mirror
+serves both families: nf_tables has one generation id per namespace and one
+notification group for every family, so one event socket, one "changed?" request
+and one parse of each notification do for both. It is filled by one dump
 per table and then follows the kernel's notifications (``nfnl.NftEvents``)
 instead of reading again: a rule deleted by ``iptables-nft -D`` arrives as one
 ``NFT_MSG_DELRULE`` of a few hundred bytes, where a re-read of a 10,000-rule
@@ -31,17 +35,19 @@ without blocking (the daemon calls it when the event socket is readable).
 
 from __future__ import annotations
 
-import hashlib
 import struct
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from vnetd.backends import nfnl
 from vnetd.backends.nftexpr import Fingerprinter, xt_comments
-from vnetd.model.firewall import TAG_PREFIX, ObservedRule
+from vnetd.model.firewall import KEY_SIZE, TAG_PREFIX, ObservedRule, rule_key, split_table_key, table_key
 
-#: the tables iptables-nft writes (family ip)
+#: the tables iptables-nft writes (family ip) and ip6tables-nft (family ip6)
 IPTABLES_TABLES = ("filter", "nat", "mangle", "raw", "security")
+#: their keys in the mirror, family by family
+TABLE_KEYS = {(nfproto, name): table_key(name, family) for nfproto, family in nfnl.FAMILY_OF.items()
+              for name in IPTABLES_TABLES}
 #: how long a generation id may be ahead of its notifications before the mirror re-reads
 EVENT_GRACE = 0.5
 #: dumps tried before a read of the tables gives up (each part needs one uninterrupted dump)
@@ -62,12 +68,6 @@ def rule_tag(exprs: bytes, udata: bytes | None) -> str | None:
     return None
 
 
-def rule_key(tag: str | None, fingerprint: bytes) -> bytes:
-    """(tag, fingerprint) in 16 bytes: a chain's keys joined compare at memcmp speed."""
-    return hashlib.blake2b((tag or "").encode() + b"\0" + fingerprint, digest_size=KEY_SIZE).digest()
-
-
-KEY_SIZE = 16
 
 
 class CachedRule:
@@ -101,6 +101,8 @@ class CachedChain:
     version: int = 0  # bumped on every change (what built views are keyed on)
     _keys: tuple[int, bytes] | None = None
     _foreign: tuple[int, bytes] | None = None
+    #: the keys kept in step with ``rules`` by the methods below (None: joined again)
+    _kbuf: bytearray | None = field(default=None, repr=False, compare=False)
 
     @property
     def base(self) -> bool:
@@ -109,8 +111,33 @@ class CachedChain:
     def keys(self) -> bytes:
         """The keys of the chain's rules, joined (see rule_key)."""
         if self._keys is None or self._keys[0] != self.version:
-            self._keys = (self.version, b"".join([r.key for r in self.rules]))
+            kbuf = self._kbuf
+            if kbuf is not None and len(kbuf) == len(self.rules) * KEY_SIZE:
+                joined = bytes(kbuf)  # a drift changes a rule or two: no join of 10,000 keys
+            else:
+                joined = b"".join([r.key for r in self.rules])
+                self._kbuf = bytearray(joined)
+            self._keys = (self.version, joined)
         return self._keys[1]
+
+    def insert_rule(self, at: int, rule: CachedRule) -> None:
+        self.rules.insert(at, rule)
+        if self._kbuf is not None:
+            self._kbuf[at * KEY_SIZE : at * KEY_SIZE] = rule.key
+
+    def append_rule(self, rule: CachedRule) -> None:
+        self.rules.append(rule)
+        if self._kbuf is not None:
+            self._kbuf += rule.key
+
+    def delete_at(self, index: int) -> None:
+        del self.rules[index]
+        if self._kbuf is not None:
+            del self._kbuf[index * KEY_SIZE : (index + 1) * KEY_SIZE]
+
+    def keys_changed(self) -> None:
+        """A rule's key was changed in place: join the keys again when next asked."""
+        self._kbuf = None
 
     def foreign_keys(self) -> bytes:
         """The keys of the rules that are not vnetd's, joined."""
@@ -125,6 +152,11 @@ class CachedTable:
     chains: dict[str, CachedChain] = field(default_factory=dict)
     #: the generation this table's rules reflect (its chains: Mirror.struct_gen)
     rules_gen: int = 0
+    family: int = 4
+
+    @property
+    def key(self) -> str:
+        return table_key(self.name, self.family)
 
 
 class Unplaceable(Exception):
@@ -137,31 +169,35 @@ def _newer(gen: int, than: int) -> bool:
 
 
 class Mirror:
-    """nf_tables' iptables tables in this namespace, as of generation ``gen``."""
+    """nf_tables' iptables and ip6tables tables in this namespace, as of generation ``gen``,
+    by table key. ``fingerprinters``: one per family (4, 6), each learning the usersizes
+    of its family's extensions."""
 
-    def __init__(self, sock: nfnl.NftSocket, events: nfnl.NftEvents, fingerprinter: Fingerprinter,
+    def __init__(self, sock: nfnl.NftSocket, events: nfnl.NftEvents, fingerprinters: Mapping[int, Fingerprinter],
                  clock: Callable[[], float]) -> None:
         self.sock = sock
         self.events = events
-        self.fp = fingerprinter
+        self.fps = dict(fingerprinters)
         self.clock = clock
         self.tables: dict[str, CachedTable] = {}
         #: the generation the tables and chains reflect (each table's rules: rules_gen)
         self.struct_gen: int | None = None
         self.valid = False
-        self.fp_version = -1
-        self.dirty: set[str] = set()  # tables changed since the owner last looked (mark_seen)
-        self.foreign = False  # another writer changed a table since take_foreign()
+        #: the fingerprinters' versions the fingerprints were made with
+        self.fp_versions = {family: -1 for family in self.fps}
+        self.dirty: set[str] = set()  # table keys changed since their owner last looked (mark_seen)
+        self.foreign: set[int] = set()  # families whose tables another writer changed (take_foreign)
         self.reloads = 0
-        self._pending: list[nfnl.Event] = []  # the transaction being received
+        self._pending: list[tuple[nfnl.Event, str]] = []  # the transaction being received (event, table key)
         #: sequence number -> (tag, fingerprint, key) of the rules vnetd's last batch added (see expect)
         self._expected: dict[int, tuple[str | None, bytes, bytes]] = {}
         self._hint: tuple[CachedChain, int] | None = None
 
     # -- reading the kernel --------------------------------------------------------
 
-    def _rule(self, msg: nfnl.RuleMsg) -> CachedRule:
-        return CachedRule(msg.handle, msg.exprs, msg.udata, rule_tag(msg.exprs, msg.udata), self.fp(msg.exprs))
+    def _rule(self, msg: nfnl.RuleMsg, family: int) -> CachedRule:
+        return CachedRule(msg.handle, msg.exprs, msg.udata, rule_tag(msg.exprs, msg.udata),
+                          self.fps[family](msg.exprs))
 
     @property
     def gen(self) -> int | None:
@@ -188,7 +224,8 @@ class Mirror:
         return replies, gen
 
     def reload(self) -> None:
-        """Read every iptables table again: one table and one chain dump, one rule dump per table.
+        """Read every iptables and ip6tables table again: one table and one chain dump (of
+        every family), one rule dump per table.
 
         A writer committing all the time (a container engine starting) may never leave
         a gap long enough for all of them, so each dump only has to be consistent in
@@ -204,8 +241,8 @@ class Mirror:
             except nfnl.EventOverrun:
                 pass
             self._pending.clear()
-            got_tables = self._dump(nfnl.dump_tables())
-            got_chains = self._dump(nfnl.dump_chains())
+            got_tables = self._dump(nfnl.dump_tables(nfnl.NFPROTO_UNSPEC))
+            got_chains = self._dump(nfnl.dump_chains(nfnl.NFPROTO_UNSPEC))
             if got_tables is None or got_chains is None or got_tables[1] != got_chains[1]:
                 continue
             struct_gen = got_chains[1]
@@ -213,14 +250,16 @@ class Mirror:
             for data, kind, off, length in got_tables[0]:
                 if kind == nfnl.NFT_MSG_NEWTABLE:
                     t = nfnl.decode_table(data, off, length)
-                    if t.name in IPTABLES_TABLES:
-                        tables[t.name] = CachedTable(t.name, rules_gen=struct_gen)
+                    key = TABLE_KEYS.get((t.family, t.name))
+                    if key is not None:
+                        tables[key] = CachedTable(t.name, rules_gen=struct_gen, family=nfnl.FAMILY_OF[t.family])
             for data, kind, off, length in got_chains[0]:
                 if kind == nfnl.NFT_MSG_NEWCHAIN:
                     c = nfnl.decode_chain(data, off, length)
-                    if c.table in tables:
-                        tables[c.table].chains[c.name] = CachedChain(c.name, c.handle, c.hooknum, c.priority,
-                                                                     c.policy, c.chain_type)
+                    key = TABLE_KEYS.get((c.family, c.table))
+                    if key is not None and key in tables:
+                        tables[key].chains[c.name] = CachedChain(c.name, c.handle, c.hooknum, c.priority,
+                                                                 c.policy, c.chain_type)
             if not all(self._read_rules(table, struct_gen) for table in tables.values()):
                 continue
             for name in set(self.tables) | set(tables):
@@ -231,17 +270,18 @@ class Mirror:
             self.tables = tables
             self.struct_gen = struct_gen
             self.valid = True
-            self.fp_version = self.fp.version
+            self.fp_versions = {family: fp.version for family, fp in self.fps.items()}
             self._hint = None
             return
         raise nfnl.NftError(0, "the ruleset kept changing while being read")
 
     def _read_rules(self, table: CachedTable, struct_gen: int) -> bool:
         """The table's rules from one dump; False if they cannot be matched with its chains."""
-        got = self._dump(nfnl.dump_rules(table.name))
+        got = self._dump(nfnl.dump_rules(table.name, nfnl.NFPROTO[table.family]))
         if got is None:
             return False
         replies, gen = got
+        family = table.family
         for data, kind, off, length in replies:
             if kind != nfnl.NFT_MSG_NEWRULE:
                 continue
@@ -251,8 +291,8 @@ class Mirror:
                 if _newer(gen, struct_gen):
                     return False  # a chain created after the chain dump: read again
                 continue  # a chain deleted since: its rules went with it
-            rule = self._rule(msg)
-            chain.rules.append(rule)
+            rule = self._rule(msg, family)
+            chain.append_rule(rule)
             chain.by_handle[rule.handle] = rule
         table.rules_gen = gen
         return True
@@ -264,23 +304,28 @@ class Mirror:
         return Mirror._version
 
     def refingerprint(self) -> None:
-        """Fingerprints again after the fingerprinter learned new usersizes."""
-        if self.fp_version == self.fp.version:
+        """Fingerprints again after a family's fingerprinter learned new usersizes."""
+        stale = {family for family, fp in self.fps.items() if self.fp_versions.get(family) != fp.version}
+        if not stale:
             return
         for table in self.tables.values():
+            if table.family not in stale:
+                continue
+            fingerprint = self.fps[table.family]
             for chain in table.chains.values():
                 changed = False
                 for rule in chain.rules:
-                    fp = self.fp(rule.exprs)
+                    fp = fingerprint(rule.exprs)
                     if fp != rule.fingerprint:
                         rule.fingerprint = fp
                         rule.key = rule_key(rule.tag, fp)
                         rule.plain = rule.shown = None
                         changed = True
                 if changed:
+                    chain.keys_changed()
                     chain.version = self._next_version()
-                    self.dirty.add(table.name)
-        self.fp_version = self.fp.version
+                    self.dirty.add(table.key)
+        self.fp_versions = {family: fp.version for family, fp in self.fps.items()}
 
     def sync(self) -> int:
         """Bring the mirror to the kernel's current generation; return it."""
@@ -303,39 +348,43 @@ class Mirror:
     # -- notifications ---------------------------------------------------------------
 
     def pump(self) -> bool:
-        """Apply the notifications waiting; True if another writer changed an iptables table
-        (or notifications were lost)."""
+        """Apply the notifications waiting; True if another writer changed an iptables or
+        ip6tables table (or notifications were lost). Which family: ``take_foreign``."""
         try:
             buffers = self.events.read()
         except nfnl.EventOverrun:
             self.valid = False
             self._pending.clear()
-            self.foreign = True
+            self.foreign.update(self.fps)
             return True
         if not buffers:
             return False
         own = self.sock.portid
-        foreign = False
+        foreign: set[int] = set()
+        pending = self._pending
         for event in nfnl.parse_events(buffers):
             if event.kind != nfnl.NFT_MSG_NEWGEN:
-                if nfnl.family_of(event.data, event.off) == nfnl.NFPROTO_IPV4:
-                    self._pending.append(event)
+                nfproto = nfnl.family_of(event.data, event.off)
+                if nfproto in nfnl.FAMILY_OF:
+                    key = TABLE_KEYS.get((nfproto, self._table_of(event)))
+                    if key is not None:  # an iptables or ip6tables table
+                        pending.append((event, key))
                 continue
             gen = nfnl.decode_gen(event.data, event.off, event.length)
-            transaction, self._pending = self._pending, []
-            relevant = [t for t in transaction if self._table_of(t) in IPTABLES_TABLES]
-            if relevant and any(t.pid != own for t in relevant):
-                foreign = True
+            transaction, self._pending = pending, []
+            pending = self._pending
+            for t, key in transaction:
+                if t.pid != own:
+                    foreign.add(split_table_key(key)[0])
             oldest = self.gen if self.valid else None
             if oldest is None or not _newer(gen, oldest):
                 continue  # already in the dumps the mirror was built from
             try:
-                self._apply(relevant, gen)
+                self._apply(transaction, gen)
             except Unplaceable:
                 self.valid = False
-        if foreign:
-            self.foreign = True
-        return foreign
+        self.foreign |= foreign
+        return bool(foreign)
 
     @staticmethod
     def _table_of(event: nfnl.Event) -> str:
@@ -364,7 +413,7 @@ class Mirror:
         """
         self._expected = rules
 
-    def _apply(self, transaction: Iterable[nfnl.Event], gen: int) -> None:
+    def _apply(self, transaction: Iterable[tuple[nfnl.Event, str]], gen: int) -> None:
         """Apply one complete transaction (generation ``gen``) to the parts older than it:
         tables and chains, and each table's rules (see reload)."""
         waiting: dict[int, list[tuple[CachedChain, CachedRule]]] = {}  # rules placed after a rule to come
@@ -373,23 +422,23 @@ class Mirror:
         touched: dict[int, tuple[str, CachedChain]] = {}
         assert self.struct_gen is not None
         structure = _newer(gen, self.struct_gen)
-        for kind, flags, seq, pid, data, off, length in transaction:
+        for (kind, flags, seq, pid, data, off, length), key in transaction:
             if kind in (nfnl.NFT_MSG_NEWRULE, nfnl.NFT_MSG_DELRULE):
                 msg = nfnl.decode_rule(data, off, length)
-                chain_of = self._rules_of(msg, gen, structure)
+                chain_of = self._rules_of(key, msg, gen, structure)
                 if chain_of is None:
                     continue
                 chain = chain_of
             if kind == nfnl.NFT_MSG_DELRULE:
                 self._remove(chain, msg.handle)
-                touched[id(chain)] = (msg.table, chain)
+                touched[id(chain)] = (key, chain)
             elif kind == nfnl.NFT_MSG_NEWRULE:
                 known = expected.get(seq) if pid == own else None
                 if known is not None:
                     rule = CachedRule(msg.handle, msg.exprs, msg.udata, known[0], known[1], known[2])
                 else:
-                    rule = self._rule(msg)
-                touched[id(chain)] = (msg.table, chain)
+                    rule = self._rule(msg, self.tables[key].family)
+                touched[id(chain)] = (key, chain)
                 if msg.position is None:
                     self._insert(chain, len(chain.rules) if flags & nfnl.NLM_F_APPEND else 0, rule, waiting)
                     continue
@@ -402,9 +451,9 @@ class Mirror:
                 continue  # tables and chains already read at this generation or later
             elif kind == nfnl.NFT_MSG_NEWCHAIN:
                 c = nfnl.decode_chain(data, off, length)
-                table = self.tables.get(c.table)
+                table = self.tables.get(key)
                 if table is None:
-                    raise Unplaceable(f"chain {c.name} of unknown table {c.table}")
+                    raise Unplaceable(f"chain {c.name} of unknown table {key}")
                 old = next((x for x in table.chains.values() if x.handle == c.handle), None)
                 if old is not None and old.name != c.name:  # renamed
                     del table.chains[old.name]
@@ -415,22 +464,22 @@ class Mirror:
                     old.hooknum, old.priority, old.chain_type = c.hooknum, c.priority, c.chain_type
                     old.policy = c.policy
                 table.chains[c.name] = old
-                self._touch(c.table, old)
+                self._touch(key, old)
             elif kind == nfnl.NFT_MSG_DELCHAIN:
                 c = nfnl.decode_chain(data, off, length)
-                table = self.tables.get(c.table)
+                table = self.tables.get(key)
                 if table is not None:
                     table.chains.pop(c.name, None)
-                    self.dirty.add(c.table)
+                    self.dirty.add(key)
             elif kind == nfnl.NFT_MSG_NEWTABLE:
                 t = nfnl.decode_table(data, off, length)
                 # older than this transaction: its rules (if any) come in it
-                self.tables.setdefault(t.name, CachedTable(t.name, rules_gen=(gen - 1) & 0xFFFFFFFF))
-                self.dirty.add(t.name)
+                self.tables.setdefault(key, CachedTable(t.name, rules_gen=(gen - 1) & 0xFFFFFFFF,
+                                                        family=nfnl.FAMILY_OF[t.family]))
+                self.dirty.add(key)
             elif kind == nfnl.NFT_MSG_DELTABLE:
-                t = nfnl.decode_table(data, off, length)
-                self.tables.pop(t.name, None)
-                self.dirty.add(t.name)
+                self.tables.pop(key, None)
+                self.dirty.add(key)
         for table_name, chain in touched.values():
             self._touch(table_name, chain)
         if waiting:
@@ -441,21 +490,21 @@ class Mirror:
             if _newer(gen, table.rules_gen):
                 table.rules_gen = gen
 
-    def _rules_of(self, msg: nfnl.RuleMsg, gen: int, structure: bool) -> CachedChain | None:
+    def _rules_of(self, key: str, msg: nfnl.RuleMsg, gen: int, structure: bool) -> CachedChain | None:
         """The chain a rule notification changes, or None if that part of the mirror
         already has it (its table's rules were read at ``gen`` or later, or the chain
         was deleted by a transaction the chain dump already has)."""
-        table = self.tables.get(msg.table)
+        table = self.tables.get(key)
         if table is None:
             if structure:
-                raise Unplaceable(f"rule in unknown table {msg.table}")
+                raise Unplaceable(f"rule in unknown table {key}")
             return None
         if not _newer(gen, table.rules_gen):
             return None
         chain = table.chains.get(msg.chain)
         if chain is None:
             if structure:
-                raise Unplaceable(f"rule in unknown chain {msg.table}/{msg.chain}")
+                raise Unplaceable(f"rule in unknown chain {key}/{msg.chain}")
             return None
         return chain
 
@@ -480,12 +529,12 @@ class Mirror:
     def _remove(self, chain: CachedChain, handle: int) -> None:
         i = self._index(chain, handle)
         if i is not None:
-            del chain.rules[i]
+            chain.delete_at(i)
             del chain.by_handle[handle]
 
     def _insert(self, chain: CachedChain, at: int, rule: CachedRule,
                 waiting: dict[int, list[tuple[CachedChain, CachedRule]]]) -> None:
-        chain.rules.insert(at, rule)
+        chain.insert_rule(at, rule)
         chain.by_handle[rule.handle] = rule
         self._hint = (chain, at)
         for follower_chain, follower in waiting.pop(rule.handle, []):
@@ -493,9 +542,17 @@ class Mirror:
                 raise Unplaceable("a rule placed after a rule of another chain")
             self._insert(chain, at + 1, follower, waiting)
 
-    def mark_seen(self) -> None:
-        self.dirty.clear()
+    def mark_seen(self, family: int | None = None) -> None:
+        """The owner of a family's tables (None: of both) has looked at them."""
+        if family is None:
+            self.dirty.clear()
+        else:
+            self.dirty = {key for key in self.dirty if split_table_key(key)[0] != family}
 
-    def take_foreign(self) -> bool:
-        foreign, self.foreign = self.foreign, False
+    def take_foreign(self, family: int | None = None) -> bool:
+        """Whether another writer changed a table of the family (None: of either) since the
+        last call for it."""
+        families = set(self.fps) if family is None else {family}
+        foreign = bool(self.foreign & families)
+        self.foreign -= families
         return foreign

@@ -26,6 +26,14 @@ same line for vnetd's rule as for ``iptables-nft -A`` of the same words:
 * the rule's compat info (``NFTA_RULE_COMPAT``: the ``-p`` protocol and its
   ``!``), which nft_compat hands to the extensions' checks.
 
+IPv6 (``ip6tables-nft``, ``table ip6 ...``; iptables 1.8.9's ``nft-ipv6.c``) is the
+same with an ``ip6t_entry``: ``-s``/``-d`` load up to 16 bytes at ``ip6_src`` (8) and
+``ip6_dst`` (24), with the same whole-byte/``bitwise`` rule for masks that are not
+prefixes; ``-p`` is ``meta l4proto`` as well; there is no ``-f`` (``-m frag``,
+``-m ipv6header`` and the other extension-header matches are compat matches); the
+goto flag is ``IP6T_F_GOTO``. Extensions (``icmp6``, ``REJECT`` with its IPv6 reject
+types...) are the family's own xt blobs, compiled by libxtables for IPv6.
+
 The other direction (``to_entry``) reads such expressions back into an entry,
 so that rules are printed by the extensions' own save functions (``show``, the
 plan's view of foreign rules).
@@ -42,9 +50,18 @@ import struct
 from dataclasses import dataclass
 
 from vnetd.backends import nftexpr as nx
-from vnetd.backends.xtables import IPT_ENTRY_SIZE, XT_ENTRY_HEADER, encode_plain_entry, standard_target, xt_header
+from vnetd.backends.xtables import (
+    IPV4,
+    IPV6,
+    XT_ENTRY_HEADER,
+    EntryLayout,
+    encode_plain_entry,
+    standard_target,
+    xt_header,
+)
 
-IPT_F_FRAG, IPT_F_GOTO = 0x01, 0x08
+IPT_F_FRAG = 0x01
+# the inversion flags have the same values in ip6t_ip6 (IP6T_INV_*)
 IPT_INV_VIA_IN, IPT_INV_VIA_OUT, IPT_INV_SRCIP, IPT_INV_DSTIP = 0x01, 0x02, 0x08, 0x10
 IPT_INV_FRAG, IPT_INV_PROTO = 0x20, 0x40
 XT_TCP_INV_SRCPT, XT_TCP_INV_DSTPT, XT_TCP_INV_FLAGS = 0x01, 0x02, 0x04
@@ -54,13 +71,52 @@ XT_LIMIT_SCALE = 10000
 #: the impossible interface name iptables-nft compares with for "! -i +"
 INVALID_IFNAME = b"INVAL/D\0"
 
-_HEADER = struct.Struct("=4s4s4s4s16s16s16s16sHBB")
 _TCP = struct.Struct("=HHHHBBBB")  # spts[2], dpts[2], option, flg_mask, flg_cmp, invflags
 _UDP = struct.Struct("=HHHHBx")  # spts[2], dpts[2], invflags
 _MARK1 = struct.Struct("=IIB3x")  # mark, mask, invert
 _RATEINFO = struct.Struct("=II")  # avg, burst (then kernel state)
 _NFLOG = struct.Struct("=IHHHH64s")  # len, group, threshold, flags, pad, prefix
 _LIMIT_MULT = (XT_LIMIT_SCALE * 24 * 60 * 60, XT_LIMIT_SCALE * 60 * 60, XT_LIMIT_SCALE * 60, XT_LIMIT_SCALE)
+
+
+@dataclass(frozen=True, slots=True)
+class Header:
+    """The fixed part of one family's entry (``struct ipt_ip`` / ``struct ip6t_ip6``), the
+    part iptables-nft writes as native expressions, and where its addresses are in the
+    network header (``struct iphdr`` saddr/daddr, ``struct ip6_hdr`` ip6_src/ip6_dst)."""
+
+    family: int
+    layout: EntryLayout
+    fields: struct.Struct  # src, dst, smsk, dmsk, iniface, outiface, masks, proto, [tos,] flags, invflags
+    addr_len: int
+    src_offset: int
+    dst_offset: int
+    proto_offset: int  # of ``proto`` in the entry (``invflags`` follows flags)
+
+    def unpack(self, entry: bytes) -> tuple[bytes, bytes, bytes, bytes, bytes, bytes, bytes, bytes, int, int, int]:
+        """(src, dst, smsk, dmsk, iniface, outiface, imask, omask, proto, flags, invflags)."""
+        values = self.fields.unpack_from(entry)
+        if self.family == 6:
+            values = values[:9] + values[10:]  # tos: not settable from ip6tables' command line
+        return values
+
+    def pack(self, src: bytes, dst: bytes, smsk: bytes, dmsk: bytes, iniface: bytes, outiface: bytes,
+             imask: bytes, omask: bytes, proto: int, flags: int, invflags: int) -> bytes:
+        if self.family == 6:
+            return self.fields.pack(src, dst, smsk, dmsk, iniface, outiface, imask, omask, proto, 0, flags, invflags)
+        return self.fields.pack(src, dst, smsk, dmsk, iniface, outiface, imask, omask, proto, flags, invflags)
+
+    def proto_of(self, entry: bytes) -> tuple[int, bool]:
+        """The entry's ``-p`` protocol and whether it is inverted (the rule's compat info)."""
+        proto = struct.unpack_from("=H", entry, self.proto_offset)[0]
+        invflags = entry[self.layout.flags + 1]
+        return proto, bool(invflags & IPT_INV_PROTO)
+
+
+HEADERS = {
+    4: Header(4, IPV4, struct.Struct("=4s4s4s4s16s16s16s16sHBB"), 4, 12, 16, 80),
+    6: Header(6, IPV6, struct.Struct("=16s16s16s16s16s16s16s16sHBBB"), 16, 8, 24, 128),
+}
 
 
 class CannotEncode(ValueError):
@@ -100,12 +156,14 @@ def _iface(key: int, name: bytes, op: int) -> list[bytes]:
 
 
 def _addr(offset: int, addr: bytes, mask: bytes, op: int) -> list[bytes]:
-    """Compare as many leading bytes as the mask covers whole; mask with bitwise otherwise."""
+    """Compare as many leading bytes as the mask covers whole; mask with bitwise otherwise
+    (the whole address: a mask that is not a prefix, or ends inside a byte)."""
+    size = len(mask)
     whole = 0
-    while whole < 4 and mask[whole] == 0xFF:
+    while whole < size and mask[whole] == 0xFF:
         whole += 1
-    partial = whole < 4 and any(mask[whole:])
-    length = 4 if partial else whole
+    partial = whole < size and any(mask[whole:])
+    length = size if partial else whole
     out = [nx.payload(nx.NFT_PAYLOAD_NETWORK_HEADER, offset, length)]
     if partial:
         out.append(nx.bitwise(mask))
@@ -207,11 +265,11 @@ def _segment(entry: bytes, off: int) -> tuple[int, str, int, bytes]:
     return size, name, entry[off + 31], entry[off + XT_ENTRY_HEADER : off + size]
 
 
-def matches_of(entry: bytes) -> list[tuple[str, int, bytes]]:
+def matches_of(entry: bytes, layout: EntryLayout = IPV4) -> list[tuple[str, int, bytes]]:
     """(name, revision, data) of each match of an entry."""
-    target_offset = struct.unpack_from("=H", entry, 88)[0]
+    target_offset = struct.unpack_from("=H", entry, layout.target_offset)[0]
     out = []
-    off = IPT_ENTRY_SIZE
+    off = layout.size
     while off < target_offset:
         size, name, revision, data = _segment(entry, off)
         if size < XT_ENTRY_HEADER:
@@ -221,14 +279,18 @@ def matches_of(entry: bytes) -> list[tuple[str, int, bytes]]:
     return out
 
 
-def encode(entry: bytes, meaning: str | None, goto: bool, *, skip_matches: int = 0) -> NftRule:
-    """An ipt_entry as iptables-nft writes it (see the module docstring).
+def encode(entry: bytes, meaning: str | None, goto: bool, *, skip_matches: int = 0, family: int = 4) -> NftRule:
+    """An ipt_entry (``family`` 6: an ip6t_entry) as iptables-nft writes it (see the module
+    docstring); both families alike, but for the addresses' size and offsets in the network
+    header and ``-f``, which only IPv4 has.
 
     ``meaning``: the standard target's meaning (ACCEPT, a chain, "" for none) or
     None for an extension target; ``skip_matches``: leave out the last matches
     (vnetd's tag comment, which goes into the rule's user data instead).
     """
-    src, dst, smsk, dmsk, iniface, outiface, _imask, _omask, proto, flags, inv = _HEADER.unpack_from(entry)
+    header = HEADERS[family]
+    layout = header.layout
+    src, dst, smsk, dmsk, iniface, outiface, _imask, _omask, proto, flags, inv = header.unpack(entry)
     out: list[bytes] = []
     if iniface[0]:
         out += _iface(nx.NFT_META_IIFNAME, _ifname(iniface), _op(inv & IPT_INV_VIA_IN))
@@ -237,29 +299,29 @@ def encode(entry: bytes, meaning: str | None, goto: bool, *, skip_matches: int =
     if proto:
         out += [nx.meta_load(nx.NFT_META_L4PROTO), nx.cmp(_op(inv & IPT_INV_PROTO), bytes((proto & 0xFF,)))]
     if any(src) or any(smsk) or inv & IPT_INV_SRCIP:
-        out += _addr(12, src, smsk, _op(inv & IPT_INV_SRCIP))
+        out += _addr(header.src_offset, src, smsk, _op(inv & IPT_INV_SRCIP))
     if any(dst) or any(dmsk) or inv & IPT_INV_DSTIP:
-        out += _addr(16, dst, dmsk, _op(inv & IPT_INV_DSTIP))
-    if flags & IPT_F_FRAG:
+        out += _addr(header.dst_offset, dst, dmsk, _op(inv & IPT_INV_DSTIP))
+    if family == 4 and flags & IPT_F_FRAG:
         out += [nx.payload(nx.NFT_PAYLOAD_NETWORK_HEADER, 6, 2), nx.bitwise(struct.pack(">H", 0x1FFF)),
                 nx.cmp(nx.NFT_CMP_EQ if inv & IPT_INV_FRAG else nx.NFT_CMP_NEQ, bytes(2))]
-    matches = matches_of(entry)
+    matches = matches_of(entry, layout)
     segments = [("match", name, revision, len(data)) for name, revision, data in matches]
     if skip_matches:
         matches = matches[:-skip_matches]
     for name, revision, data in matches:
         out += _match(name, revision, data, proto)
     out.append(nx.counter())
-    out += _action(entry, meaning, goto)
-    target_offset = struct.unpack_from("=H", entry, 88)[0]
+    out += _action(entry, meaning, goto, layout)
+    target_offset = struct.unpack_from("=H", entry, layout.target_offset)[0]
     size, name, revision, _data = _segment(entry, target_offset)
     segments.append(("target", name, revision, size - XT_ENTRY_HEADER))
     return NftRule(b"".join(out), proto, bool(inv & IPT_INV_PROTO), tuple(out), tuple(segments))
 
 
-def _action(entry: bytes, meaning: str | None, goto: bool) -> list[bytes]:
+def _action(entry: bytes, meaning: str | None, goto: bool, layout: EntryLayout = IPV4) -> list[bytes]:
     if meaning is None:
-        target_offset = struct.unpack_from("=H", entry, 88)[0]
+        target_offset = struct.unpack_from("=H", entry, layout.target_offset)[0]
         _size, name, revision, data = _segment(entry, target_offset)
         if name == "NFLOG":
             length, group, threshold, nflags, _pad, prefix = _NFLOG.unpack_from(data)
@@ -299,8 +361,9 @@ class _Ports:
 class _Reader:
     """Reads expressions the way iptables-nft does (the register holds what was loaded)."""
 
-    def __init__(self) -> None:
-        self.src = self.dst = self.smsk = self.dmsk = bytes(4)
+    def __init__(self, header: Header) -> None:
+        self.header = header
+        self.src = self.dst = self.smsk = self.dmsk = bytes(header.addr_len)
         self.iniface = self.outiface = self.imask = self.omask = bytes(16)
         self.proto = self.flags = self.inv = 0
         self.matches: list[bytes] = []
@@ -359,17 +422,22 @@ class _Reader:
         if self.payload is None:
             return False
         base, offset, length = self.payload
-        if base == nx.NFT_PAYLOAD_NETWORK_HEADER and offset in (12, 16) and length <= 4:
-            addr = data.ljust(4, b"\0")
-            mask = self.mask if self.mask is not None else b"\xff" * length + bytes(4 - length)
-            if offset == 12:
+        header = self.header
+        size = header.addr_len
+        if base == nx.NFT_PAYLOAD_NETWORK_HEADER and offset in (header.src_offset, header.dst_offset) \
+                and length <= size:
+            addr = data.ljust(size, b"\0")
+            mask = self.mask if self.mask is not None else b"\xff" * length + bytes(size - length)
+            if len(addr) != size or len(mask) != size:
+                return False
+            if offset == header.src_offset:
                 self.src, self.smsk = addr, mask
                 self.inv |= IPT_INV_SRCIP if neq else 0
             else:
                 self.dst, self.dmsk = addr, mask
                 self.inv |= IPT_INV_DSTIP if neq else 0
             return True
-        if base == nx.NFT_PAYLOAD_NETWORK_HEADER and offset == 6 and self.mask is not None:
+        if base == nx.NFT_PAYLOAD_NETWORK_HEADER and offset == 6 and self.mask is not None and header.family == 4:
             self.flags |= IPT_F_FRAG
             self.inv |= IPT_INV_FRAG if op == nx.NFT_CMP_EQ else 0
             return True
@@ -386,10 +454,21 @@ class _Reader:
         elif offset in (0, 2) and length == 2 and len(data) == 2:
             port = struct.unpack(">H", data)[0]
             bit = XT_TCP_INV_SRCPT if offset == 0 else XT_TCP_INV_DSTPT
+            low, high = ports.spts if offset == 0 else ports.dpts
+            # as iptables-nft 1.8.9 reads it back (port_match_single_to_range): a bound
+            # is a bound, never an inversion (``! --dport 0:1023``, written ``gt 1023``,
+            # is printed ``--dport 1024:65535``)
+            inverted = neq
             if op in (nx.NFT_CMP_EQ, nx.NFT_CMP_NEQ):
-                span, inverted = (port, port), neq
-            elif op in (nx.NFT_CMP_LTE, nx.NFT_CMP_GT):
-                span, inverted = (0, port), op == nx.NFT_CMP_GT
+                span = (port, port)
+            elif op == nx.NFT_CMP_LT:
+                span = (low, max(port - 1, 1))
+            elif op == nx.NFT_CMP_LTE:
+                span = (low, port)
+            elif op == nx.NFT_CMP_GT:
+                span = (min(port + 1, 0xFFFF), high)
+            elif op == nx.NFT_CMP_GTE:
+                span = (port, high)
             else:
                 return False
             if offset == 0:
@@ -432,13 +511,15 @@ class _Reader:
         return True
 
 
-def to_entry(exprs: bytes) -> tuple[bytes, str | None] | None:
-    """Expressions written as iptables-nft writes them -> (ipt_entry, standard meaning).
+def to_entry(exprs: bytes, family: int = 4) -> tuple[bytes, str | None] | None:
+    """Expressions written as iptables-nft writes them -> (ipt_entry, standard meaning);
+    ``family`` 6: (ip6t_entry, meaning), read as ip6tables-nft reads them.
 
     None when a rule uses expressions iptables-nft would not have written (a
     native nft rule in a shared chain): it has no iptables spelling.
     """
-    r = _Reader()
+    header = HEADERS[family]
+    r = _Reader(header)
     for name, data in nx.split(exprs):
         f = nx.fields(data)
         if name == "meta" and nx.NFTA_META_DREG in f:
@@ -493,15 +574,15 @@ def to_entry(exprs: bytes) -> tuple[bytes, str | None] | None:
                 r.meaning = names[code]
             elif code in (nx.NFT_JUMP, nx.NFT_GOTO) and chain:
                 r.meaning = chain
-                r.flags |= IPT_F_GOTO if code == nx.NFT_GOTO else 0
+                r.flags |= header.layout.goto if code == nx.NFT_GOTO else 0
             else:
                 return None
         elif name != "counter":
             return None
     if not r.finish_ports():
         return None
-    header = _HEADER.pack(r.src, r.dst, r.smsk, r.dmsk, r.iniface, r.outiface, r.imask, r.omask,
-                          r.proto, r.flags, r.inv)
+    fixed = header.pack(r.src, r.dst, r.smsk, r.dmsk, r.iniface, r.outiface, r.imask, r.omask, r.proto, r.flags,
+                        r.inv)
     target = r.target if r.target is not None else standard_target("")
-    plain = encode_plain_entry(b"".join(r.matches), target)
-    return header + plain[len(header) :], r.meaning
+    plain = encode_plain_entry(b"".join(r.matches), target, header.layout)
+    return fixed + plain[len(fixed) :], r.meaning

@@ -52,6 +52,7 @@ firewall backend uses during passes.
 from __future__ import annotations
 
 import gc
+import hashlib
 import os
 import pickle
 import resource
@@ -61,7 +62,7 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from vnetd.desired.loader import (
@@ -100,6 +101,8 @@ class LoadOutcome:
     present: tuple[str, ...] = ()
     #: an unexpected exception while loading (its traceback): reported as a crash, not as bad input
     crash: str | None = None
+    #: names and texts of the files read (``digest_of``): tells whether the files changed since
+    digest: str = ""
     duration_s: float = 0.0
     started: float = field(default_factory=time.monotonic)
 
@@ -126,7 +129,8 @@ def build(files: _Read, source: str, enforced: DesiredState | None, hold: frozen
     """
     start = time.monotonic()
     outcome = LoadOutcome(source, unloaded=files.unloaded,
-                          present=tuple(s.name for s in files.sources if s.text.strip()))
+                          present=tuple(s.name for s in files.sources if s.text.strip()),
+                          digest=digest_of(files.sources))
     try:
         desired = load_sources(files.sources, files.issues)
         if hold and enforced is not None:
@@ -144,6 +148,22 @@ def build(files: _Read, source: str, enforced: DesiredState | None, hold: frozen
         outcome.crash = traceback.format_exc()
     outcome.duration_s = time.monotonic() - start
     return outcome
+
+
+def digest_of(sources: Sequence[SourceFile]) -> str:
+    """A digest of the files' names and texts: equal digests, same files."""
+    h = hashlib.sha256()
+    for source in sorted(sources, key=lambda s: s.name):
+        for part in (source.name, source.text):
+            data = part.encode("utf-8", "surrogateescape")
+            h.update(len(data).to_bytes(8, "little"))
+            h.update(data)
+    return h.hexdigest()
+
+
+def current_digest(state_dir: str) -> str:
+    """The digest of the state directory as it is now (read in the calling thread)."""
+    return digest_of(read(state_dir).sources)
 
 
 def load_now(state_dir: str, source: str, enforced: DesiredState | None,

@@ -1,23 +1,23 @@
 # SPDX-License-Identifier: MIT
 """The daemon's event loop: one thread owns all state and runs every pass.
 
-The loop waits in ``select()`` on the wake-up pipe, every manager's event
+The loop waits in ``select()`` on the wake-up pipe and every manager's event
 descriptor (netlink notifications, nf_tables notifications when the firewall
-backend has them) and the state directory's inotify descriptor, with a timeout
-for the next timer (the periodic check of what sends no events, slow resync,
-debounced load, a back-off ending, a crashed pass's retry, the systemd
-watchdog). It never names a kind of resource: it iterates the managers
-(``vnetd.managers``). Wake-up reasons are coalesced; each
+backend has them), with a timeout for the next timer (the periodic check of what
+sends no events, slow resync, debounced load, a back-off ending, a crashed pass's
+retry, the systemd watchdog, a restart of the state directory's watch). It never
+names a kind of resource: it iterates the managers (``vnetd.managers``).
+Wake-up reasons are coalesced; each
 wake-up runs at most one pass, and passes never overlap. Other threads (control
-socket, libvirt's event loop, a load job, the metrics listener) only post
-wake-ups; signal handlers too.
+socket, libvirt's event loop, a load job, the metrics listener, watchdog's
+observer of the state directory) only post wake-ups; signal handlers too.
 
 The daemon never dies of an exception (SPEC section 5). Every step of an
 iteration (the pass, the periodic check, the resync, reading a manager's events
-or inotify, connecting libvirt) is guarded: an unexpected exception is logged
-once, with its traceback, as ``pass.crashed`` (``step`` says which), the caches
-are marked stale, and that step alone is skipped until it is retried after 1, 2,
-4 ... ``CRASH_MAX`` seconds, while the other steps, signals, status requests and
+or what the state directory's watch noted, connecting libvirt) is guarded: an
+unexpected exception is logged once, with its traceback, as ``pass.crashed``
+(``step`` says which), the caches are marked stale, and that step alone is
+skipped until it is retried after 1, 2, 4 ... ``CRASH_MAX`` seconds, while the other steps, signals, status requests and
 loads go on. Errors the backends expect (``BackendError``) never get here: they
 are per-resource failures with back-off.
 """
@@ -89,6 +89,13 @@ class Daemon:
         self.held_reasons: set[str] = set()
         self.watcher: Any = None
         self.debounce: Any = None
+        self.files_wanted = False  # the watch posted (or is due): read what it noted
+        self.trials: Any = None  # daemon.trials.TrialWatch
+        #: wake-up reasons that came while reconciling was paused for a trial
+        self.paused_reasons: set[str] = set()
+        #: a trial was confirmed: no pass until the files are read again
+        self.resume_after_load = False
+        self.reconciler.observe_flag = getattr(args, "observe", None)
 
     @property
     def stopping(self) -> bool:
@@ -97,16 +104,24 @@ class Daemon:
     # -- the loop ---------------------------------------------------------------------
 
     def run(self) -> int:
-        from vnetd.daemon.files import FileDebounce, StateDirWatcher
+        from vnetd.daemon.files import WAKE_REASON, FileDebounce, StateDirWatcher
 
         rec = self.reconciler
         if self.stopping:  # SIGTERM while starting: nothing was done yet
             self.control.stop()
             rec.close()
             return 0
+        from vnetd.daemon.trials import TrialWatch
+
         self.log.info("daemon.starting", pid=os.getpid(), state_dir=self.args.state_dir, netns=self.args.netns,
-                      check_interval_s=self.args.check_interval, resync_interval_s=self.args.resync_interval)
-        self.watcher = StateDirWatcher(self.args.state_dir)
+                      check_interval_s=self.args.check_interval, resync_interval_s=self.args.resync_interval,
+                      observe=rec.observe_flag)
+        if rec.observe_flag:
+            rec.report_mode()
+        self.trials = TrialWatch(self.log)
+        rec.pause_check = self.trials.appeared
+        self.watch_reason = WAKE_REASON
+        self.watcher = StateDirWatcher(self.args.state_dir, self.wake.post)
         self.debounce = FileDebounce(self.args.state_dir)
         self.pending_loads.add("startup")
         self._start_load()
@@ -161,6 +176,11 @@ class Daemon:
             deadlines.append(self.crash_until["pass"])
         if self.notifier.watchdog_interval:
             deadlines.append(self.next_watchdog)
+        watch_due = self.watcher.next_due()
+        if watch_due is not None:
+            deadlines.append(watch_due)
+        if self.files_wanted:  # (only while reading what the watch noted waits for its retry)
+            deadlines.append(self.crash_until.get("files", now))
         timeout = max(0.0, min(deadlines) - now)
         fds = [self.wake.fileno()]
         evented = []  # (manager, its descriptor)
@@ -169,8 +189,7 @@ class Daemon:
             if fd is not None:
                 evented.append((manager, fd))
         # a descriptor whose reading crashed is left alone until its retry (not a busy loop)
-        sources = [(m.event_source, fd) for m, fd in evented] + [("files", self.watcher.fileno())]
-        for step, fd in sources:
+        for step, fd in [(m.event_source, fd) for m, fd in evented]:
             retry_at = self.crash_until.get(step, 0.0)
             if retry_at > now:
                 timeout = min(timeout, retry_at - now)
@@ -187,8 +206,15 @@ class Daemon:
         if "status" in reasons:
             reasons.discard("status")
             self._answer_status_requests()
-        if self.watcher.fileno() in readable and self._guarded("files", self.watcher.read, default=True):
-            self.debounce.touched(now)  # (a crash reading the events: read the files again, to be sure)
+        watch_due = self.watcher.next_due()
+        if self.watch_reason in reasons or (watch_due is not None and now >= watch_due):
+            reasons.discard(self.watch_reason)
+            self.files_wanted = True
+        if self.files_wanted and self.crash_until.get("files", 0.0) <= now:
+            self.files_wanted = False
+            if self._guarded("files", self.watcher.read, now, default=True):
+                self.debounce.touched(now)  # (a crash reading the events: read the files again, to be sure)
+            self.files_wanted = self.crash_until.get("files", 0.0) > now  # crashed: again at its retry
         for manager, fd in evented:
             if fd in readable and self._guarded(manager.event_source, manager.drain_events):
                 reasons.add(manager.event_source)
@@ -203,6 +229,7 @@ class Daemon:
             self._queue_reload()
         if "loaded" in reasons:
             reasons.discard("loaded")
+        self._guarded("trial", self._follow_trial, reasons)
         if self.job is not None and self.job.finished:
             reasons |= self._finish_load(now)
         self._start_load()
@@ -211,6 +238,7 @@ class Daemon:
         if now >= self.next_check:
             checked = self._guarded("check", rec.check_unevented)
             reasons.update(checked or ())
+            self._guarded("shadowing", rec.check_shadowing)
             self.next_check = now + args.check_interval
         if now >= self.next_resync:
             # notifications may have been lost: each manager reads again what it may have
@@ -218,7 +246,7 @@ class Daemon:
             # needs no full re-read)
             self._guarded("resync", rec.resync)
             reasons.add("resync")
-            if self.watcher.check_identity():
+            if self._guarded("files", self.watcher.check_identity):
                 self.debounce.touched(now)
             self.next_resync = now + args.resync_interval
         if release is not None and now >= release:
@@ -231,6 +259,11 @@ class Daemon:
     def _maybe_pass(self, reasons: set[str], now: float) -> None:
         """Run a pass for these reasons, unless a crashed pass is waiting for its retry."""
         reasons.discard("stop")
+        if self.resume_after_load or (self.trials is not None and self.trials.pending):
+            self.paused_reasons |= reasons  # run once the trial is over
+            if self.started and not self.ready:
+                self._declare_ready()
+            return
         retry_at = self.crash_until.get("pass")
         if retry_at is not None:
             self.held_reasons |= reasons
@@ -243,6 +276,8 @@ class Daemon:
         if reasons <= {"netlink", "retry"} and now - self.last_noop < HOLD_AFTER_NOOP:
             time.sleep(HOLD_AFTER_NOOP)  # a fight over a held-back resource: keep CPU bounded
         summary = self._pass(reasons)
+        if summary is not None and summary.rolled_back:
+            self.wake.post("rollback")  # enforce the previous configuration in full
         if summary is not None and summary.backed_off and not (summary.result and summary.result.applied):
             self.last_noop = time.monotonic()
         if self.started and not self.ready:
@@ -276,6 +311,57 @@ class Daemon:
             self.snapshot_at = now
             self.notifier.status(rec.summary_line())
         return summary
+
+    # -- trials of `vnetd apply --confirm` ------------------------------------------------
+
+    def _follow_trial(self, reasons: set[str]) -> None:
+        """Pause while a trial is pending; when it ends, resume (daemon/trials.py)."""
+        rec = self.reconciler
+        event = self.trials.poll(rec.engine, recover=not rec.observing)  # observing: changes nothing
+        if event is not None and self.metrics:
+            self.metrics.paused.set(1 if self.trials.pending else 0)
+        if event is not None and self.trials.pending and self.notifier.enabled:
+            self.notifier.status(f"paused: an `apply --confirm` trial is pending (pid {event.record.pid})")
+        if event is None or event.kind == "started":
+            return
+        if self.trials.pending:  # an orphan that could not be fully restored: still paused
+            return
+        rec.after_crash()  # the trial changed the system: trust no cache
+        if event.kind == "recovered" and self.metrics:
+            self.metrics.rollbacks.labels(reason="trial").inc()
+        if event.rolled_back:
+            self._refuse_tried_files(event.record.state_dir)
+            reasons |= self.paused_reasons | {"trial"}
+            self.paused_reasons = set()
+        else:
+            # confirmed: the administrator decided; the files are read before the next pass
+            # (the state loaded before the trial would undo the change)
+            self.pending_loads.add("reload")
+            self.resume_after_load = True
+
+    def _refuse_tried_files(self, trial_dir: str) -> None:
+        """After a rollback: files of the state directory that differ from those last loaded
+        are the change just refused; they are not adopted until they change again."""
+        from vnetd.daemon.loading import current_digest
+        from vnetd.model.state import DesiredState
+
+        rec = self.reconciler
+        digest = current_digest(self.args.state_dir)
+        same_dir = bool(trial_dir) and os.path.realpath(trial_dir) == os.path.realpath(self.args.state_dir)
+        if rec.loaded_digest is None and not same_dir:
+            return  # nothing loaded yet, and the trial tried other files: the daemon's own are not suspect
+        if digest == rec.loaded_digest:
+            return
+        rec.reject(digest, [], "an `apply --confirm` trial of these files was rolled back")
+        if rec.loaded and rec.loaded_digest is None:
+            # what is loaded came in during the trial (the daemon started then): the tried
+            # files; no configuration from before the trial is known, so none is enforced
+            rec.enforce(DesiredState(), None)
+            rec.loaded = False
+        self.log.warning("config.rejected", source="trial", state_dir=self.args.state_dir,
+                         note="the state files differ from the configuration enforced before the trial that was "
+                              "rolled back; that configuration stays enforced until the files change again "
+                              "(or `vnetd reload`)")
 
     # -- crashes ----------------------------------------------------------------------
 
@@ -328,6 +414,8 @@ class Daemon:
 
         if self.job is not None or not self.pending_loads:
             return
+        if self.trials is not None and self.trials.pending and "startup" not in self.pending_loads:
+            return  # the files may be the trial's: read once it is over
         pending = self.pending_loads
         source = "startup" if "startup" in pending else "reload" if "reload" in pending else "files"
         self.pending_loads = set()
@@ -342,6 +430,11 @@ class Daemon:
         outcome = self.job.collect()
         self.job = None
         rec = self.reconciler
+        if self.trials is not None and self.trials.pending and outcome.source != "startup":
+            self.pending_loads.add(outcome.source)  # read while a trial began: read again once it is over
+            self.reload_waiters = self.job_waiters + self.reload_waiters
+            self.job_waiters = []
+            return set()
         waiters, self.job_waiters = self.job_waiters, []
         if outcome.source == "files" and outcome.desired is None and outcome.crash is None \
                 and self.debounce.give_more_time(now):
@@ -351,6 +444,10 @@ class Daemon:
             return set()
         self.debounce.settled()
         rec.adopt(outcome)
+        if self.trials is not None and self.trials.pending:
+            # read while a trial is pending (the daemon started during one): these files may be
+            # the trial's, not a configuration enforced before it (see _refuse_tried_files)
+            rec.loaded_digest = None
         if outcome.source == "startup":
             self.started = True
         if outcome.source == "reload" or (outcome.source == "startup" and self.ready):
@@ -361,6 +458,10 @@ class Daemon:
         for request in waiters:
             request.result = status
             request.done.set()
+        if self.resume_after_load and not (self.trials is not None and self.trials.pending):
+            self.resume_after_load = False
+            resumed, self.paused_reasons = self.paused_reasons, set()
+            return {outcome.source, "trial"} | resumed
         return {outcome.source}
 
     # -- control socket (called from its thread) ---------------------------------------
@@ -369,7 +470,8 @@ class Daemon:
         return json.dumps(self._status()).encode() + b"\n"
 
     def _metrics_answer(self) -> bytes:
-        return bytes(self.metrics.render(self._status().get("counts", {})))
+        status = self._status()
+        return bytes(self.metrics.render(status.get("counts", {}), len(status.get("shadowed", ()))))
 
     def _reload_answer(self) -> bytes:
         """Ask the main loop to reload, and answer with the status once that load is adopted."""
@@ -392,6 +494,7 @@ class Daemon:
             request.result = self.reconciler.status()
             if self.job is not None:
                 request.result["loading"] = self.job.source
+            request.result["trial"] = self.trials.status() if self.trials is not None else None
             request.done.set()
 
     def _status(self) -> dict[str, Any]:

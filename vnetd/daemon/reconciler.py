@@ -24,21 +24,27 @@ from __future__ import annotations
 
 import ctypes
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from vnetd.backends.shadowing import ShadowWatch
 from vnetd.daemon.backoff import Health, HealthBook
 from vnetd.daemon.loading import LoadOutcome, load_now
 from vnetd.desired.loader import Held, unloaded_warning
 from vnetd.engine import Engine, PassResult
 from vnetd.errors import BackendError, ConfigError
 from vnetd.managers import Managers
+from vnetd.model.health import ProbeResult, ProbeSpec
 from vnetd.model.state import DesiredState
 from vnetd.plan.actions import Action, Plan, jsonable
 from vnetd.plan.planner import Observed
 
 #: Sources whose passes apply the administrator's own changes (never counted as drift repairs).
 CONFIG_SOURCES = {"startup", "files", "reload"}
+#: Sources whose changes are checked by the health probes (not the first load: there is no
+#: previous configuration to go back to)
+PROBED_SOURCES = {"files", "reload"}
 
 
 @dataclass
@@ -46,6 +52,8 @@ class PassSummary:
     source: str
     result: PassResult | None
     backed_off: list[str] = field(default_factory=list)
+    #: the change of this pass failed the health probes and was rolled back
+    rolled_back: bool = False
 
 
 class Reconciler:
@@ -62,6 +70,7 @@ class Reconciler:
         self.loaded = False
         self.load_errors: list[str] = []
         self.health = HealthBook(conflict_repairs)
+        self.shadow_watch = ShadowWatch(log)
         #: every resource the desired state declares (health of anything else is forgotten)
         self.declared: frozenset[str] = frozenset()
         #: files gone (or emptied) whose declarations are still enforced, until a reload confirms it
@@ -74,6 +83,26 @@ class Reconciler:
         self.last_pass: float | None = None
         self.passes = 0
         self.last_source = ""
+        #: digest of the files the desired state was loaded from (loading.digest_of)
+        self.loaded_digest: str | None = None
+        #: files refused because a change made from them was rolled back (a trial's, or a
+        #: probe's verdict): not adopted again until they change (``rejected_digest``)
+        self.rejected_digest: str | None = None
+        self.rejected: dict[str, Any] | None = None
+        #: the state enforced before the last file-driven load; the rollback target
+        self.previous_good: DesiredState | None = None
+        #: a file-driven load was adopted and its change is not made yet: the next pass
+        #: that changes something runs the probes before and after (``_probed_pass``)
+        self.probe_pending = False
+        self.previous_digest: str | None = None
+        self.rollbacks = 0
+        self.run_probes: Callable[[tuple[ProbeSpec, ...]], list[ProbeResult]] = _run_probes
+        #: observe only (``vnetd run --observe`` or ``daemon: {observe: true}``): plan, report, change nothing
+        self.observe_flag: bool | None = None
+        self._drift_seen: set[str] = set()
+        #: True when reconciling must stop at once (an `apply --confirm` trial began); asked
+        #: before every round of a pass
+        self.pause_check: Callable[[], bool] | None = None
 
     # -- configuration ----------------------------------------------------------------
 
@@ -97,6 +126,12 @@ class Reconciler:
             self.log.error("pass.crashed", step="load", source=source, traceback=outcome.crash,
                            keeping="last valid state" if self.loaded else "nothing (no valid state yet)")
             return False
+        if outcome.digest and outcome.digest == self.rejected_digest and source != "reload":
+            self.log.warning("config.rejected", source=source, files=list(self.rejected.get("files", []))
+                             if self.rejected else [], reason=self.rejected.get("reason") if self.rejected else None,
+                             note="these files were rolled back; the previous configuration stays enforced "
+                                  "until they change again (or `vnetd reload`)")
+            return False
         issues: tuple[Any, ...] = outcome.issues
         desired = outcome.desired
         warnings: list[str] = []
@@ -104,7 +139,7 @@ class Reconciler:
             try:
                 from vnetd.checks import finish
 
-                warnings = finish(desired, [], environment=False)  # backend_watch reports those
+                warnings = finish(desired, [], environment=False)  # the firewall manager's watch reports those
             except ConfigError as exc:
                 issues, desired = exc.issues, None
         if desired is None:
@@ -115,8 +150,19 @@ class Reconciler:
                 self.metrics.config_errors.inc()
             return False
         previous = self.desired
+        was_observing = self.observing
+        if not self.probe_pending:  # (a state adopted but never applied is no rollback target)
+            self.previous_good = previous if self.loaded else None
+            self.previous_digest = self.loaded_digest
+        self.probe_pending = source in PROBED_SOURCES and self.loaded and bool(
+            desired.probes or (self.previous_good is not None and self.previous_good.probes))
         self.desired = desired
         self.loaded = True
+        self.loaded_digest = outcome.digest or None
+        self.rejected_digest = None
+        self.rejected = None
+        if self.observing != was_observing or (source == "startup" and self.observing):
+            self.report_mode()
         self.load_errors = []
         for warning in warnings:
             event, _, message = warning.partition(": ")
@@ -134,6 +180,25 @@ class Reconciler:
                       networks=len(desired.libvirt.networks) if desired.libvirt else 0,
                       held=[h.file for h in self.held], duration_ms=round(outcome.duration_s * 1000, 1))
         return True
+
+    @property
+    def observing(self) -> bool:
+        """Observe only: ``--observe``/``--no-observe`` if given, else the files' ``daemon: {observe:}``."""
+        if self.observe_flag is not None:
+            return self.observe_flag
+        return bool(self.desired.daemon.observe)
+
+    def report_mode(self) -> None:
+        if self.metrics:
+            self.metrics.observing.set(1 if self.observing else 0)
+        by = "--observe" if self.observe_flag is not None else (
+            "daemon.observe" if self.desired.daemon.observe is not None else "default")
+        if self.observing:
+            self.log.warning("daemon.observing", set_by=by, note="observe only: drift is reported "
+                             "(drift.detected), nothing is changed")
+        else:
+            self._drift_seen = set()
+            self.log.info("daemon.enforcing", set_by=by)
 
     def _report_holds(self, held: tuple[Held, ...]) -> None:
         """``config.file_removed`` once per file that disappeared, with what would go."""
@@ -218,6 +283,16 @@ class Reconciler:
         the managers that changed since the last pass (cheap, no parsing)."""
         return [m.name for m in self.managers if m.changed(self.desired)]
 
+    def check_shadowing(self) -> bool:
+        """Chains of others that drop what vnetd's rules accept: logged once per change
+        (``firewall.shadowed``; a step of its own, so a failure here delays no repair)."""
+        manager = self.engine.managers.firewall
+        if manager.selection is None:
+            return False  # no backend chosen (none yet, or auto refused): nothing of vnetd's to compare
+        firewall = manager.backend
+        return self.shadow_watch.check(self.desired.chains, lambda: str(firewall.name),
+                                       lambda: firewall.show(self.desired.chains), manager.reads)
+
     # -- the pass ---------------------------------------------------------------------
 
     def run_pass(self, sources: set[str]) -> PassSummary:
@@ -228,8 +303,13 @@ class Reconciler:
         now = time.monotonic()
         held: list[str] = []
         drifted_reported: set[str] = set()
+        observing = self.observing
+        # observe only: each drift is reported once while it lasts (not again on every pass)
+        already = self._drift_seen if observing else set()
 
         def filter_plan(plan: Plan) -> Plan:
+            if self.pause_check is not None and self.pause_check():
+                return Plan((), plan.problems)  # a trial began during this pass: leave its change alone
             keep = []
             for action in plan.actions:
                 if self.health.held(action.resource, now):
@@ -240,8 +320,12 @@ class Reconciler:
                 key = f"{action.resource}\0{action.field}"
                 if key not in drifted_reported:
                     drifted_reported.add(key)
-                    self.log.info("drift.detected", resource=action.resource, field=action.field,
-                                  want=jsonable(action.want), have=jsonable(action.have), source=source)
+                    if key not in already:
+                        self.log.info("drift.detected", resource=action.resource, field=action.field,
+                                      want=jsonable(action.want), have=jsonable(action.have), source=source,
+                                      **({"observe": True} if observing else {}))
+            if observing:
+                return Plan((), plan.problems, plan.notes)
             return Plan(tuple(keep), plan.problems, plan.notes)
 
         def hook(action: Action, error: BackendError | None) -> None:
@@ -261,8 +345,15 @@ class Reconciler:
                            note="failed on a view that changed since the plan; planned again at once")
 
         start = time.perf_counter()
+        probed = self.probe_pending and bool(sources & PROBED_SOURCES) and not observing
+        checkpoint, before = self._before_change(now) if probed else (None, [])
         result = self.engine.converge(self.desired, observer=self.observe, hook=hook, plan_filter=filter_plan,
                                       cached=True, on_stale=stale)
+        if observing:
+            self._drift_seen = drifted_reported
+        rolled_back = False
+        if checkpoint is not None and result.applied:
+            rolled_back = self._after_change(checkpoint, before, source)
         done = time.monotonic()
         repaired = {a.resource for a in result.applied}
         if not (sources & CONFIG_SOURCES):
@@ -286,7 +377,7 @@ class Reconciler:
         if result.applied or result.failed or self._transient() != self.transient:
             self._forget_gone()  # (a guest stopped: its taps' health goes with it)
 
-        self.last_plan = result.final_plan
+        self.last_plan = result.first_plan if observing else result.final_plan
         self.last_pass = done
         self.passes += 1
         duration_ms = (time.perf_counter() - start) * 1000
@@ -297,7 +388,76 @@ class Reconciler:
         log("reconcile.done", source=source, duration_ms=round(duration_ms, 2), changes=len(result.applied),
             failed=len(result.failed), drifted=len(result.final_plan.actions), backed_off=len(held),
             problems=len(result.final_plan.problems), rounds=result.rounds)
-        return PassSummary(source, result, held)
+        return PassSummary(source, result, held, rolled_back)
+
+    # -- probes around a change the files asked for ----------------------------------------
+
+    def _before_change(self, now: float) -> tuple[Any, list[ProbeResult]]:
+        """Before the first change of a newly loaded state: the probes, and a checkpoint
+        of what the change touches (None: nothing to change)."""
+        from vnetd.trial import take_checkpoint
+
+        self.probe_pending = False
+        plan, observed = self.engine.plan(self.desired, self.observe)
+        actions = tuple(a for a in plan.actions if not self.health.held(a.resource, now))
+        if not actions:
+            return None, []
+        before = self.run_probes(self._probes())
+        return take_checkpoint(self.engine, Plan(actions, plan.problems), observed), before
+
+    def _probes(self) -> tuple[ProbeSpec, ...]:
+        """The probes of the new configuration and of the one before (a change that drops
+        a probe together with what it watches is still checked by it)."""
+        probes = {p.name: p for p in (self.previous_good.probes if self.previous_good else ())}
+        probes.update((p.name, p) for p in self.desired.probes)
+        return tuple(probes.values())
+
+    def _after_change(self, checkpoint: Any, before: list[ProbeResult], source: str) -> bool:
+        """Probes that passed before the change and fail now: restore the checkpoint and go
+        back to the previous configuration (``config.rolled_back``). True when rolled back."""
+        from vnetd.trial import restore
+
+        after = self.run_probes(self._probes())
+        passed = {r.probe.name for r in before if r.ok}
+        broken = [r for r in after if not r.ok and r.probe.name in passed]
+        if not broken:
+            if before or after:
+                self.log.info("probes.passed", probes=[r.probe.name for r in after if r.ok],
+                              failing_before_and_after=[r.probe.name for r in after if not r.ok])
+            return False
+        result = restore(self.engine, checkpoint)
+        self.after_crash()
+        files = list(self.desired.files)
+        self.reject(self.loaded_digest, files, "health probes failed after the change: " + "; ".join(
+            f"{r.probe.name} ({r.probe.describe()}): {r.detail}" for r in broken))
+        self.enforce(self.previous_good or DesiredState(), self.previous_digest)
+        self.rollbacks += 1
+        if self.metrics:
+            self.metrics.rollbacks.labels(reason="probe").inc()
+        self.log.error("config.rolled_back", source=source, files=files,
+                       failed_probes=[{"probe": r.probe.name, "check": r.probe.describe(), "detail": r.detail}
+                                      for r in broken],
+                       undone=list(checkpoint.changes), restored=[a.describe() for a in result.applied],
+                       complete=result.restored,
+                       failed=[f"{a.describe()}: {e}" for a, e in result.failed],
+                       note="the previous configuration is enforced until the files change again")
+        return True
+
+    def reject(self, digest: str | None, files: list[str], reason: str) -> None:
+        """Refuse these files (by digest) until they change: a change made from them was rolled back."""
+        self.rejected_digest = digest
+        self.rejected = {"files": files, "reason": reason, "at": round(time.time(), 3)}
+
+    def enforce(self, desired: DesiredState, digest: str | None) -> None:
+        """Go back to a state enforced before (after a rollback)."""
+        self.desired = desired
+        self.loaded_digest = digest
+        self.previous_good = None
+        self.probe_pending = False
+        for manager in self.managers:
+            manager.adopt(desired)  # (what the state invalidates is read again)
+        self.declared = frozenset(self.resources_of(desired))
+        self._forget_gone()
 
     # -- status -----------------------------------------------------------------------
 
@@ -335,6 +495,10 @@ class Reconciler:
             "health_tracked": len(self.health.resources),
             "unloaded_files": sorted(self._unloaded_reported),
             **{k: v for m in self.managers for k, v in m.status().items()},
+            "observing": self.observing,
+            "rejected_files": self.rejected,
+            "rollbacks": self.rollbacks,
+            "shadowed": self.shadow_watch.status(),
         }
 
     def summary_line(self) -> str:
@@ -348,6 +512,15 @@ class Reconciler:
     def close(self) -> None:
         """Close every manager's sockets and connections."""
         self.engine.managers.close()
+        self.shadow_watch.close()
+
+
+def _run_probes(probes: tuple[ProbeSpec, ...]) -> list[ProbeResult]:
+    if not probes:
+        return []
+    from vnetd.backends.probes import run_probes
+
+    return run_probes(probes)
 
 
 def release_memory() -> None:

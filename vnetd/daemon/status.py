@@ -50,12 +50,23 @@ class Metrics:
                                      registry=self.registry)
         self.passes = Counter("vnetd_passes", "Reconcile passes, by what woke them", ["source"],
                               registry=self.registry)
+        self.rollbacks = Counter("vnetd_config_rollbacks", "Configuration changes rolled back, by why (probe: "
+                                 "health probes failed after a change of the files; trial: an `apply --confirm` "
+                                 "trial whose process was gone, restored by the daemon)", ["reason"],
+                                 registry=self.registry)
+        self.paused = Gauge("vnetd_paused", "1 while reconciling is paused for an `apply --confirm` trial",
+                            registry=self.registry)
+        self.observing = Gauge("vnetd_observe_only", "1 when the daemon only observes (changes nothing)",
+                               registry=self.registry)
+        self.shadowed = Gauge("vnetd_firewall_shadowed", "Firewall chains or rules of other tools that override "
+                              "vnetd's rules (firewall.shadowed)", registry=self.registry)
 
-    def render(self, counts: dict[str, int]) -> bytes:
+    def render(self, counts: dict[str, int], shadowed: int = 0) -> bytes:
         from prometheus_client import generate_latest
 
         for state, n in counts.items():
             self.resources.labels(state=state).set(n)
+        self.shadowed.set(shadowed)
         return bytes(generate_latest(self.registry))
 
 
@@ -165,6 +176,10 @@ def degraded(s: dict[str, Any]) -> list[str]:
         if counts.get(state):
             n = counts[state]
             reasons.append(f"{n} resource{'s' if n != 1 else ''} {state}")
+    shadowed = len(s.get("shadowed", []))
+    if shadowed:  # vnetd's rules are in place, but other tools' decide first
+        reasons.append(f"{shadowed} firewall chain{'s' if shadowed != 1 else ''} or rule{'s' if shadowed != 1 else ''}"
+                       f" of other tools override{'s' if shadowed == 1 else ''} vnetd's rules (firewall.shadowed)")
     return reasons
 
 
@@ -196,7 +211,8 @@ def reload_command(args: argparse.Namespace) -> int:
 
 def status_command(args: argparse.Namespace) -> int:
     """``vnetd status``: 0 ok, 1 running but degraded (last load failed, resources
-    failing or backed off), 3 not running, 4 status unknown (no permission)."""
+    failing or backed off, other tools' firewall rules override vnetd's), 3 not running,
+    4 status unknown (no permission)."""
     try:
         if args.prometheus:
             sys.stdout.write(query(args.socket, "metrics").decode())
@@ -222,10 +238,48 @@ def status_command(args: argparse.Namespace) -> int:
     return STATUS_OK
 
 
+def _clock(when: Any) -> str:
+    import time
+
+    try:
+        return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(when)))
+    except (TypeError, ValueError, OverflowError):
+        return "?"
+
+
+def render_trial(t: dict[str, Any]) -> list[str]:
+    """A pending ``apply --confirm`` trial: who, since when, until when, what it changes."""
+    who = f"pid {t.get('pid')}" + (f", user {t['user']}" if t.get("user") else "")
+    left = t.get("deadline_in_s")
+    lines = [f"TRIAL PENDING ({who}): since {_clock(t.get('since'))}, rolled back at {_clock(t.get('deadline'))}"
+             + (f" (in {left:g} s)" if isinstance(left, int | float) and left >= 0 else "")
+             + " unless `vnetd confirm`; reconciling is paused until it ends"]
+    if t.get("command"):
+        lines.append(f"  command: {t['command']}")
+    if t.get("state_dir"):
+        lines.append(f"  state files tried: {t['state_dir']}")
+    if not t.get("owner_alive", True):
+        lines.append("  its process is gone: the daemon restores the checkpoint")
+    changes = list(t.get("changes") or [])
+    lines += [f"  changes: {c}" for c in changes[:20]]
+    if len(changes) > 20:
+        lines.append(f"  ... and {len(changes) - 20} more changes")
+    return lines
+
+
 def render_status(s: dict[str, Any]) -> str:
     lines = [f"vnetd is running: {s['passes']} passes, last woken by {s['last_source'] or '-'}"
              + (f" {s['last_pass_age_s']} s ago" if s.get("last_pass_age_s") is not None else "")]
     lines.append(f"state files ({s['state_dir']}): " + (", ".join(os.path.basename(f) for f in s["files"]) or "none"))
+    if s.get("observing"):
+        lines.append("OBSERVING ONLY: drift is reported (drift.detected), nothing is changed")
+    trial = s.get("trial")
+    if trial:
+        lines += render_trial(trial)
+    rejected = s.get("rejected_files")
+    if rejected:
+        lines.append(f"state files ROLLED BACK at {_clock(rejected.get('at'))}: {rejected.get('reason')}; the previous "
+                     "configuration is enforced until the files change again")
     if s["last_load_errors"]:
         lines.append("last load FAILED (the last valid state is still enforced):")
         lines += [f"  {e}" for e in s["last_load_errors"]]
@@ -234,6 +288,8 @@ def render_status(s: dict[str, Any]) -> str:
                      f"({', '.join(held['resources'])})")
     for name in s.get("unloaded_files", []):
         lines.append(f"not loaded (not *.yaml/*.yml): {name}")
+    for message in s.get("shadowed", []):
+        lines.append(f"firewall shadowed: {message}")
     counts = ", ".join(f"{n} {k}" for k, n in s["counts"].items() if n) or "nothing managed"
     lines.append(f"resources: {counts}")
     import time

@@ -15,8 +15,8 @@ from vnetd.model.libvirt import DEFAULT_URI, LibvirtSpec, NetworkSpec, NetworkSt
 
 _NETWORK_KEYS = ("name", "state", "autostart", "xml")
 _STATES = tuple(s.value for s in NetworkState)
-_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+-]{0,63}$")
-_URI = re.compile(r"^[a-z][a-z0-9+]*://[^\s]*$")
+_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+-]{0,63}\Z")
+_URI = re.compile(r"^[a-z][a-z0-9+]*://[^\s]*\Z")
 MAX_XML = 256 * 1024
 
 

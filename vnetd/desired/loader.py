@@ -17,12 +17,11 @@ issues are listed (then one line says how many more there were).
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import re
 import stat
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import yaml
 
@@ -33,6 +32,7 @@ from vnetd.desired.libvirt import parse_libvirt
 from vnetd.desired.nodes import MAX_ISSUES_PER_FILE, FileContext, MapView, as_map
 from vnetd.desired.route_rules import check_route_rules, parse_route_rules
 from vnetd.desired.routes import parse_routes
+from vnetd.desired.settings import parse_daemon
 from vnetd.desired.sysctl import parse_sysctl
 from vnetd.errors import ConfigError, ConfigIssue
 from vnetd.model.common import Origin
@@ -42,6 +42,7 @@ from vnetd.model.interfaces import AdminState, Interface
 from vnetd.model.libvirt import LibvirtSpec, NetworkSpec
 from vnetd.model.route_rules import RouteRuleSpec
 from vnetd.model.routes import MAIN_TABLE, RouteSpec
+from vnetd.model.settings import DaemonSettings
 from vnetd.model.state import DesiredState
 from vnetd.model.sysctl import SysctlSpec
 from vnetd.safefiles import insecure_ancestor
@@ -60,7 +61,7 @@ MAX_NODES_PER_RUN = 2_000_000
 MAX_ISSUES_PER_RUN = 300
 MAX_ISSUES_PER_CHECK = 50
 
-SECTIONS = ("interfaces", "routes", "route-rules", "sysctl", "firewall", "firewall6", "libvirt", "health")
+SECTIONS = ("interfaces", "routes", "route-rules", "sysctl", "firewall", "firewall6", "libvirt", "health", "daemon")
 
 try:  # libyaml: 20x faster, and it limits nesting depth itself
     _Base: type = yaml.CSafeLoader
@@ -272,6 +273,7 @@ class _Parsed:
     probes: list[ProbeSpec] = field(default_factory=list)
     route_rules: list[RouteRuleSpec] = field(default_factory=list)
     backends: list[tuple[str, Origin]] = field(default_factory=list)  # firewall.backend, where given
+    daemon: list[DaemonSettings] = field(default_factory=list)
 
 
 def parse_file(source: SourceFile, budget: int = MAX_NODES) -> tuple[_Parsed, list[ConfigIssue], int]:
@@ -486,6 +488,10 @@ def _dispatch(top: MapView, ctx: FileContext, parsed: _Parsed) -> None:
             parsed.chains += parse_firewall(node, ctx, family=6)
         elif key == "health":
             parsed.probes += parse_health(node, ctx)
+        elif key == "daemon":
+            settings = parse_daemon(node, ctx)
+            if settings is not None:
+                parsed.daemon.append(settings)
         elif key == "libvirt":
             spec, has_uri = parse_libvirt(node, ctx)
             if spec is not None:
@@ -526,8 +532,9 @@ def load_partial(sources: Sequence[SourceFile], issues: Iterable[ConfigIssue] = 
         merged.probes += parsed.probes
         merged.route_rules += parsed.route_rules
         merged.backends += parsed.backends
+        merged.daemon += parsed.daemon
         for items in (parsed.interfaces, parsed.routes, parsed.sysctls, parsed.chains, parsed.libvirt, parsed.probes,
-                      parsed.route_rules):
+                      parsed.route_rules, parsed.daemon):
             items.clear()  # cheap (merged holds the items): nothing big is freed at once on the way out
     merged.chains, chain_issues = merge_chains(merged.chains)
     backend, backend_at, backend_issues = merge_backend(merged.backends)
@@ -549,6 +556,8 @@ def load_partial(sources: Sequence[SourceFile], issues: Iterable[ConfigIssue] = 
                                                                    if s.reattach))),
         ("interface cross-checks", cross_check(merged.interfaces)),
         ("probes defined twice", _duplicates("probe", ((p.name, p.origin) for p in merged.probes))),
+        ("daemon settings written twice",
+         _duplicates("setting", (("daemon.observe", d.origin) for d in merged.daemon))),
     ]
     for what, found in checks:
         all_issues += _capped(found, MAX_ISSUES_PER_CHECK, what)
@@ -569,6 +578,7 @@ def load_partial(sources: Sequence[SourceFile], issues: Iterable[ConfigIssue] = 
         route_rules=tuple(merged.route_rules),
         firewall_backend=backend,
         firewall_backend_at=backend_at,
+        daemon=merged.daemon[0] if merged.daemon else DaemonSettings(),
     ), all_issues
 
 
@@ -715,8 +725,16 @@ def hold_vanished(new: DesiredState, enforced: DesiredState, vanished: Iterable[
     kept_routes = [r for r in enforced.routes if _origin_file(r) in gone and _route_key(r) not in routes]
     kept_networks = [n for n in enforced.libvirt.networks if _origin_file(n) in gone and n.name not in networks] \
         if enforced.libvirt else []
-    items: list[Interface | ChainSpec | SysctlSpec | RouteSpec | NetworkSpec] = [
-        *interfaces, *kept_chains, *sysctls, *kept_routes, *kept_networks]
+    # an observe setting in a file that vanished stays too: its removal would start repairs
+    settings = enforced.daemon if _origin_file(enforced.daemon) in gone and new.daemon.observe is None \
+        else new.daemon
+    # so do its health probes: the change that removed them is still checked by them
+    probe_names = {p.name for p in new.probes}
+    kept_probes = [p for p in enforced.probes if _origin_file(p) in gone and p.name not in probe_names]
+    items: list[Interface | ChainSpec | SysctlSpec | RouteSpec | NetworkSpec | DaemonSettings | ProbeSpec] = [
+        *interfaces, *kept_chains, *sysctls, *kept_routes, *kept_networks, *kept_probes]
+    if settings is not new.daemon:
+        items.append(settings)
     by_file: dict[str, list[str]] = {}
     for item in items:
         by_file.setdefault(_origin_file(item) or "?", []).append(item.resource)
@@ -732,8 +750,8 @@ def hold_vanished(new: DesiredState, enforced: DesiredState, vanished: Iterable[
     backend, backend_at = new.firewall_backend, new.firewall_backend_at
     if backend_at is None and enforced.firewall_backend_at is not None and enforced.firewall_backend_at.file in gone:
         backend, backend_at = enforced.firewall_backend, enforced.firewall_backend_at
-    merged = dataclasses.replace(
-        new,  # (everything else of the new state -- route rules, probes -- as it is)
+    merged = replace(  # everything else (route rules...) as the files have it now
+        new,
         interfaces=new.interfaces + tuple(interfaces),
         routes=new.routes + tuple(kept_routes),
         sysctls=new.sysctls + tuple(sysctls),
@@ -741,6 +759,8 @@ def hold_vanished(new: DesiredState, enforced: DesiredState, vanished: Iterable[
         libvirt=libvirt,
         firewall_backend=backend,
         firewall_backend_at=backend_at,
+        daemon=settings,
+        probes=new.probes + tuple(kept_probes),
     )
     conflicts = [*cross_check(merged.interfaces), *_routes_through_unusable_links(merged.routes, merged.interfaces),
                  *_absent_routes_declared(merged.routes)]

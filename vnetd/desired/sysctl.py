@@ -15,7 +15,7 @@ from vnetd.desired.nodes import FileContext, as_map, as_sysctl_value, describe, 
 from vnetd.model.common import Origin
 from vnetd.model.sysctl import SysctlSpec, normalize_value
 
-_COMPONENT = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:+@-]*$")
+_COMPONENT = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:+@-]*\Z")
 MAX_VALUE_LENGTH = 256
 
 

@@ -12,8 +12,8 @@ import re
 
 IFNAMSIZ = 16  # kernel buffer size including the trailing NUL: names are 1-15 chars
 
-_MAC = re.compile(r"^[0-9A-Fa-f]{2}([:-])(?:[0-9A-Fa-f]{2}\1){4}[0-9A-Fa-f]{2}$")
-_CHAIN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+-]{0,27}$")  # XT_EXTENSION_MAXNAMELEN-1 = 28
+_MAC = re.compile(r"^[0-9A-Fa-f]{2}([:-])(?:[0-9A-Fa-f]{2}\1){4}[0-9A-Fa-f]{2}\Z")
+_CHAIN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+-]{0,27}\Z")  # XT_EXTENSION_MAXNAMELEN-1 = 28
 
 
 def interface_name(name: str) -> str | None:

@@ -33,7 +33,7 @@ import yaml
 _STR_TAG = "tag:yaml.org,2002:str"
 _RESOLVER = yaml.resolver.Resolver()
 #: characters a plain scalar may consist of (anything else: double quotes)
-_PLAIN_CHARS = re.compile(r"^[A-Za-z0-9 _./,=+@%^:!()<>~$&*?|'\"\[\]{}-]+$")
+_PLAIN_CHARS = re.compile(r"^[A-Za-z0-9 _./,=+@%^:!()<>~$&*?|'\"\[\]{}-]+\Z")
 #: characters that may not start a plain scalar (YAML indicators)
 _INDICATORS = set("-?:,[]{}#&*!|>'\"%@`~ ")
 _FLOW_SPECIALS = set(",[]{}:#")

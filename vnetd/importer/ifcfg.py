@@ -74,9 +74,9 @@ from vnetd.model.bond import MODE_NAMES, MODES, OPTIONS
 
 MAX_FILES = 4096
 #: initscripts' list of files it ignores (network-functions: __sed_discard_ignored_files)
-_IGNORED = re.compile(r"(~|\.bak|\.old|\.orig|\.rpmnew|\.rpmorig|\.rpmsave|\.dpkg-[a-z]+|\.swp)$")
-_ASSIGNMENT = re.compile(r"^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)=(.*)$")
-_ADDRESS_KEY = re.compile(r"^(IPADDR|PREFIX|NETMASK)([0-9]*)$")
+_IGNORED = re.compile(r"(~|\.bak|\.old|\.orig|\.rpmnew|\.rpmorig|\.rpmsave|\.dpkg-[a-z]+|\.swp)\Z")
+_ASSIGNMENT = re.compile(r"^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)=(.*)\Z")
+_ADDRESS_KEY = re.compile(r"^(IPADDR|PREFIX|NETMASK)([0-9]*)\Z")
 _TRUE = ("yes", "true", "y", "1", "on")
 _FALSE = ("no", "false", "n", "0", "off")
 _UNSUPPORTED_TYPES = {
@@ -627,12 +627,12 @@ def _device_type(f: IfcfgFile, name: str, raw_type: str | None) -> tuple[str | N
 def _vlan(f: IfcfgFile, draft: InterfaceDraft) -> None:
     base = f.get("PHYSDEV")
     vid_text = f.get("VLAN_ID")
-    m = re.match(r"^(.+)\.([0-9]+)$", draft.name)
+    m = re.match(r"^(.+)\.([0-9]+)\Z", draft.name)
     if base is None and m:
         base = m.group(1)
     if vid_text is None and m:
         vid_text = m.group(2)
-    if vid_text is None and (m2 := re.match(r"^vlan([0-9]+)$", draft.name)):
+    if vid_text is None and (m2 := re.match(r"^vlan([0-9]+)\Z", draft.name)):
         vid_text = m2.group(1)
     problem = None
     if base is None or validate.link_name(base) is not None:
@@ -1074,7 +1074,7 @@ def _ip_route_args(words: list[str], device: str, family: int, source: str) -> t
 
 
 def _route_assignments(f: IfcfgFile, device: str, name: str, result: IfcfgImport) -> None:
-    indexes = sorted({int(m.group(1)) for k in f.values if (m := re.match(r"^ADDRESS([0-9]{1,9})$", k))})
+    indexes = sorted({int(m.group(1)) for k in f.values if (m := re.match(r"^ADDRESS([0-9]{1,9})\Z", k))})
     used: set[str] = set()
     for i in indexes:
         keys = {k: f.get(f"{k}{i}") for k in ("ADDRESS", "NETMASK", "GATEWAY", "METRIC")}

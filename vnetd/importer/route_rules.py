@@ -25,8 +25,8 @@ from vnetd.importer.sources import split_lines
 
 _TABLE_NAMES = {"main": 254, "default": 253, "local": 255}
 _ACTIONS = ("blackhole", "prohibit", "unreachable")
-_MARK = re.compile(r"^(0x[0-9a-fA-F]{1,8}|[0-9]{1,10})(?:/(0x[0-9a-fA-F]{1,8}|[0-9]{1,10}))?$")
-_NUMBER = re.compile(r"^[0-9]{1,10}$")  # a 32-bit number (and bounded work for int())
+_MARK = re.compile(r"^(0x[0-9a-fA-F]{1,8}|[0-9]{1,10})(?:/(0x[0-9a-fA-F]{1,8}|[0-9]{1,10}))?\Z")
+_NUMBER = re.compile(r"^[0-9]{1,10}\Z")  # a 32-bit number (and bounded work for int())
 
 
 @dataclass

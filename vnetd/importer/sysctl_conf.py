@@ -23,7 +23,7 @@ from vnetd.desired.sysctl import MAX_VALUE_LENGTH, canonical_key, key_problem
 from vnetd.importer.emit import Blank, Comment, Mapping
 from vnetd.importer.sources import read_text, split_lines
 
-_INTEGER = re.compile(r"^(0|-?[1-9][0-9]*)$")
+_INTEGER = re.compile(r"^(0|-?[1-9][0-9]*)\Z")
 
 
 @dataclass

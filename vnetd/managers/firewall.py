@@ -65,6 +65,8 @@ class FirewallManager(BaseManager):
         self.tables: dict[str, ObservedTable] | None = None
         self.dirty = True
         self.watch: list[str] = []
+        #: how often the tables were read (what the daemon's shadowing check keys its reading of vnetd's chains on)
+        self.reads = 0
         #: backends no longer used that still hold vnetd's rules: name -> those tables
         self.retired: dict[str, dict[str, ObservedTable]] = {}
         self._retired_stale = True
@@ -200,6 +202,7 @@ class FirewallManager(BaseManager):
         if desired.chains or self.tables or self.dirty:
             if self.dirty or self.tables is None:
                 self.tables = backend.observe(desired.chains)
+                self.reads += 1
                 self.watch = backend.tables_to_read(desired.chains)
                 self.dirty = False
             if desired.chains or any(_has_tags(t) for t in self.tables.values()):

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from vnetd.model.common import Origin
 from vnetd.model.firewall import AUTO_BACKEND, ChainSpec
@@ -12,6 +12,7 @@ from vnetd.model.interfaces import Interface
 from vnetd.model.libvirt import LibvirtSpec
 from vnetd.model.route_rules import RouteRuleSpec
 from vnetd.model.routes import RouteSpec
+from vnetd.model.settings import DaemonSettings
 from vnetd.model.sysctl import SysctlSpec
 
 
@@ -28,6 +29,8 @@ class DesiredState:
     #: ``firewall.backend``: "auto" or a name of model.firewall.FIREWALL_BACKENDS, and where it is written
     firewall_backend: str = AUTO_BACKEND
     firewall_backend_at: Origin | None = None
+    #: how `vnetd run` acts (the ``daemon:`` section); not network state
+    daemon: DaemonSettings = field(default_factory=DaemonSettings)
 
     def interface(self, name: str) -> Interface | None:
         for iface in self.interfaces:

@@ -24,6 +24,7 @@ from dataclasses import replace
 from typing import Generic, TypeVar
 
 from vnetd.model.firewall import (
+    KEY_SIZE,
     OWNER_MARK,
     TAG_PREFIX,
     ChainMode,
@@ -33,7 +34,10 @@ from vnetd.model.firewall import (
     ObservedTable,
     RuleId,
     RuleKey,
+    common_prefix,
+    common_suffix,
     owner_mark_key,
+    rule_key,
 )
 from vnetd.plan.actions import Action, Phase, Problem, PruneChain, SetPolicy, SyncChain
 
@@ -75,6 +79,12 @@ class _IdentityMemo(Generic[T]):
 
 
 _WANTED: _IdentityMemo[tuple[list[tuple[str, bytes]], list[tuple[str, bytes]]]] = _IdentityMemo()
+_KEYS: _IdentityMemo[tuple[bytes, bytes]] = _IdentityMemo()
+_WANT_TEXT: _IdentityMemo[list[str]] = _IdentityMemo()
+#: A chain with more rules than this, whose backend gives its rules' keys, is described
+#: by the part that differs (the rules before and after it as one line each): a drift in
+#: a 10,000-rule chain is planned, logged and shown without 10,000 lines
+DESCRIBE_LIMIT = 200
 _TEXTS: _IdentityMemo[tuple[dict[str, str], dict[str, tuple[bytes, ...]]]] = _IdentityMemo(16)
 
 
@@ -102,6 +112,25 @@ def _wanted(chain: ChainSpec, ids: RuleIds) -> tuple[list[tuple[str, bytes]], li
     return top, tail
 
 
+def wanted_keys(chain: ChainSpec, ids: RuleIds) -> tuple[bytes, bytes]:
+    """``rule_key`` of each entry of ``wanted`` and of ``wanted_tail``, joined (remembered as
+    those are): compared with ``ObservedChain.keys``."""
+    known = _KEYS.get((chain, ids))
+    if known is None:
+        top, tail = _wanted(chain, ids)
+        known = (b"".join(rule_key(t, f) for t, f in top), b"".join(rule_key(t, f) for t, f in tail))
+        _KEYS.put((chain, ids), known)
+    return known
+
+
+def _want_text(chain: ChainSpec) -> list[str]:
+    known = _WANT_TEXT.get((chain,))
+    if known is None:
+        known = [r.text for r in chain.rules] + [f"{r.text} (appended)" for r in chain.tail]
+        _WANT_TEXT.put((chain,), known)
+    return known
+
+
 def _texts(desired: tuple[ChainSpec, ...], ids: RuleIds) -> tuple[dict[str, str], dict[str, tuple[bytes, ...]]]:
     """Tag -> declared text, and tag -> fingerprints (for describing what a chain holds)."""
     known = _TEXTS.get((desired, ids))
@@ -113,20 +142,33 @@ def _texts(desired: tuple[ChainSpec, ...], ids: RuleIds) -> tuple[dict[str, str]
 
 
 def in_sync(chain: ChainSpec, observed: ObservedChain, want: list[tuple[str, bytes]],
-            tail: list[tuple[str, bytes]] | None = None) -> bool:
-    have = [(r.tag, r.fingerprint) for r in observed.rules]
-    if chain.mode is ChainMode.EXCLUSIVE:
-        return have == want
+            tail: list[tuple[str, bytes]] | None = None, keys: tuple[bytes, bytes] | None = None) -> bool:
+    """``keys``: ``wanted_keys`` of the chain, compared with the observed chain's keys when
+    its backend gives them."""
+    rules = observed.rules
     n, m = len(want), len(tail or ())
-    if len(have) < n + m or have[:n] != want or (m and have[len(have) - m :] != tail):
+    have = observed.keys
+    if keys is not None and have is not None:
+        top, bottom = keys
+        if chain.mode is ChainMode.EXCLUSIVE:
+            return have == top
+        if len(rules) < n + m or have[: len(top)] != top or (m and have[len(have) - len(bottom) :] != bottom):
+            return False
+        return not any(r.tag and r.tag.startswith(TAG_PREFIX) for r in rules[n : len(rules) - m])
+    if chain.mode is ChainMode.EXCLUSIVE:
+        # a rule deleted or added (the usual drift) is seen without looking at any rule
+        return len(rules) == n and [(r.tag, r.fingerprint) for r in rules] == want
+    if len(rules) < n + m or [(r.tag, r.fingerprint) for r in rules[:n]] != want \
+            or (m and [(r.tag, r.fingerprint) for r in rules[len(rules) - m :]] != tail):
         return False
-    return not any(r.tag and r.tag.startswith(TAG_PREFIX) for r in observed.rules[n : len(have) - m])
+    return not any(r.tag and r.tag.startswith(TAG_PREFIX) for r in rules[n : len(rules) - m])
 
 
 def describe_rules(rules: Iterable[ObservedRule], texts: Mapping[str, str],
-                   fingerprints: Fingerprints) -> list[str]:
+                   fingerprints: Fingerprints, start: int = 0) -> list[str]:
+    """``start``: the index of the first of ``rules`` in its chain (foreign rules are numbered)."""
     out = []
-    for i, rule in enumerate(rules):
+    for i, rule in enumerate(rules, start):
         if rule.tag == OWNER_MARK:
             continue
         if rule.tag is not None and rule.tag in texts:
@@ -160,18 +202,21 @@ def plan_firewall(
         obs = table.chains.get(chain.name)
         want = wanted(chain, ids)
         tail = wanted_tail(chain, ids)
-        want_text = [r.text for r in chain.rules] + [f"{r.text} (appended)" for r in chain.tail]
         if obs is None:
             if chain.builtin:
                 problems.append(Problem(res, "built-in chain missing from the kernel's table"))
                 continue
             actions.append(Action(SyncChain(chain.table, chain.name, chain.mode, chain.rules, False, chain.tail,
                                             chain.family),
-                                  Phase.FIREWALL, res, "rules", want_text, None))
-        elif not in_sync(chain, obs, want, tail):
-            have_text = describe_rules(obs.rules, texts, fingerprints)
-            if chain.mode is ChainMode.MERGE:
-                have_text = _merge_view(obs, len(want), texts, fingerprints)
+                                  Phase.FIREWALL, res, "rules", _want_text(chain), None))
+        elif not in_sync(chain, obs, want, tail, wanted_keys(chain, ids) if obs.keys is not None else None):
+            if obs.keys is not None and len(obs.rules) > DESCRIBE_LIMIT:
+                want_text, have_text = _window(chain, obs, want + tail, wanted_keys(chain, ids), texts,
+                                               fingerprints)
+            elif chain.mode is ChainMode.MERGE:
+                want_text, have_text = _want_text(chain), _merge_view(obs, len(want), texts, fingerprints)
+            else:
+                want_text, have_text = _want_text(chain), describe_rules(obs.rules, texts, fingerprints)
             actions.append(Action(SyncChain(chain.table, chain.name, chain.mode, chain.rules, chain.builtin,
                                             chain.tail, chain.family),
                                   Phase.FIREWALL, res, "rules", want_text, have_text))
@@ -215,3 +260,34 @@ def plan_retired(retired: Mapping[str, Mapping[str, ObservedTable]]) -> tuple[li
             assert isinstance(op, PruneChain)
             actions.append(replace(action, op=replace(op, backend=backend), resource=f"{action.resource} in {backend}"))
     return actions, []
+def _window(chain: ChainSpec, obs: ObservedChain, want: list[tuple[str, bytes]], keys: tuple[bytes, bytes],
+            texts: Mapping[str, str], fingerprints: Fingerprints) -> tuple[list[str], list[str]]:
+    """A long chain's want and have as the part that differs, between one line for the
+    rules before it and one for the rules after it (equal on both sides)."""
+    assert obs.keys is not None
+    have = obs.keys
+    top = keys[0]
+    n_top = len(top) // KEY_SIZE
+    k = common_prefix(have, top)
+    if chain.mode is ChainMode.EXCLUSIVE:
+        s = common_suffix(have, top, k)
+        want_end, have_end = n_top - s, len(obs.rules) - s
+    else:  # merge: the declared head; foreign rules below are not compared
+        s = 0
+        want_end, have_end = len(want), min(len(obs.rules), max(n_top, 1) + 1)
+    want_mid: list[str] = []
+    last: str | None = None
+    for index in range(k, want_end):
+        tag = want[index][0]
+        if tag != OWNER_MARK and tag != last:  # a rule of several kernel rules (-s a,b): once
+            text = texts.get(tag, tag)
+            want_mid.append(f"{text} (appended)" if index >= n_top else text)
+        last = tag
+    have_mid = describe_rules(obs.rules[k:have_end], texts, fingerprints, start=k)
+    if chain.mode is ChainMode.MERGE:
+        for i, rule in enumerate(obs.rules[have_end:], start=have_end + 1):
+            if rule.tag and rule.tag.startswith(TAG_PREFIX):
+                have_mid += [f"#{i}: {d}" for d in describe_rules([rule], texts, fingerprints)]
+    before = [f"(the first {k} kernel rules, as declared)"] if k else []
+    after = [f"(the last {s} kernel rules, as declared)"] if s else []
+    return before + want_mid + after, before + have_mid + after

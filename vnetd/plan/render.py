@@ -8,13 +8,16 @@ import json
 from collections.abc import Sequence
 
 from vnetd.plan.actions import Action, Plan, jsonable
+from vnetd.plan.shadowing import shadowed_note
 
 
-def plan_text(plan: Plan) -> str:
-    """``~`` a change, ``!`` a problem vnetd cannot fix, ``=`` what is left alone on purpose."""
+def plan_text(plan: Plan, shadowed: int = 0) -> str:
+    """``~`` a change, ``!`` a problem vnetd cannot fix, ``=`` what is left alone on purpose.
+    ``shadowed``: how many chains of others drop what vnetd's rules accept (said on the last line)."""
     notes = [f"= {note.describe()}" for note in plan.notes]
+    but = f"; {shadowed_note(shadowed)}" if shadowed else ""
     if plan.empty and not plan.problems:
-        return "".join(f"{line}\n" for line in notes) + "nothing to do: the system matches the state files\n"
+        return "".join(f"{line}\n" for line in notes) + f"nothing to do: the system matches the state files{but}\n"
     lines = list(notes)
     for action in plan.actions:
         lines.append(f"~ {action.describe()}")
@@ -24,15 +27,18 @@ def plan_text(plan: Plan) -> str:
     summary = f"{n} change{'s' if n != 1 else ''} pending"
     if plan.problems:
         summary += f", {len(plan.problems)} problem{'s' if len(plan.problems) != 1 else ''} vnetd cannot fix"
-    lines.append(summary)
+    lines.append(summary + but)
     return "\n".join(lines) + "\n"
 
 
-def plan_json(plan: Plan) -> str:
+def plan_json(plan: Plan, warnings: Sequence[str] = ()) -> str:
+    """``warnings``: ``event: message`` lines about the system the plan cannot change
+    (``firewall.shadowed``)."""
     return json.dumps({
         "changes": [a.as_dict() for a in plan.actions],
         "problems": [{"resource": p.resource, "message": p.message} for p in plan.problems],
         "notes": [{"resource": n.resource, "message": n.message} for n in plan.notes],
+        "warnings": list(warnings),
     }, indent=2) + "\n"
 
 

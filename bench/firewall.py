@@ -58,13 +58,13 @@ for _ in range(repeat):
 
     t0 = time.perf_counter(); result = engine.converge(desired); apply_times.append(time.perf_counter() - t0)
     assert result.converged
-fw = engine.backends.firewall
+fw = engine.managers.firewall.backend
 fw.observe(desired.chains)
 for _ in range(200):
     t0 = time.perf_counter(); changed = fw.changed(["filter"]); check_times.append(time.perf_counter() - t0)
     assert not changed
 rec = Reconciler(sys.argv[2], log.get_logger())
-rec.reload("startup"); rec.net.resync(); rec.run_pass({"startup"})
+rec.reload("startup"); rec.resync(); rec.run_pass({"startup"})
 passes = []
 for _ in range(50):
     t0 = time.perf_counter(); s = rec.run_pass({"timer"}); passes.append(time.perf_counter() - t0)

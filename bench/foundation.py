@@ -68,7 +68,7 @@ engine = Engine()
 desired = load_state_dir(sys.argv[2])
 t0 = time.perf_counter(); plan, _ = engine.plan(desired); cold = time.perf_counter() - t0
 rec = Reconciler(sys.argv[2], log.get_logger())
-rec.reload("startup"); rec.net.resync()
+rec.reload("startup"); rec.resync()
 first = rec.run_pass({"startup"})
 times = []
 for _ in range(int(sys.argv[3])):

@@ -219,7 +219,8 @@ def _plan_summary(text: str) -> str:
 
 def _short(text: str, limit: int = 300) -> str:
     lines = [line for line in text.strip().splitlines()
-             if line.strip() and "state files" not in line and not line.startswith("warning: firewall.backend")]
+             if line.strip() and "state files" not in line and not line.startswith("warning: firewall.backend")
+             and not line.startswith("firewall backend: ")]
     joined = " | ".join(lines)
     return joined if len(joined) <= limit else joined[: limit - 3] + "..."
 

@@ -99,6 +99,12 @@ class Worker:
         # argparse costs more than a small command: build the parser once, before forking
         cli.build_parser = functools.lru_cache(maxsize=1)(cli.build_parser)  # type: ignore[method-assign]
         self.cli_main = cli.main
+        # the conformance is the legacy tables' (iptables-legacy, ip6tables-legacy): pinned,
+        # as ``auto`` follows the test machine's iptables command (tests.support.StateDir)
+        from tests.support import BACKEND_FILE
+
+        (self.dir / BACKEND_FILE).write_text("firewall:\n  backend: iptables-legacy\n")
+        os.chmod(self.dir / BACKEND_FILE, 0o644)
         self.write_state(state_file("filter", "INPUT", WARM_UP_RULE, self.tools.section))
         for command in ("check", "apply", "plan"):
             self._run_cli((command,))

@@ -106,10 +106,11 @@ class Netns:
         return last
 
 
-    def iptables_save(self, table: str | None = None, family: int = 4) -> str:
+    def iptables_save(self, table: str | None = None, family: int = 4, variant: str = "legacy") -> str:
         """The legacy tables as iptables-legacy-save (ip6tables-legacy-save for ``family`` 6)
-        prints them, without comments and counters."""
-        command = "ip6tables-legacy-save" if family == 6 else "iptables-legacy-save"
+        prints them, without comments and counters (``variant`` "nft": the iptables-nft
+        tables, as iptables-nft-save prints them)."""
+        command = f"{'ip6tables' if family == 6 else 'iptables'}-{variant}-save"
         args = [command] + (["-t", table] if table else [])
         lines = self.exec(*args).stdout.splitlines()
         return "\n".join(re.sub(r"\[\d+:\d+\]$", "[0:0]", line) for line in lines if not line.startswith("#")) + "\n"
@@ -160,13 +161,34 @@ class NetnsFactory:
         self.made.clear()
 
 
-class StateDir:
-    """A state directory as vnetd requires it: root-owned, not group/world-writable."""
+#: the file that pins the firewall backend of a kernel test's state directory
+BACKEND_FILE = "00-firewall-backend.yaml"
+#: the backend a kernel test's state directory pins (None: ``auto``). The tests of the
+#: firewall behaviour run over both (``fw`` fixture); the others keep the legacy tables
+#: their oracles read. tests/unit/conftest.py sets it to None: unit tests pin nothing.
+DEFAULT_BACKEND: str | None = "iptables-legacy"
 
-    def __init__(self, path: Path) -> None:
+
+class StateDir:
+    """A state directory as vnetd requires it: root-owned, not group/world-writable.
+
+    ``backend`` (default ``DEFAULT_BACKEND``) is pinned with ``firewall: {backend: ...}``
+    in ``BACKEND_FILE``: ``auto`` would follow the test machine's ``iptables`` command."""
+
+    def __init__(self, path: Path, backend: str | None = "default") -> None:
         self.path = path
         path.mkdir(mode=0o755, parents=True, exist_ok=True)
         os.chmod(path, 0o755)
+        self.backend = DEFAULT_BACKEND if backend == "default" else backend
+        self.pin(self.backend)
+
+    def pin(self, backend: str | None) -> None:
+        """Pin ``backend`` (None: remove the pin, ``auto``)."""
+        self.backend = backend
+        if backend is None:
+            (self.path / BACKEND_FILE).unlink(missing_ok=True)
+        else:
+            self.write(BACKEND_FILE, f"firewall:\n  backend: {backend}\n")
 
     def __str__(self) -> str:
         return str(self.path)

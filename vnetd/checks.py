@@ -15,13 +15,17 @@ files' schema errors (one run of ``vnetd check`` lists every problem):
   here (``net.ipv4.ip_fowrard``) is a warning, except under the per-interface
   directories of links the state creates, which exist only once they do (the same
   key under ``default`` is checked instead). Needs no root: only stat() and listdir().
-* environment warnings: the host's iptables is the nft variant, nft holds tables in
-  this namespace (a split firewall); another base chain on a hook where vnetd's
-  rules accept drops what they let through (``firewall.shadowed``:
-  ``vnetd.backends.shadowing``); the kernel cannot create the bonds, VLANs or
-  VXLANs declared (its module is missing: ``vnetd.backends.linkcheck``); a health
-  probe whose target the shipped systemd unit blocks (``IPAddressDeny=any``) and no
-  ``IPAddressAllow=`` of an installed vnetd.service or drop-in allows.
+* the firewall backend (``firewall.backend``) writes every family declared
+  (``firewall6:`` needs a backend that writes IPv6), and ``auto`` has one answer
+  here (``vnetd.firewall_checks``);
+* environment warnings: the host's iptables is another variant than the backend
+  vnetd writes, nf_tables holds other tables in this namespace (a split firewall);
+  another base chain on a hook where vnetd's rules accept drops what they let
+  through (``firewall.shadowed``: ``vnetd.backends.shadowing``); the kernel cannot
+  create the bonds, VLANs or VXLANs declared (its module is missing:
+  ``vnetd.backends.linkcheck``); a health probe whose target the shipped systemd
+  unit blocks (``IPAddressDeny=any``) and no ``IPAddressAllow=`` of an installed
+  vnetd.service or drop-in allows.
 
 Warnings are ``"EVENT: message"`` strings: ``vnetd check/plan/apply`` print them on
 stderr, the daemon logs them (``config.warning``, or the ``firewall.*`` event).
@@ -166,15 +170,18 @@ def check_state(desired: DesiredState, *, kernel: bool = True, environment: bool
         from vnetd.backends.nftdetect import backend_warnings
         from vnetd.backends.shadowing import shadow_warnings
         from vnetd.backends.xtables import validate_rules
+        from vnetd.firewall_checks import backend_checked
 
-        checked = validate_rules(desired.chains, existing_chains)
+        backend_issues, selection, reader = backend_checked(desired, environment, existing_chains)
+        issues += backend_issues
+        checked = validate_rules(desired.chains, reader)
         issues += checked.issues
         warnings += checked.warnings
         if kernel and checked.compiled:
             issues += _kernel_issues(desired, checked, warnings)
-        if environment and not issues:
-            warnings += backend_warnings(families={c.family for c in desired.chains})
-            warnings += shadow_warnings(desired)  # other tables' chains that drop what vnetd accepts
+        if selection is not None and not issues:
+            warnings += backend_warnings(families={c.family for c in desired.chains}, backend=selection.name)
+            warnings += shadow_warnings(desired, selection.name)  # others' chains that drop what vnetd accepts
     if kernel:
         warnings += link_kind_warnings(desired)
     warnings += probe_unit_warnings(desired)

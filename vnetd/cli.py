@@ -204,7 +204,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="control socket for `vnetd status` and `vnetd reload` (default "
                           "/run/vnetd/vnetd.sock); an existing path is replaced only if it is a stale socket")
     run.add_argument("--check-interval", type=float, default=1.0, metavar="SECONDS",
-                     help="how often netfilter and sysctls (which send no events) are checked (default 1)")
+                     help="how often what sends no events is checked: the legacy netfilter tables, "
+                     "sysctls, libvirt's autostart (the iptables-nft backend sends events) (default 1)")
     run.add_argument("--resync-interval", type=float, default=60.0, metavar="SECONDS",
                      help="how often everything is read in full (default 60)")
     run.add_argument("--metrics-listen", metavar="ADDR:PORT",
@@ -364,7 +365,22 @@ def load_checked(args: argparse.Namespace, shadowing: bool = True) -> Any:
     for warning in finish(desired, issues):
         if shadowing or not warning.startswith(SHADOWED):
             print(f"warning: {warning}", file=sys.stderr)
+    note_backend(desired)
     return desired
+
+
+def note_backend(desired: Any) -> None:
+    """Which firewall backend is used, in one short line on stderr, when the state has a
+    firewall (chains declared, a backend named, or vnetd's rules found to prune)."""
+    from vnetd.backends.firewall import BackendRefused
+    from vnetd.firewall_checks import firewall_selection
+
+    try:
+        selection = firewall_selection(desired)
+    except BackendRefused:
+        return  # (check_state refused the state already, unless its checks were skipped)
+    if selection is not None:
+        print(selection.line, file=sys.stderr)
 
 
 def shadowed(desired: Any, engine: Any) -> tuple[list[str], int]:
@@ -377,7 +393,7 @@ def shadowed(desired: Any, engine: Any) -> tuple[list[str], int]:
     from vnetd.backends.shadowing import findings
     from vnetd.plan.shadowing import warning_lines
 
-    firewall = engine.backends.firewall
+    firewall = engine.managers.firewall.backend
     found = findings(desired.chains, firewall.name, lambda: firewall.show(desired.chains))
     lines = warning_lines(found)
     for line in lines:
@@ -408,7 +424,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
         plan, _observed = engine.plan(desired)
         warnings, n_shadowed = shadowed(desired, engine)
     finally:
-        engine.backends.close()
+        engine.managers.close()
     sys.stdout.write(plan_json(plan, warnings) if args.format == "json" else plan_text(plan, n_shadowed))
     if plan.problems:
         return EXIT_ERROR
@@ -452,7 +468,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
         result = engine.converge(desired, hook=report)
         warnings, n_shadowed = shadowed(desired, engine)  # of what is left after applying: said with the outcome
     finally:
-        engine.backends.close()
+        engine.managers.close()
     remaining = result.final_plan
     drift: DriftError | None = None
     try:
@@ -524,7 +540,7 @@ def cmd_apply_confirm(args: argparse.Namespace, desired: Any) -> int:
     try:
         outcome = Trial(engine, desired, args.confirm, terminal=terminal, state_dir=args.state_dir).run(hook=report)
     finally:
-        engine.backends.close()
+        engine.managers.close()
     if outcome.confirmed:
         print(outcome.reason)
         if outcome.restore is None and outcome.reason.startswith("nothing to change"):
@@ -542,7 +558,7 @@ def cmd_end_trial(args: argparse.Namespace) -> int:
     try:
         return end_trial(engine, args.command, print)
     finally:
-        engine.backends.close()
+        engine.managers.close()
 
 
 def daemon_applies_these_files(state_dir: str) -> None:

@@ -18,6 +18,9 @@ re-read that follows the round (``view_version``), the failed actions are re-pla
 at once in the next round instead of being reported (``on_stale``); only a failure
 on a view that did not change, or in the last round, is reported to ``hook`` (and
 backed off by the daemon).
+
+The engine knows no kind of resource: it asks each manager (``vnetd.managers``) to
+observe and hands each run of consecutive actions to the manager that handles them.
 """
 
 from __future__ import annotations
@@ -27,14 +30,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from vnetd.errors import BackendError, DriftError
+from vnetd.managers import Manager, Managers
 from vnetd.model.state import DesiredState
-from vnetd.plan.actions import (
-    FIREWALL_OPS,
-    Action,
-    EnsureNetwork,
-    Plan,
-    SetSysctl,
-)
+from vnetd.plan.actions import Action, Plan
 from vnetd.plan.planner import Observed, PlanMemo, plan
 from vnetd.plan.render import drift_diff
 
@@ -56,147 +54,55 @@ class PassResult:
         return self.final_plan.empty and not self.final_plan.problems
 
 
-class Backends:
-    """The system adapters, created on first use so a command imports only what it needs."""
-
-    def __init__(self) -> None:
-        self._net: object | None = None
-        self._sysctl: object | None = None
-        self._firewall: object | None = None
-        self._libvirt: object | None = None
-
-    @property
-    def net(self):  # type: ignore[no-untyped-def]
-        if self._net is None:
-            from vnetd.backends.netlink import NetlinkBackend
-
-            self._net = NetlinkBackend()
-        return self._net
-
-    @property
-    def sysctl(self):  # type: ignore[no-untyped-def]
-        if self._sysctl is None:
-            from vnetd.backends.sysctl import SysctlBackend
-
-            self._sysctl = SysctlBackend()
-        return self._sysctl
-
-    @property
-    def firewall(self):  # type: ignore[no-untyped-def]
-        """Both families' legacy tables (iptables, ip6tables) behind one backend."""
-        if self._firewall is None:
-            from vnetd.backends.firewall import FirewallFamilies
-            from vnetd.backends.iptables import FirewallBackend
-
-            self._firewall = FirewallFamilies(FirewallBackend)
-        return self._firewall
-
-    def libvirt(self, uri: str):  # type: ignore[no-untyped-def]
-        """The libvirt connection for ``uri`` (a new one if the URI changed)."""
-        current = self._libvirt
-        if current is not None and current.uri != uri:  # type: ignore[attr-defined]
-            current.close()  # type: ignore[attr-defined]
-            current = None
-        if current is None:
-            from vnetd.backends.libvirt import LibvirtBackend
-
-            current = LibvirtBackend(uri)
-            self._libvirt = current
-        return current
-
-    @property
-    def current_libvirt(self):  # type: ignore[no-untyped-def]
-        return self._libvirt
-
-    def close(self) -> None:
-
-        for backend in (self._net, self._firewall, self._libvirt):
-            close = getattr(backend, "close", None)
-            if close is not None:
-                close()
-
-
 Observer = Callable[[DesiredState], Observed]
-
-
-def _kind(action: Action) -> str:
-    op = action.op
-    if isinstance(op, FIREWALL_OPS):
-        return "firewall"
-    if isinstance(op, SetSysctl | EnsureNetwork):
-        return "other"
-    return "netlink"  # links, addresses, routes, and guests' taps
-
-
-def _runs(actions: tuple[Action, ...]) -> list[tuple[str, list[Action]]]:
-    """Split actions, in order, into runs that one backend carries out together."""
-    runs: list[tuple[str, list[Action]]] = []
-    for action in actions:
-        kind = _kind(action)
-        if runs and runs[-1][0] == kind:
-            runs[-1][1].append(action)
-        else:
-            runs.append((kind, [action]))
-    return runs
 ActionHook = Callable[[Action, BackendError | None], None]
 StaleHook = Callable[[Action, BackendError], None]
 
 
 class Engine:
-    def __init__(self, backends: Backends | None = None) -> None:
-        self.backends = backends or Backends()
+    """Passes over every kind's manager (``vnetd.managers``); it never names a kind."""
+
+    def __init__(self, managers: Managers | None = None) -> None:
+        self.managers = managers or Managers()
         self.memo = PlanMemo()
 
     # -- observe --------------------------------------------------------------------
 
-    def observe(self, desired: DesiredState) -> Observed:
-        """A full read of everything the desired state touches."""
-        observed = Observed(net=self.backends.net.observe())
-        if desired.sysctls:
-            observed.sysctls = self.backends.sysctl.read(s.key for s in desired.sysctls)
-        if desired.chains or self.backends.firewall.has_vnetd_rules():
-            firewall = self.backends.firewall
-            observed.firewall = firewall.observe(desired.chains)
-            observed.rule_ids = firewall.rule_ids(desired.chains)
-        if desired.libvirt is not None:
-            self.observe_libvirt(desired, observed)
+    def observe(self, desired: DesiredState, cached: bool = False) -> Observed:
+        """What the desired state touches: read in full, or (``cached``: the daemon) from
+        the managers' caches, re-reading only what changed."""
+        observed = Observed()
+        for manager in self.managers.all:
+            if cached:
+                manager.observe_cached(desired, observed)
+            else:
+                manager.observe(desired, observed)
         return observed
 
-    def observe_libvirt(self, desired: DesiredState, observed: Observed) -> None:
-        """Networks and running guests' taps; left None (not planned) while libvirt is unreachable."""
-        assert desired.libvirt is not None
-        libvirt = self.backends.libvirt(desired.libvirt.uri)
-        if not libvirt.connected and not libvirt.connect():
-            return
-        try:
-            observed.networks, observed.guest_taps = libvirt.observe()
-        except BackendError:
-            observed.networks = None
-
-    def plan(self, desired: DesiredState, observer: Observer | None = None) -> tuple[Plan, Observed]:
-        observed = (observer or self.observe)(desired)
-        self._read_resolved_sysctls(desired, observed)
+    def plan(self, desired: DesiredState, observer: Observer | None = None, cached: bool = False
+             ) -> tuple[Plan, Observed]:
+        observed = observer(desired) if observer is not None else self.observe(desired, cached)
         return plan(desired, observed, self.memo), observed
-
-    def _read_resolved_sysctls(self, desired: DesiredState, observed: Observed) -> None:
-        """Per-device sysctl keys that name a NIC found by its MAC are read where that NIC
-        is (net.ipv4.conf.eth1.x may be net.ipv4.conf.enp3s0.x here: plan.identifiers)."""
-        if observed.sysctls is None or not self.memo.identifiers.finds_by_mac(desired):
-            return
-        from vnetd.plan.identifiers import sysctl_keys
-
-        missing = [k for k in sysctl_keys(desired, observed.net) if k not in observed.sysctls]
-        if missing:
-            observed.sysctls.update(self.backends.sysctl.read(missing))
 
     # -- apply ----------------------------------------------------------------------
 
+    def _runs(self, actions: tuple[Action, ...]) -> list[tuple[Manager, list[Action]]]:
+        """Split actions, in order, into runs that one manager carries out together."""
+        runs: list[tuple[Manager, list[Action]]] = []
+        for action in actions:
+            manager = self.managers.of(action.op)
+            if runs and runs[-1][0] is manager:
+                runs[-1][1].append(action)
+            else:
+                runs.append((manager, [action]))
+        return runs
+
     def execute(self, actions: tuple[Action, ...], observed: Observed, hook: ActionHook | None = None,
                 report_failures: bool = True) -> tuple[list[Action], list[tuple[Action, BackendError]]]:
-        """Run actions in order. Consecutive netlink actions go to the kernel together
-        (pipelined), consecutive firewall actions in one commit per table; an action
-        of a resource that already failed in this pass is skipped. ``hook`` hears of
-        every applied action, and of failures when ``report_failures``."""
+        """Run actions in order. Consecutive actions of one manager go to it together (netlink
+        pipelines them, a firewall backend commits once per table); an action of a resource
+        that already failed in this pass is skipped. ``hook`` hears of every applied action,
+        and of failures when ``report_failures``."""
         applied: list[Action] = []
         failed: list[tuple[Action, BackendError]] = []
         broken: set[str] = set()
@@ -210,76 +116,58 @@ class Engine:
             if hook and (error is None or report_failures):
                 hook(action, error)
 
-        for kind, group in _runs(actions):
+        for manager, group in self._runs(actions):
             todo = [a for a in group if a.resource not in broken]
-            if kind == "firewall":
-                try:
-                    results = self.backends.firewall.apply(todo)
-                except BackendError as exc:
-                    # the whole batch could not start (the xtables lock held by another
-                    # tool, a table that cannot be opened): each of its resources failed
-                    results = [(action, exc) for action in todo]
-                for action, error in results:
-                    record(action, error)
-            elif kind == "netlink":
-                for action, error in self.backends.net.execute_batch(todo, observed.net):
-                    record(action, error)
-            else:
-                for action in todo:
-                    try:
-                        self._execute_other(action)
-                    except BackendError as exc:
-                        record(action, exc)
-                    else:
-                        record(action, None)
+            if not todo:
+                continue
+            results = manager.apply(todo, observed)
+            for each in self.managers.all:
+                each.applied(results)
+            for action, error in results:
+                record(action, error)
         return applied, failed
 
-    def _execute_other(self, action: Action) -> None:
-        op = action.op
-        if isinstance(op, SetSysctl):
-            self.backends.sysctl.write(op.key, op.value, action.resource)
-        elif isinstance(op, EnsureNetwork):
-            libvirt = self.backends.current_libvirt
-            if libvirt is None:
-                raise BackendError("libvirt", action.resource, "libvirt is not connected")
-            libvirt.execute(op, action.resource)
+    def _versions(self) -> dict[int, int | None]:
+        return {id(m): m.view_version() for m in self.managers.all}
 
     def converge(self, desired: DesiredState, observer: Observer | None = None,
                  hook: ActionHook | None = None, plan_filter: Callable[[Plan], Plan] | None = None,
-                 view_version: Callable[[], int] | None = None, on_stale: StaleHook | None = None) -> PassResult:
+                 cached: bool = False, on_stale: StaleHook | None = None) -> PassResult:
         """Plan, apply, re-observe and re-plan until nothing is left or nothing progresses.
 
         ``plan_filter`` lets the daemon hold back resources it is backing off from.
-        ``view_version`` (the daemon's cache version) tells a failure on a view that
-        changed since the plan: re-planned at once and reported to ``on_stale`` instead.
+        ``cached`` (the daemon): observe from the managers' caches; a failure on a view
+        kept by notifications that changed since the plan (``Manager.view_version``) is
+        re-planned at once and reported to ``on_stale`` instead of ``hook``.
         """
         start = time.perf_counter()
-        first, observed = self.plan(desired, observer)
-        version = view_version() if view_version else None
+        first, observed = self.plan(desired, observer, cached)
+        versions = self._versions() if cached else None
         current = plan_filter(first) if plan_filter else first
         result = PassResult(first, current)
         for round_no in range(MAX_ROUNDS):
             if current.empty:
                 break
             result.rounds += 1
-            applied, failed = self.execute(current.actions, observed, hook, report_failures=view_version is None)
+            applied, failed = self.execute(current.actions, observed, hook, report_failures=not cached)
             result.applied += applied
-            current, observed = self.plan(desired, observer)
+            current, observed = self.plan(desired, observer, cached)
             if plan_filter:
                 current = plan_filter(current)
             retried: list[tuple[Action, BackendError]] = []
-            if view_version is not None:
-                now = view_version()
-                changed = now != version and round_no + 1 < MAX_ROUNDS
-                version = now
+            if versions is not None:
+                now = self._versions()
+                last_round = round_no + 1 >= MAX_ROUNDS
                 for action, error in failed:
-                    # only the notification cache can be stale; netfilter and libvirt are read fresh
-                    if changed and _kind(action) == "netlink":
+                    key = id(self.managers.of(action.op))
+                    # only a view kept by notifications can be stale; the others are read fresh
+                    if not last_round and now[key] is not None and now[key] != versions[key]:
                         retried.append((action, error))
                         if on_stale is not None:
                             on_stale(action, error)
                     elif hook is not None:
                         hook(action, error)
+                versions = now
             result.failed = [f for f in failed if f not in retried]  # earlier rounds' are retried in later ones
             if not applied and not retried:
                 break

@@ -191,10 +191,11 @@ def chain_matches(table: str, chain: str, names: Collection[str]) -> bool:
 
 
 def firewall_text(tables: Sequence[ShownTable], declared: set[tuple[str, str]], nft_tables: Sequence[str],
-                  names: Collection[str] = (), section: str = "firewall") -> str:
+                  names: Collection[str] = (), section: str = "firewall", variant: str = "legacy") -> str:
     """The firewall: (or firewall6:) section: the chains vnetd manages (or the files declare) as YAML,
     with each foreign rule as a comment where it sits; chains and whole tables vnetd
-    has nothing in as comments; other firewalls (nf_tables) named at the end. Fed
+    has nothing in as comments; other firewalls (nf_tables) named at the end.
+    ``variant``: the iptables variant whose tables these are ("legacy", "nft"). Fed
     back to vnetd, the comments change nothing: foreign rules are never touched.
     ``names``: only the chains named so (CHAIN or TABLE/CHAIN), nothing else."""
     lines: list[str] = []
@@ -232,7 +233,7 @@ def firewall_text(tables: Sequence[ShownTable], declared: set[tuple[str, str]], 
         text = f"{section}:\n" + "".join(f"{line}\n" for line in lines)
     elif lines:
         tool = "ip6tables" if section == "firewall6" else "iptables"
-        text = f"# {section}: nothing of vnetd's in the {tool}-legacy tables\n" + "".join(
+        text = f"# {section}: nothing of vnetd's in the {tool}-{variant} tables\n" + "".join(
             f"#{line[3:]}\n" for line in lines)
     return text + nft_comment(nft_tables)
 
@@ -245,6 +246,27 @@ def nft_comment(nft_tables: Sequence[str]) -> str:
         text += (f"# nf_tables table (not managed; packets pass it too, `nft list table {family} {table_name}` "
                  f"shows it): {name}\n")
     return text
+
+
+def net_sections(net: NetState) -> str:
+    """interfaces:, routes: and route-rules: as YAML."""
+    sections: dict[str, Any] = {"interfaces": interfaces_section(net)}
+    routes = routes_section(net)
+    if routes:
+        sections["routes"] = {"config": routes}
+    rules = route_rules_section(net)
+    if rules:
+        sections["route-rules"] = {"config": rules}
+    return _yaml(sections)
+
+
+def sysctl_section(values: dict[str, str | None]) -> str:
+    """sysctl: with the keys read (a key the kernel does not have is left out)."""
+    return _yaml({"sysctl": {k: _sysctl_scalar(v) for k, v in values.items() if v is not None}})
+
+
+def libvirt_section(networks: Any) -> str:
+    return _yaml({"libvirt": networks})
 
 
 #: the sections ``vnetd show`` writes, in order (``--section`` picks among them)
@@ -311,21 +333,17 @@ def show_state(state_dir: str, netns: str | None, sections: Collection[str] | No
             if shown:
                 out["sysctl"] = shown
     firewall = ""
-    from vnetd.backends.nftdetect import nft_tables
-    from vnetd.backends.ruleset import read_ruleset
-    from vnetd.model.firewall import SECTIONS as FIREWALL_SECTIONS
+    if wanted("firewall") or wanted("firewall6"):
+        from vnetd.managers.firewall import FirewallManager, ShowNames
 
-    chains = desired.chains if desired is not None else ()
-    for family, section in FIREWALL_SECTIONS.items():
-        if not wanted(section):
-            continue
-        mine = tuple(c for c in chains if c.family == family)
-        ruleset = read_ruleset(mine, family)
-        candidates |= {c.name for t in ruleset for c in t.chains}
-        found |= {n for n in names for t in ruleset for c in t.chains if chain_matches(t.name, c.name, (n,))}
-        firewall += firewall_text(ruleset, {(c.table, c.name) for c in mine}, (), names, section)
-    if not names and (wanted("firewall") or wanted("firewall6")):
-        firewall += nft_comment(nft_tables() or ())
+        manager = FirewallManager(None)
+        seen = ShowNames()
+        try:
+            firewall = manager.show(desired, names=names, sections=sections, seen=seen)
+        finally:
+            manager.close()
+        candidates |= seen.candidates
+        found |= seen.found
     libvirt = ""
     if wanted("libvirt") and desired is not None and desired.libvirt is not None:
         from vnetd.backends.libvirt import show_libvirt

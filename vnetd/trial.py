@@ -161,8 +161,9 @@ def take_checkpoint(engine: Engine, plan: Plan, observed: Observed) -> Checkpoin
     """Record everything ``plan`` touches, as it is now."""
     scope = scope_of(plan, observed.net)
     links, addresses, routes = record_links(scope.links, observed.net)
-    sysctls = engine.backends.sysctl.read(sorted(scope.sysctls)) if scope.sysctls else {}
-    chains = engine.backends.firewall.record_chains(scope.chains) if scope.chains else {}
+    managers = engine.managers
+    sysctls = managers.sysctl.read(sorted(scope.sysctls)) if scope.sysctls else {}
+    chains = managers.firewall.backend.record_chains(scope.chains) if scope.chains else {}
     networks = []
     for name in sorted(scope.networks):
         net = (observed.networks or {}).get(name)
@@ -209,14 +210,16 @@ def restore_needed(engine: Engine, checkpoint: Checkpoint) -> Plan:
 
 
 def _restore_view(engine: Engine, checkpoint: Checkpoint) -> tuple[Observed, Plan]:
-    observed = Observed(net=engine.backends.net.observe())
+    managers = engine.managers
+    observed = Observed(net=managers.net.backend.observe())
     sysctls = dict(checkpoint.sysctls)
-    now_sysctls = engine.backends.sysctl.read(sorted(sysctls)) if sysctls else {}
+    now_sysctls = managers.sysctl.read(sorted(sysctls)) if sysctls else {}
     keys = [(c.table_key, c.chain) for c in checkpoint.chains]
-    chains = engine.backends.firewall.record_chains(keys) if keys else {}
+    # the chains are read, and put back, through the backend that recorded them
+    chains = managers.firewall.use(checkpoint.chains[0].backend).record_chains(keys) if keys else {}
     networks = None
     if checkpoint.networks:
-        libvirt = engine.backends.current_libvirt
+        libvirt = managers.libvirt.current
         if libvirt is not None and (libvirt.connected or libvirt.connect()):
             networks, _taps = libvirt.observe()
         observed.networks = networks

@@ -104,6 +104,52 @@ def test_drift_repaired_without_any_command(running: tuple[Netns, StateDir, Daem
     assert daemon.wait_until(lambda: converged(ns))
 
 
+NFT_DRIFTS: list[tuple[str, Callable[[Netns], object], str]] = [
+    ("physdev rule deleted with iptables-nft -D",
+     lambda ns: ns.exec("iptables-nft", "-D", "FORWARD", "1"), "firewall/filter/FORWARD"),
+    ("MASQUERADE flushed", lambda ns: ns.exec("iptables-nft", "-t", "nat", "-F", "POSTROUTING"),
+     "firewall/nat/POSTROUTING"),
+    ("foreign rule inserted above vnetd's",
+     lambda ns: ns.exec("iptables-nft", "-I", "FORWARD", "-j", "DROP"), "firewall/filter/FORWARD"),
+    ("rule deleted with nft", lambda ns: ns.exec("nft", "flush", "chain", "ip", "filter", "FORWARD"),
+     "firewall/filter/FORWARD"),
+]
+
+
+@pytest.mark.parametrize(("breaker", "resource"), [d[1:] for d in NFT_DRIFTS], ids=[d[0] for d in NFT_DRIFTS])
+def test_nft_drift_repaired_from_events_with_the_periodic_check_off(
+        make_netns: Callable[..., Netns], state_dir: StateDir, breaker: Callable[[Netns], object],
+        resource: str) -> None:
+    """Issue 13 item 3: on the iptables-nft backend a change of vnetd's rules is seen from the
+    nf_tables notifications (pass source ``nftables``), not from polling: the periodic
+    check runs once an hour here, so only the event can wake the repair."""
+    ns = make_netns("nft")
+    upstream = make_netns("sw")
+    ns.veth("eth1", "uplink", upstream)
+    upstream.ip("link", "set", "uplink", "up")
+    state_dir.pin("iptables-nft")
+    for name, text in (("10-uplink-br0.yaml", HOST), ("20-dmz-brdmz.yaml", DMZ), ("40-gateway.yaml", GATEWAY)):
+        state_dir.write(name, text)
+    daemon = DaemonProcess(ns, state_dir, check_interval=3600)
+    try:
+        daemon.wait_ready()
+        assert daemon.wait_until(lambda: "physdev" in ns.iptables_save("filter", variant="nft")
+                                 and "MASQUERADE" in ns.iptables_save("nat", variant="nft"))
+        assert "vnetd:" not in ns.iptables_save(), "nothing may be written to the legacy tables"
+        mark = daemon.mark()
+        breaker(ns)
+        detected = daemon.wait_for("drift.detected", since=mark, resource=resource)
+        assert detected["source"] == "nftables"
+        daemon.wait_for("action.applied", since=mark, resource=resource)
+        assert daemon.wait_until(lambda: ns.exec("iptables-nft", "-S", "FORWARD").stdout.splitlines()[1:2] != []
+                                 and "physdev" in ns.exec("iptables-nft", "-S", "FORWARD").stdout.splitlines()[1]
+                                 and "MASQUERADE" in ns.iptables_save("nat", variant="nft"))
+    finally:
+        code = daemon.stop()
+        assert code == 0, "\n".join(daemon.lines[-30:])
+        assert not daemon.bad_lines, f"log lines that are not JSON: {daemon.bad_lines[:5]}"
+
+
 def test_deleted_bridge_comes_back_with_its_ports(running: tuple[Netns, StateDir, DaemonProcess]) -> None:
     ns, _state, daemon = running
     assert daemon.wait_until(lambda: converged(ns))
@@ -188,7 +234,7 @@ def test_status_socket_answers_root_and_refuses_others(running: tuple[Netns, Sta
     status = json.loads(out.stdout)
     states = {r["resource"]: r["state"] for r in status["resources"]}
     assert states["interface/br0"] == "converged" and states["firewall/filter/FORWARD"] == "converged"
-    assert status["config_valid"] and len(status["files"]) == 4
+    assert status["config_valid"] and len(status["files"]) == 5  # the 4 files and the backend pin (tests.support)
     text = vnetd("status", "--socket", daemon.socket)
     assert "interface/br0" in text.stdout and "converged" in text.stdout
     prom = vnetd("status", "--prometheus", "--socket", daemon.socket)

@@ -2,7 +2,11 @@
 """Issue 3 against the real kernel, with real packets: the article's gateway policy
 between an untrusted and a DMZ namespace, the host's physdev rule on brdmz, every
 firewall drift planned and repaired with traffic restored, foreign rules left
-byte-identical, and no rule lost to a concurrent ``iptables -w`` writer."""
+byte-identical, and no rule lost to a concurrent ``iptables -w`` writer.
+
+Every test runs over both backends (issue 13): the state directory pins
+``firewall.backend``, and the oracle and the "other tool" are that backend's own
+``iptables`` command (``iptables-legacy`` or ``iptables-nft``) and its ``-save``."""
 
 from __future__ import annotations
 
@@ -17,6 +21,29 @@ from tests.support import ROOT, Netns, StateDir, vnetd
 from tests.traffic import TcpServer, eventually, ping, reachable, tcp_connect, wait_bridged
 
 pytestmark = pytest.mark.kernel
+
+
+class Backend:
+    """The backend the current test runs over, and the iptables command of its tables."""
+
+    name = "iptables-legacy"
+    variant = "legacy"
+
+    @property
+    def ipt(self) -> str:
+        return f"iptables-{self.variant}"
+
+
+FW = Backend()
+
+
+@pytest.fixture(autouse=True, params=[FW.ipt, "iptables-nft"])
+def fw(request: pytest.FixtureRequest, state_dir: StateDir) -> Backend:
+    """Runs the test over each backend: pinned in the state directory, its command the oracle."""
+    FW.name = request.param
+    FW.variant = request.param.removeprefix("iptables-")
+    state_dir.pin(FW.name)
+    return FW
 
 GATEWAY_FIREWALL = (ROOT / "etc" / "examples" / "gateway" / "20-firewall.yaml").read_text()
 GATEWAY_INTERFACES = """
@@ -94,15 +121,15 @@ def test_gateway_policy_from_the_article(gateway: Gateway) -> None:
 
 
 def _policy_drift(g: Gateway) -> None:
-    g.gw.exec("iptables-legacy", "-P", "OUTPUT", "DROP")
+    g.gw.exec(FW.ipt, "-P", "OUTPUT", "DROP")
 
 
 GATEWAY_DRIFTS: list[tuple[str, Callable[[Gateway], None], str, str, Callable[[Gateway], bool]]] = [
-    ("MASQUERADE deleted", lambda g: g.gw.exec("iptables-legacy", "-t", "nat", "-F", "POSTROUTING"),
+    ("MASQUERADE deleted", lambda g: g.gw.exec(FW.ipt, "-t", "nat", "-F", "POSTROUTING"),
      "firewall/nat/POSTROUTING", "rules", lambda g: g.dmz_to_untrusted() == f"ok {GW_OUTSIDE}"),
-    ("FORWARD flushed", lambda g: g.gw.exec("iptables-legacy", "-F", "FORWARD"),
+    ("FORWARD flushed", lambda g: g.gw.exec(FW.ipt, "-F", "FORWARD"),
      "firewall/filter/FORWARD", "rules", lambda g: g.untrusted_to_dmz() == "unreachable"),
-    ("foreign ACCEPT in the exclusive FORWARD", lambda g: g.gw.exec("iptables-legacy", "-I", "FORWARD", "-j", "ACCEPT"),
+    ("foreign ACCEPT in the exclusive FORWARD", lambda g: g.gw.exec(FW.ipt, "-I", "FORWARD", "-j", "ACCEPT"),
      "firewall/filter/FORWARD", "rules", lambda g: g.untrusted_to_dmz() == "unreachable"),
     ("OUTPUT policy changed", _policy_drift, "firewall/filter/OUTPUT", "policy", lambda g: ping(g.gw, DMZ)),
     ("ip_forward reset", lambda g: g.gw.exec("sysctl", "-w", "net.ipv4.ip_forward=0"),
@@ -134,7 +161,7 @@ def test_rule_removed_from_file_is_pruned(gateway: Gateway) -> None:
     code, plan = gateway.plan()
     assert code == 2
     gateway.apply()
-    forward = gateway.gw.exec("iptables-legacy", "-S", "FORWARD").stdout
+    forward = gateway.gw.exec(FW.ipt, "-S", "FORWARD").stdout
     assert forward.count("-p icmp") == 0
     assert not ping(gateway.untrusted, DMZ)  # new ICMP from outside now hits the REJECT
     assert eventually(lambda: gateway.dmz_to_untrusted() == f"ok {GW_OUTSIDE}")
@@ -144,7 +171,7 @@ def test_chain_removed_from_files_is_pruned(gateway: Gateway) -> None:
     gateway.state.write("20-firewall.yaml", GATEWAY_FIREWALL.replace(
         "  nat:\n    POSTROUTING:\n      rules:\n      - -o eth0 -j MASQUERADE\n", ""))
     gateway.apply()
-    assert "MASQUERADE" not in gateway.gw.iptables_save("nat")
+    assert "MASQUERADE" not in gateway.gw.iptables_save("nat", variant=FW.variant)
     # no more NAT: the far side sees the DMZ host
     assert eventually(lambda: gateway.dmz_to_untrusted() == f"ok {DMZ}")
 
@@ -185,7 +212,7 @@ def host(make_netns: Callable[..., Netns], state_dir: StateDir) -> tuple[Netns, 
         ns.ip("addr", "add", f"{addr}/24", "dev", "eth0")
         ns.ip("link", "set", "eth0", "up")
     host.exec("sysctl", "-w", "net.bridge.bridge-nf-call-iptables=1")
-    host.exec("iptables-legacy", "-A", "FORWARD", "-j", "REJECT", "--reject-with", "icmp-host-prohibited")
+    host.exec(FW.ipt, "-A", "FORWARD", "-j", "REJECT", "--reject-with", "icmp-host-prohibited")
     state_dir.write("20-dmz.yaml", HOST_STATE)
     return host, a, b, state_dir
 
@@ -201,21 +228,21 @@ def test_physdev_rule_lets_bridged_traffic_through(host: tuple[Netns, Netns, Net
     assert not ping(a, "198.51.100.12"), "bridged traffic should be rejected before vnetd runs"
     assert vnetd("apply", netns=ns, state_dir=state).returncode == 0
     assert eventually(lambda: ping(a, "198.51.100.12"))
-    rules = ns.exec("iptables-legacy", "-S", "FORWARD").stdout.splitlines()
+    rules = ns.exec(FW.ipt, "-S", "FORWARD").stdout.splitlines()
     assert "physdev" in rules[1] and rules[-1] == "-A FORWARD -j REJECT --reject-with icmp-host-prohibited"
 
 
 def _move_below_reject(ns: Netns) -> None:
-    rules = ns.exec("iptables-legacy", "-S", "FORWARD").stdout.splitlines()
+    rules = ns.exec(FW.ipt, "-S", "FORWARD").stdout.splitlines()
     ours = next(r for r in rules if "physdev" in r)
-    ns.exec("iptables-legacy", "-D", "FORWARD", "1")
-    ns.exec("sh", "-c", "iptables-legacy " + ours.replace("-A FORWARD", "-A FORWARD", 1))
+    ns.exec(FW.ipt, "-D", "FORWARD", "1")
+    ns.exec("sh", "-c", FW.ipt + " " + ours.replace("-A FORWARD", "-A FORWARD", 1))
 
 
 HOST_DRIFTS = [
-    ("physdev rule deleted", lambda ns: ns.exec("iptables-legacy", "-D", "FORWARD", "1")),
+    ("physdev rule deleted", lambda ns: ns.exec(FW.ipt, "-D", "FORWARD", "1")),
     ("vnetd rule moved below a foreign REJECT", _move_below_reject),
-    ("FORWARD policy changed", lambda ns: ns.exec("iptables-legacy", "-P", "FORWARD", "DROP")),
+    ("FORWARD policy changed", lambda ns: ns.exec(FW.ipt, "-P", "FORWARD", "DROP")),
 ]
 
 
@@ -225,30 +252,30 @@ def test_host_drift_repaired_with_traffic(host: tuple[Netns, Netns, Netns, State
     ns, a, _b, state = host
     assert vnetd("apply", netns=ns, state_dir=state).returncode == 0
     assert eventually(lambda: ping(a, "198.51.100.12"))
-    foreign_before = [r for r in ns.iptables_save("filter").splitlines() if "vnetd:" not in r and r.startswith("-A")]
+    foreign_before = [r for r in ns.iptables_save("filter", variant=FW.variant).splitlines() if "vnetd:" not in r and r.startswith("-A")]
     breaker(ns)
     plan = vnetd("plan", netns=ns, state_dir=state)
     assert plan.returncode == 2 and "firewall/filter/FORWARD" in plan.stdout
     assert vnetd("apply", netns=ns, state_dir=state).returncode == 0
     assert eventually(lambda: ping(a, "198.51.100.12"))
-    rules = ns.exec("iptables-legacy", "-S", "FORWARD").stdout.splitlines()
+    rules = ns.exec(FW.ipt, "-S", "FORWARD").stdout.splitlines()
     assert rules[0] == "-P FORWARD ACCEPT" and "physdev" in rules[1]  # back on top
-    foreign_after = [r for r in ns.iptables_save("filter").splitlines() if "vnetd:" not in r and r.startswith("-A")]
+    foreign_after = [r for r in ns.iptables_save("filter", variant=FW.variant).splitlines() if "vnetd:" not in r and r.startswith("-A")]
     assert foreign_after == foreign_before
 
 
 def test_merge_mode_never_touches_foreign_rules(host: tuple[Netns, Netns, Netns, StateDir]) -> None:
     ns, _a, _b, state = host
-    ns.exec("iptables-legacy", "-I", "FORWARD", "-s", "192.0.2.0/24", "-m", "comment", "--comment", "admin's",
+    ns.exec(FW.ipt, "-I", "FORWARD", "-s", "192.0.2.0/24", "-m", "comment", "--comment", "admin's",
             "-j", "DROP")
-    ns.exec("iptables-legacy", "-A", "FORWARD", "-p", "udp", "--dport", "53", "-j", "ACCEPT")
-    ns.exec("iptables-legacy", "-A", "INPUT", "-i", "lo", "-j", "ACCEPT")
-    ns.exec("iptables-legacy", "-t", "nat", "-A", "POSTROUTING", "-o", "vnet9", "-j", "MASQUERADE")
+    ns.exec(FW.ipt, "-A", "FORWARD", "-p", "udp", "--dport", "53", "-j", "ACCEPT")
+    ns.exec(FW.ipt, "-A", "INPUT", "-i", "lo", "-j", "ACCEPT")
+    ns.exec(FW.ipt, "-t", "nat", "-A", "POSTROUTING", "-o", "vnet9", "-j", "MASQUERADE")
 
     def foreign() -> list[str]:
         lines = []
         for table in ("filter", "nat"):
-            lines += [line for line in ns.iptables_save(table).splitlines()
+            lines += [line for line in ns.iptables_save(table, variant=FW.variant).splitlines()
                       if line.startswith("-A") and "vnetd:" not in line]
         return lines
 
@@ -257,7 +284,7 @@ def test_merge_mode_never_touches_foreign_rules(host: tuple[Netns, Netns, Netns,
         result = vnetd("apply", netns=ns, state_dir=state)
         assert result.returncode == 0, result.stdout + result.stderr
         assert foreign() == before
-    rules = ns.exec("iptables-legacy", "-S", "FORWARD").stdout.splitlines()
+    rules = ns.exec(FW.ipt, "-S", "FORWARD").stdout.splitlines()
     assert "physdev" in rules[1]
 
 
@@ -267,7 +294,7 @@ def test_merge_mode_never_touches_foreign_rules(host: tuple[Netns, Netns, Netns,
 def test_concurrent_iptables_writer_loses_nothing(host: tuple[Netns, Netns, Netns, StateDir]) -> None:
     """vnetd repairs a flushed chain in a loop while `iptables -w` adds 1,000 rules elsewhere."""
     ns, _a, _b, state = host
-    script = ("for i in $(seq 1 1000); do iptables-legacy -w -A INPUT -s 203.0.113.$((i % 250))/32 "
+    script = (f"for i in $(seq 1 1000); do {FW.ipt} -w -A INPUT -s 203.0.113.$((i % 250))/32 "
               "-p tcp --dport $((i + 10000)) -j ACCEPT || exit 1; done")
     writer = ns.popen("sh", "-c", script, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     repairs = 0
@@ -276,7 +303,7 @@ def test_concurrent_iptables_writer_loses_nothing(host: tuple[Netns, Netns, Netn
     def repair_loop() -> None:
         nonlocal repairs
         while not stop.is_set():
-            ns.exec("iptables-legacy", "-w", "-F", "FORWARD")
+            ns.exec(FW.ipt, "-w", "-F", "FORWARD")
             assert vnetd("apply", netns=ns, state_dir=state).returncode == 0
             repairs += 1
 
@@ -289,10 +316,10 @@ def test_concurrent_iptables_writer_loses_nothing(host: tuple[Netns, Netns, Netn
         thread.join()
     assert writer.returncode == 0, err
     assert repairs >= 3
-    ports = {line.split("--dport ")[1].split()[0] for line in ns.exec("iptables-legacy", "-S", "INPUT").stdout.splitlines()
+    ports = {line.split("--dport ")[1].split()[0] for line in ns.exec(FW.ipt, "-S", "INPUT").stdout.splitlines()
              if "--dport" in line}
     assert len(ports) == 1000
-    forward = ns.exec("iptables-legacy", "-S", "FORWARD").stdout
+    forward = ns.exec(FW.ipt, "-S", "FORWARD").stdout
     assert "physdev" in forward
 
 
@@ -301,11 +328,11 @@ def test_all_firewall_sections_removed_prunes_every_vnetd_rule(gateway: Gateway)
     gateway.state.write("10-interfaces.yaml", GATEWAY_INTERFACES.split("firewall:")[0])
     gateway.state.remove("20-firewall.yaml")
     foreign = "-A INPUT -s 192.0.2.0/24 -j ACCEPT"
-    gateway.gw.exec("iptables-legacy", "-A", "INPUT", "-s", "192.0.2.0/24", "-j", "ACCEPT")
+    gateway.gw.exec(FW.ipt, "-A", "INPUT", "-s", "192.0.2.0/24", "-j", "ACCEPT")
     code, plan = gateway.plan()
     assert code == 2 and {c["resource"] for c in plan["changes"]} >= {"firewall/filter/FORWARD", "firewall/nat/POSTROUTING"}
     gateway.apply()
-    saved = gateway.gw.iptables_save()
+    saved = gateway.gw.iptables_save(variant=FW.variant)
     assert "vnetd:" not in saved
     assert foreign in saved  # what vnetd did not write stays
 
@@ -326,18 +353,18 @@ firewall:
 def test_user_chain_is_created_owned_and_deleted_when_undeclared(netns: Netns, state_dir: StateDir) -> None:
     state_dir.write("10-chains.yaml", USER_CHAIN)
     assert vnetd("apply", netns=netns, state_dir=state_dir).returncode == 0
-    rules = netns.exec("iptables-legacy", "-S").stdout.splitlines()
+    rules = netns.exec(FW.ipt, "-S").stdout.splitlines()
     assert "-N GUESTS" in rules
     guests = [r for r in rules if r.startswith("-A GUESTS")]
     assert "vnetd:owned-chain" in guests[0] and "-j" not in guests[0]  # the owner mark: a no-op first rule
     assert any("-j GUESTS" in r for r in rules if r.startswith("-A FORWARD"))
     # a foreign chain of the same table is never touched
-    netns.exec("iptables-legacy", "-N", "ADMIN")
-    netns.exec("iptables-legacy", "-A", "ADMIN", "-j", "DROP")
+    netns.exec(FW.ipt, "-N", "ADMIN")
+    netns.exec(FW.ipt, "-A", "ADMIN", "-j", "DROP")
     state_dir.remove("10-chains.yaml")
     result = vnetd("apply", netns=netns, state_dir=state_dir)
     assert result.returncode == 0, result.stdout + result.stderr
-    rules = netns.exec("iptables-legacy", "-S").stdout.splitlines()
+    rules = netns.exec(FW.ipt, "-S").stdout.splitlines()
     assert "-N GUESTS" not in rules and not any("GUESTS" in r for r in rules)
     assert "-N ADMIN" in rules and "-A ADMIN -j DROP" in rules
 
@@ -346,7 +373,7 @@ def test_user_chain_is_created_owned_and_deleted_when_undeclared(netns: Netns, s
 
 
 def rules_of(ns: Netns, chain: str) -> list[str]:
-    return [line for line in ns.iptables_save("filter").splitlines() if line.startswith(f"-A {chain} ")]
+    return [line for line in ns.iptables_save("filter", variant=FW.variant).splitlines() if line.startswith(f"-A {chain} ")]
 
 
 def untagged(lines: list[str]) -> list[str]:
@@ -358,7 +385,7 @@ def untagged(lines: list[str]) -> list[str]:
 def test_split_chain_with_appended_catch_all_keeps_foreign_rules_between(netns: Netns, state_dir: StateDir) -> None:
     """10-base.yaml: SSH on top; 50-web.yaml: HTTP; 90-reject.yaml: the catch-all at the bottom,
     below a libvirt-like rule another tool inserted, which stays where it is."""
-    netns.exec("iptables-legacy", "-I", "INPUT", "-i", "virbr0", "-p", "udp", "--dport", "67", "-j", "ACCEPT")
+    netns.exec(FW.ipt, "-I", "INPUT", "-i", "virbr0", "-p", "udp", "--dport", "67", "-j", "ACCEPT")
     state_dir.write("10-base.yaml", "firewall:\n  filter:\n    INPUT:\n      rules: ['-p tcp --dport 22 -j ACCEPT']\n")
     state_dir.write("50-web.yaml", "firewall:\n  filter:\n    INPUT:\n      rules: ['-p tcp --dport 80 -j ACCEPT']\n")
     state_dir.write("90-reject.yaml", "firewall:\n  filter:\n    INPUT:\n      position: append\n"
@@ -371,7 +398,7 @@ def test_split_chain_with_appended_catch_all_keeps_foreign_rules_between(netns: 
         "-A INPUT -j REJECT --reject-with icmp-host-prohibited",
     ]
     # another tool appends below the catch-all: vnetd moves its catch-all back to the bottom
-    netns.exec("iptables-legacy", "-A", "INPUT", "-i", "virbr0", "-p", "udp", "--dport", "53", "-j", "ACCEPT")
+    netns.exec(FW.ipt, "-A", "INPUT", "-i", "virbr0", "-p", "udp", "--dport", "53", "-j", "ACCEPT")
     assert vnetd("plan", netns=netns, state_dir=state_dir).returncode == 2
     assert vnetd("apply", netns=netns, state_dir=state_dir).returncode == 0
     lines = untagged(rules_of(netns, "INPUT"))
@@ -385,7 +412,7 @@ def test_identical_foreign_rules_are_adopted_not_doubled(netns: Netns, state_dir
     """An imported ruleset applied on the host it came from: the rules are there, untagged;
     vnetd tags them where they stand instead of adding a second copy."""
     for rule in (["-p", "tcp", "--dport", "22", "-j", "ACCEPT"], ["-s", "192.0.2.0/24", "-j", "DROP"]):
-        netns.exec("iptables-legacy", "-A", "FORWARD", *rule)
+        netns.exec(FW.ipt, "-A", "FORWARD", *rule)
     state_dir.write("10-fw.yaml", "firewall:\n  filter:\n    FORWARD:\n      rules:\n"
                                   "      - -p tcp -m tcp --dport 22 -j ACCEPT\n      - -s 192.0.2.0/24 -j DROP\n")
     assert vnetd("apply", netns=netns, state_dir=state_dir).returncode == 0

@@ -32,6 +32,7 @@ def host(make_netns: NetnsFactory, state_dir: StateDir) -> Netns:
 
 
 def test_the_example_passes_check(state_dir: StateDir) -> None:
+    state_dir.pin(None)  # the example's own files only
     state_dir.copy_from(EXAMPLE)
     result = vnetd("check", state_dir=state_dir)
     assert result.returncode == 0, result.stderr

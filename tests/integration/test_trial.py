@@ -6,7 +6,7 @@ stand-in NIC ``eth1``, whose peer sits in an "admin" namespace (192.0.2.50, the
 SSH side), a route through the gateway 192.0.2.254 and foreign firewall rules.
 The change under trial takes the address the admin side uses away, or blocks
 its TCP connections; the oracle for "restored" is what ``ip -d -j`` and
-``iptables-legacy-save`` print before and after.
+``iptables-legacy-save`` (``iptables-nft-save`` on that backend) print before and after.
 """
 
 from __future__ import annotations
@@ -48,16 +48,24 @@ firewall:
 
 
 class Host:
-    def __init__(self, host: Netns, admin: Netns) -> None:
+    def __init__(self, host: Netns, admin: Netns, variant: str = "legacy") -> None:
         self.host = host
         self.admin = admin
+        self.variant = variant  # the iptables variant of the firewall backend used
 
     def view(self) -> tuple[str, str]:
-        return self.host.settled_snapshot(), self.host.iptables_save()
+        return self.host.settled_snapshot(), self.host.iptables_save(variant=self.variant)
+
+
+#: the firewall tests of a trial run over both backends (issue 13)
+BOTH_BACKENDS = pytest.mark.parametrize("remote", ["iptables-legacy", "iptables-nft"], indirect=True)
 
 
 @pytest.fixture
-def remote(make_netns: NetnsFactory) -> Host:
+def remote(request: pytest.FixtureRequest, make_netns: NetnsFactory, state_dir: StateDir) -> Host:
+    backend = getattr(request, "param", "iptables-legacy")
+    variant = backend.removeprefix("iptables-")
+    state_dir.pin(backend)
     host = make_netns("host")
     admin = make_netns("admin")
     host.veth("eth1", "adm0", peer_ns=admin)
@@ -69,9 +77,9 @@ def remote(make_netns: NetnsFactory) -> Host:
     host.ip("route", "add", "203.0.113.0/24", "via", "192.0.2.254")
     admin.ip("link", "set", "adm0", "up")
     admin.ip("addr", "add", "192.0.2.50/24", "dev", "adm0")
-    host.exec("iptables-legacy", "-A", "INPUT", "-p", "tcp", "--dport", "22", "-j", "ACCEPT")
-    host.exec("iptables-legacy", "-A", "INPUT", "-i", "lo", "-j", "ACCEPT")
-    return Host(host, admin)
+    host.exec(f"iptables-{variant}", "-A", "INPUT", "-p", "tcp", "--dport", "22", "-j", "ACCEPT")
+    host.exec(f"iptables-{variant}", "-A", "INPUT", "-i", "lo", "-j", "ACCEPT")
+    return Host(host, admin, variant)
 
 
 def start_trial(ns: Netns, state: StateDir, seconds: float, *extra: str) -> subprocess.Popen[str]:
@@ -92,6 +100,7 @@ def finish(proc: subprocess.Popen[str]) -> tuple[int, str]:
     return proc.returncode, out + err
 
 
+@BOTH_BACKENDS
 def test_an_unconfirmed_change_is_restored_byte_for_byte(remote: Host, state_dir: StateDir) -> None:
     before = remote.view()
     state_dir.write("10-lockout.yaml", LOCKOUT + FIREWALL_LOCKOUT)
@@ -116,6 +125,7 @@ def test_a_confirmed_change_stays(remote: Host, state_dir: StateDir) -> None:
     assert vnetd("confirm", netns=remote.host).returncode == 1  # no trial is pending any more
 
 
+@BOTH_BACKENDS
 def test_a_firewall_lockout_is_rolled_back_and_the_connection_works_again(remote: Host, state_dir: StateDir) -> None:
     before = remote.view()
     with TcpServer(remote.host, "192.0.2.1", 22):

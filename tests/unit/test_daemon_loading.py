@@ -95,10 +95,10 @@ def test_health_is_kept_only_for_declared_resources_running_taps_and_troubled_on
         for resource in ("interface/br0", "guest/vm1/vnet0", "interface/gone", "firewall/filter/OLD"):
             book.repaired(resource, now=1.0)
         book.failed("firewall/filter/OLD", "EBUSY", now=1.0)  # still being pruned: keep its back-off
-        rec.lv_taps = (GuestTap("vm1", "vnet0", "br0"),)
+        rec.engine.managers.libvirt.taps = (GuestTap("vm1", "vnet0", "br0"),)
         rec._forget_gone()
         assert set(book.resources) == {"interface/br0", "guest/vm1/vnet0", "firewall/filter/OLD"}
-        rec.lv_taps = ()  # the guest stopped
+        rec.engine.managers.libvirt.taps = ()  # the guest stopped
         rec._forget_gone()
         assert set(book.resources) == {"interface/br0", "firewall/filter/OLD"}
         book.settled("firewall/filter/OLD", now=100.0)  # pruned at last

@@ -352,7 +352,7 @@ BROKEN_FIREWALL6: list[Broken] = [
           security:
             INPUT:
               rules: [-j ACCEPT]
-        """, 2, "firewall6.security", "unknown key in firewall6 (tables); valid keys: filter, nat, mangle, raw"),
+        """, 2, "firewall6.security", "unknown key in firewall6 (tables); valid keys: filter, nat, mangle, raw, backend"),
     bad("firewall6-policy-on-user-chain", """\
         firewall6:
           filter:

@@ -499,6 +499,9 @@ def test_cli_imports_ip6tables_into_a_file_vnetd_check_accepts(tmp_path: Path) -
     assert result.returncode == 0, result.stderr
     assert "13 chains with 37 rules" in result.stderr
     os.chmod(out, 0o644)
+    # firewall6: needs a backend that writes IPv6; ``auto`` on a host whose iptables is the
+    # nft variant refuses to guess one (issue 13), so the administrator names it
+    install(target, "00-backend.yaml", "firewall:\n  backend: iptables-legacy\n")
     check = vnetd_cli("--state-dir", str(target), "check")
     assert check.returncode == 0, check.stdout + check.stderr
     helped = vnetd_cli("import", "--help")

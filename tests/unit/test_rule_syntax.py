@@ -253,7 +253,7 @@ BROKEN_FIREWALL: list[Broken] = [
           security2:
             INPUT:
               rules: [-j ACCEPT]
-        """, 2, "firewall.security2", "unknown key in firewall (tables); valid keys: filter, nat, mangle, raw"),
+        """, 2, "firewall.security2", "unknown key in firewall (tables); valid keys: filter, nat, mangle, raw, backend"),
     bad("rules-not-a-list", """\
         firewall:
           filter:

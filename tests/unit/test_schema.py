@@ -138,6 +138,7 @@ firewall6:
   mangle: {}
   raw: {}
 firewall:
+  backend: auto
   filter:
     FORWARD:
       policy: DROP
@@ -224,6 +225,8 @@ def load_everything() -> None:
                        for key, kind in schema.DHCP_CLIENT_KEYS)
     load_partial([SourceFile("/virtual/dhcp-client.yaml",
                              f"interfaces:\n- name: eth1\n  type: ethernet\n  ipv4:\n    dhcp: true\n{client}\n")])
+    # firewall6.backend: in the schema (so the reference says where it belongs), never valid
+    load_partial([SourceFile("/virtual/firewall6-backend.yaml", "firewall6:\n  backend: iptables-legacy\n")])
     for case in BROKEN + BROKEN_FIREWALL:
         load_partial([SourceFile(f"/virtual/{name}", textwrap.dedent(text)) for name, text in case.files])
 

@@ -24,16 +24,38 @@ engine and the daemon use: it merges what they observe (keys never collide;
 tags are unique across families), and sends each table key and each action to
 the instance of its family. A backend gains IPv6 by taking a family and naming
 its tables by key; nothing above this seam changes.
+
+Which backend: every backend is registered by name in
+``model.firewall.FIREWALL_BACKENDS`` ("module:Class", the families it writes,
+the ``iptables`` variant that shows its tables); ``open_backend`` imports and
+makes it on first use. ``select_backend`` turns ``firewall.backend`` (``auto``
+or a name) into the backend used, with the reason in a few words: ``auto`` is
+the backend that already holds vnetd's rules when exactly one does, otherwise
+the variant the host's ``iptables`` command is (legacy when there is none),
+among the backends that write every family the state declares.
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Protocol
+from dataclasses import dataclass
+from typing import Protocol, cast
 
 from vnetd.errors import BackendError
 from vnetd.model.checkpoint import ChainRecord
-from vnetd.model.firewall import FAMILIES, ChainSpec, ObservedTable, RuleId, RuleKey, ShownTable, split_table_key
+from vnetd.model.firewall import (
+    AUTO_BACKEND,
+    FAMILIES,
+    FIREWALL_BACKENDS,
+    ChainSpec,
+    ObservedTable,
+    RuleId,
+    RuleKey,
+    ShownTable,
+    split_table_key,
+)
+from vnetd.model.state import DesiredState
 from vnetd.plan.actions import FIREWALL_OPS, Action
 
 
@@ -188,6 +210,153 @@ class FirewallFamilies:
     def close(self) -> None:
         for backend in self._members.values():
             backend.close()
+
+
+# --------------------------------------------------------------------------- which backend
+
+
+def backend_class(name: str) -> Callable[[int], FirewallBackend]:
+    """The class registered as ``name`` (model.firewall.FIREWALL_BACKENDS), imported now;
+    called with an address family it makes that family's backend."""
+    module, _, attr = FIREWALL_BACKENDS[name].path.partition(":")
+    return cast(Callable[[int], FirewallBackend], getattr(importlib.import_module(module), attr))
+
+
+def open_backend(name: str) -> FirewallFamilies:
+    """The backend ``name`` for every family it writes (one instance per family, made on first use)."""
+    return FirewallFamilies(backend_class(name), FIREWALL_BACKENDS[name].families)
+
+
+@dataclass(frozen=True, slots=True)
+class Selection:
+    """The firewall backend used, and why (one short line for ``check``/``plan``/``apply``,
+    ``status``, ``show`` and the daemon's log)."""
+
+    name: str
+    #: what the state files say: "auto" or a backend's name
+    requested: str
+    reason: str
+    #: the backends that held vnetd's rules when it was chosen (where they were looked for)
+    holding: tuple[str, ...] = ()
+
+    @property
+    def line(self) -> str:
+        return f"firewall backend: {self.name} ({self.reason})"
+
+
+def families_of(desired: DesiredState) -> frozenset[int]:
+    """The address families a state declares chains of (none: it only prunes)."""
+    return frozenset(c.family for c in desired.chains)
+
+
+class BackendRefused(BackendError):
+    """``firewall.backend: auto`` cannot tell which backend this host uses (vnetd's rules in
+    two backends, ``iptables`` and ``ip6tables`` of different variants, no ``iptables``
+    command, ...): vnetd refuses rather than guess; the message says what to write."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("firewall", "firewall.backend", message)
+
+
+def _sections(families: Iterable[int]) -> str:
+    from vnetd.model.firewall import SECTIONS
+
+    return " and ".join(f"{SECTIONS[f]}:" for f in sorted(families))
+
+
+def choose(requested: str, families: frozenset[int], holding: Sequence[str],
+           variants: Mapping[int, str | None], origin: str = "") -> Selection:
+    """The pure decision. ``families``: those the state declares chains of; ``holding``: the
+    backends that hold vnetd's rules now; ``variants``: what the host's ``iptables`` (4) and
+    ``ip6tables`` (6) commands are ("nft", "legacy", None: no such command).
+
+    A backend named is used. ``auto`` follows the host's ``iptables`` command, and refuses
+    (``BackendRefused``) when that is not one clear answer: vnetd's rules in two backends,
+    the commands of the families declared of different variants, no command at all, or no
+    backend of that variant writing every family declared. vnetd's rules already in one
+    other backend than the host's variant (an upgrade on a host whose vnetd wrote the
+    legacy tables) stay there: nothing is moved that nobody asked to move. A state that
+    declares no chain (it only prunes) is never refused: every backend holding vnetd's
+    rules is pruned."""
+    holding = tuple(holding)
+    if requested != AUTO_BACKEND:
+        where = f" at {origin}" if origin else ""
+        return Selection(requested, requested, f"firewall.backend{where}", holding)
+    fix = "write firewall.backend: iptables-legacy or iptables-nft (docs/OPERATIONS.md)"
+    if not families:
+        name = holding[0] if holding else next(iter(FIREWALL_BACKENDS))
+        return Selection(name, requested, "auto: no chain declared", holding)
+    if len(holding) > 1:
+        raise BackendRefused(f"auto: vnetd's rules are in {' and '.join(holding)}; {fix} "
+                             "(vnetd's rules are then pruned from the other)")
+    commands = {4: "iptables", 6: "ip6tables"}
+    known = {f: v for f in sorted(families) if (v := variants.get(f)) is not None}
+    if len(set(known.values())) > 1:
+        mixed = " but ".join(f"`{commands[f]}` is {commands[f]}-{v}" for f, v in known.items())
+        raise BackendRefused(f"auto: {mixed} here; {fix}")
+    if not known:
+        if len(holding) == 1:
+            return Selection(holding[0], requested, "auto: no iptables command here; vnetd's rules are there",
+                             holding)
+        raise BackendRefused(f"auto: no iptables command here to follow; {fix}")
+    variant = next(iter(known.values()))
+    able = [n for n, e in FIREWALL_BACKENDS.items() if e.variant == variant and families <= set(e.families)]
+    if not able:
+        raise BackendRefused(f"auto: the host's iptables is iptables-{variant}, and no backend of that variant "
+                             f"writes {_sections(families)} chains; {fix}")
+    name = able[0]
+    if holding and holding[0] != name:
+        # an upgrade on a host whose vnetd wrote the other backend: nothing moves that nobody
+        # asked to move; the rules stay enforced where they are, and the reason says how to move them
+        kept = FIREWALL_BACKENDS.get(holding[0])
+        if kept is None or not families <= set(kept.families):
+            raise BackendRefused(f"auto: vnetd's rules are in {holding[0]}, which cannot write "
+                                 f"{_sections(families)} chains, but the host's iptables is iptables-{variant}; "
+                                 f"{fix}")
+        return Selection(holding[0], requested, f"auto: vnetd's rules are in {holding[0]} and stay there, though "
+                         f"the host's iptables is iptables-{variant} (firewall.backend: {name} moves them)",
+                         holding)
+    return Selection(name, requested, f"auto: the host's iptables is iptables-{variant}", holding)
+
+
+def holds_vnetd_rules(backend: FirewallBackend) -> bool:
+    """Whether ``backend`` holds vnetd's rules (False when it cannot be read: no root, no kernel support)."""
+    try:
+        return backend.has_vnetd_rules()
+    except (BackendError, OSError):
+        return False
+
+
+def select_backend(desired: DesiredState, opened: Callable[[str], FirewallBackend] | None = None) -> Selection:
+    """The backend ``desired`` uses on this host (``opened``: the backends already open,
+    by name, to look into for ``auto``; by default each is opened for the look and closed).
+    Raises ``BackendRefused`` when ``auto`` has no clear answer here."""
+    from vnetd.backends.nftdetect import iptables_variant
+
+    requested = desired.firewall_backend
+    holding: list[str] = []
+    if requested == AUTO_BACKEND:
+        for name in FIREWALL_BACKENDS:
+            if opened is not None:
+                try:
+                    backend: FirewallBackend = opened(name)
+                except (BackendError, OSError):
+                    continue  # not available here (no kernel support, no root): nothing of vnetd's in it
+                if holds_vnetd_rules(backend):
+                    holding.append(name)
+                continue
+            try:
+                made = open_backend(name)
+            except (BackendError, OSError):
+                continue
+            try:
+                if holds_vnetd_rules(made):
+                    holding.append(name)
+            finally:
+                made.close()
+    origin = str(desired.firewall_backend_at) if desired.firewall_backend_at else ""
+    variants = {4: iptables_variant("iptables"), 6: iptables_variant("ip6tables")}
+    return choose(requested, families_of(desired), holding, variants, origin)
 
 
 def _conforms(backend: FirewallFamilies) -> FirewallBackend:

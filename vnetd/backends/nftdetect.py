@@ -1,18 +1,21 @@
 # SPDX-License-Identifier: MIT
 """Which firewall backend the host uses, so vnetd never splits a firewall silently.
 
-python-iptables (libiptc) reads and writes the *legacy* iptables tables. Two things
-make that a trap on modern hosts, and both are reported by ``check``, ``plan`` and
-``apply`` (one line, once per command) and in the daemon's log
-(``firewall.backend_mismatch``, once per change; docs/OPERATIONS.md has the detail):
+vnetd writes one backend's tables (``firewall.backend``: the legacy tables through
+libiptc, or the nf_tables tables iptables-nft uses). Two things make a split
+firewall, and both are reported by ``check``, ``plan`` and ``apply`` (one line,
+once per command) and in the daemon's log (``firewall.backend_mismatch``, once per
+change; docs/OPERATIONS.md has the detail):
 
-* the host's ``iptables`` command is the nft variant (Debian/Ubuntu default since
-  Buster/20.04): ``iptables -S`` then shows nf_tables, not vnetd's rules (the same for
-  ``ip6tables`` and the ``firewall6:`` chains);
+* the host's ``iptables`` command is another variant than the backend's (the nft
+  variant is the Debian/Ubuntu default since Buster/20.04): ``iptables -S`` then
+  shows other tables than vnetd's rules (the same for ``ip6tables`` and the
+  ``firewall6:`` chains); when vnetd writes nf_tables itself there is no such
+  mismatch;
 * nf_tables holds tables in this namespace, of any family (firewalld's ``inet
   firewalld``, a distribution's ``inet filter``, libvirt's and docker's ``ip``
-  tables, ``ip6``, ``bridge``, ``netdev``, ``arp``): packets traverse both, and a
-  drop in either wins.
+  tables, ``ip6``, ``bridge``, ``netdev``, ``arp``) other than those vnetd writes
+  (``own_nft_tables``): packets traverse both, and a drop in either wins.
 
 The tables are listed with one ``NFT_MSG_GETTABLE`` dump for every family
 (``NFPROTO_UNSPEC``) on a netlink socket of the current network namespace: a few
@@ -31,6 +34,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from vnetd.model.firewall import FIREWALL_BACKENDS
+
 NETLINK_NETFILTER = 12
 NFNL_SUBSYS_NFTABLES = 10
 NFT_MSG_NEWTABLE, NFT_MSG_GETTABLE = 0, 1
@@ -47,20 +52,44 @@ SHOWN_TABLES = 6
 DOCS = "docs/OPERATIONS.md"
 
 
+LEGACY_BACKEND = "iptables-legacy"
+#: the nf_tables tables the iptables-nft (ip6tables-nft) commands use, per address family
+IPTABLES_NFT_TABLES = {4: tuple(f"ip {t}" for t in ("filter", "nat", "mangle", "raw", "security")),
+                       6: tuple(f"ip6 {t}" for t in ("filter", "nat", "mangle", "raw", "security"))}
+
+
+def own_nft_tables(backend: str) -> frozenset[str]:
+    """The nf_tables tables (as "family name") the backend ``backend`` writes into:
+    not another firewall, though other tools' rules may share them."""
+    entry = FIREWALL_BACKENDS.get(backend)
+    if entry is None or entry.variant != "nft":
+        return frozenset()
+    return frozenset(t for family in entry.families for t in IPTABLES_NFT_TABLES[family])
+
+
 @dataclass(frozen=True, slots=True)
 class BackendReport:
     iptables_variant: str | None  # "nft", "legacy" or None (no iptables command)
-    nft_tables: tuple[str, ...]  # "family name" of every nf_tables table in this namespace
+    nft_tables: tuple[str, ...]  # "family name" of every nf_tables table here but those the backend writes
     ip6tables_variant: str | None = None  # the same for ip6tables
+    backend: str = LEGACY_BACKEND  # the backend vnetd writes (model.firewall.FIREWALL_BACKENDS)
 
     def mismatch(self, families: Iterable[int] = (4,)) -> bool:
-        """Another firewall beside vnetd's legacy tables of ``families`` (4: firewall:, 6: firewall6:)."""
-        return bool(self.nft_tables) or bool(self.nft_commands(families))
+        """Another firewall beside vnetd's tables of ``families`` (4: firewall:, 6: firewall6:)."""
+        return bool(self.nft_tables) or bool(self.other_commands(families))
+
+    def other_commands(self, families: Iterable[int] = (4,)) -> list[tuple[str, str]]:
+        """(command, its variant) of the host's iptables commands, of the families declared,
+        that show other tables than the backend's."""
+        entry = FIREWALL_BACKENDS.get(self.backend)
+        mine = entry.variant if entry is not None else "legacy"
+        variants = {4: ("iptables", self.iptables_variant), 6: ("ip6tables", self.ip6tables_variant)}
+        return [(variants[f][0], str(variants[f][1])) for f in sorted(set(families))
+                if variants[f][1] is not None and variants[f][1] != mine]
 
     def nft_commands(self, families: Iterable[int] = (4,)) -> list[str]:
-        """The host's iptables commands that are the nft variant, of the families declared."""
-        variants = {4: ("iptables", self.iptables_variant), 6: ("ip6tables", self.ip6tables_variant)}
-        return [variants[f][0] for f in sorted(set(families)) if variants[f][1] == "nft"]
+        """The host's iptables commands that are the nft variant while vnetd writes another."""
+        return [command for command, variant in self.other_commands(families) if variant == "nft"]
 
 
 def iptables_variant(command: str = "iptables") -> str | None:
@@ -137,13 +166,22 @@ def nft_tables() -> tuple[str, ...] | None:
     return None
 
 
-def report() -> BackendReport:
-    return BackendReport(iptables_variant(), nft_tables() or (), iptables_variant("ip6tables"))
+def report(backend: str = LEGACY_BACKEND) -> BackendReport:
+    """What is beside the tables ``backend`` writes."""
+    own = own_nft_tables(backend)
+    tables = tuple(t for t in nft_tables() or () if t not in own)
+    return BackendReport(iptables_variant(), tables, iptables_variant("ip6tables"), backend)
+
+
+def _written(backend: str) -> str:
+    """What vnetd writes, in a few words."""
+    entry = FIREWALL_BACKENDS.get(backend)
+    return "the iptables-nft tables" if entry is not None and entry.variant == "nft" else "the legacy tables"
 
 
 def mismatch_line(rep: BackendReport, families: Iterable[int] = (4,)) -> str | None:
-    """The warning, in one short line; None when vnetd's legacy tables (of ``families``)
-    are the only firewall."""
+    """The warning, in one short line; None when vnetd's tables (of ``families``) are
+    the only firewall."""
     if not rep.mismatch(families):
         return None
     parts = []
@@ -151,14 +189,16 @@ def mismatch_line(rep: BackendReport, families: Iterable[int] = (4,)) -> str | N
         shown = ", ".join(rep.nft_tables[:SHOWN_TABLES])
         more = len(rep.nft_tables) - SHOWN_TABLES
         parts.append(f"nf_tables has {shown}{f' and {more} more' if more > 0 else ''} here")
-    for command in rep.nft_commands(families):
-        parts.append(f"`{command}` is {command}-nft")
-    return f"{' and '.join(parts)}; vnetd writes the legacy tables and packets pass both (see {DOCS})"
+    for command, variant in rep.other_commands(families):
+        parts.append(f"`{command}` is {command}-{variant}")
+    return f"{' and '.join(parts)}; vnetd writes {_written(rep.backend)} and packets pass both (see {DOCS})"
 
 
-def backend_warnings(rep: BackendReport | None = None, families: Iterable[int] = (4,)) -> list[str]:
-    """``families``: those the state declares chains of (4: firewall:, 6: firewall6:)."""
-    line = mismatch_line(rep or report(), families)
+def backend_warnings(rep: BackendReport | None = None, families: Iterable[int] = (4,),
+                     backend: str = LEGACY_BACKEND) -> list[str]:
+    """``families``: those the state declares chains of (4: firewall:, 6: firewall6:);
+    ``backend``: the one vnetd writes."""
+    line = mismatch_line(rep or report(backend), families)
     return [] if line is None else [f"firewall.backend_mismatch: {line}"]
 
 
@@ -172,14 +212,14 @@ class BackendWatch:
         self.log = log
         self.last: BackendReport | None = None
 
-    def check(self, families: Iterable[int]) -> BackendReport | None:
-        """Look again (``families``: those the state declares chains of; none, no look);
-        returns the report when it changed (and was logged)."""
+    def check(self, families: Iterable[int], backend: str = LEGACY_BACKEND) -> BackendReport | None:
+        """Look again (``families``: those the state declares chains of; none, no look;
+        ``backend``: the one vnetd writes); returns the report when it changed (and was logged)."""
         families = frozenset(families)
         if not families:
             self.last = None
             return None
-        rep = report()
+        rep = report(backend)
         previous, self.last = self.last, rep
         if rep == previous or (previous is None and not rep.mismatch(families)):
             return None
@@ -191,8 +231,8 @@ class BackendWatch:
         }
         line = mismatch_line(rep, families)
         if line is None:
-            self.log.info("firewall.backend_clear", message="vnetd's legacy iptables tables are the only firewall "
-                          "here again", **fields)
+            self.log.info("firewall.backend_clear", message=f"vnetd's tables ({_written(backend)}) are the only "
+                          "firewall here again", **fields)
         else:
             self.log.warning("firewall.backend_mismatch", message=line, **fields)
         return rep

@@ -81,8 +81,8 @@ _BE32S = struct.Struct(">i")
 
 def written_backend(desired: DesiredState) -> str:
     """The firewall backend vnetd writes for ``desired`` (for ``check``, which has no engine;
-    ``plan``, ``apply`` and the daemon ask their engine's backend). vnetd writes the
-    legacy tables until a ``firewall.backend`` selection exists."""
+    ``plan``, ``apply`` and the daemon ask their engine's backend): the legacy tables,
+    unless ``check`` passes the backend ``firewall.backend`` selected."""
     return LEGACY
 
 
@@ -463,10 +463,24 @@ def findings(chains: Sequence[ChainSpec], backend: str, show: Callable[[], Seque
     return (*(find_shadows(chains, backend) or ()), *find_unreached(chains, show))
 
 
-def shadow_warnings(desired: DesiredState) -> list[str]:
-    """``firewall.shadowed: ...`` lines for ``vnetd check`` (empty when nothing can be read)."""
+def shadow_warnings(desired: DesiredState, backend: str | None = None) -> list[str]:
+    """``firewall.shadowed: ...`` lines for ``vnetd check`` (empty when nothing can be read);
+    ``backend``: the one ``firewall.backend`` selected (vnetd.firewall_checks)."""
     chains = desired.chains
-    return warning_lines(findings(chains, written_backend(desired), lambda: legacy_ruleset(chains)))
+    name = backend or written_backend(desired)
+    if name == LEGACY:
+        return warning_lines(findings(chains, name, lambda: legacy_ruleset(chains)))
+
+    def show() -> tuple[ShownTable, ...]:
+        from vnetd.backends.firewall import open_backend
+
+        opened = open_backend(name)
+        try:
+            return tuple(opened.show(chains))
+        finally:
+            opened.close()
+
+    return warning_lines(findings(chains, name, show))
 
 
 class ShadowWatch:

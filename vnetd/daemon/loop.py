@@ -1,17 +1,20 @@
 # SPDX-License-Identifier: MIT
 """The daemon's event loop: one thread owns all state and runs every pass.
 
-The loop waits in ``select()`` on the wake-up pipe and the netlink notification
-socket, with a timeout for the next timer (netfilter/sysctl check, slow resync,
-debounced load, a back-off ending, a crashed pass's retry, the systemd watchdog,
-a restart of the state directory's watch). Wake-up reasons are coalesced; each
+The loop waits in ``select()`` on the wake-up pipe and every manager's event
+descriptor (netlink notifications, nf_tables notifications when the firewall
+backend has them), with a timeout for the next timer (the periodic check of what
+sends no events, slow resync, debounced load, a back-off ending, a crashed pass's
+retry, the systemd watchdog, a restart of the state directory's watch). It never
+names a kind of resource: it iterates the managers (``vnetd.managers``).
+Wake-up reasons are coalesced; each
 wake-up runs at most one pass, and passes never overlap. Other threads (control
 socket, libvirt's event loop, a load job, the metrics listener, watchdog's
 observer of the state directory) only post wake-ups; signal handlers too.
 
 The daemon never dies of an exception (SPEC section 5). Every step of an
-iteration (the pass, the netfilter/sysctl check, the resync, reading netlink or
-what the state directory's watch noted, libvirt's reconnection) is guarded: an
+iteration (the pass, the periodic check, the resync, reading a manager's events
+or what the state directory's watch noted, connecting libvirt) is guarded: an
 unexpected exception is logged once, with its traceback, as ``pass.crashed``
 (``step`` says which), the caches are marked stale, and that step alone is
 skipped until it is retried after 1, 2, 4 ... ``CRASH_MAX`` seconds, while the other steps, signals, status requests and
@@ -122,7 +125,7 @@ class Daemon:
         self.debounce = FileDebounce(self.args.state_dir)
         self.pending_loads.add("startup")
         self._start_load()
-        self._guarded("resync", rec.net.resync)
+        self._guarded("resync", rec.resync)
         self.control.start({"status": self._status_answer, "metrics": self._metrics_answer,
                             "reload": self._reload_answer})
         if self.metrics_server is not None:
@@ -143,7 +146,7 @@ class Daemon:
             self.log.info("daemon.stopping", passes=rec.passes)
             if self.job is not None:
                 self.job.cancel()
-            for close in (self.control.stop, self.watcher.close, rec.close, rec.engine.backends.close):
+            for close in (self.control.stop, self.watcher.close, rec.close):
                 try:
                     close()
                 except Exception as exc:  # stopping goes on whatever one part does
@@ -180,12 +183,18 @@ class Daemon:
             deadlines.append(self.crash_until.get("files", now))
         timeout = max(0.0, min(deadlines) - now)
         fds = [self.wake.fileno()]
+        evented = []  # (manager, its descriptor)
+        for manager in rec.managers:
+            fd = self._guarded(manager.event_source, manager.event_fileno)
+            if fd is not None:
+                evented.append((manager, fd))
         # a descriptor whose reading crashed is left alone until its retry (not a busy loop)
-        retry_at = self.crash_until.get("netlink", 0.0)
-        if retry_at > now:
-            timeout = min(timeout, retry_at - now)
-        else:
-            fds.append(rec.net.events.fileno())
+        for step, fd in [(m.event_source, fd) for m, fd in evented]:
+            retry_at = self.crash_until.get(step, 0.0)
+            if retry_at > now:
+                timeout = min(timeout, retry_at - now)
+            else:
+                fds.append(fd)
         try:
             readable, _, _ = select.select(fds, [], [], timeout)
         except InterruptedError:
@@ -206,10 +215,12 @@ class Daemon:
             if self._guarded("files", self.watcher.read, now, default=True):
                 self.debounce.touched(now)  # (a crash reading the events: read the files again, to be sure)
             self.files_wanted = self.crash_until.get("files", 0.0) > now  # crashed: again at its retry
-        if rec.net.events.fileno() in readable and self._guarded("netlink", rec.net.drain):
-            reasons.add("netlink")
-        if rec.net.overrun:
-            reasons.add("netlink")
+        for manager, fd in evented:
+            if fd in readable and self._guarded(manager.event_source, manager.drain_events):
+                reasons.add(manager.event_source)
+        for manager in rec.managers:
+            if manager.needs_pass():  # lost notifications, a crash: its cache must be read again
+                reasons.add(manager.event_source)
         if self.debounce.ready(now):
             self.debounce.done()
             self.pending_loads.add("files")
@@ -222,19 +233,18 @@ class Daemon:
         if self.job is not None and self.job.finished:
             reasons |= self._finish_load(now)
         self._start_load()
-        if "libvirt" in reasons:
-            rec.lv_dirty = True
+        for manager in rec.managers:
+            manager.on_wake(reasons)  # (libvirt's events: read libvirt again)
         if now >= self.next_check:
             checked = self._guarded("check", rec.check_unevented)
             reasons.update(checked or ())
             self._guarded("shadowing", rec.check_shadowing)
-            self._guarded("libvirt", self._libvirt_reconnect, reasons)
             self.next_check = now + args.check_interval
         if now >= self.next_resync:
-            # netlink may have lost notifications: read it all again; netfilter's check
-            # is exact (the whole table compared), so it needs no full re-read
-            self._guarded("resync", rec.net.resync)
-            rec.lv_dirty = True
+            # notifications may have been lost: each manager reads again what it may have
+            # missed (netfilter's legacy check is exact -- the whole table compared -- so it
+            # needs no full re-read)
+            self._guarded("resync", rec.resync)
             reasons.add("resync")
             if self._guarded("files", self.watcher.check_identity):
                 self.debounce.touched(now)
@@ -281,8 +291,9 @@ class Daemon:
         # libvirt only after READY: at boot libvirtd is ordered after network.target, which
         # waits for vnetd, and a socket-activated libvirtd would leave the connect hanging
         # until vnetd timed out (docs/OPERATIONS.md, "Boot order"); the next pass has libvirt
-        self._guarded("libvirt", self._connect_libvirt)
-        self.wake.post("libvirt")
+        started = self._guarded("start", self.reconciler.start, self.wake.post, default=())
+        for reason in started:
+            self.wake.post(reason)  # the next pass has what was connected
 
     def _pass(self, reasons: set[str]) -> Any:
         rec = self.reconciler
@@ -440,7 +451,7 @@ class Daemon:
         if outcome.source == "startup":
             self.started = True
         if outcome.source == "reload" or (outcome.source == "startup" and self.ready):
-            self._guarded("libvirt", self._connect_libvirt)  # at startup: after READY (_declare_ready)
+            self._guarded("start", rec.start, self.wake.post)  # at startup: after READY (_declare_ready)
         if outcome.source == "reload" and self.ready:
             self.notifier.ready(rec.summary_line())  # ends systemd's "reloading" state
         status = rec.status()
@@ -499,29 +510,3 @@ class Daemon:
                                        "last_source": "", "counts": {}, "resources": []})
         stale["stale"] = "the daemon is busy in a long pass; this is its last known status"
         return stale
-
-    # -- libvirt ----------------------------------------------------------------------
-
-    def _libvirt_backend(self) -> Any:
-        spec = self.reconciler.desired.libvirt
-        if spec is None:
-            return None
-        return self.reconciler.engine.backends.libvirt(spec.uri)
-
-    def _connect_libvirt(self) -> None:
-        backend = self._libvirt_backend()
-        if backend is None:
-            return
-        start_events = getattr(backend, "start_events", None)
-        if start_events is not None:
-            start_events(self.wake.post)
-        if not backend.connected:
-            backend.connect()
-
-    def _libvirt_reconnect(self, reasons: set[str]) -> None:
-        backend = self._libvirt_backend()
-        if backend is None or backend.connected:
-            return
-        reconnect = getattr(backend, "maybe_reconnect", None)
-        if reconnect is not None and reconnect():
-            reasons.add("libvirt")

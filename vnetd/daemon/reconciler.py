@@ -2,15 +2,13 @@
 """One pass of the daemon, from wake-up reasons to ``reconcile.done``.
 
 The daemon plans from caches instead of re-reading the world (a full pyroute2-sized
-read of 2,500 links costs more than the whole 100 ms budget of a pass):
-
-* links, addresses and routes: a NetState filled by one dump at start and kept
-  current from netlink notifications, which the main thread drains itself before
-  every plan; an overrun (ENOBUFS) or the slow timer re-dumps everything;
-* netfilter: the parsed tables, re-read only when the cheap check (table blob,
-  counters masked) says they changed, or after vnetd wrote them;
-* sysctl: read every pass (a few small files);
-* libvirt: re-read on libvirt events, after vnetd acted on libvirt, and on resync.
+read of 2,500 links costs more than the whole 100 ms budget of a pass). Each kind's
+manager (``vnetd.managers``) keeps its own: links, addresses, routes and rules from
+netlink notifications (an overrun or the slow timer re-dumps everything); the
+firewall's parsed tables, re-read only when its backend's events or the cheap check
+say they changed, or after vnetd wrote them; sysctls read every pass (a few small
+files); libvirt re-read on its events, after vnetd acted on it, and on resync. The
+reconciler only iterates the managers: it never names a kind.
 
 Events caused by vnetd's own writes are drained the same way: they update the
 cache (the verify step of the pass sees them) and, at most, cause one more pass
@@ -18,33 +16,28 @@ that finds nothing to do.
 
 Loading the files is not done here but in a ``LoadJob`` (daemon/loading.py), off
 the repair path; ``adopt`` takes its outcome. Per-resource health is kept only
-for what can still need it: resources declared, running guests' taps, and
-resources still failing or fought over (``_forget_gone``).
+for what can still need it: resources declared, the managers' transient resources
+(running guests' taps), and resources still failing or fought over (``_forget_gone``).
 """
 
 from __future__ import annotations
 
 import ctypes
-import errno
-import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from vnetd.backends import rtnl
-from vnetd.backends.nftdetect import BackendWatch
 from vnetd.backends.shadowing import ShadowWatch
 from vnetd.daemon.backoff import Health, HealthBook
 from vnetd.daemon.loading import LoadOutcome, load_now
 from vnetd.desired.loader import Held, unloaded_warning
 from vnetd.engine import Engine, PassResult
 from vnetd.errors import BackendError, ConfigError
+from vnetd.managers import Managers
 from vnetd.model.health import ProbeResult, ProbeSpec
-from vnetd.model.netstate import NetState
 from vnetd.model.state import DesiredState
-from vnetd.plan.actions import FIREWALL_OPS, Action, AttachTap, EnsureNetwork, Plan, jsonable
-from vnetd.plan.identifiers import sysctl_keys
+from vnetd.plan.actions import Action, Plan, jsonable
 from vnetd.plan.planner import Observed
 
 #: Sources whose passes apply the administrator's own changes (never counted as drift repairs).
@@ -52,7 +45,6 @@ CONFIG_SOURCES = {"startup", "files", "reload"}
 #: Sources whose changes are checked by the health probes (not the first load: there is no
 #: previous configuration to go back to)
 PROBED_SOURCES = {"files", "reload"}
-EVENT_RCVBUF = 8 * 1024 * 1024
 
 
 @dataclass
@@ -64,99 +56,6 @@ class PassSummary:
     rolled_back: bool = False
 
 
-class NetCache:
-    """The event-maintained view of links, addresses and routes."""
-
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
-        self.events = rtnl.RtnlSocket(groups=rtnl.EVENT_GROUPS, rcvbuf=EVENT_RCVBUF)
-        self.state = NetState()
-        self.overrun = False
-        self.routes_stale = False
-        self.events_seen = 0
-
-
-    def resync(self) -> None:
-        """Re-read everything: drop queued notifications (older than the dump), then dump
-        and bring the cache in line (in place: what did not change stays as it was)."""
-        self.drain(apply=False)
-        self.state.sync_from(self.engine.backends.net.observe())
-        self.overrun = False
-
-
-    def drain(self, apply: bool = True) -> int:
-        """Read every queued notification into the cache; returns how many changed it."""
-        changed = 0
-        self.routes_stale = False
-        while True:
-            try:
-                data = self.events.sock.recv(1 << 20, socket.MSG_DONTWAIT)
-            except BlockingIOError:
-                if self.routes_stale and apply:
-                    # The kernel flushes IPv4 routes whose address or link went away
-                    # without sending RTM_DELROUTE: re-read the routes instead.
-                    self.state.replace_routes(self.engine.backends.net.dump_routes())
-
-                return changed
-            except OSError as exc:
-                if exc.errno == errno.ENOBUFS:  # the kernel dropped notifications: the cache is stale
-                    self.overrun = True
-                    continue
-                raise
-            if not apply:
-                continue
-            for mtype, _flags, _seq, off, length in rtnl.iter_messages(data):
-                changed += self._apply(data, mtype, off, length)
-
-    def _apply(self, data: bytes, mtype: int, off: int, length: int) -> int:
-        self.events_seen += 1
-        if mtype in (rtnl.RTM_NEWLINK, rtnl.RTM_DELLINK) and rtnl.link_family(data, off) == socket.AF_BRIDGE:
-            return 0  # a bridge-port notification, not the link itself
-        if mtype == rtnl.RTM_NEWLINK:
-
-            link = rtnl.decode_link(data, off, length)
-            old = self.state.links.get(link.index)
-            if old is not None and old.up and not link.up:
-                self.routes_stale = True
-            self.state.put_link(link)
-        elif mtype == rtnl.RTM_DELLINK:
-            self.state.drop_link(rtnl.decode_link(data, off, length).index)
-            self.routes_stale = True
-        elif mtype in (rtnl.RTM_NEWADDR, rtnl.RTM_DELADDR):
-            addr = rtnl.decode_address(data, off, length)
-            if addr is None:
-                return 0
-            if mtype == rtnl.RTM_NEWADDR:
-                self.state.put_address(addr)
-            else:
-                self.state.drop_address(addr)
-                self.routes_stale = True
-        elif mtype in (rtnl.RTM_NEWROUTE, rtnl.RTM_DELROUTE):
-            route = rtnl.decode_route(data, off, length)
-            if route is None:
-                return 0
-            if mtype == rtnl.RTM_NEWROUTE:
-                self.state.put_route(route)
-            else:
-                self.state.drop_route(route)
-        elif mtype in (rtnl.RTM_NEWRULE, rtnl.RTM_DELRULE):
-            rule = rtnl.decode_rule(data, off, length)
-            if rule is None:
-                return 0
-            if mtype == rtnl.RTM_NEWRULE:
-                self.state.put_rule(rule)
-            else:
-                self.state.drop_rule(rule)
-        elif mtype == rtnl.NLMSG_OVERRUN:
-            self.overrun = True
-        else:
-            return 0
-        return 1
-
-    def close(self) -> None:
-        self.events.close()
-
-
 class Reconciler:
     """Owns the desired state, the caches and the per-resource health; runs passes."""
 
@@ -164,13 +63,13 @@ class Reconciler:
                  metrics: Any = None, conflict_repairs: int = 5) -> None:
         self.state_dir = state_dir
         self.log = log
-        self.engine = engine or Engine()
+        self.engine = engine or Engine(Managers(log))
+        self.managers = self.engine.managers.all
         self.metrics = metrics
         self.desired = DesiredState()
         self.loaded = False
         self.load_errors: list[str] = []
         self.health = HealthBook(conflict_repairs)
-        self.backend_watch = BackendWatch(log)
         self.shadow_watch = ShadowWatch(log)
         #: every resource the desired state declares (health of anything else is forgotten)
         self.declared: frozenset[str] = frozenset()
@@ -178,15 +77,8 @@ class Reconciler:
         self.held: tuple[Held, ...] = ()
         self._holds_reported: set[str] = set()
         self._unloaded_reported: set[str] = set()
-        self.net = NetCache(self.engine)
-        self.fw_tables: dict[str, Any] | None = None
-        self.fw_dirty = True
-        self.fw_watch: list[str] = []
-        self.fw_reads = 0
-        self.sysctl_last: dict[str, str | None] = {}
-        self.lv_networks: Any = None
-        self.lv_taps: tuple[Any, ...] = ()
-        self.lv_dirty = True
+        #: the managers' transient resources when health was last pruned (``_forget_gone``)
+        self.transient: frozenset[str] = frozenset()
         self.last_plan = Plan()
         self.last_pass: float | None = None
         self.passes = 0
@@ -247,7 +139,7 @@ class Reconciler:
             try:
                 from vnetd.checks import finish
 
-                warnings = finish(desired, [], environment=False)  # backend_watch reports those
+                warnings = finish(desired, [], environment=False)  # the firewall manager's watch reports those
             except ConfigError as exc:
                 issues, desired = exc.issues, None
         if desired is None:
@@ -277,11 +169,10 @@ class Reconciler:
             self.log.warning(event if event.startswith("firewall.") else "config.warning", message=message)
         self._report_holds(outcome.held)
         self._log_forgotten(previous, desired)
-        self.backend_watch.check({c.family for c in desired.chains})
-        self.declared = frozenset(resources_of(desired))
+        for manager in self.managers:
+            manager.adopt(desired)
+        self.declared = frozenset(self.resources_of(desired))
         self._forget_gone()
-        self.fw_dirty = True
-        self.lv_dirty = True
         release_memory()  # the YAML node tree of a big state is garbage now
         self.log.info("config.loaded", source=source, files=list(desired.files),
                       interfaces=len(desired.interfaces), routes=len(desired.routes),
@@ -314,8 +205,8 @@ class Reconciler:
         for hold in held:
             if hold.file in self._holds_reported:
                 continue
-            prune = [r for r in hold.resources if r.startswith("firewall/")]
-            release = [r for r in hold.resources if not r.startswith("firewall/")]
+            prune = [r for r in hold.resources if self.prunes(r)]
+            release = [r for r in hold.resources if not self.prunes(r)]
             if hold.kept:
                 self.log.warning("config.file_removed", file=hold.file, kept=True, would_prune=prune,
                                  would_release=release, note="still enforced: the removal takes effect on "
@@ -338,21 +229,42 @@ class Reconciler:
         """Drop the health of resources that are gone: no longer declared (and no longer
         failing or fought over, e.g. a chain still being pruned), or a guest's tap that
         vanished. Without this, the book grows for the life of the daemon as VMs come and go."""
-        keep = self.declared | {t.resource for t in self.lv_taps} | self.health.troubled
+        self.transient = self._transient()
+        keep = self.declared | self.transient | self.health.troubled
         if any(r not in keep for r in self.health.resources):
             self.health.forget(keep)
 
+    def _transient(self) -> frozenset[str]:
+        return frozenset().union(*(m.transient_resources() for m in self.managers))
+
+    def resync(self) -> None:
+        """The slow timer (and the start): every manager reads again what it may have missed."""
+        for manager in self.managers:
+            manager.resync()
+
+    def start(self, post: Any) -> list[str]:
+        """After READY and after a reload: the managers connect what had to wait (libvirt).
+        Returns the sources of the passes that what they connected needs."""
+        return [m.event_source for m in self.managers if m.start(self.desired, post)]
+
     def after_crash(self) -> None:
         """A pass died half-way: trust no cache."""
-        self.net.overrun = True
-        self.fw_dirty = True
-        self.lv_dirty = True
+        for manager in self.managers:
+            manager.invalidate()
+
+    def prunes(self, resource: str) -> bool:
+        """Whether forgetting ``resource`` deletes what vnetd made of it (a firewall chain's rules)."""
+        return any(m.prunes and m.owns(resource) for m in self.managers)
+
+    def resources_of(self, desired: DesiredState) -> list[str]:
+        """Every resource name the desired state manages (for status and forgetting)."""
+        return [r for m in self.managers for r in m.resources(desired)]
 
     def _log_forgotten(self, old: DesiredState, new: DesiredState) -> None:
         """Removing something from the files stops managing it (SPEC: forgetting vs deleting)."""
-        gone = sorted(set(resources_of(old)) - set(resources_of(new)))
+        gone = sorted(set(self.resources_of(old)) - set(self.resources_of(new)))
         for resource in gone:
-            if resource.startswith(("firewall/", "firewall6/")):
+            if self.prunes(resource):
                 self.log.info("resource.pruned", resource=resource, note="vnetd's tagged rules are removed")
             else:
                 self.log.info("resource.released", resource=resource,
@@ -361,91 +273,25 @@ class Reconciler:
     # -- observing --------------------------------------------------------------------
 
     def observe(self, desired: DesiredState) -> Observed:
-        """The cached observer handed to Engine.converge."""
-        self.net.drain()
-        if self.net.overrun:
-            self.log.warning("netlink.overrun", action="full resync")
-            self.net.resync()
-        observed = Observed(net=self.net.state)
-        if desired.sysctls:
-            keys = [s.key for s in desired.sysctls]
-            if self.engine.memo.identifiers.finds_by_mac(desired):
-                # per-device keys of a NIC found by its MAC are read where that NIC is
-                # (plan.identifiers), so that check_unevented sees their drift too
-                keys += sysctl_keys(desired, observed.net)
-            observed.sysctls = self.engine.backends.sysctl.read(dict.fromkeys(keys))
-            self.sysctl_last = dict(observed.sysctls)
-        firewall = self.engine.backends.firewall
-        if desired.chains or self.fw_tables or self.fw_dirty:
-            if self.fw_dirty or self.fw_tables is None:
-                self.fw_tables = firewall.observe(desired.chains)
-                self.fw_reads += 1  # (what the shadowing check keys its reading of vnetd's chains on)
-                self.fw_watch = firewall.tables_to_read(desired.chains)
-                self.fw_dirty = False
-            if desired.chains or any(self._has_tags(t) for t in self.fw_tables.values()):
-                observed.firewall = self.fw_tables
-                observed.rule_ids = firewall.rule_ids(desired.chains)
-        if desired.libvirt is not None:
-            self._observe_libvirt(desired, observed)
-        return observed
-
-    @staticmethod
-    def _has_tags(table: Any) -> bool:
-        return any(r.tag for c in table.chains.values() for r in c.rules)
-
-    def _observe_libvirt(self, desired: DesiredState, observed: Observed) -> None:
-        assert desired.libvirt is not None
-        libvirt = self.engine.backends.libvirt(desired.libvirt.uri)
-        if not libvirt.connected:
-            self.lv_networks = None
-            return
-        if self.lv_dirty or self.lv_networks is None:
-            try:
-                taps = self.lv_taps
-                self.lv_networks, self.lv_taps = libvirt.observe()
-                self.lv_dirty = False
-                if self.lv_taps != taps:
-                    self._forget_gone()  # a guest stopped: its taps' health goes with it
-            except BackendError as exc:
-                self.log.warning("libvirt.observe_failed", error=str(exc))
-                self.lv_networks = None
-                return
-        observed.networks = self.lv_networks
-        observed.guest_taps = self.lv_taps
+        """The cached observation a pass plans from (each manager's caches)."""
+        return self.engine.observe(desired, cached=True)
 
     # -- cheap checks for what sends no events ------------------------------------------
 
     def check_unevented(self) -> list[str]:
-        """Netfilter and sysctl: what changed since the last pass (cheap, no parsing)."""
-        reasons = []
-        self.backend_watch.check({c.family for c in self.desired.chains})  # other firewalls: logged once per change
-        if self.fw_watch or self.desired.chains:
-            try:
-                changed = self.engine.backends.firewall.changed(self.fw_watch)
-            except BackendError as exc:
-                self.log.warning("firewall.check_failed", error=str(exc))
-                changed = self.fw_watch
-            if changed:
-                self.fw_dirty = True
-                reasons.append("netfilter")
-        if self.desired.sysctls:
-            now = self.engine.backends.sysctl.read(self.sysctl_last)
-            if now != self.sysctl_last:
-                reasons.append("sysctl")
-        if self.desired.libvirt is not None:
-            libvirt = self.engine.backends.current_libvirt
-            # libvirt sends no event when a network's autostart is switched
-            if libvirt is not None and libvirt.connected and libvirt.changed():
-                self.lv_dirty = True
-                reasons.append("libvirt")
-        return reasons
+        """What sends no events (netfilter's legacy tables, sysctls, libvirt's autostart):
+        the managers that changed since the last pass (cheap, no parsing)."""
+        return [m.name for m in self.managers if m.changed(self.desired)]
 
     def check_shadowing(self) -> bool:
         """Chains of others that drop what vnetd's rules accept: logged once per change
         (``firewall.shadowed``; a step of its own, so a failure here delays no repair)."""
-        firewall = self.engine.backends.firewall
+        manager = self.engine.managers.firewall
+        if manager.selection is None:
+            return False  # no backend chosen (none yet, or auto refused): nothing of vnetd's to compare
+        firewall = manager.backend
         return self.shadow_watch.check(self.desired.chains, lambda: str(firewall.name),
-                                       lambda: firewall.show(self.desired.chains), self.fw_reads)
+                                       lambda: firewall.show(self.desired.chains), manager.reads)
 
     # -- the pass ---------------------------------------------------------------------
 
@@ -483,11 +329,6 @@ class Reconciler:
             return Plan(tuple(keep), plan.problems, plan.notes)
 
         def hook(action: Action, error: BackendError | None) -> None:
-            op = action.op
-            if isinstance(op, FIREWALL_OPS):
-                self.fw_dirty = True
-            if isinstance(op, EnsureNetwork | AttachTap):
-                self.lv_dirty = True
             fields = dict(resource=action.resource, field=action.field, want=jsonable(action.want),
                           have=jsonable(action.have), source=source)
             if error is None:
@@ -507,7 +348,7 @@ class Reconciler:
         probed = self.probe_pending and bool(sources & PROBED_SOURCES) and not observing
         checkpoint, before = self._before_change(now) if probed else (None, [])
         result = self.engine.converge(self.desired, observer=self.observe, hook=hook, plan_filter=filter_plan,
-                                      view_version=lambda: self.net.state.version, on_stale=stale)
+                                      cached=True, on_stale=stale)
         if observing:
             self._drift_seen = drifted_reported
         rolled_back = False
@@ -533,8 +374,8 @@ class Reconciler:
             self.log.warning("resource.problem", resource=problem.resource, message=problem.message)
         if len(result.applied) >= 100:
             release_memory()  # a big apply leaves table copies and netlink buffers behind
-        if result.applied or result.failed:
-            self._forget_gone()
+        if result.applied or result.failed or self._transient() != self.transient:
+            self._forget_gone()  # (a guest stopped: its taps' health goes with it)
 
         self.last_plan = result.first_plan if observing else result.final_plan
         self.last_pass = done
@@ -613,10 +454,10 @@ class Reconciler:
         self.loaded_digest = digest
         self.previous_good = None
         self.probe_pending = False
-        self.declared = frozenset(resources_of(desired))
+        for manager in self.managers:
+            manager.adopt(desired)  # (what the state invalidates is read again)
+        self.declared = frozenset(self.resources_of(desired))
         self._forget_gone()
-        self.fw_dirty = True
-        self.lv_dirty = True
 
     # -- status -----------------------------------------------------------------------
 
@@ -624,17 +465,22 @@ class Reconciler:
         now = time.monotonic()
         wall = time.time()
         drifted = {a.resource for a in self.last_plan.actions}
+        # what the last plan says vnetd cannot act on (a firewall backend refused) is not converged
+        problems = {p.resource: p.message for p in self.last_plan.problems}
         resources = []
         counts: dict[str, int] = {h.value: 0 for h in Health}
-        for resource in resources_of(self.desired):
+        for resource in self.resources_of(self.desired):
             health = self.health.health(resource, resource in drifted, now)
-            counts[health.value] += 1
             state = self.health.resources.get(resource)
+            error = state.last_error if state else None
+            if health is Health.CONVERGED and resource in problems:
+                health, error = Health.FAILING, problems[resource]
+            counts[health.value] += 1
             last_repair = None
             if state is not None and state.last_repair is not None:
                 last_repair = round(wall - (now - state.last_repair), 3)
             resources.append({"resource": resource, "state": health.value, "last_repair": last_repair,
-                              "error": state.last_error if state else None})
+                              "error": error})
         return {
             "state_dir": self.state_dir,
             "files": list(self.desired.files),
@@ -648,6 +494,7 @@ class Reconciler:
             "held_files": [{"file": h.file, "resources": list(h.resources)} for h in self.held],
             "health_tracked": len(self.health.resources),
             "unloaded_files": sorted(self._unloaded_reported),
+            **{k: v for m in self.managers for k, v in m.status().items()},
             "observing": self.observing,
             "rejected_files": self.rejected,
             "rollbacks": self.rollbacks,
@@ -663,20 +510,9 @@ class Reconciler:
         return text
 
     def close(self) -> None:
-        self.net.close()
+        """Close every manager's sockets and connections."""
+        self.engine.managers.close()
         self.shadow_watch.close()
-
-
-def resources_of(desired: DesiredState) -> list[str]:
-    """Every resource name the desired state manages (for status and forgetting)."""
-    out = [i.resource for i in desired.interfaces]
-    out += [r.resource for r in desired.routes]
-    out += [r.resource for r in desired.route_rules]
-    out += [s.resource for s in desired.sysctls]
-    out += [c.resource for c in desired.chains]
-    if desired.libvirt is not None:
-        out += [n.resource for n in desired.libvirt.networks]
-    return out
 
 
 def _run_probes(probes: tuple[ProbeSpec, ...]) -> list[ProbeResult]:

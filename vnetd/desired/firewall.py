@@ -8,6 +8,11 @@ together in file-name order (``10-base.yaml`` holds SSH, ``50-web.yaml`` adds
 HTTP). ``position: append`` keeps a declaration's rules at the bottom of a
 merge chain, below other tools' rules (a trailing catch-all REJECT must stay
 below libvirt's DHCP and NAT rules, which libvirt inserts at the top).
+
+``backend`` beside the tables of ``firewall:`` chooses where the rules of both
+sections are written (``auto``, ``iptables-legacy``, ``iptables-nft``:
+model.firewall.BACKEND_CHOICES); files that give it must agree
+(``merge_backend``).
 """
 
 from __future__ import annotations
@@ -20,17 +25,27 @@ from vnetd.desired.rules import RuleSyntaxError, parse_rule
 from vnetd.desired.schema import CHAIN, FIREWALL, FIREWALL6, FIREWALL_TABLE
 from vnetd.errors import ConfigIssue
 from vnetd.model.common import Origin
-from vnetd.model.firewall import BUILTIN_CHAINS, ChainMode, ChainSpec, Rule, section_of
+from vnetd.model.firewall import AUTO_BACKEND, BACKEND_CHOICES, BUILTIN_CHAINS, ChainMode, ChainSpec, Rule, section_of
+
+BACKEND_KEY = "backend"
 
 
-def parse_firewall(node: yaml.Node, ctx: FileContext, family: int = 4) -> list[ChainSpec]:
-    """``firewall:`` (family 4) or ``firewall6:`` (family 6)."""
+def parse_firewall(node: yaml.Node, ctx: FileContext, family: int = 4,
+                   backends: list[tuple[str, Origin]] | None = None) -> list[ChainSpec]:
+    """``firewall:`` (family 4) or ``firewall6:`` (family 6). ``backends`` receives the
+    ``backend`` this file gives, with where (``firewall:`` only: it applies to both)."""
     section = section_of(family)
     tables = as_map(node, section, ctx, FIREWALL6 if family == 6 else FIREWALL, f"{section} (tables)")
     if tables is None:
         return []
+    if BACKEND_KEY in tables:
+        choice = _parse_backend(tables, ctx, family)
+        if choice is not None and backends is not None:
+            backends.append(choice)
     chains: list[ChainSpec] = []
     for table in tables.keys():
+        if table == BACKEND_KEY:
+            continue
         tnode = tables.value_node(table)
         assert tnode is not None
         tview = as_map(tnode, join(section, table), ctx, FIREWALL_TABLE)
@@ -41,6 +56,35 @@ def parse_firewall(node: yaml.Node, ctx: FileContext, family: int = 4) -> list[C
             if spec is not None:
                 chains.append(spec)
     return chains
+
+
+def _parse_backend(tables: MapView, ctx: FileContext, family: int) -> tuple[str, Origin] | None:
+    path = join(tables.path, BACKEND_KEY)
+    if family != 4:
+        ctx.error(tables.key_node(BACKEND_KEY), path, "the backend is chosen under firewall: (firewall.backend) "
+                  "and applies to firewall6: too; remove it here")
+        return None
+    value = tables.choice(BACKEND_KEY, BACKEND_CHOICES)
+    if value is None:
+        return None
+    node = tables.value_node(BACKEND_KEY)
+    assert node is not None
+    return value, Origin(ctx.file, node.start_mark.line + 1)
+
+
+def merge_backend(choices: list[tuple[str, Origin]]) -> tuple[str, Origin | None, list[ConfigIssue]]:
+    """One ``firewall.backend`` for all files: "auto" when none gives it; files that give
+    different values are an issue naming both."""
+    if not choices:
+        return AUTO_BACKEND, None, []
+    value, origin = choices[0]
+    issues = []
+    for other, where in choices[1:]:
+        if other != value:
+            issues.append(ConfigIssue(where.file, where.line, f"firewall.{BACKEND_KEY}",
+                                      f"firewall.backend is {other} here but {value} at {origin}: "
+                                      "the files must agree (write it in one file)"))
+    return value, origin, issues
 
 
 def _parse_chain(

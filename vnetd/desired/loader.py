@@ -25,7 +25,7 @@ from dataclasses import dataclass, field, replace
 
 import yaml
 
-from vnetd.desired.firewall import merge_chains, parse_firewall
+from vnetd.desired.firewall import merge_backend, merge_chains, parse_firewall
 from vnetd.desired.health import parse_health
 from vnetd.desired.interfaces import cross_check, parse_interfaces
 from vnetd.desired.libvirt import parse_libvirt
@@ -274,6 +274,7 @@ class _Parsed:
     libvirt: list[tuple[LibvirtSpec, bool]]
     probes: list[ProbeSpec] = field(default_factory=list)
     route_rules: list[RouteRuleSpec] = field(default_factory=list)
+    backends: list[tuple[str, Origin]] = field(default_factory=list)  # firewall.backend, where given
     daemon: list[DaemonSettings] = field(default_factory=list)
 
 
@@ -469,7 +470,7 @@ def _dispatch(top: MapView, ctx: FileContext, parsed: _Parsed) -> None:
         elif key == "sysctl":
             parsed.sysctls += parse_sysctl(node, ctx)
         elif key == "firewall":
-            parsed.chains += parse_firewall(node, ctx)
+            parsed.chains += parse_firewall(node, ctx, backends=parsed.backends)
         elif key == "firewall6":
             parsed.chains += parse_firewall(node, ctx, family=6)
         elif key == "health":
@@ -517,15 +518,18 @@ def load_partial(sources: Sequence[SourceFile], issues: Iterable[ConfigIssue] = 
         merged.libvirt += parsed.libvirt
         merged.probes += parsed.probes
         merged.route_rules += parsed.route_rules
+        merged.backends += parsed.backends
         merged.daemon += parsed.daemon
         for items in (parsed.interfaces, parsed.routes, parsed.sysctls, parsed.chains, parsed.libvirt, parsed.probes,
                       parsed.route_rules, parsed.daemon):
             items.clear()  # cheap (merged holds the items): nothing big is freed at once on the way out
     merged.chains, chain_issues = merge_chains(merged.chains)
+    backend, backend_at, backend_issues = merge_backend(merged.backends)
     networks: list[NetworkSpec] = [n for spec, _ in merged.libvirt for n in spec.networks]
     checks: list[tuple[str, Iterable[ConfigIssue]]] = [
         ("interfaces defined twice", _duplicates("interface", ((i.name, i.origin) for i in merged.interfaces))),
         ("chains declared twice", chain_issues),
+        ("firewall backends", backend_issues),
         ("sysctl keys defined twice", _duplicates("sysctl key", ((s.key, s.origin) for s in merged.sysctls))),
         ("routes defined twice", _duplicates("route", ((_route_key(r), r.origin) for r in merged.routes))),
         ("absent routes that are declared", _absent_routes_declared(merged.routes)),
@@ -559,6 +563,8 @@ def load_partial(sources: Sequence[SourceFile], issues: Iterable[ConfigIssue] = 
         files=tuple(s.name for s in sources),
         probes=tuple(merged.probes),
         route_rules=tuple(merged.route_rules),
+        firewall_backend=backend,
+        firewall_backend_at=backend_at,
         daemon=merged.daemon[0] if merged.daemon else DaemonSettings(),
     ), all_issues
 
@@ -727,13 +733,19 @@ def hold_vanished(new: DesiredState, enforced: DesiredState, vanished: Iterable[
     elif kept_networks and enforced.libvirt is not None:
         old = enforced.libvirt
         libvirt = LibvirtSpec(old.uri, tuple(kept_networks), old.reattach, old.origin)
-    merged = replace(  # everything else (probes, route rules...) as the files have it now
+    # the firewall backend the held chains were written through stays, if only a vanished file named it
+    backend, backend_at = new.firewall_backend, new.firewall_backend_at
+    if backend_at is None and enforced.firewall_backend_at is not None and enforced.firewall_backend_at.file in gone:
+        backend, backend_at = enforced.firewall_backend, enforced.firewall_backend_at
+    merged = replace(  # everything else (route rules...) as the files have it now
         new,
         interfaces=new.interfaces + tuple(interfaces),
         routes=new.routes + tuple(kept_routes),
         sysctls=new.sysctls + tuple(sysctls),
         chains=new.chains + tuple(kept_chains),
         libvirt=libvirt,
+        firewall_backend=backend,
+        firewall_backend_at=backend_at,
         daemon=settings,
         probes=new.probes + tuple(kept_probes),
     )

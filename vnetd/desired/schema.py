@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from vnetd.model.bond import MODES, OPTIONS, BondOption
-from vnetd.model.firewall import POLICIES, TABLES, ChainMode
+from vnetd.model.firewall import BACKEND_CHOICES, POLICIES, TABLES, ChainMode
 from vnetd.model.health import DEFAULT_TIMEOUT, MAX_TIMEOUT
 from vnetd.model.interfaces import VLAN_REGISTRATION, AdminState, IfType, VlanProtocol
 from vnetd.model.libvirt import DEFAULT_URI, NetworkState
@@ -421,14 +421,20 @@ FIREWALL = Table(
     "firewall", "firewall", "firewall (tables)",
     "iptables rules (the legacy tables, or iptables-nft's where that is what the host uses), by table "
     "and chain.",
-    tuple(Field(t, Kind.MAPPING, f"The {t} table.", origin=VNETD, table=FIREWALL_TABLE) for t in TABLES),
+    (*(Field(t, Kind.MAPPING, f"The {t} table.", origin=VNETD, table=FIREWALL_TABLE) for t in TABLES),
+     Field("backend", Kind.CHOICE, "Where vnetd writes its rules, for firewall: and firewall6: alike: "
+           "iptables-legacy (the legacy tables), iptables-nft (the nf_tables tables iptables-nft uses), or auto: "
+           "what the host's iptables command is, refused when that has no one clear answer (docs/OPERATIONS.md). "
+           "All files that give it must agree.", origin=VNETD, values=BACKEND_CHOICES, default="auto")),
 )
 
 FIREWALL6 = Table(
     "firewall6", "firewall6", "firewall6 (tables)",
     "ip6tables rules: the same shape as firewall:, written to the IPv6 tables of the same backend "
     "(ip6tables-legacy, or the ip6 tables iptables-nft uses), with the same ownership rules.",
-    tuple(Field(t, Kind.MAPPING, f"The IPv6 {t} table.", origin=VNETD, table=FIREWALL_TABLE) for t in TABLES),
+    (*(Field(t, Kind.MAPPING, f"The IPv6 {t} table.", origin=VNETD, table=FIREWALL_TABLE) for t in TABLES),
+     Field("backend", Kind.CHOICE, "Refused here: the backend is chosen under firewall: (firewall.backend) "
+           "and applies to firewall6: too.", origin=VNETD, values=BACKEND_CHOICES)),
 )
 
 # --------------------------------------------------------------------------- libvirt

@@ -122,7 +122,7 @@ def check(text: str, compile_rules: bool = True) -> tuple[DesiredState | None, l
         try:
             from vnetd.checks import check_state
 
-            issues, _warnings = check_state(desired)
+            issues, _warnings = check_state(desired, environment=False)  # the rules, not this host's backend
         except (ImportError, OSError):  # no libxtables here: `vnetd check` will compile them
             return desired, []
         if issues:

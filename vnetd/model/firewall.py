@@ -44,6 +44,35 @@ def owner_mark_key(family: int) -> str:
     return OWNER_MARK if family == 4 else f"{OWNER_MARK}/ip6"
 
 
+#: ``firewall.backend: auto``: the backend is chosen on the host (where vnetd's rules are,
+#: else what the host's ``iptables`` command is; ``backends.firewall.select_backend``)
+AUTO_BACKEND = "auto"
+
+
+@dataclass(frozen=True, slots=True)
+class BackendEntry:
+    """A firewall backend as ``firewall.backend`` names it: the registration of a class
+    that implements ``vnetd.backends.firewall.FirewallBackend`` (data only: the pure core
+    never imports a backend; ``backends.firewall.backend_class`` does, on first use)."""
+
+    #: "module:Class"; the class is made with the address family (4 or 6) it serves
+    path: str
+    #: the address families it writes (4: ``firewall:``, 6: ``firewall6:``)
+    families: tuple[int, ...]
+    #: the variant of the ``iptables`` command that shows its tables ("legacy" or "nft")
+    variant: str
+
+
+#: Every firewall backend, by the name ``firewall.backend`` gives it. Adding one is a
+#: module implementing ``backends.firewall.FirewallBackend`` and one line here.
+FIREWALL_BACKENDS: dict[str, BackendEntry] = {
+    "iptables-legacy": BackendEntry("vnetd.backends.iptables:FirewallBackend", (4, 6), "legacy"),
+    "iptables-nft": BackendEntry("vnetd.backends.nftables:NftFirewallBackend", (4, 6), "nft"),
+}
+#: the values ``firewall.backend`` takes
+BACKEND_CHOICES = (AUTO_BACKEND, *FIREWALL_BACKENDS)
+
+
 #: the state file section of each address family
 SECTIONS: dict[int, str] = {4: "firewall", 6: "firewall6"}
 FAMILIES = tuple(SECTIONS)

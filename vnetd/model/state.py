@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from vnetd.model.firewall import ChainSpec
+from vnetd.model.common import Origin
+from vnetd.model.firewall import AUTO_BACKEND, ChainSpec
 from vnetd.model.health import ProbeSpec
 from vnetd.model.interfaces import Interface
 from vnetd.model.libvirt import LibvirtSpec
@@ -25,6 +26,9 @@ class DesiredState:
     files: tuple[str, ...] = ()
     probes: tuple[ProbeSpec, ...] = ()
     route_rules: tuple[RouteRuleSpec, ...] = ()
+    #: ``firewall.backend``: "auto" or a name of model.firewall.FIREWALL_BACKENDS, and where it is written
+    firewall_backend: str = AUTO_BACKEND
+    firewall_backend_at: Origin | None = None
     #: how `vnetd run` acts (the ``daemon:`` section); not network state
     daemon: DaemonSettings = field(default_factory=DaemonSettings)
 

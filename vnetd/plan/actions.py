@@ -194,6 +194,9 @@ class PruneChain:
     chain: str
     delete_chain: bool
     family: int = 4
+    #: "" the backend in use; else a backend no longer used that still holds vnetd's rules
+    #: (``firewall.backend`` changed: they are pruned there, plan.firewall.plan_retired)
+    backend: str = ""
 
 
 @dataclass(frozen=True, slots=True)

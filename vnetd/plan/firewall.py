@@ -20,6 +20,7 @@ own family; tags are unique across families, so one fingerprint map serves both.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from typing import Generic, TypeVar
 
 from vnetd.model.firewall import (
@@ -246,6 +247,20 @@ def _merge_view(obs: ObservedChain, n: int, texts: Mapping[str, str], fingerprin
     return shown
 
 
+def plan_retired(retired: Mapping[str, Mapping[str, ObservedTable]]) -> tuple[list[Action], list[Problem]]:
+    """vnetd's rules and owned chains in backends no longer used (``firewall.backend``
+    changed, or ``auto`` chose another one): pruned there, as chains no longer declared
+    are; nothing else of those backends is touched. ``retired``: backend name -> the
+    tables of it that hold vnetd's rules. Each chain is its own resource
+    (``firewall/filter/FORWARD in iptables-legacy``), apart from the chain in use."""
+    actions: list[Action] = []
+    for backend, tables in retired.items():
+        pruned, _problems = plan_firewall((), tables, {})
+        for action in pruned:
+            op = action.op
+            assert isinstance(op, PruneChain)
+            actions.append(replace(action, op=replace(op, backend=backend), resource=f"{action.resource} in {backend}"))
+    return actions, []
 def _window(chain: ChainSpec, obs: ObservedChain, want: list[tuple[str, bytes]], keys: tuple[bytes, bytes],
             texts: Mapping[str, str], fingerprints: Fingerprints) -> tuple[list[str], list[str]]:
     """A long chain's want and have as the part that differs, between one line for the

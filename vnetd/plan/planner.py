@@ -33,6 +33,10 @@ class Observed:
     firewall: dict[str, ObservedTable] | None = None
     #: each declared rule's tag and the fingerprints of its entries as the kernel would hold them
     rule_ids: Mapping[RuleKey, RuleId] = field(default_factory=dict)
+    #: firewall backends no longer used that still hold vnetd's rules: name -> those tables (pruned)
+    firewall_retired: Mapping[str, Mapping[str, ObservedTable]] = field(default_factory=dict)
+    #: what a manager found it cannot act on at all (the firewall backend ``auto`` refused to choose)
+    problems: list[Problem] = field(default_factory=list)
     #: libvirt networks by name; None when libvirt was not reached
     networks: dict[str, ObservedNetwork] | None = None
     #: running guests' taps and the bridge each belongs on
@@ -247,6 +251,11 @@ def plan(desired: DesiredState, observed: Observed, memo: PlanMemo | None = None
         firewall, ids = observed.firewall, observed.rule_ids
         sections.append(memo.get("firewall", (desired.chains, firewall, ids),
                                  lambda: plan_firewall(desired.chains, firewall, ids)))
+    if observed.firewall_retired:
+        from vnetd.plan.firewall import plan_retired
+
+        retired = observed.firewall_retired
+        sections.append(memo.get("firewall-retired", (retired,), lambda: plan_retired(retired)))
     if desired.libvirt is not None:
         if observed.networks is None:
             # nothing of libvirt's can be checked: that is not "converged"
@@ -262,4 +271,5 @@ def plan(desired: DesiredState, observed: Observed, memo: PlanMemo | None = None
         actions += section_actions
         problems += section_problems
     problems += resolution.problems
+    problems += observed.problems
     return Plan(ordered(actions), tuple(problems), resolution.notes + memo.ip_notes(desired))

@@ -49,7 +49,7 @@ def test_global_options_after_the_command(host: tuple[Netns, StateDir]) -> None:
     assert before.returncode == after.returncode == mixed.returncode == 0, after.stderr
     assert before.stdout == after.stdout == mixed.stdout
     check = vnetd("check", "--netns", str(ns), "--state-dir", str(state))
-    assert check.returncode == 0 and f"{state}: 2 files valid" in check.stdout, check.stderr
+    assert check.returncode == 0 and f"{state}: 3 files valid" in check.stdout, check.stderr  # the backend pin too
 
 
 def test_a_global_option_in_both_places_must_agree(host: tuple[Netns, StateDir]) -> None:
@@ -66,7 +66,8 @@ def test_show_names(host: tuple[Netns, StateDir]) -> None:
     assert result.returncode == 0, result.stderr
     data = shown(result.stdout)
     assert [i["name"] for i in data["interfaces"]] == ["br0"]
-    assert list(data["firewall"]) == ["filter"] and list(data["firewall"]["filter"]) == ["FORWARD"]
+    # the backend the files name is shown too: fed back, the output uses the same tables
+    assert list(data["firewall"]) == ["backend", "filter"] and list(data["firewall"]["filter"]) == ["FORWARD"]
     assert "sysctl" not in data
     # fed back, what is shown plans nothing
     fed = StateDir(state.path.parent / "fed-back")

@@ -14,6 +14,7 @@ import json
 import subprocess
 import threading
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -291,21 +292,33 @@ def test_merge_mode_never_touches_foreign_rules(host: tuple[Netns, Netns, Netns,
 # --------------------------------------------------------------------------- concurrency
 
 
-def test_concurrent_iptables_writer_loses_nothing(host: tuple[Netns, Netns, Netns, StateDir]) -> None:
-    """vnetd repairs a flushed chain in a loop while `iptables -w` adds 1,000 rules elsewhere."""
+def test_concurrent_iptables_writer_loses_nothing(host: tuple[Netns, Netns, Netns, StateDir], tmp_path: Path) -> None:
+    """vnetd repairs a flushed chain in a loop while `iptables -w` adds 1,000 rules elsewhere.
+    The writer waits at rules 300, 600 and 900 until vnetd has committed once more, so
+    at least three repairs happen while it writes (a condition, not a race between the
+    two loops' speeds); every rule written is there."""
     ns, _a, _b, state = host
-    script = (f"for i in $(seq 1 1000); do {FW.ipt} -w -A INPUT -s 203.0.113.$((i % 250))/32 "
-              "-p tcp --dport $((i + 10000)) -j ACCEPT || exit 1; done")
+    script = (f"for i in $(seq 1 1000); do "
+              f"if [ $((i % 300)) -eq 0 ]; then while [ ! -e {tmp_path}/repair-$((i / 300)) ]; do "
+              f"[ -e {tmp_path}/failed ] && exit 3; sleep 0.01; done; fi; "
+              f"{FW.ipt} -w -A INPUT -s 203.0.113.$((i % 250))/32 -p tcp --dport $((i + 10000)) -j ACCEPT "
+              "|| exit 1; done")
     writer = ns.popen("sh", "-c", script, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     repairs = 0
+    failures: list[str] = []
     stop = threading.Event()
 
     def repair_loop() -> None:
         nonlocal repairs
         while not stop.is_set():
             ns.exec(FW.ipt, "-w", "-F", "FORWARD")
-            assert vnetd("apply", netns=ns, state_dir=state).returncode == 0
+            result = vnetd("apply", netns=ns, state_dir=state)
+            if result.returncode != 0:
+                failures.append(result.stdout + result.stderr)
+                (tmp_path / "failed").touch()  # the writer stops: the failure is the test's result
+                return
             repairs += 1
+            (tmp_path / f"repair-{repairs}").touch()
 
     thread = threading.Thread(target=repair_loop)
     thread.start()
@@ -314,6 +327,7 @@ def test_concurrent_iptables_writer_loses_nothing(host: tuple[Netns, Netns, Netn
     finally:
         stop.set()
         thread.join()
+    assert not failures, failures[0]
     assert writer.returncode == 0, err
     assert repairs >= 3
     ports = {line.split("--dport ")[1].split()[0] for line in ns.exec(FW.ipt, "-S", "INPUT").stdout.splitlines()

@@ -237,3 +237,19 @@ def test_physdev_rule_deleted_with_iptables_nft_is_repaired_from_the_event(
     assert without_vnetd(nft_save(h)) == docker_host.docker_save["hypervisor"]
     assert eventually(lambda: ping(article.dmz, GW_IN), timeout=10)
     assert not daemon.bad_lines
+
+
+def test_docker_restart_putting_its_jump_first_leaves_both_in_place(
+        docker_host: DockerHost, article: Article) -> None:
+    """Docker restarting deletes and inserts its DOCKER-USER jump at the top of FORWARD,
+    above vnetd's rule: vnetd (merge mode) moves only its own rule back on top."""
+    h = article.hypervisor
+    daemon = article.daemons["hypervisor"]
+    ours = forward(h)[1]
+    mark = daemon.mark()
+    h.exec("iptables-nft", "-D", "FORWARD", "-j", "DOCKER-USER")
+    h.exec("iptables-nft", "-I", "FORWARD", "-j", "DOCKER-USER")
+    daemon.wait_for("action.applied", since=mark, resource="firewall/filter/FORWARD")
+    assert daemon.wait_until(lambda: forward(h)[1:3] == [ours, "-A FORWARD -j DOCKER-USER"])
+    assert without_vnetd(nft_save(h)) == docker_host.docker_save["hypervisor"]
+    assert eventually(lambda: ping(article.dmz, GW_IN), timeout=10)

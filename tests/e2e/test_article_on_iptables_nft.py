@@ -153,8 +153,9 @@ def docker_host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DockerHost
         try:
             yield host
         finally:
-            for daemon in a.daemons.values():
-                daemon.stop()
+            codes = {name: daemon.stop() for name, daemon in a.daemons.items()}
+            assert codes == {name: 0 for name in codes}, codes
+            assert not any(daemon.bad_lines for daemon in a.daemons.values())
     finally:
         make_netns.cleanup()
 

@@ -146,7 +146,11 @@ class Article:
                 and ping(self.hypervisor, UPSTREAM))
 
 
-def build(make_netns: Callable[..., Netns], make_state_dir: Callable[[], StateDir]) -> Article:
+def build(make_netns: Callable[..., Netns], make_state_dir: Callable[[], StateDir],
+          backend: str = "iptables-legacy", centos_reject: bool = True) -> Article:
+    """The namespaces, links and state directories (pinned to the firewall ``backend``),
+    no daemon yet. ``centos_reject``: the hypervisor's legacy FORWARD ends in REJECT, as
+    CentOS's does (a test of another host's firewall writes its own instead)."""
     upstream, hyp = make_netns("upstream"), make_netns("hyp")
     gateway, dmz = make_netns("gw"), make_netns("dmz")
     hyp.veth("eth1", "uplink", upstream)
@@ -159,18 +163,20 @@ def build(make_netns: Callable[..., Netns], make_state_dir: Callable[[], StateDi
     upstream.ip("route", "add", "198.51.100.0/24", "via", GW_OUT)  # so it can try to reach the DMZ
     # CentOS-like hypervisor: bridged traffic is filtered, FORWARD ends in REJECT
     hyp.exec("sysctl", "-w", "net.bridge.bridge-nf-call-iptables=1")
-    hyp.exec("iptables-legacy", "-A", "FORWARD", "-j", "REJECT", "--reject-with", "icmp-host-prohibited")
+    if centos_reject:
+        hyp.exec("iptables-legacy", "-A", "FORWARD", "-j", "REJECT", "--reject-with", "icmp-host-prohibited")
     states = {}
     for host, files in (("hypervisor", HYPERVISOR_STATE), ("gateway", GATEWAY_STATE), ("dmz", DMZ_STATE)):
         state = make_state_dir()
+        state.pin(backend)
         for name, text in files.items():
             state.write(name, text)
         states[host] = state
     return Article(upstream, hyp, gateway, dmz, states, {})
 
 
-def start_daemons(article: Article) -> None:
+def start_daemons(article: Article, check_interval: float = 1.0) -> None:
     for host in ("hypervisor", "gateway", "dmz"):
-        article.daemons[host] = DaemonProcess(article.ns(host), article.states[host], check_interval=1.0)
+        article.daemons[host] = DaemonProcess(article.ns(host), article.states[host], check_interval=check_interval)
     for daemon in article.daemons.values():
         daemon.wait_ready()

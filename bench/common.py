@@ -98,11 +98,14 @@ def machine() -> str:
     return f"{platform.node()}: {os.cpu_count()} cpus ({cpu}), kernel {platform.release()}, Python {platform.python_version()}"
 
 
-def state_dir(files: dict[str, str]) -> str:
+def state_dir(files: dict[str, str], backend: str = "iptables-legacy") -> str:
+    """A state directory of ``files``, its firewall backend pinned (``auto`` would follow
+    this machine's iptables command; each bench compares with one variant's tools)."""
     import tempfile
 
     directory = tempfile.mkdtemp(prefix="vnetd-bench-")
     os.chmod(directory, 0o755)
+    files = {"00-firewall-backend.yaml": f"firewall:\n  backend: {backend}\n", **files}
     for name, text in files.items():
         path = os.path.join(directory, name)
         with open(path, "w") as f:

@@ -7,8 +7,8 @@ Side by side, in one run, in namespaces made here:
 * 10,000 rules applied from empty: `iptables-nft-restore` of the same rules (tagged
   the same way) against vnetd's backend, in-process (compile, one nf_tables
   transaction, read back, plan again: nothing left) and as a whole process (a
-  fresh interpreter that loads the state directory and converges the firewall;
-  the CLI is not wired to this backend yet);
+  fresh interpreter that loads the state directory and converges the firewall
+  through the backend, without the rest of `vnetd apply`);
 * "changed?" with 10,000 rules (one generation-id request) and a full observe
   (the mirror read again from the kernel: one dump per table);
 * drift repair from the event: another writer deletes one of vnetd's rules; the
@@ -223,7 +223,7 @@ def main() -> None:
     parser.add_argument("--idle-seconds", type=float, default=30.0)
     args = parser.parse_args()
     n = args.rules
-    state = state_dir({"10-bench.yaml": state_yaml(n)})
+    state = state_dir({"10-bench.yaml": state_yaml(n)}, backend="iptables-nft")
     # the same rules for iptables-nft-restore, with a tag comment like vnetd's
     restore = f"*filter\n:{CHAIN} - [0:0]\n" + "".join(
         f'-A {CHAIN} {rule(i)[:-len("-j ACCEPT")]}-m comment --comment "vnetd:{i:016x}" -j ACCEPT\n'

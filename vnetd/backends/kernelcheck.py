@@ -40,19 +40,15 @@ from __future__ import annotations
 import ctypes
 import errno
 import hashlib
-import json
 import os
-import select
-import signal
 import struct
-import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+from vnetd.backends.childcheck import ask_in_new_namespace, namespace_id
 from vnetd.backends.xtables import IPV4, LAYOUTS, CompiledRule, EntryLayout, iter_segments, standard_target
 from vnetd.model.firewall import ChainSpec, split_table_key
 
-CLONE_NEWNET = 0x40000000
 #: Extensions whose kernel check depends on the real namespace or changes the host.
 UNCHECKABLE = frozenset({"set", "SET", "nfacct", "rateest"})
 TIMEOUT = 60.0
@@ -102,7 +98,7 @@ def kernel_refusals(chains: Sequence[ChainSpec], compiled: Mapping[tuple[str, st
     plan = _Plan.build(chains, compiled, foreign_chains)
     if not plan.tables:
         return []
-    key = (_namespace(), plan.digest())
+    key = (namespace_id(), plan.digest())
     cached = _RESULTS.get(key)
     if cached is not None:
         return list(cached)
@@ -119,24 +115,19 @@ def kernel_refusals(chains: Sequence[ChainSpec], compiled: Mapping[tuple[str, st
 _RESULTS: dict[tuple[str, bytes], tuple[Refusal, ...]] = {}
 
 
-def _namespace() -> str:
-    st = os.stat("/proc/self/ns/net")
-    return f"{st.st_dev}-{st.st_ino}"
-
-
 def _ask_the_kernel(plan: _Plan) -> list[Refusal] | str:
-    read_fd, write_fd = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: never returns
-        _child(plan, read_fd, write_fd)
-    os.close(write_fd)
-    try:
-        reply = _read_reply(read_fd, pid)
-    finally:
-        os.close(read_fd)
+    def work() -> list[tuple[str, str, int, str]]:  # in the child, in its own namespace
+        kmsg = _Kmsg()
+        refusals: list[tuple[str, str, int, str]] = []
+        for table in plan.tables:
+            refusals += _check_table(table, kmsg)
+        return refusals
+
+    reply = ask_in_new_namespace(work, "the kernel check", TIMEOUT, MAX_REPLY)
     if isinstance(reply, str):
         return reply
-    return [Refusal(t, c, i, reason) for t, c, i, reason in reply]
+    assert isinstance(reply, list)
+    return [Refusal(str(t), str(c), int(i), str(reason)) for t, c, i, reason in reply]
 
 
 # --------------------------------------------------------------------------- plan
@@ -183,68 +174,7 @@ class _Plan:
         return _Plan(tuple(tables))
 
 
-# --------------------------------------------------------------------------- parent
-
-
-def _read_reply(fd: int, pid: int) -> list[tuple[str, str, int, str]] | str:
-    chunks: list[bytes] = []
-    size = 0
-    deadline = time.monotonic() + TIMEOUT
-    while True:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-            return "the kernel check did not finish in time"
-        readable, _, _ = select.select([fd], [], [], left)
-        if not readable:
-            continue
-        chunk = os.read(fd, 65536)
-        if not chunk:
-            break
-        size += len(chunk)
-        if size > MAX_REPLY:
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-            return "the kernel check answered too much"
-        chunks.append(chunk)
-    os.waitpid(pid, 0)
-    try:
-        reply = json.loads(b"".join(chunks) or b'"no answer"')
-    except ValueError:
-        return "the kernel check gave no readable answer"
-    if isinstance(reply, str):
-        return reply
-    return [(str(t), str(c), int(i), str(r)) for t, c, i, r in reply]
-
-
-# --------------------------------------------------------------------------- child
-
-
-def _child(plan: _Plan, read_fd: int, write_fd: int) -> None:
-    """Runs in the forked child: new namespace, commit, report, exit. Never returns."""
-    status = 0
-    try:
-        os.close(read_fd)
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-            signal.signal(sig, signal.SIG_DFL)
-        libc = ctypes.CDLL(None, use_errno=True)
-        if libc.unshare(CLONE_NEWNET) != 0:
-            reply: object = f"cannot make a namespace for the kernel check: {os.strerror(ctypes.get_errno())}"
-        else:
-            kmsg = _Kmsg()
-            refusals: list[tuple[str, str, int, str]] = []
-            for table in plan.tables:
-                refusals += _check_table(table, kmsg)
-            reply = refusals
-        os.write(write_fd, json.dumps(reply).encode())
-    except BaseException as exc:  # the child must always exit here, never unwind into the parent's code
-        try:
-            os.write(write_fd, json.dumps(f"the kernel check failed: {exc!r}").encode())
-        except OSError:
-            status = 1
-    finally:
-        os._exit(status)
+# --------------------------------------------------------------------------- in the child
 
 
 def _check_table(table: _Table, kmsg: _Kmsg) -> list[tuple[str, str, int, str]]:

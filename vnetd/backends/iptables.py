@@ -77,7 +77,7 @@ from vnetd.model.firewall import (
     table_key,
 )
 from vnetd.plan.actions import FIREWALL_OPS, Action, PruneChain, RestoreChain, SetPolicy, SyncChain
-from vnetd.plan.firewall import owner_key
+from vnetd.plan.firewall import in_commit_order, owner_key
 
 IPT_SO_GET_INFO = 64  # IP6T_SO_GET_INFO has the same number
 IPT_SO_GET_ENTRIES = 65  # IP6T_SO_GET_ENTRIES too
@@ -632,7 +632,7 @@ class FirewallBackend:
         with xtables_lock() as waited:
             self.lock_waits += waited
             for table, table_actions in by_table.items():
-                results += self._apply_table(table, _in_commit_order(table_actions))
+                results += self._apply_table(table, in_commit_order(table_actions))
         return results
 
     def _apply_table(self, table: str, actions: list[Action]) -> list[tuple[Action, BackendError | None]]:
@@ -658,21 +658,6 @@ class FirewallBackend:
         for action in actions:
             results += self._apply_table(table, [action])
         return results
-
-
-def _in_commit_order(actions: list[Action]) -> list[Action]:
-    """New chains before rules that may jump to them; chain deletions last."""
-    def key(a: Action) -> int:
-        op = a.op
-        if isinstance(op, SyncChain):
-            return 0 if not op.builtin else 1
-        if isinstance(op, SetPolicy):
-            return 2
-        if isinstance(op, RestoreChain):
-            return 1 if op.record.exists else 5
-        assert isinstance(op, PruneChain)
-        return 4 if op.delete_chain else 3
-    return sorted(actions, key=key)
 
 
 @dataclass(frozen=True, slots=True)

@@ -85,7 +85,7 @@ from vnetd.model.firewall import (
     table_key,
 )
 from vnetd.plan.actions import Action, PruneChain, RestoreChain, SetPolicy, SyncChain
-from vnetd.plan.firewall import owner_key
+from vnetd.plan.firewall import in_commit_order, owner_key
 
 if TYPE_CHECKING:
     from vnetd.backends.firewall import FirewallBackend as FirewallSeam
@@ -542,7 +542,7 @@ class NftFirewallBackend:
                 break
             batch = _Batch(self._mirror, self.family, self._declared, self._tag_of, self._wanted)
             batch.create_restored_chains(pending)
-            for action in _in_commit_order(pending):
+            for action in in_commit_order(pending):
                 error = batch.add(action)
                 if error is not None:
                     results[id(action)] = error
@@ -685,21 +685,6 @@ def encode_owner_mark() -> bytes:
     from vnetd.backends.nftexpr import counter
 
     return counter()
-
-
-def _in_commit_order(actions: list[Action]) -> list[Action]:
-    """New chains before rules that may jump to them; chain deletions last."""
-    def key(a: Action) -> int:
-        op = a.op
-        if isinstance(op, SyncChain):
-            return 0 if not op.builtin else 1
-        if isinstance(op, SetPolicy):
-            return 2
-        if isinstance(op, RestoreChain):
-            return 1 if op.record.exists else 5
-        assert isinstance(op, PruneChain)
-        return 4 if op.delete_chain else 3
-    return sorted(actions, key=key)
 
 
 @dataclass(frozen=True, slots=True)

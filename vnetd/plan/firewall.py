@@ -39,7 +39,7 @@ from vnetd.model.firewall import (
     owner_mark_key,
     rule_key,
 )
-from vnetd.plan.actions import Action, Phase, Problem, PruneChain, SetPolicy, SyncChain
+from vnetd.plan.actions import Action, Phase, Problem, PruneChain, RestoreChain, SetPolicy, SyncChain
 
 RuleIds = Mapping[RuleKey, RuleId]
 """Each declared rule (table, chain, text) -> its tag and the fingerprint of each of its
@@ -292,3 +292,21 @@ def _window(chain: ChainSpec, obs: ObservedChain, want: list[tuple[str, bytes]],
     before = [f"(the first {k} kernel rules, as declared)"] if k else []
     after = [f"(the last {s} kernel rules, as declared)"] if s else []
     return before + want_mid + after, before + have_mid + after
+
+
+def in_commit_order(actions: list[Action]) -> list[Action]:
+    """A table's actions in the order one commit applies them, whatever the backend: user
+    chains first (rules may jump to them), then built-in chains and restored chains that
+    existed, policies, pruning, chain deletions, and last the restoring of chains that
+    did not exist (which deletes them)."""
+    def key(a: Action) -> int:
+        op = a.op
+        if isinstance(op, SyncChain):
+            return 0 if not op.builtin else 1
+        if isinstance(op, SetPolicy):
+            return 2
+        if isinstance(op, RestoreChain):
+            return 1 if op.record.exists else 5
+        assert isinstance(op, PruneChain)
+        return 4 if op.delete_chain else 3
+    return sorted(actions, key=key)

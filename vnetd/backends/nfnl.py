@@ -34,6 +34,9 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
+from vnetd.backends.rtnl import attrs as attrs  # netlink's attribute layout is rtnetlink's (re-exported)
+from vnetd.backends.rtnl import cstr as cstr
+
 NETLINK_NETFILTER = 12
 NFNL_SUBSYS_NFTABLES = 10
 NFNL_MSG_BATCH_BEGIN, NFNL_MSG_BATCH_END = 16, 17
@@ -293,21 +296,6 @@ def iter_messages(data: bytes) -> Iterator[tuple[int, int, int, int, int, int]]:
             break
         yield mtype, flags, seq, pid, off, length
         off += (length + 3) & ~3
-
-
-def attrs(data: bytes, start: int, end: int) -> Iterator[tuple[int, int, int]]:
-    """(type without flags, payload offset, payload length) of the attributes in [start, end)."""
-    unpack = _NLA.unpack_from
-    while start + 4 <= end:
-        alen, atype = unpack(data, start)
-        if alen < 4:
-            return
-        yield atype & 0x3FFF, start + 4, alen - 4
-        start += (alen + 3) & ~3
-
-
-def cstr(data: bytes, off: int, length: int) -> str:
-    return data[off : off + length].split(b"\0", 1)[0].decode("utf-8", "replace")
 
 
 @dataclass(frozen=True, slots=True)

@@ -137,8 +137,9 @@ def iter_messages(data: bytes) -> Iterator[tuple[int, int, int, int, int]]:
         off += (length + 3) & ~3
 
 
-def _attrs(data: bytes, start: int, end: int) -> Iterator[tuple[int, int, int]]:
-    """Yield (type, payload offset, payload length) of the attributes in [start, end)."""
+def attrs(data: bytes, start: int, end: int) -> Iterator[tuple[int, int, int]]:
+    """Yield (type without flags, payload offset, payload length) of the attributes in
+    [start, end): netlink's attribute layout, rtnetlink's and nf_tables' alike."""
     unpack = _NLA.unpack_from
     while start + 4 <= end:
         alen, atype = unpack(data, start)
@@ -148,7 +149,8 @@ def _attrs(data: bytes, start: int, end: int) -> Iterator[tuple[int, int, int]]:
         start += (alen + 3) & ~3
 
 
-def _cstr(data: bytes, off: int, length: int) -> str:
+def cstr(data: bytes, off: int, length: int) -> str:
+    """A NUL-terminated string attribute."""
     return data[off : off + length].split(b"\0", 1)[0].decode("utf-8", "replace")
 
 
@@ -184,7 +186,7 @@ def decode_link(data: bytes, off: int, length: int) -> Link:
             found[atype] = (pos + 4, alen - 4)
         pos += (alen + 3) & ~3
     u32 = _U32.unpack_from
-    name = _cstr(data, *found[IFLA_IFNAME]) if IFLA_IFNAME in found else ""
+    name = cstr(data, *found[IFLA_IFNAME]) if IFLA_IFNAME in found else ""
     mtu = u32(data, found[IFLA_MTU][0])[0] if IFLA_MTU in found else 0
     mac = None
     if IFLA_ADDRESS in found and found[IFLA_ADDRESS][1] == 6:
@@ -226,18 +228,18 @@ def _linkinfo(data: bytes, start: int, end: int) -> tuple[str | None, tuple[int,
     kind = slave_kind = None
     info: tuple[int, int] | None = None
     slave: tuple[int, int] | None = None
-    for atype, aoff, alen in _attrs(data, start, end):
+    for atype, aoff, alen in attrs(data, start, end):
         if atype == IFLA_INFO_KIND:
-            kind = _cstr(data, aoff, alen)
+            kind = cstr(data, aoff, alen)
         elif atype == IFLA_INFO_DATA:
             info = (aoff, aoff + alen)
         elif atype == IFLA_INFO_SLAVE_KIND:
-            slave_kind = _cstr(data, aoff, alen)
+            slave_kind = cstr(data, aoff, alen)
         elif atype == IFLA_INFO_SLAVE_DATA:
             slave = (aoff, aoff + alen)
     port_mac = None
     if slave_kind == "bond" and slave is not None:
-        for atype, aoff, alen in _attrs(data, *slave):
+        for atype, aoff, alen in attrs(data, *slave):
             if atype == IFLA_BOND_SLAVE_PERM_HWADDR and alen >= 6 and any(data[aoff : aoff + 6]):
                 port_mac = data[aoff : aoff + 6].hex(":")
     return kind, info, port_mac
@@ -246,7 +248,7 @@ def _linkinfo(data: bytes, start: int, end: int) -> tuple[str | None, tuple[int,
 def _decode_vlan(data: bytes, start: int, end: int) -> tuple[int | None, VlanInfo]:
     vlan_id = None
     protocol, flags = ETH_P_8021Q, 0
-    for atype, aoff, _alen in _attrs(data, start, end):
+    for atype, aoff, _alen in attrs(data, start, end):
         if atype == IFLA_VLAN_ID:
             vlan_id = _U16.unpack_from(data, aoff)[0]
         elif atype == IFLA_VLAN_PROTOCOL:
@@ -261,7 +263,7 @@ def _decode_vxlan(data: bytes, start: int, end: int) -> VxlanInfo:
     remote = local = None
     link = None
     learning = True
-    for atype, aoff, alen in _attrs(data, start, end):
+    for atype, aoff, alen in attrs(data, start, end):
         if atype == IFLA_VXLAN_ID:
             vni = _U32.unpack_from(data, aoff)[0]
         elif atype in (IFLA_VXLAN_GROUP, IFLA_VXLAN_GROUP6) and alen in (4, 16):
@@ -282,7 +284,7 @@ def _decode_vxlan(data: bytes, start: int, end: int) -> VxlanInfo:
 def _decode_bond(data: bytes, start: int, end: int) -> BondInfo:
     mode = 0
     options: list[tuple[str, int | str | tuple[str, ...]]] = []
-    for atype, aoff, alen in _attrs(data, start, end):
+    for atype, aoff, alen in attrs(data, start, end):
         if atype == IFLA_BOND_MODE:
             mode = data[aoff]
             continue
@@ -292,7 +294,7 @@ def _decode_bond(data: bytes, start: int, end: int) -> BondInfo:
         size = BOND_ATTRS[name][1]
         if name == "arp_ip_target":
             options.append((name, tuple(str(ipaddress.IPv4Address(data[t : t + 4]))
-                                        for _t, t, tlen in _attrs(data, aoff, aoff + alen) if tlen == 4)))
+                                        for _t, t, tlen in attrs(data, aoff, aoff + alen) if tlen == 4)))
         elif name == "ad_actor_system":
             options.append((name, data[aoff : aoff + 6].hex(":")))
         elif size == 1:
@@ -307,7 +309,7 @@ def _decode_bond(data: bytes, start: int, end: int) -> BondInfo:
 def _decode_bridge(data: bytes, start: int, end: int) -> BridgeInfo:
     values = {IFLA_BR_STP_STATE: 0, IFLA_BR_FORWARD_DELAY: 0, IFLA_BR_HELLO_TIME: 0,
               IFLA_BR_MAX_AGE: 0, IFLA_BR_PRIORITY: 0}
-    for atype, aoff, _alen in _attrs(data, start, end):
+    for atype, aoff, _alen in attrs(data, start, end):
         if atype == IFLA_BR_PRIORITY:
             values[atype] = _U16.unpack_from(data, aoff)[0]
         elif atype in values:
@@ -325,7 +327,7 @@ def decode_address(data: bytes, off: int, length: int) -> Address | None:
     if family not in (socket.AF_INET, socket.AF_INET6):
         return None
     local = address = None
-    for atype, aoff, alen in _attrs(data, off + 24, off + length):
+    for atype, aoff, alen in attrs(data, off + 24, off + length):
         if atype == IFA_LOCAL:
             local = data[aoff : aoff + alen]
         elif atype == IFA_ADDRESS:
@@ -347,7 +349,7 @@ def decode_route(data: bytes, off: int, length: int) -> Route | None:
     dst = gateway = None
     oif = None
     priority = 0
-    for atype, aoff, alen in _attrs(data, off + 28, off + length):
+    for atype, aoff, alen in attrs(data, off + 28, off + length):
         if atype == RTA_TABLE:
             table = _U32.unpack_from(data, aoff)[0]
         elif atype == RTA_DST:
@@ -385,7 +387,7 @@ def decode_rule(data: bytes, off: int, length: int) -> RouteRule | None:
     if tos:
         other.append(f"tos {tos:#x}")
     u32 = _U32.unpack_from
-    for atype, aoff, alen in _attrs(data, off + 28, off + length):
+    for atype, aoff, alen in attrs(data, off + 28, off + length):
         if atype == FRA_TABLE:
             table = u32(data, aoff)[0]
         elif atype == FRA_PRIORITY:
@@ -395,7 +397,7 @@ def decode_rule(data: bytes, off: int, length: int) -> RouteRule | None:
         elif atype == FRA_DST:
             dst = data[aoff : aoff + alen]
         elif atype == FRA_IIFNAME:
-            iif = _cstr(data, aoff, alen)
+            iif = cstr(data, aoff, alen)
         elif atype == FRA_FWMARK:
             fwmark = u32(data, aoff)[0]
         elif atype == FRA_FWMASK:
@@ -408,7 +410,7 @@ def decode_rule(data: bytes, off: int, length: int) -> RouteRule | None:
                 other.append(f"suppress_{'prefixlength' if atype == FRA_SUPPRESS_PREFIXLEN else 'ifgroup'} {value}")
         elif atype in _RULE_OTHER:
             word = _RULE_OTHER[atype]
-            other.append(f"{word} {_cstr(data, aoff, alen)}" if atype == FRA_OIFNAME else word)
+            other.append(f"{word} {cstr(data, aoff, alen)}" if atype == FRA_OIFNAME else word)
     return RouteRule(4 if family == socket.AF_INET else 6, priority, table, action,
                      _prefix(src, src_len), _prefix(dst, dst_len), iif, fwmark, fwmask, protocol, tuple(other))
 

@@ -101,9 +101,12 @@ def machine() -> str:
 def state_dir(files: dict[str, str], backend: str = "iptables-legacy") -> str:
     """A state directory of ``files``, its firewall backend pinned (``auto`` would follow
     this machine's iptables command; each bench compares with one variant's tools)."""
+    import atexit
+    import shutil
     import tempfile
 
     directory = tempfile.mkdtemp(prefix="vnetd-bench-")
+    atexit.register(shutil.rmtree, directory, ignore_errors=True)  # a bench leaves nothing in /tmp
     os.chmod(directory, 0o755)
     files = {"00-firewall-backend.yaml": f"firewall:\n  backend: {backend}\n", **files}
     for name, text in files.items():

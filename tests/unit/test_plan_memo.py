@@ -168,3 +168,23 @@ def test_a_declared_port_moving_between_bridges_regroups_the_plan() -> None:
     memoized = plan(desired, observed, memo)
     assert key(memoized) == key(plan(desired, Observed(net=net)))
     assert ("interface/br0", "mtu", "SetMtu(name='br0', mtu=1500)") in key(memoized)  # after eth1 rises to 9000
+
+
+def test_the_ports_of_a_renamed_bridge_are_planned_again() -> None:
+    """br3 renamed br0 (same index): eth1, its port, now belongs with declared br0. Found by
+    the property test above: the memo replanned br0 and br3 but not eth1, and lost eth1's MTU."""
+    desired = DesiredState(interfaces=(
+        Interface("br0", IfType.BRIDGE, AdminState.UP, mtu=1500, bridge=BridgeConfig()),
+        Interface("br3", IfType.BRIDGE, AdminState.UP, bridge=BridgeConfig()),
+        Interface("eth1", IfType.ETHERNET, AdminState.UP, mtu=9000)))
+    net = initial(NICS[:4] + BRIDGES[:2])
+    memo = PlanMemo()
+    observed = Observed(net=net)
+    for changes in ([], [("create", "br3", 0), ("master", "eth1", 3), ("delete", "br0", 0)]):
+        for change in changes:
+            apply_change(net, change)
+        plan(desired, observed, memo)
+    br3 = net.link("br3")
+    assert br3 is not None
+    net.put_link(Link(br3.index, "br0", br3.kind, br3.up, br3.mtu, br3.mac, br3.master, bridge=br3.bridge))
+    assert key(plan(desired, observed, memo)) == key(plan(desired, Observed(net=net)))

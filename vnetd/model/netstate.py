@@ -95,6 +95,8 @@ class NetState:
             if self.names.get(old.name) == link.index:
                 del self.names[old.name]
             self._touch(old.name)
+            for port in self.ports_of(link.index):
+                self._touch(port.name)  # its master, by name, is another one now (a renamed bridge)
         self.links[link.index] = link
         self.names[link.name] = link.index
         self._touch(link.name)

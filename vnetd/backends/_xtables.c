@@ -865,6 +865,24 @@ static size_t owned_size(size_t userspacesize, size_t size, size_t header)
     return userspacesize ? header + userspacesize : size;
 }
 
+/* Copy a match or target into the entry as the kernel returns it: the bytes after
+ * its name's NUL and after what userspace owns zeroed (an extension may leave
+ * something in its kernel-private part; the kernel never returns it). Compiled
+ * entries are therefore clean (xtables.py's clean_entry would change nothing), and
+ * are fingerprinted as they are. Returns the owned size. */
+static size_t copy_clean(unsigned char *dst, const void *src, size_t size, size_t userspacesize, size_t header)
+{
+    size_t owned = owned_size(userspacesize, size, header);
+    size_t name_len;
+
+    memcpy(dst, src, size);
+    name_len = strnlen((const char *)dst + 2, XT_EXTENSION_MAXNAMELEN);
+    memset(dst + 2 + name_len, 0, XT_EXTENSION_MAXNAMELEN - name_len);
+    if (owned < size)
+        memset(dst + owned, 0, size - owned);
+    return owned;
+}
+
 static PyObject *build_entries(struct vx_rule *r)
 {
     struct xtables_rule_match *mp;
@@ -904,18 +922,17 @@ static PyObject *build_entries(struct vx_rule *r)
     for (mp = r->matches; mp != NULL; mp = mp->next) {
         PyObject *n;
 
-        memcpy(blob + size, mp->match->m, mp->match->m->u.match_size);
+        n = PyLong_FromSize_t(copy_clean(blob + size, mp->match->m, mp->match->m->u.match_size,
+                                         mp->match->userspacesize, XT_ALIGN(sizeof(struct xt_entry_match))));
         size += mp->match->m->u.match_size;
-        n = PyLong_FromSize_t(owned_size(mp->match->userspacesize, mp->match->m->u.match_size,
-                                         XT_ALIGN(sizeof(struct xt_entry_match))));
         PyList_Append(usersizes, n);
         Py_XDECREF(n);
     }
-    memcpy(blob + size, r->target->t, r->target->t->u.target_size);
-    size += r->target->t->u.target_size;
     {
-        PyObject *n = PyLong_FromSize_t(owned_size(r->target->userspacesize, r->target->t->u.target_size,
+        PyObject *n = PyLong_FromSize_t(copy_clean(blob + size, r->target->t, r->target->t->u.target_size,
+                                                   r->target->userspacesize,
                                                    XT_ALIGN(sizeof(struct xt_entry_target))));
+        size += r->target->t->u.target_size;
         PyList_Append(usersizes, n);
         Py_XDECREF(n);
     }

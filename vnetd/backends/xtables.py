@@ -314,7 +314,7 @@ class CompiledRule:
         if not self._fingerprints:
             layout = LAYOUTS[self.family]
             self._fingerprints.append(tuple(
-                fingerprint(clean_entry(e, self.usersizes, layout), self.target_name, self.goto, layout)
+                fingerprint(e, self.target_name, self.goto, layout)
                 for e in self.entries))
         return self._fingerprints[0]
 
@@ -354,7 +354,8 @@ class RuleCompiler:
         except xt.CompileError as exc:
             return RuleCompileError(_explain(str(exc), rule, chain.family))
         std = None if kind == "extension" else target
-        plain = tuple(fingerprint(clean_entry(e, tuple(usersizes), layout), std, goto, layout) for e in entries)
+        # compiled entries are clean already (the C side zeroes what the kernel would)
+        plain = tuple(fingerprint(e, std, goto, layout) for e in entries)
         tag = meaning_tag(chain.table_key, chain.name, plain)
         comment = comment_match(tag)
         tagged = tuple(insert_before_target(e, comment, layout) for e in entries)

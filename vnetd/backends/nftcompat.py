@@ -45,6 +45,7 @@ vnetd compiles keeps 63, and so does vnetd's rule.
 
 from __future__ import annotations
 
+import functools
 import socket
 import struct
 from dataclasses import dataclass
@@ -265,18 +266,24 @@ def _segment(entry: bytes, off: int) -> tuple[int, str, int, bytes]:
     return size, name, entry[off + 31], entry[off + XT_ENTRY_HEADER : off + size]
 
 
-def matches_of(entry: bytes, layout: EntryLayout = IPV4) -> list[tuple[str, int, bytes]]:
-    """(name, revision, data) of each match of an entry."""
-    target_offset = struct.unpack_from("=H", entry, layout.target_offset)[0]
-    out = []
-    off = layout.size
-    while off < target_offset:
-        size, name, revision, data = _segment(entry, off)
-        if size < XT_ENTRY_HEADER:
-            break
-        out.append((name, revision, data))
-        off += size
-    return out
+@functools.lru_cache(maxsize=1024)
+def _described(kind: str, head: bytes) -> tuple[str, str, int, int]:
+    """(kind, name, revision, data size) of a match or target, from its header."""
+    size, name, revision, _data = _segment(head, 0)
+    return kind, name, revision, size - XT_ENTRY_HEADER
+
+
+@functools.lru_cache(maxsize=4096)
+def _interfaces_and_proto(iniface: bytes, outiface: bytes, proto: int, inv: int) -> tuple[bytes, ...]:
+    """``-i``, ``-o`` and ``-p`` (what comes before the addresses), shared by many rules."""
+    out: list[bytes] = []
+    if iniface[0]:
+        out += _iface(nx.NFT_META_IIFNAME, _ifname(iniface), _op(inv & IPT_INV_VIA_IN))
+    if outiface[0]:
+        out += _iface(nx.NFT_META_OIFNAME, _ifname(outiface), _op(inv & IPT_INV_VIA_OUT))
+    if proto:
+        out += [nx.meta_load(nx.NFT_META_L4PROTO), nx.cmp(_op(inv & IPT_INV_PROTO), bytes((proto & 0xFF,)))]
+    return tuple(out)
 
 
 def encode(entry: bytes, meaning: str | None, goto: bool, *, skip_matches: int = 0, family: int = 4) -> NftRule:
@@ -287,17 +294,14 @@ def encode(entry: bytes, meaning: str | None, goto: bool, *, skip_matches: int =
     ``meaning``: the standard target's meaning (ACCEPT, a chain, "" for none) or
     None for an extension target; ``skip_matches``: leave out the last matches
     (vnetd's tag comment, which goes into the rule's user data instead).
+
+    The header fields (addresses are mostly unique) are encoded for every rule; the
+    matches and the target, which thousands of rules share, once per distinct blob.
     """
     header = HEADERS[family]
     layout = header.layout
     src, dst, smsk, dmsk, iniface, outiface, _imask, _omask, proto, flags, inv = header.unpack(entry)
-    out: list[bytes] = []
-    if iniface[0]:
-        out += _iface(nx.NFT_META_IIFNAME, _ifname(iniface), _op(inv & IPT_INV_VIA_IN))
-    if outiface[0]:
-        out += _iface(nx.NFT_META_OIFNAME, _ifname(outiface), _op(inv & IPT_INV_VIA_OUT))
-    if proto:
-        out += [nx.meta_load(nx.NFT_META_L4PROTO), nx.cmp(_op(inv & IPT_INV_PROTO), bytes((proto & 0xFF,)))]
+    out = list(_interfaces_and_proto(iniface, outiface, proto, inv))
     if any(src) or any(smsk) or inv & IPT_INV_SRCIP:
         out += _addr(header.src_offset, src, smsk, _op(inv & IPT_INV_SRCIP))
     if any(dst) or any(dmsk) or inv & IPT_INV_DSTIP:
@@ -305,24 +309,59 @@ def encode(entry: bytes, meaning: str | None, goto: bool, *, skip_matches: int =
     if family == 4 and flags & IPT_F_FRAG:
         out += [nx.payload(nx.NFT_PAYLOAD_NETWORK_HEADER, 6, 2), nx.bitwise(struct.pack(">H", 0x1FFF)),
                 nx.cmp(nx.NFT_CMP_EQ if inv & IPT_INV_FRAG else nx.NFT_CMP_NEQ, bytes(2))]
-    matches = matches_of(entry, layout)
-    segments = [("match", name, revision, len(data)) for name, revision, data in matches]
-    if skip_matches:
-        matches = matches[:-skip_matches]
-    for name, revision, data in matches:
+    target_offset, next_offset = _OFFSETS.unpack_from(entry, layout.target_offset)
+    starts = _match_offsets(entry, layout.size, target_offset)
+    kept = max(len(starts) - skip_matches, 0)
+    kept_end = starts[kept] if kept < len(starts) else target_offset
+    tail, segments = _tail(entry[layout.size : kept_end], entry[target_offset:next_offset], meaning, goto, proto)
+    if kept < len(starts):  # the skipped matches still count in the blob sizes the kernel keeps
+        skipped = tuple(_described("match", entry[off : off + XT_ENTRY_HEADER]) for off in starts[kept:])
+        segments = segments[:-1] + skipped + segments[-1:]
+    out += tail
+    return NftRule(b"".join(out), proto, bool(inv & IPT_INV_PROTO), tuple(out), segments)
+
+
+_OFFSETS = struct.Struct("=HH")
+
+
+def _match_offsets(entry: bytes, start: int, target_offset: int) -> list[int]:
+    """Where each match of an entry starts."""
+    out = []
+    off = start
+    while off < target_offset:
+        size = struct.unpack_from("=H", entry, off)[0]
+        if size < XT_ENTRY_HEADER:
+            break
+        out.append(off)
+        off += size
+    return out
+
+
+@functools.lru_cache(maxsize=4096)
+def _tail(matches: bytes, target: bytes, meaning: str | None, goto: bool, proto: int
+          ) -> tuple[tuple[bytes, ...], tuple[tuple[str, str, int, int], ...]]:
+    """The expressions of the matches (their blobs back to back), the counter and the
+    verdict; and (kind, name, revision, blob size) of each match and the target."""
+    out: list[bytes] = []
+    segments: list[tuple[str, str, int, int]] = []
+    off = 0
+    while off < len(matches):
+        size, name, revision, data = _segment(matches, off)
+        if size < XT_ENTRY_HEADER:
+            break
+        segments.append(("match", name, revision, size - XT_ENTRY_HEADER))
         out += _match(name, revision, data, proto)
+        off += size
     out.append(nx.counter())
-    out += _action(entry, meaning, goto, layout)
-    target_offset = struct.unpack_from("=H", entry, layout.target_offset)[0]
-    size, name, revision, _data = _segment(entry, target_offset)
-    segments.append(("target", name, revision, size - XT_ENTRY_HEADER))
-    return NftRule(b"".join(out), proto, bool(inv & IPT_INV_PROTO), tuple(out), tuple(segments))
+    out += _action(target, meaning, goto)
+    segments.append(_described("target", target[:XT_ENTRY_HEADER]))
+    return tuple(out), tuple(segments)
 
 
-def _action(entry: bytes, meaning: str | None, goto: bool, layout: EntryLayout = IPV4) -> list[bytes]:
+def _action(target: bytes, meaning: str | None, goto: bool) -> list[bytes]:
+    """The verdict of a target segment (a standard one's ``meaning``, or None for an extension)."""
     if meaning is None:
-        target_offset = struct.unpack_from("=H", entry, layout.target_offset)[0]
-        _size, name, revision, data = _segment(entry, target_offset)
+        _size, name, revision, data = _segment(target, 0)
         if name == "NFLOG":
             length, group, threshold, nflags, _pad, prefix = _NFLOG.unpack_from(data)
             return [nx.log_group(group, prefix.split(b"\0", 1)[0].decode("utf-8", "replace"),

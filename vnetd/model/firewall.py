@@ -116,6 +116,18 @@ class Rule:
     words: tuple[str, ...]
     text: str
     origin: Origin | None = field(default=None, compare=False)
+    #: ``(name, goto)`` of ``-j NAME`` / ``-g NAME`` written as iptables-save does (read
+    #: once: the compiler's cache key needs it for every rule of every pass)
+    jump: tuple[str, bool] | None = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        words = self.words
+        jump = None
+        for i, word in enumerate(words[:-1]):
+            if word in ("-j", "--jump", "-g", "--goto"):
+                jump = words[i + 1], word in ("-g", "--goto")
+                break
+        object.__setattr__(self, "jump", jump)
 
     def option(self, flag: str) -> tuple[str, bool] | None:
         """``(value, inverted)`` of a header option written as iptables-save does (``-s``...)."""
@@ -125,14 +137,6 @@ class Rule:
                 return words[i + 1], i > 0 and words[i - 1] == "!"
         return None
 
-    @property
-    def jump(self) -> tuple[str, bool] | None:
-        """``(name, goto)`` of ``-j NAME`` / ``-g NAME`` written as iptables-save does."""
-        words = self.words
-        for i, word in enumerate(words[:-1]):
-            if word in ("-j", "--jump", "-g", "--goto"):
-                return words[i + 1], word in ("-g", "--goto")
-        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,6 +159,12 @@ class ChainSpec:
     mode_at: Origin | None = field(default=None, compare=False)
     policy_at: Origin | None = field(default=None, compare=False)
     family: int = 4
+    #: ``filter``, ``ip6 filter``: the table among both families' (see table_key; kept,
+    #: as it names every rule of the chain in the compiled-rule tables)
+    table_key: str = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "table_key", table_key(self.table, self.family))
 
     @property
     def all_rules(self) -> tuple[Rule, ...]:
@@ -167,10 +177,6 @@ class ChainSpec:
     @property
     def section(self) -> str:
         return section_of(self.family)
-
-    @property
-    def table_key(self) -> str:
-        return table_key(self.table, self.family)
 
     @property
     def resource(self) -> str:

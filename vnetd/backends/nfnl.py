@@ -27,6 +27,7 @@ All nf_tables attributes are big-endian; registers and verdicts are ``be32``.
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import socket
 import struct
@@ -189,11 +190,16 @@ def rule_body(exprs: bytes, compat: tuple[int, bool] | None, udata: bytes | None
     """The attributes of a rule message that say what it is (packed once per declared rule)."""
     parts = [nla(NFTA_RULE_EXPRESSIONS | NLA_F_NESTED, exprs)]
     if compat is not None:
-        parts.append(nest(NFTA_RULE_COMPAT, be32(NFTA_RULE_COMPAT_PROTO, compat[0]),
-                          be32(NFTA_RULE_COMPAT_FLAGS, NFT_RULE_COMPAT_F_INV if compat[1] else 0)))
+        parts.append(_compat(*compat))
     if udata:
         parts.append(nla(NFTA_RULE_USERDATA, udata))
     return b"".join(parts)
+
+
+@functools.lru_cache(maxsize=512)
+def _compat(proto: int, inverted: bool) -> bytes:
+    return nest(NFTA_RULE_COMPAT, be32(NFTA_RULE_COMPAT_PROTO, proto),
+                be32(NFTA_RULE_COMPAT_FLAGS, NFT_RULE_COMPAT_F_INV if inverted else 0))
 
 
 def add_rule(place: bytes, body: bytes, *, after: int | None = None, before: int | None = None,

@@ -357,13 +357,14 @@ class NftFirewallBackend:
         encoded = self._encoded
         pending: list[tuple[CompiledRule, tuple[NftRule, ...]]] = []
         tag_of: dict[RuleKey, str] = {}
+        compile_rule = self.compiler.compile
         for chain in chains:
             known_table = mirror.tables.get(chain.table_key)
             existing = set(known_table.chains) if known_table is not None else set()
             jumpable = {c.name for c in chains if c.table == chain.table and not c.builtin} | existing
             for rule in chain.all_rules:
                 try:
-                    c = self.compiler.compile(chain, rule, jumpable)
+                    c = compile_rule(chain, rule, jumpable)
                 except RuleCompileError as exc:
                     raise BackendError("nftables", chain.resource, f"cannot compile {rule.text!r}: {exc}") from exc
                 tag_of[chain.key(rule)] = c.tag

@@ -15,6 +15,41 @@ from typing import Any
 
 from tests.support import PY, ROOT, Netns, StateDir
 
+#: state files the daemon tests share: eth1 enslaved to br0 ...
+BRIDGE = """
+interfaces:
+- {name: eth1, type: ethernet, state: up}
+- name: br0
+  type: linux-bridge
+  state: up
+  bridge:
+    options: {stp: {enabled: false, forward-delay: 0}}
+    port: [{name: eth1}]
+"""
+#: ... and a gateway (forwarding, a stateful FORWARD and INPUT, MASQUERADE out of eth0)
+GATEWAY = """
+sysctl:
+  net.ipv4.ip_forward: 1
+firewall:
+  filter:
+    FORWARD:
+      mode: exclusive
+      policy: DROP
+      rules:
+      - -i eth1 -o eth0 -j ACCEPT
+      - -i eth0 -o eth1 -m state --state RELATED,ESTABLISHED -j ACCEPT
+    INPUT:
+      mode: exclusive
+      policy: DROP
+      rules:
+      - -i lo -j ACCEPT
+      - -p tcp -m tcp --dport 22 -j ACCEPT
+  nat:
+    POSTROUTING:
+      rules:
+      - -o eth0 -j MASQUERADE
+"""
+
 
 class DaemonProcess:
     def __init__(self, ns: Netns, state_dir: StateDir, *run_args: str, env: dict[str, str] | None = None,

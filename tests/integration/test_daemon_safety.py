@@ -23,49 +23,17 @@ from pathlib import Path
 
 import pytest
 
-from tests.daemon_support import DaemonProcess
+from tests.daemon_support import BRIDGE, DaemonProcess
 from tests.support import PY, ROOT, Netns, StateDir, vnetd
 
 pytestmark = pytest.mark.kernel
 
-BRIDGE = """
-interfaces:
-- {name: eth1, type: ethernet, state: up}
-- name: br0
-  type: linux-bridge
-  state: up
-  bridge:
-    options: {stp: {enabled: false, forward-delay: 0}}
-    port: [{name: eth1}]
-"""
 FORWARD_RULE = """
 firewall:
   filter:
     FORWARD:
       rules:
       - -s 192.0.2.0/24 -j ACCEPT
-"""
-GATEWAY = """
-sysctl:
-  net.ipv4.ip_forward: 1
-firewall:
-  filter:
-    FORWARD:
-      mode: exclusive
-      policy: DROP
-      rules:
-      - -i eth1 -o eth0 -j ACCEPT
-      - -i eth0 -o eth1 -m state --state RELATED,ESTABLISHED -j ACCEPT
-    INPUT:
-      mode: exclusive
-      policy: DROP
-      rules:
-      - -i lo -j ACCEPT
-      - -p tcp -m tcp --dport 22 -j ACCEPT
-  nat:
-    POSTROUTING:
-      rules:
-      - -o eth0 -j MASQUERADE
 """
 
 

@@ -22,7 +22,7 @@ import sys
 import time
 from collections.abc import Callable, Iterable
 
-from tests.support import Netns
+from tests.support import Netns, StateDir, vnetd
 
 _SERVER = r"""
 import socket, sys
@@ -133,3 +133,32 @@ def eventually(check: Callable[[], object], timeout: float = 5.0, interval: floa
         if time.monotonic() > deadline:
             return False
         time.sleep(interval)
+
+
+class Gateway:
+    """A firewall between two hosts, each in its namespace: ``untrusted`` (an address
+    ``untrusted_address``) -- ``gw`` (eth0 outside, eth1 inside, vnetd's state) --
+    ``dmz`` (``dmz_address``); either address family."""
+
+    def __init__(self, untrusted: Netns, gw: Netns, dmz: Netns, state: StateDir, untrusted_address: str,
+                 dmz_address: str) -> None:
+        self.untrusted, self.gw, self.dmz, self.state = untrusted, gw, dmz, state
+        self.untrusted_address, self.dmz_address = untrusted_address, dmz_address
+
+    def apply(self) -> subprocess.CompletedProcess[str]:
+        result = vnetd("apply", netns=self.gw, state_dir=self.state)
+        assert result.returncode == 0, result.stdout + result.stderr
+        return result
+
+    def plan(self) -> tuple[int, dict]:  # type: ignore[type-arg]
+        result = vnetd("plan", "--format", "json", netns=self.gw, state_dir=self.state)
+        assert result.returncode in (0, 2), result.stderr
+        return result.returncode, json.loads(result.stdout)
+
+    def dmz_to_untrusted(self) -> str:
+        with TcpServer(self.untrusted, self.untrusted_address, 8080):
+            return tcp_connect(self.dmz, self.untrusted_address, 8080)
+
+    def untrusted_to_dmz(self) -> str:
+        with TcpServer(self.dmz, self.dmz_address, 2222):
+            return tcp_connect(self.untrusted, self.dmz_address, 2222)

@@ -10,7 +10,6 @@ Every test runs over both backends (issue 13): the state directory pins
 
 from __future__ import annotations
 
-import json
 import subprocess
 import threading
 from collections.abc import Callable
@@ -19,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.support import ROOT, Netns, StateDir, vnetd
-from tests.traffic import TcpServer, eventually, ping, reachable, tcp_connect, wait_bridged
+from tests.traffic import Gateway, eventually, ping, reachable, wait_bridged
 
 pytestmark = pytest.mark.kernel
 
@@ -68,29 +67,6 @@ GW_INSIDE = "198.51.100.1"
 DMZ = "198.51.100.20"
 
 
-class Gateway:
-    def __init__(self, untrusted: Netns, gw: Netns, dmz: Netns, state: StateDir) -> None:
-        self.untrusted, self.gw, self.dmz, self.state = untrusted, gw, dmz, state
-
-    def apply(self) -> subprocess.CompletedProcess[str]:
-        result = vnetd("apply", netns=self.gw, state_dir=self.state)
-        assert result.returncode == 0, result.stdout + result.stderr
-        return result
-
-    def plan(self) -> tuple[int, dict]:  # type: ignore[type-arg]
-        result = vnetd("plan", "--format", "json", netns=self.gw, state_dir=self.state)
-        assert result.returncode in (0, 2), result.stderr
-        return result.returncode, json.loads(result.stdout)
-
-    def dmz_to_untrusted(self) -> str:
-        with TcpServer(self.untrusted, UNTRUSTED, 8080):
-            return tcp_connect(self.dmz, UNTRUSTED, 8080)
-
-    def untrusted_to_dmz(self) -> str:
-        with TcpServer(self.dmz, DMZ, 2222):
-            return tcp_connect(self.untrusted, DMZ, 2222)
-
-
 @pytest.fixture
 def gateway(make_netns: Callable[..., Netns], state_dir: StateDir) -> Gateway:
     untrusted, gw, dmz = make_netns("untr"), make_netns("gw"), make_netns("dmz")
@@ -104,7 +80,7 @@ def gateway(make_netns: Callable[..., Netns], state_dir: StateDir) -> Gateway:
     dmz.ip("route", "add", "default", "via", GW_INSIDE)
     state_dir.write("10-interfaces.yaml", GATEWAY_INTERFACES)
     state_dir.write("20-firewall.yaml", GATEWAY_FIREWALL)
-    g = Gateway(untrusted, gw, dmz, state_dir)
+    g = Gateway(untrusted, gw, dmz, state_dir, UNTRUSTED, DMZ)
     g.apply()
     return g
 

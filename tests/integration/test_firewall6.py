@@ -26,7 +26,7 @@ import yaml
 
 from tests.daemon_support import DaemonProcess
 from tests.support import ROOT, Netns, StateDir, vnetd
-from tests.traffic import TcpServer, eventually, ping, tcp_connect
+from tests.traffic import Gateway, eventually, ping
 
 pytestmark = pytest.mark.kernel
 
@@ -65,29 +65,6 @@ firewall6:
 """
 
 
-class Gateway6:
-    def __init__(self, untrusted: Netns, gw: Netns, dmz: Netns, state: StateDir) -> None:
-        self.untrusted, self.gw, self.dmz, self.state = untrusted, gw, dmz, state
-
-    def apply(self) -> subprocess.CompletedProcess[str]:
-        result = vnetd("apply", netns=self.gw, state_dir=self.state)
-        assert result.returncode == 0, result.stdout + result.stderr
-        return result
-
-    def plan(self) -> tuple[int, dict]:  # type: ignore[type-arg]
-        result = vnetd("plan", "--format", "json", netns=self.gw, state_dir=self.state)
-        assert result.returncode in (0, 2), result.stderr
-        return result.returncode, json.loads(result.stdout)
-
-    def dmz_to_untrusted(self) -> str:
-        with TcpServer(self.untrusted, UNTRUSTED, 8080):
-            return tcp_connect(self.dmz, UNTRUSTED, 8080)
-
-    def untrusted_to_dmz(self) -> str:
-        with TcpServer(self.dmz, DMZ, 2222):
-            return tcp_connect(self.untrusted, DMZ, 2222)
-
-
 def no_dad(*namespaces: Netns) -> None:
     """Addresses usable at once (no duplicate address detection): set before the links exist."""
     for ns in namespaces:
@@ -96,7 +73,7 @@ def no_dad(*namespaces: Netns) -> None:
 
 
 @pytest.fixture
-def gateway6(make_netns: Callable[..., Netns], state_dir: StateDir) -> Gateway6:
+def gateway6(make_netns: Callable[..., Netns], state_dir: StateDir) -> Gateway:
     untrusted, gw, dmz = make_netns("untr6"), make_netns("gw6"), make_netns("dmz6")
     no_dad(untrusted, gw, dmz)
     gw.veth("eth0", "u0", untrusted)
@@ -108,12 +85,12 @@ def gateway6(make_netns: Callable[..., Netns], state_dir: StateDir) -> Gateway6:
     dmz.ip("link", "set", "d0", "up")
     dmz.ip("-6", "route", "add", "default", "via", GW_INSIDE)
     state_dir.write("10-gateway6.yaml", GATEWAY6)
-    g = Gateway6(untrusted, gw, dmz, state_dir)
+    g = Gateway(untrusted, gw, dmz, state_dir, UNTRUSTED, DMZ)
     g.apply()
     return g
 
 
-def test_ipv6_gateway_policy(gateway6: Gateway6) -> None:
+def test_ipv6_gateway_policy(gateway6: Gateway) -> None:
     g = gateway6
     assert g.gw.sysctl("net.ipv6.conf.all.forwarding") == "1"
     # DMZ -> untrusted works, and the far side sees the gateway (ip6tables MASQUERADE)
@@ -130,11 +107,11 @@ def test_ipv6_gateway_policy(gateway6: Gateway6) -> None:
     assert "vnetd:" not in g.gw.iptables_save()
 
 
-def _flush_masquerade(g: Gateway6) -> None:
+def _flush_masquerade(g: Gateway) -> None:
     g.gw.exec("ip6tables-legacy", "-t", "nat", "-F", "POSTROUTING")
 
 
-DRIFTS6: list[tuple[str, Callable[[Gateway6], object], str, str, Callable[[Gateway6], bool]]] = [
+DRIFTS6: list[tuple[str, Callable[[Gateway], object], str, str, Callable[[Gateway], bool]]] = [
     ("MASQUERADE deleted", _flush_masquerade, "firewall6/nat/POSTROUTING", "rules",
      lambda g: g.dmz_to_untrusted() == f"ok {GW_OUTSIDE}"),
     ("FORWARD flushed", lambda g: g.gw.exec("ip6tables-legacy", "-F", "FORWARD"),
@@ -150,8 +127,8 @@ DRIFTS6: list[tuple[str, Callable[[Gateway6], object], str, str, Callable[[Gatew
 
 @pytest.mark.parametrize(("breaker", "resource", "field", "restored"), [d[1:] for d in DRIFTS6],
                          ids=[d[0] for d in DRIFTS6])
-def test_ipv6_drift_repaired_with_traffic(gateway6: Gateway6, breaker: Callable[[Gateway6], object], resource: str,
-                                          field: str, restored: Callable[[Gateway6], bool]) -> None:
+def test_ipv6_drift_repaired_with_traffic(gateway6: Gateway, breaker: Callable[[Gateway], object], resource: str,
+                                          field: str, restored: Callable[[Gateway], bool]) -> None:
     g = gateway6
     assert eventually(lambda: restored(g))
     breaker(g)
@@ -165,7 +142,7 @@ def test_ipv6_drift_repaired_with_traffic(gateway6: Gateway6, breaker: Callable[
     assert g.plan()[0] == 0
 
 
-def test_ipv6_rule_removed_from_file_is_pruned(gateway6: Gateway6) -> None:
+def test_ipv6_rule_removed_from_file_is_pruned(gateway6: Gateway) -> None:
     g = gateway6
     assert ping(g.untrusted, DMZ)
     g.state.write("10-gateway6.yaml", GATEWAY6.replace("      - -p ipv6-icmp -j ACCEPT\n", ""))
@@ -177,7 +154,7 @@ def test_ipv6_rule_removed_from_file_is_pruned(gateway6: Gateway6) -> None:
     assert g.plan()[0] == 0
 
 
-def test_ipv6_chain_removed_from_files_is_pruned(gateway6: Gateway6) -> None:
+def test_ipv6_chain_removed_from_files_is_pruned(gateway6: Gateway) -> None:
     g = gateway6
     g.state.write("10-gateway6.yaml", GATEWAY6.replace("  nat:\n    POSTROUTING:\n      rules:\n"
                                                        "      - -o eth0 -j MASQUERADE\n", ""))

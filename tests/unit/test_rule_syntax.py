@@ -87,6 +87,9 @@ def test_rule_helpers_read_iptables_save_forms() -> None:
     assert rule.jump == ("GUESTS", True)
     assert parse_rule("-j ACCEPT").jump == ("ACCEPT", False)
     assert parse_rule("-i br0").jump is None
+    assert parse_rule("-j").jump is None  # a flag without its name
+    assert parse_rule("--goto GUESTS -j ACCEPT").jump == ("GUESTS", True)  # the first, as iptables reads it
+    assert parse_rule("-j LOG --log-prefix -g").jump == ("LOG", False)
 
 
 @pytest.mark.parametrize(("rule", "says"), [

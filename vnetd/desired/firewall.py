@@ -129,7 +129,7 @@ def _parse_chain(
             continue
         line = item.start_mark.line + 1
         try:
-            rule = parse_rule(text)
+            rule = parse_rule(text, Origin(ctx.file, line))
         except RuleSyntaxError as exc:
             ctx.error(item, rpath, f"{exc} (rule: {text})")
             continue
@@ -137,7 +137,7 @@ def _parse_chain(
             ctx.error(item, rpath, f"the same rule is already listed at line {seen[rule.text]}")
             continue
         seen[rule.text] = line
-        rules.append(Rule(rule.words, rule.text, Origin(ctx.file, line)))
+        rules.append(rule)
     if len(ctx.issues) != before:
         return None
     def at(key: str) -> Origin | None:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from vnetd.model.common import Origin
 from vnetd.model.firewall import TAG_PREFIX, Rule, quote
 
 MAX_RULE_LENGTH = 4096
@@ -85,8 +86,9 @@ def tokenize(text: str) -> list[Token]:
     return tokens
 
 
-def parse_rule(text: str) -> Rule:
-    """Split one rule into words; raises ``RuleSyntaxError`` for text that cannot be one."""
+def parse_rule(text: str, origin: Origin | None = None) -> Rule:
+    """Split one rule into words; raises ``RuleSyntaxError`` for text that cannot be one.
+    ``origin``: where the rule was written."""
     if '"' not in text and len(text) <= MAX_RULE_LENGTH and TAG_PREFIX not in text \
             and text.replace("\t", " ").isprintable():
         # the common case (a state file of 10,000 rules is mostly this): plain words,
@@ -95,7 +97,7 @@ def parse_rule(text: str) -> Rule:
         if words and len(words) <= MAX_RULE_WORDS:
             joined = " ".join(words)
             if _PLAIN_WORDS.fullmatch(joined):
-                return Rule(words, joined)
+                return Rule(words, joined, origin)
     tokens = tokenize(text)
     if not tokens:
         raise RuleSyntaxError("empty rule; write at least a target, e.g. '-j ACCEPT'")
@@ -106,7 +108,7 @@ def parse_rule(text: str) -> Rule:
             raise RuleSyntaxError(f"'{TAG_PREFIX}...' is the prefix of vnetd's own tags (one is added to every "
                                   "rule it writes); choose another comment")
     words = tuple(t.text for t in tokens)
-    return Rule(words, render(words))
+    return Rule(words, render(words), origin)
 
 
 def render(words: tuple[str, ...] | list[str]) -> str:

@@ -99,6 +99,7 @@ class ChainMode(StrEnum):
     EXCLUSIVE = "exclusive"
 
 
+_JUMP_FLAGS = frozenset(("-j", "--jump", "-g", "--goto"))
 #: Header options as iptables-save writes them (the forms Rule.option looks for).
 HEADER_OPTIONS = ("-s", "-d", "-i", "-o", "-p")
 
@@ -123,10 +124,10 @@ class Rule:
     def __post_init__(self) -> None:
         words = self.words
         jump = None
-        for i, word in enumerate(words[:-1]):
-            if word in ("-j", "--jump", "-g", "--goto"):
-                jump = words[i + 1], word in ("-g", "--goto")
-                break
+        flags = _JUMP_FLAGS.intersection(words[:-1])
+        if flags:  # the first of them, as iptables reads it
+            i = words.index(next(iter(flags))) if len(flags) == 1 else min(words.index(flag) for flag in flags)
+            jump = words[i + 1], words[i] in ("-g", "--goto")
         object.__setattr__(self, "jump", jump)
 
     def option(self, flag: str) -> tuple[str, bool] | None:

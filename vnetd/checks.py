@@ -177,8 +177,13 @@ def check_state(desired: DesiredState, *, kernel: bool = True, environment: bool
         checked = validate_rules(desired.chains, reader)
         issues += checked.issues
         warnings += checked.warnings
-        if kernel and checked.compiled:
-            issues += _kernel_issues(desired, checked, warnings)
+        refused = _kernel_issues(desired, checked, warnings) if kernel and checked.compiled else []
+        issues += refused
+        if selection is not None:
+            # what the kernel refused is said once, in the kernel's words
+            said = {(i.file, i.line, i.path) for i in refused}
+            issues += [i for i in _unwritable(desired, checked, selection.name)
+                       if (i.file, i.line, i.path) not in said]
         if selection is not None and not issues:
             warnings += backend_warnings(families={c.family for c in desired.chains}, backend=selection.name)
             warnings += shadow_warnings(desired, selection.name)  # others' chains that drop what vnetd accepts
@@ -262,6 +267,22 @@ def link_kind_warnings(desired: DesiredState) -> list[str]:
         return [f"link.kinds_unchecked: {missing}"]
     return [f"link.kind_missing: this kernel cannot create {kind} links (module {MODULES[kind]} not available): "
             f"{', '.join(wanted[kind])} will fail to apply until it is" for kind in sorted(missing)]
+
+
+def _unwritable(desired: DesiredState, checked: RuleCheck, backend: str) -> list[ConfigIssue]:
+    """Rules that compile but that the backend in use cannot write (``apply`` would fail)."""
+    from vnetd.backends.firewall import cannot_write
+    from vnetd.backends.xtables import rule_issue
+
+    chains = {(c.table_key, c.name): c for c in desired.chains}
+    out = []
+    for (table, name, index), compiled in checked.compiled.items():
+        reason = cannot_write(backend, compiled)
+        if reason is not None:
+            chain = chains[(table, name)]
+            out.append(rule_issue(chain, index, chain.all_rules[index], f"the {backend} backend cannot write it: "
+                                  f"{reason}"))
+    return out
 
 
 def _kernel_issues(desired: DesiredState, checked: RuleCheck, warnings: list[str]) -> list[ConfigIssue]:

@@ -146,3 +146,30 @@ def test_show_on_iptables_nft_fed_back_plans_nothing(netns: Netns, state_dir: St
     fed_back.write("00-show.yaml", shown.stdout)
     plan = vnetd("plan", netns=netns, state_dir=fed_back)
     assert plan.returncode == 0, plan.stdout + plan.stderr
+
+
+QUEUE = """
+firewall:
+  filter:
+    FORWARD:
+      rules:
+      - -p tcp -j QUEUE
+"""
+
+
+def test_check_refuses_what_the_backend_in_use_cannot_write(netns: Netns, state_dir: StateDir) -> None:
+    """-j QUEUE compiles (the legacy tables take it) but iptables-nft cannot write it into
+    nf_tables: pinned to iptables-nft, check refuses it at its line, as apply would fail."""
+    state_dir.write("10-queue.yaml", QUEUE)
+    state_dir.pin("iptables-nft")
+    check = vnetd("check", netns=netns, state_dir=state_dir)
+    assert check.returncode == 1, check.stdout + check.stderr
+    assert "10-queue.yaml:6: firewall.filter.FORWARD.rules[0]: the iptables-nft backend cannot write it: " \
+           "-j QUEUE cannot be written into nf_tables by iptables-nft (use -j NFQUEUE)" in check.stderr
+    assert vnetd("apply", netns=netns, state_dir=state_dir).returncode == 1
+    assert "QUEUE" not in netns.iptables_save(variant="nft")
+    state_dir.pin("iptables-legacy")
+    assert vnetd("check", netns=netns, state_dir=state_dir).returncode == 0
+    applied = vnetd("apply", netns=netns, state_dir=state_dir)
+    assert applied.returncode == 0, applied.stdout + applied.stderr
+    assert "-A FORWARD -p tcp -m comment" in netns.iptables_save() and "-j QUEUE" in netns.iptables_save()

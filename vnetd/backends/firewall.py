@@ -40,7 +40,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol, cast
+from typing import TYPE_CHECKING, Protocol, cast
 
 from vnetd.errors import BackendError
 from vnetd.model.checkpoint import ChainRecord
@@ -58,9 +58,16 @@ from vnetd.model.firewall import (
 from vnetd.model.state import DesiredState
 from vnetd.plan.actions import FIREWALL_OPS, Action
 
+if TYPE_CHECKING:
+    from vnetd.backends.xtables import CompiledRule
+
 
 class FirewallBackend(Protocol):
-    """What the engine and the daemon need of a netfilter dataplane."""
+    """What the engine and the daemon need of a netfilter dataplane.
+
+    A backend that cannot write some rules the compiler accepts says so in a static
+    method ``cannot_write(compiled: CompiledRule) -> str | None`` (the reason, or None),
+    which ``vnetd check`` asks of the backend in use (see ``cannot_write`` below)."""
 
     #: the name administrators use (``firewall.backend``): "iptables-legacy", "iptables-nft"
     name: str
@@ -220,6 +227,13 @@ def backend_class(name: str) -> Callable[[int], FirewallBackend]:
     called with an address family it makes that family's backend."""
     module, _, attr = FIREWALL_BACKENDS[name].path.partition(":")
     return cast(Callable[[int], FirewallBackend], getattr(importlib.import_module(module), attr))
+
+
+def cannot_write(name: str, compiled: CompiledRule) -> str | None:
+    """Why backend ``name`` cannot write a rule that compiled (None: it can), so that
+    ``check`` refuses what ``apply`` would fail on."""
+    check = getattr(backend_class(name), "cannot_write", None)
+    return check(compiled) if check is not None else None
 
 
 def open_backend(name: str) -> FirewallFamilies:

@@ -310,6 +310,17 @@ class NftFirewallBackend:
         self._mine_of = (chains, mine)
         return mine
 
+    @staticmethod
+    def cannot_write(compiled: CompiledRule) -> str | None:
+        """Why a compiled rule cannot be written into nf_tables as iptables-nft writes it
+        (``-j QUEUE``: iptables-nft cannot either); None when it can (backends.firewall)."""
+        for entry in compiled.entries:
+            try:
+                encode(entry, compiled.target_name, compiled.goto, skip_matches=1, family=compiled.family)
+            except CannotEncode as exc:
+                return str(exc)
+        return None
+
     @property
     def compiler(self) -> RuleCompiler:
         if self._compiler is None:

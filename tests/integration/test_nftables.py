@@ -28,7 +28,7 @@ from collections.abc import Callable
 import pytest
 
 from tests.nft_support import NftWorker, chain, nft_save
-from tests.support import Netns
+from tests.support import PY, ROOT, Netns
 from tests.traffic import eventually, ping
 
 pytestmark = pytest.mark.kernel
@@ -490,6 +490,72 @@ def test_concurrent_iptables_nft_writer_loses_nothing(netns: Netns) -> None:
     ports = {line.split("--dport ")[1].split()[0] for line in forward[2:]}
     assert len(ports) == 1000 and len(forward) == 1002
     assert netns.exec("nft", "list", "table", "inet", "firewalld").stdout == firewalld_before
+
+
+#: commits to ``table ip filter`` in a tight loop until its stdin closes: one transaction
+#: creates chain CHURN with a rule, the next flushes and deletes it; says "committing"
+#: once it has committed, and at the end how many transactions it made
+CHURNER = r"""
+import select, sys
+from vnetd.backends import nfnl
+from vnetd.backends.nftexpr import counter
+sock = nfnl.NftSocket()
+flush = nfnl.Message(nfnl.NFT_MSG_DELRULE, 0, nfnl.NFPROTO_IPV4,
+                     nfnl.strz(nfnl.NFTA_RULE_TABLE, "filter") + nfnl.strz(nfnl.NFTA_RULE_CHAIN, "CHURN"))
+create = [nfnl.new_user_chain("filter", "CHURN"), nfnl.new_rule("filter", "CHURN", counter(), None, None)]
+delete = [flush, nfnl.del_chain("filter", "CHURN")]
+commits = 0
+while True:
+    for batch in (create, delete):
+        result = sock.batch(batch, None)
+        if result.errors:
+            sys.exit(f"refused: {result.errors}")
+        commits += 1
+    if commits == 2:
+        print("committing", flush=True)
+    if select.select([sys.stdin], [], [], 0)[0]:
+        break
+print(commits, flush=True)
+"""
+
+
+def test_a_writer_committing_faster_than_a_table_dump_does_not_starve_vnetd(netns: Netns) -> None:
+    """Another writer commits to ``table ip filter`` all the time (a container engine
+    starting) beside a foreign chain of 3,000 rules, whose dump spans many netlink
+    messages and is therefore interrupted by any commit: vnetd still reads the tables,
+    plans and applies its chain and FORWARD's rule while the writer goes on, whatever
+    the writer's rate; nothing of the foreign chain is touched, and once the writer
+    stops the mirror equals a fresh read and ``show`` lists the big chain whole."""
+    bulk = "*filter\n:BULK - [0:0]\n" + "".join(
+        f"-A BULK -s 198.51.100.{i % 250}/32 -p tcp --dport {i + 1} -j ACCEPT\n" for i in range(3000)) + "COMMIT\n"
+    netns.exec("iptables-nft-restore", "--noflush", input=bulk)
+    bulk_before = _rules(netns, "BULK")
+    assert len(bulk_before) == 3000
+    writer = netns.popen(PY, "-c", CHURNER, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         env={"PYTHONPATH": str(ROOT)})
+    try:
+        assert writer.stdout is not None and writer.stdin is not None
+        assert writer.stdout.readline() == "committing\n", writer.stderr.read() if writer.stderr else ""
+        with NftWorker(netns) as worker:
+            worker.declare(chain("filter", "GUESTS", "-s 192.0.2.0/24 -j ACCEPT"),
+                           chain("filter", "FORWARD", "-j GUESTS"))
+            worker.converge()  # read, planned and applied while the writer commits
+            assert writer.poll() is None  # still committing: it stops only when told
+            writer.stdin.close()
+            out, err = writer.communicate(timeout=60)
+            assert writer.returncode == 0, err
+            assert int(out.split()[-1]) > 2
+            assert _rules(netns, "FORWARD") == ["-j GUESTS"]
+            assert _rules(netns, "GUESTS") == ["-s 192.0.2.0/24 -j ACCEPT"]
+            assert _rules(netns, "BULK") == bulk_before
+            assert worker.call("plan") == []
+            shown = worker.call("show_all")
+            assert len(shown["filter"]["BULK"]) == 3000
+            assert worker.call("mirror_matches_kernel")["equal"]
+    finally:
+        if writer.poll() is None:
+            writer.kill()
+            writer.wait()
 
 
 def test_foreign_tables_are_never_touched(netns: Netns) -> None:

@@ -541,12 +541,11 @@ def test_a_writer_committing_faster_than_a_table_dump_does_not_starve_vnetd(netn
                            chain("filter", "FORWARD", "-j GUESTS"))
             worker.converge()  # read, planned and applied while the writer commits
             assert writer.poll() is None  # still committing: it stops only when told
-            writer.stdin.close()
-            out, err = writer.communicate(timeout=60)
+            out, err = writer.communicate(timeout=60)  # closes its stdin: it stops
             assert writer.returncode == 0, err
             assert int(out.split()[-1]) > 2
             assert _rules(netns, "FORWARD") == ["-j GUESTS"]
-            assert _rules(netns, "GUESTS") == ["-s 192.0.2.0/24 -j ACCEPT"]
+            assert _rules(netns, "GUESTS") == ["", "-s 192.0.2.0/24 -j ACCEPT"]  # the owner mark, the rule
             assert _rules(netns, "BULK") == bulk_before
             assert worker.call("plan") == []
             shown = worker.call("show_all")

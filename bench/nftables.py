@@ -10,7 +10,7 @@ Side by side, in one run, in namespaces made here:
   fresh interpreter that loads the state directory and converges the firewall
   through the backend, without the rest of `vnetd apply`);
 * "changed?" with 10,000 rules (one generation-id request) and a full observe
-  (the mirror read again from the kernel: one dump per table);
+  (the mirror read again from the kernel: one rule dump per chain);
 * drift repair from the event: another writer deletes one of vnetd's rules; the
   time from its delete being committed to vnetd's repair committed (event socket
   readable, notifications applied, plan, one transaction), p50/p99;

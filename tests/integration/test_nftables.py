@@ -20,15 +20,16 @@ The backend runs in a worker process inside each namespace (tests/nft_support.py
 
 from __future__ import annotations
 
+import contextlib
 import re
 import shlex
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import pytest
 
 from tests.nft_support import NftWorker, chain, nft_save
-from tests.support import PY, ROOT, Netns
+from tests.support import PY, ROOT, Netns, StateDir, vnetd
 from tests.traffic import eventually, ping
 
 pytestmark = pytest.mark.kernel
@@ -519,42 +520,77 @@ print(commits, flush=True)
 """
 
 
-def test_a_writer_committing_faster_than_a_table_dump_does_not_starve_vnetd(netns: Netns) -> None:
-    """Another writer commits to ``table ip filter`` all the time (a container engine
-    starting) beside a foreign chain of 3,000 rules, whose dump spans many netlink
-    messages and is therefore interrupted by any commit: vnetd still reads the tables,
-    plans and applies its chain and FORWARD's rule while the writer goes on, whatever
-    the writer's rate; nothing of the foreign chain is touched, and once the writer
-    stops the mirror equals a fresh read and ``show`` lists the big chain whole."""
+@contextlib.contextmanager
+def _busy_filter_table(ns: Netns) -> Iterator[tuple[list[str], subprocess.Popen[str]]]:
+    """A foreign chain BULK of 3,000 rules in ``table ip filter`` (its dump spans many
+    netlink messages, so any commit in the namespace interrupts it), and CHURNER
+    committing to the table in a tight loop from before the block starts until it ends;
+    yields BULK's rules and the writer."""
     bulk = "*filter\n:BULK - [0:0]\n" + "".join(
         f"-A BULK -s 198.51.100.{i % 250}/32 -p tcp --dport {i + 1} -j ACCEPT\n" for i in range(3000)) + "COMMIT\n"
-    netns.exec("iptables-nft-restore", "--noflush", input=bulk)
-    bulk_before = _rules(netns, "BULK")
-    assert len(bulk_before) == 3000
-    writer = netns.popen(PY, "-c", CHURNER, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                         env={"PYTHONPATH": str(ROOT)})
+    ns.exec("iptables-nft-restore", "--noflush", input=bulk)
+    bulk_rules = _rules(ns, "BULK")
+    assert len(bulk_rules) == 3000
+    writer = ns.popen(PY, "-c", CHURNER, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                      env={"PYTHONPATH": str(ROOT)})
     try:
-        assert writer.stdout is not None and writer.stdin is not None
+        assert writer.stdout is not None
         assert writer.stdout.readline() == "committing\n", writer.stderr.read() if writer.stderr else ""
-        with NftWorker(netns) as worker:
-            worker.declare(chain("filter", "GUESTS", "-s 192.0.2.0/24 -j ACCEPT"),
-                           chain("filter", "FORWARD", "-j GUESTS"))
-            worker.converge()  # read, planned and applied while the writer commits
-            assert writer.poll() is None  # still committing: it stops only when told
-            out, err = writer.communicate(timeout=60)  # closes its stdin: it stops
-            assert writer.returncode == 0, err
-            assert int(out.split()[-1]) > 2
-            assert _rules(netns, "FORWARD") == ["-j GUESTS"]
-            assert _rules(netns, "GUESTS") == ["", "-s 192.0.2.0/24 -j ACCEPT"]  # the owner mark, the rule
-            assert _rules(netns, "BULK") == bulk_before
-            assert worker.call("plan") == []
-            shown = worker.call("show_all")
-            assert len(shown["filter"]["BULK"]) == 3000
-            assert worker.call("mirror_matches_kernel")["equal"]
+        yield bulk_rules, writer
+        assert writer.poll() is None  # still committing: it stops only when told
+        out, err = writer.communicate(timeout=60)  # closes its stdin: it stops
+        assert writer.returncode == 0, err
+        assert int(out.split()[-1]) > 2
     finally:
         if writer.poll() is None:
             writer.kill()
             writer.wait()
+
+
+def test_a_writer_committing_faster_than_a_table_dump_does_not_starve_vnetd(netns: Netns) -> None:
+    """Another writer commits to ``table ip filter`` all the time (a container engine
+    starting) beside a foreign chain of 3,000 rules whose dump any commit interrupts:
+    vnetd still reads the tables, plans and applies its chain and FORWARD's rule while
+    the writer goes on, whatever the writer's rate; nothing of the foreign chain is
+    touched, and once the writer stops ``show`` lists the big chain whole and the
+    mirror equals a fresh read."""
+    with NftWorker(netns) as worker:
+        with _busy_filter_table(netns) as (bulk_before, _writer):
+            worker.declare(chain("filter", "GUESTS", "-s 192.0.2.0/24 -j ACCEPT"),
+                           chain("filter", "FORWARD", "-j GUESTS"))
+            worker.converge()  # read, planned and applied while the writer commits
+            assert worker.call("plan") == []
+        assert _rules(netns, "FORWARD") == ["-j GUESTS"]
+        assert _rules(netns, "GUESTS") == ["", "-s 192.0.2.0/24 -j ACCEPT"]  # the owner mark, the rule
+        assert _rules(netns, "BULK") == bulk_before
+        assert worker.call("plan") == []
+        shown = worker.call("show_all")
+        assert len(shown["filter"]["BULK"]) == 3000
+        assert worker.call("mirror_matches_kernel")["equal"]
+
+
+def test_vnetd_apply_and_plan_work_beside_a_busy_writer(netns: Netns, state_dir: StateDir) -> None:
+    """The same through the CLI: ``vnetd apply`` converges and ``vnetd plan`` finds
+    nothing to do while the writer goes on (before, both failed with "the ruleset kept
+    changing while being read")."""
+    state_dir.pin("iptables-nft")
+    state_dir.write("10-fw.yaml", """\
+        firewall:
+          filter:
+            GUESTS:
+              rules:
+                - -s 192.0.2.0/24 -j ACCEPT
+            FORWARD:
+              rules:
+                - -j GUESTS
+        """)
+    with _busy_filter_table(netns) as (bulk_before, _writer):
+        applied = vnetd("apply", netns=netns, state_dir=state_dir)
+        assert applied.returncode == 0, applied.stderr
+        planned = vnetd("plan", netns=netns, state_dir=state_dir)
+        assert planned.returncode == 0, planned.stdout + planned.stderr
+    assert _rules(netns, "FORWARD") == ["-j GUESTS"]
+    assert _rules(netns, "BULK") == bulk_before
 
 
 def test_foreign_tables_are_never_touched(netns: Netns) -> None:

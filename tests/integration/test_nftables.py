@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from tests.daemon_support import DaemonProcess
 from tests.nft_support import NftWorker, chain, nft_save
 from tests.support import PY, ROOT, Netns, StateDir, vnetd
 from tests.traffic import eventually, ping
@@ -589,6 +590,53 @@ def test_vnetd_apply_and_plan_work_beside_a_busy_writer(netns: Netns, state_dir:
         assert applied.returncode == 0, applied.stderr
         planned = vnetd("plan", netns=netns, state_dir=state_dir)
         assert planned.returncode == 0, planned.stdout + planned.stderr
+    assert _rules(netns, "FORWARD") == ["-j GUESTS"]
+    assert _rules(netns, "BULK") == bulk_before
+
+
+#: deletes the first rule of ``ip filter FORWARD`` (iptables-nft and nft, which read the
+#: whole cache and start again whenever the generation moved, starve beside CHURNER)
+DELETE_FIRST = r"""
+from vnetd.backends import nfnl
+sock = nfnl.NftSocket()
+while True:
+    replies, interrupted = sock.dump(nfnl.dump_rules("filter", nfnl.NFPROTO_IPV4, "FORWARD"))
+    if not interrupted:
+        break
+first = next(nfnl.decode_rule(d, o, n) for d, kind, o, n in replies if kind == nfnl.NFT_MSG_NEWRULE)
+assert not sock.batch([nfnl.del_rule("filter", "FORWARD", first.handle)], None).errors
+"""
+
+
+def test_the_daemon_converges_and_repairs_beside_a_busy_writer(netns: Netns, state_dir: StateDir) -> None:
+    """The daemon started while the writer commits converges, and repairs vnetd's rule
+    deleted while the writer still goes on (before, every read failed and the daemon
+    backed off for as long as the writer kept going)."""
+    state_dir.pin("iptables-nft")
+    state_dir.write("10-fw.yaml", """\
+        firewall:
+          filter:
+            GUESTS:
+              rules:
+                - -s 192.0.2.0/24 -j ACCEPT
+            FORWARD:
+              rules:
+                - -j GUESTS
+        """)
+    with _busy_filter_table(netns) as (bulk_before, _writer):
+        daemon = DaemonProcess(netns, state_dir, check_interval=3600)
+        try:
+            daemon.wait_ready()
+            daemon.wait_for("action.applied", resource="firewall/filter/FORWARD", timeout=60)
+            mark = daemon.mark()
+            deleter = netns.popen(PY, "-c", DELETE_FIRST, env={"PYTHONPATH": str(ROOT)}, stderr=subprocess.PIPE)
+            assert deleter.wait(timeout=60) == 0, deleter.communicate()[1]
+            detected = daemon.wait_for("drift.detected", since=mark, resource="firewall/filter/FORWARD", timeout=60)
+            assert detected["source"] == "nftables"
+            daemon.wait_for("action.applied", since=mark, resource="firewall/filter/FORWARD", timeout=60)
+        finally:
+            code = daemon.stop()
+            assert code == 0, "\n".join(daemon.lines[-30:])
     assert _rules(netns, "FORWARD") == ["-j GUESTS"]
     assert _rules(netns, "BULK") == bulk_before
 

@@ -573,7 +573,7 @@ class NftFirewallBackend:
             if not pending:
                 break
             try:
-                gen = self._sync_with([_written(a) for a in pending], retry=False)
+                gen = self._sync_with(_written(pending), retry=False)
             except OSError as exc:
                 err = BackendError("nftables", "firewall", f"cannot read the ruleset: {exc.strerror or exc}",
                                    exc.errno or None)
@@ -594,7 +594,7 @@ class NftFirewallBackend:
                     results[id(a)] = None
                 pending = []
                 break
-            keys = sorted({_written(a) for a in pending})
+            keys = _written(pending)
             footprint = self._footprint(batch, keys)
             try:
                 outcome = self._sock.batch(batch.messages, None if unguarded and footprint is not None else gen)
@@ -1010,11 +1010,14 @@ class _Batch:
         self._emit(nfnl.del_chain(op.table, op.chain, self.nfproto), action, f"the deletion of chain {op.chain}")
 
 
-def _written(action: Action) -> tuple[str, str]:
-    """(table key, chain) of the chain a firewall action writes."""
-    op = action.op
-    assert isinstance(op, SyncChain | SetPolicy | PruneChain | RestoreChain)
-    return table_key(op.table, op.family), op.chain
+def _written(actions: Iterable[Action]) -> list[tuple[str, str]]:
+    """(table key, chain) of the chains the firewall actions write, in order, once each."""
+    out: dict[tuple[str, str], None] = {}
+    for action in actions:
+        op = action.op
+        if isinstance(op, SyncChain | SetPolicy | PruneChain | RestoreChain):
+            out[(table_key(op.table, op.family), op.chain)] = None
+    return list(out)
 
 
 def _conforms(backend: NftFirewallBackend) -> FirewallSeam:

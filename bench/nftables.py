@@ -11,7 +11,7 @@ Side by side, in one run, in namespaces made here:
   same fresh processes: compile, one nf_tables transaction, read back, plan again:
   nothing left; cold, as on a first start); restore and vnetd run alternately;
 * "changed?" with 10,000 rules (one generation-id request) and a full observe
-  (the mirror read again from the kernel: one dump per table);
+  (the mirror read again from the kernel: one rule dump per chain);
 * drift repair from the event: another writer deletes one of vnetd's rules; the
   time from its delete being committed to vnetd's repair committed (event socket
   readable, notifications applied, plan, one transaction), p50/p99;

@@ -176,6 +176,8 @@ COMMANDS = {
                                         "foreign": [r.text for r in c.foreign]}
                               for c in t.chains if c.managed}
                      for t in backend.show(chains) if t.managed},
+    "show_all": lambda: {table_key(t.name, t.family): {c.name: [r.text for r in c.rules] for c in t.chains}
+                         for t in backend.show(chains)},
     "has_vnetd_rules": lambda: backend.has_vnetd_rules(),
     "reloads": lambda: backend.member(4)._mirror.reloads,
     "restarts": lambda: sum(backend.member(f).restarts for f in backend.families),

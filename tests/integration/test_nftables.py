@@ -20,15 +20,17 @@ The backend runs in a worker process inside each namespace (tests/nft_support.py
 
 from __future__ import annotations
 
+import contextlib
 import re
 import shlex
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import pytest
 
+from tests.daemon_support import DaemonProcess
 from tests.nft_support import NftWorker, chain, nft_save
-from tests.support import Netns
+from tests.support import PY, ROOT, Netns, StateDir, vnetd
 from tests.traffic import eventually, ping
 
 pytestmark = pytest.mark.kernel
@@ -490,6 +492,153 @@ def test_concurrent_iptables_nft_writer_loses_nothing(netns: Netns) -> None:
     ports = {line.split("--dport ")[1].split()[0] for line in forward[2:]}
     assert len(ports) == 1000 and len(forward) == 1002
     assert netns.exec("nft", "list", "table", "inet", "firewalld").stdout == firewalld_before
+
+
+#: commits to ``table ip filter`` in a tight loop until its stdin closes: one transaction
+#: creates chain CHURN with a rule, the next flushes and deletes it; says "committing"
+#: once it has committed, and at the end how many transactions it made
+CHURNER = r"""
+import select, sys
+from vnetd.backends import nfnl
+from vnetd.backends.nftexpr import counter
+sock = nfnl.NftSocket()
+flush = nfnl.Message(nfnl.NFT_MSG_DELRULE, 0, nfnl.NFPROTO_IPV4,
+                     nfnl.strz(nfnl.NFTA_RULE_TABLE, "filter") + nfnl.strz(nfnl.NFTA_RULE_CHAIN, "CHURN"))
+create = [nfnl.new_user_chain("filter", "CHURN"), nfnl.new_rule("filter", "CHURN", counter(), None, None)]
+delete = [flush, nfnl.del_chain("filter", "CHURN")]
+commits = 0
+while True:
+    for batch in (create, delete):
+        result = sock.batch(batch, None)
+        if result.errors:
+            sys.exit(f"refused: {result.errors}")
+        commits += 1
+    if commits == 2:
+        print("committing", flush=True)
+    if select.select([sys.stdin], [], [], 0)[0]:
+        break
+print(commits, flush=True)
+"""
+
+
+@contextlib.contextmanager
+def _busy_filter_table(ns: Netns) -> Iterator[tuple[list[str], subprocess.Popen[str]]]:
+    """A foreign chain BULK of 3,000 rules in ``table ip filter`` (its dump spans many
+    netlink messages, so any commit in the namespace interrupts it), and CHURNER
+    committing to the table in a tight loop from before the block starts until it ends;
+    yields BULK's rules and the writer."""
+    bulk = "*filter\n:BULK - [0:0]\n" + "".join(
+        f"-A BULK -s 198.51.100.{i % 250}/32 -p tcp --dport {i + 1} -j ACCEPT\n" for i in range(3000)) + "COMMIT\n"
+    ns.exec("iptables-nft-restore", "--noflush", input=bulk)
+    bulk_rules = _rules(ns, "BULK")
+    assert len(bulk_rules) == 3000
+    writer = ns.popen(PY, "-c", CHURNER, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                      env={"PYTHONPATH": str(ROOT)})
+    try:
+        assert writer.stdout is not None
+        assert writer.stdout.readline() == "committing\n", writer.stderr.read() if writer.stderr else ""
+        yield bulk_rules, writer
+        assert writer.poll() is None  # still committing: it stops only when told
+        out, err = writer.communicate(timeout=60)  # closes its stdin: it stops
+        assert writer.returncode == 0, err
+        assert int(out.split()[-1]) > 2
+    finally:
+        if writer.poll() is None:
+            writer.kill()
+            writer.wait()
+
+
+def test_a_writer_committing_faster_than_a_table_dump_does_not_starve_vnetd(netns: Netns) -> None:
+    """Another writer commits to ``table ip filter`` all the time (a container engine
+    starting) beside a foreign chain of 3,000 rules whose dump any commit interrupts:
+    vnetd still reads the tables, plans and applies its chain and FORWARD's rule while
+    the writer goes on, whatever the writer's rate; nothing of the foreign chain is
+    touched, and once the writer stops ``show`` lists the big chain whole and the
+    mirror equals a fresh read."""
+    with NftWorker(netns) as worker:
+        with _busy_filter_table(netns) as (bulk_before, _writer):
+            worker.declare(chain("filter", "GUESTS", "-s 192.0.2.0/24 -j ACCEPT"),
+                           chain("filter", "FORWARD", "-j GUESTS"))
+            worker.converge()  # read, planned and applied while the writer commits
+            assert worker.call("plan") == []
+        assert _rules(netns, "FORWARD") == ["-j GUESTS"]
+        assert _rules(netns, "GUESTS") == ["", "-s 192.0.2.0/24 -j ACCEPT"]  # the owner mark, the rule
+        assert _rules(netns, "BULK") == bulk_before
+        assert worker.call("plan") == []
+        shown = worker.call("show_all")
+        assert len(shown["filter"]["BULK"]) == 3000
+        assert worker.call("mirror_matches_kernel")["equal"]
+
+
+def test_vnetd_apply_and_plan_work_beside_a_busy_writer(netns: Netns, state_dir: StateDir) -> None:
+    """The same through the CLI: ``vnetd apply`` converges and ``vnetd plan`` finds
+    nothing to do while the writer goes on (before, both failed with "the ruleset kept
+    changing while being read")."""
+    state_dir.pin("iptables-nft")
+    state_dir.write("10-fw.yaml", """\
+        firewall:
+          filter:
+            GUESTS:
+              rules:
+                - -s 192.0.2.0/24 -j ACCEPT
+            FORWARD:
+              rules:
+                - -j GUESTS
+        """)
+    with _busy_filter_table(netns) as (bulk_before, _writer):
+        applied = vnetd("apply", netns=netns, state_dir=state_dir)
+        assert applied.returncode == 0, applied.stderr
+        planned = vnetd("plan", netns=netns, state_dir=state_dir)
+        assert planned.returncode == 0, planned.stdout + planned.stderr
+    assert _rules(netns, "FORWARD") == ["-j GUESTS"]
+    assert _rules(netns, "BULK") == bulk_before
+
+
+#: deletes the first rule of ``ip filter FORWARD`` (iptables-nft and nft, which read the
+#: whole cache and start again whenever the generation moved, starve beside CHURNER)
+DELETE_FIRST = r"""
+from vnetd.backends import nfnl
+sock = nfnl.NftSocket()
+while True:
+    replies, interrupted = sock.dump(nfnl.dump_rules("filter", nfnl.NFPROTO_IPV4, "FORWARD"))
+    if not interrupted:
+        break
+first = next(nfnl.decode_rule(d, o, n) for d, kind, o, n in replies if kind == nfnl.NFT_MSG_NEWRULE)
+assert not sock.batch([nfnl.del_rule("filter", "FORWARD", first.handle)], None).errors
+"""
+
+
+def test_the_daemon_converges_and_repairs_beside_a_busy_writer(netns: Netns, state_dir: StateDir) -> None:
+    """The daemon started while the writer commits converges, and repairs vnetd's rule
+    deleted while the writer still goes on (before, every read failed and the daemon
+    backed off for as long as the writer kept going)."""
+    state_dir.pin("iptables-nft")
+    state_dir.write("10-fw.yaml", """\
+        firewall:
+          filter:
+            GUESTS:
+              rules:
+                - -s 192.0.2.0/24 -j ACCEPT
+            FORWARD:
+              rules:
+                - -j GUESTS
+        """)
+    with _busy_filter_table(netns) as (bulk_before, _writer):
+        daemon = DaemonProcess(netns, state_dir, check_interval=3600)
+        try:
+            daemon.wait_ready()
+            daemon.wait_for("action.applied", resource="firewall/filter/FORWARD", timeout=60)
+            mark = daemon.mark()
+            deleter = netns.popen(PY, "-c", DELETE_FIRST, env={"PYTHONPATH": str(ROOT)}, stderr=subprocess.PIPE)
+            assert deleter.wait(timeout=60) == 0, deleter.communicate()[1]
+            detected = daemon.wait_for("drift.detected", since=mark, resource="firewall/filter/FORWARD", timeout=60)
+            assert detected["source"] == "nftables"
+            daemon.wait_for("action.applied", since=mark, resource="firewall/filter/FORWARD", timeout=60)
+        finally:
+            code = daemon.stop()
+            assert code == 0, "\n".join(daemon.lines[-30:])
+    assert _rules(netns, "FORWARD") == ["-j GUESTS"]
+    assert _rules(netns, "BULK") == bulk_before
 
 
 def test_foreign_tables_are_never_touched(netns: Netns) -> None:

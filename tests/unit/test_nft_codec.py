@@ -14,7 +14,15 @@ import pytest
 
 from vnetd.backends import nfnl
 from vnetd.backends import nftexpr as nx
-from vnetd.backends.nftcache import CachedChain, CachedTable, Mirror, rule_tag
+from vnetd.backends.nftcache import (
+    BACKOFF_MAX,
+    RELOAD_BUDGET,
+    RELOAD_MIN_TRIES,
+    CachedChain,
+    CachedTable,
+    Mirror,
+    rule_tag,
+)
 
 # --------------------------------------------------------------------------- fingerprints
 
@@ -161,13 +169,13 @@ def _mirror(handles: list[int]) -> tuple[Mirror, FakeSocket, FakeEvents]:
     ticks = itertools.count()
     fps = {4: nx.Fingerprinter(), 6: nx.Fingerprinter()}
     mirror = Mirror(sock, events, fps, lambda: float(next(ticks)))  # type: ignore[arg-type]
-    chain = CachedChain("FORWARD", 1, 2, 0, 1, "filter")
+    chain = CachedChain("FORWARD", 1, 2, 0, 1, "filter", rules_gen=100)
     for h in handles:
         msg = nfnl.decode_rule(new_rule("FORWARD", h), 0, len(new_rule("FORWARD", h)))
         rule = mirror._rule(msg, 4)
         chain.rules.append(rule)
         chain.by_handle[h] = rule
-    mirror.tables = {"filter": CachedTable("filter", {"FORWARD": chain}, rules_gen=100)}
+    mirror.tables = {"filter": CachedTable("filter", {"FORWARD": chain})}
     mirror.struct_gen, mirror.valid = 100, True
     mirror.fp_versions = {family: fp.version for family, fp in fps.items()}
     return mirror, sock, events
@@ -241,11 +249,12 @@ def test_notifications_of_other_tables_and_families_are_ignored() -> None:
 
 
 def test_parts_read_at_different_generations_are_brought_together() -> None:
-    """The chains were read at generation 100, the rules at 102: the transactions in
-    between change only what was read before them."""
+    """The chains were read at generation 100, FORWARD's rules at 102: the transactions
+    in between change only what was read before them."""
     mirror, sock, events = _mirror([10, 20])  # the rules as at 102: 20 added (101), 11 deleted (102)
-    mirror.tables["filter"].rules_gen = 102
     chain = mirror.tables["filter"].chains["FORWARD"]
+    chain.rules_gen = 102
+    mirror._note_read(chain)
     chain.policy = 0  # read at 100: DROP; gen 101 set ACCEPT
     policy = _note(nfnl.NFT_MSG_NEWCHAIN, nfnl.strz(1, "filter") + nfnl.be64(2, 1) + nfnl.strz(3, "FORWARD")
                    + nfnl.nest(4, nfnl.be32(1, 2), nfnl.be32(2, 0)) + nfnl.be32(5, 1) + nfnl.strz(7, "filter"))
@@ -256,6 +265,112 @@ def test_parts_read_at_different_generations_are_brought_together() -> None:
     assert mirror.valid and mirror.gen == 103
     assert chain.policy == 1  # the chains' part was older: the policy change applies
     assert _order(mirror) == [10, 20, 21]  # the rules' part had 101 and 102 already
+    assert not mirror._ahead  # caught up: every part at 103
+
+
+class DumpingSocket(FakeSocket):
+    """A kernel of one ``ip filter`` table for Mirror.reload: ``chains`` name -> (hook or
+    None, rule handles); ``interrupt`` name -> how many of the next dumps of that chain's
+    rules a commit interrupts (-1: all of them)."""
+
+    def __init__(self, chains: dict[str, tuple[int | None, list[int]]]) -> None:
+        super().__init__()
+        self.chains = chains
+        self.interrupt: dict[str, int] = {}
+        self.dumped: list[str] = []
+
+    def _reply(self, kind: int, attrs: bytes) -> tuple[bytes, int, int, int]:
+        body = struct.pack("=BBH", nfnl.NFPROTO_IPV4, 0, struct.unpack("=H", struct.pack(">H", self.gen & 0xFFFF))[0])
+        data = struct.pack("=IHHII", 20 + len(attrs), (nfnl.NFNL_SUBSYS_NFTABLES << 8) | kind, 2, 0, 0) + body + attrs
+        return data, kind, 0, len(data)
+
+    def dump(self, request: nfnl.Message) -> tuple[list[tuple[bytes, int, int, int]], bool]:
+        if request.mtype == nfnl.NFT_MSG_GETTABLE:
+            return [self._reply(nfnl.NFT_MSG_NEWTABLE, nfnl.strz(1, "filter"))], False
+        if request.mtype == nfnl.NFT_MSG_GETCHAIN:
+            out = []
+            for handle, (name, (hook, _rules)) in enumerate(self.chains.items(), 1):
+                attrs = nfnl.strz(1, "filter") + nfnl.be64(2, handle) + nfnl.strz(3, name)
+                if hook is not None:
+                    attrs += nfnl.nest(4, nfnl.be32(1, hook), nfnl.be32(2, 0)) + nfnl.be32(5, 1) + nfnl.strz(7, "filter")
+                out.append(self._reply(nfnl.NFT_MSG_NEWCHAIN, attrs))
+            return out, False
+        assert request.mtype == nfnl.NFT_MSG_GETRULE
+        name = nfnl.decode_rule(b"\0" * 16 + struct.pack("=BBH", 2, 0, 0) + request.payload, 0,
+                                20 + len(request.payload)).chain
+        assert name, "the rules are dumped chain by chain"
+        self.dumped.append(name)
+        left = self.interrupt.get(name, 0)
+        if left:
+            self.interrupt[name] = left - 1 if left > 0 else left
+            self.gen += 1  # a commit meanwhile
+            return [], True
+        return [self._reply(nfnl.NFT_MSG_NEWRULE, new_rule(name, h)[20:]) for h in self.chains[name][1]], False
+
+
+def _reloading(chains: dict[str, tuple[int | None, list[int]]]) -> tuple[Mirror, DumpingSocket, FakeEvents, list[float]]:
+    """A mirror whose clock moves when it pauses (``slept``: the pauses), and by 1 ms each
+    time it is read."""
+    sock, events, slept = DumpingSocket(chains), FakeEvents(), []
+    ticks = itertools.count()
+    mirror = Mirror(sock, events, {4: nx.Fingerprinter(), 6: nx.Fingerprinter()},  # type: ignore[arg-type]
+                    lambda: sum(slept) + next(ticks) / 1000, slept.append)
+    return mirror, sock, events, slept
+
+
+def test_a_chain_interrupted_is_read_again_alone_after_a_pause() -> None:
+    mirror, sock, _events, slept = _reloading({"FORWARD": (2, [10, 11]), "GUESTS": (None, [20])})
+    sock.interrupt = {"FORWARD": 3}
+    mirror.sync()
+    assert sock.dumped == ["FORWARD"] * 4 + ["GUESTS"]  # not the whole table again
+    assert slept == [0.001, 0.002, 0.004]  # each pause doubles
+    assert _order(mirror) == [10, 11] and [r.handle for r in mirror.tables["filter"].chains["GUESTS"].rules] == [20]
+    assert mirror.valid and mirror.reloads == 1
+
+
+def test_a_foreign_chain_that_keeps_changing_is_held_unread_until_needed() -> None:
+    """A writer commits faster than one dump of a large foreign chain: the chain is held
+    without its rules (their notifications ignored), the rest of the mirror is read and
+    kept; ``require`` reads it when vnetd needs it."""
+    mirror, sock, events, _slept = _reloading({"FORWARD": (2, [10]), "BULK": (None, [30, 31])})
+    sock.interrupt = {"BULK": -1}
+    mirror.sync()
+    bulk = mirror.tables["filter"].chains["BULK"]
+    assert mirror.valid and bulk.unread and bulk.rules == [] and mirror.unread() == [("filter", "BULK")]
+    _send(events, sock, sock.gen + 1, new_rule("BULK", 32, append=True), new_rule("FORWARD", 12, append=True))
+    mirror.sync()
+    assert bulk.unread and bulk.rules == [] and _order(mirror) == [10, 12]
+    assert mirror.retry_unread() is False  # still changing
+    with pytest.raises(nfnl.NftError, match="kept changing"):
+        mirror.require([("filter", "BULK")])  # needed: tried for the whole budget, then refused
+    sock.interrupt = {}
+    sock.chains["BULK"] = (None, [30, 31, 32])
+    assert mirror.require([("filter", "BULK")]) is True
+    assert not bulk.unread and [r.handle for r in bulk.rules] == [30, 31, 32]
+    _send(events, sock, sock.gen + 1, del_rule("BULK", 31))
+    mirror.sync()
+    assert [r.handle for r in bulk.rules] == [30, 32] and mirror.reloads == 1
+
+
+def test_a_built_in_chain_that_keeps_changing_fails_the_read_after_the_budget() -> None:
+    mirror, sock, _events, slept = _reloading({"FORWARD": (2, [10])})
+    sock.interrupt = {"FORWARD": -1}
+    with pytest.raises(nfnl.NftError, match="kept changing while being read"):
+        mirror.sync()
+    assert len(sock.dumped) >= RELOAD_MIN_TRIES and not mirror.valid
+    assert max(slept) == BACKOFF_MAX and sum(slept) <= RELOAD_BUDGET
+
+
+def test_a_chain_renamed_before_its_rules_were_read_makes_the_mirror_read_again() -> None:
+    mirror, sock, events = _mirror([10])
+    chain = mirror.tables["filter"].chains["FORWARD"]
+    chain.hooknum = None  # a user chain, read by its name at 102
+    chain.rules_gen = 102
+    mirror._note_read(chain)
+    rename = _note(nfnl.NFT_MSG_NEWCHAIN, nfnl.strz(1, "filter") + nfnl.be64(2, 1) + nfnl.strz(3, "OTHER"))
+    _send(events, sock, 101, rename)
+    mirror.pump()
+    assert not mirror.valid
 
 
 def test_a_generation_without_its_notifications_makes_the_mirror_read_again() -> None:

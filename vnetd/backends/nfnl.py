@@ -255,9 +255,13 @@ def dump_chains(family: int = NFPROTO_IPV4) -> Message:
     return Message(NFT_MSG_GETCHAIN, NLM_F_DUMP, family, b"")
 
 
-def dump_rules(table: str, family: int = NFPROTO_IPV4) -> Message:
-    """Every rule of one table (the kernel filters by NFTA_RULE_TABLE)."""
-    return Message(NFT_MSG_GETRULE, NLM_F_DUMP, family, strz(NFTA_RULE_TABLE, table))
+def dump_rules(table: str, family: int = NFPROTO_IPV4, chain: str | None = None) -> Message:
+    """Every rule of one table, or of one of its chains (the kernel filters by
+    NFTA_RULE_TABLE and NFTA_RULE_CHAIN, as for ``nft list chain``)."""
+    payload = strz(NFTA_RULE_TABLE, table)
+    if chain is not None:
+        payload += strz(NFTA_RULE_CHAIN, chain)
+    return Message(NFT_MSG_GETRULE, NLM_F_DUMP, family, payload)
 
 
 def get_gen() -> Message:

@@ -111,6 +111,8 @@ POLICY_CODES = {"ACCEPT": nfnl.NF_ACCEPT, "DROP": nfnl.NF_DROP}
 RENDER_LIMIT = 200
 #: Batches refused because the ruleset changed meanwhile, before giving up
 RESTARTS = 20
+#: seconds between two tries at the chains the mirror holds unread (see Mirror.reload)
+UNREAD_RETRY = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -274,6 +276,8 @@ class NftFirewallBackend:
         self._views: dict[tuple[str, str], tuple[int, bool, ObservedChain, int]] = {}
         self.lock_waits = 0.0
         self.restarts = 0
+        self._clock = clock
+        self._unread_tried = float("-inf")
 
     def close(self) -> None:
         if self._session is not None:
@@ -419,9 +423,10 @@ class NftFirewallBackend:
 
     @_kernel_errors
     def has_vnetd_rules(self) -> bool:
+        """True also when a chain is held unread (it may hold some)."""
         self._mirror.sync()
-        return any(rule.ours for table in self._my_tables() for chain in table.chains.values()
-                   for rule in chain.rules)
+        return any(chain.unread or any(rule.ours for rule in chain.rules)
+                   for table in self._my_tables() for chain in table.chains.values())
 
     @_kernel_errors
     def observe(self, chains: Iterable[ChainSpec]) -> dict[str, ObservedTable]:
@@ -429,7 +434,7 @@ class NftFirewallBackend:
         chains = self.mine(tuple(chains) if not isinstance(chains, tuple) else chains)
         self.compile_all(chains)  # learns usersizes before the mirror fingerprints anything
         mirror = self._mirror
-        gen = mirror.sync()
+        gen = self._sync_with([(c.table_key, c.name) for c in chains])
         observed: dict[str, ObservedTable] = {}
         declared_tables = {c.table for c in chains}
         for table_name in self._tables_of(self.tables_to_read(chains)):
@@ -452,6 +457,18 @@ class NftFirewallBackend:
         for view_key in [k for k in self._views if k[0] in observed and k[1] not in observed[k[0]].chains]:
             del self._views[view_key]
         return observed
+
+    def _sync_with(self, keys: Iterable[tuple[str, str]], retry: bool = True) -> int:
+        """The mirror brought up to date, with the rules of the chains ``keys`` (table key,
+        chain) read whatever it takes (NftError when they keep changing for the whole
+        budget); the other chains held unread are tried again now and then (``retry``)."""
+        mirror = self._mirror
+        gen = mirror.sync()
+        read = mirror.require(keys)
+        if retry and mirror.unread(self.family) and self._clock() - self._unread_tried >= UNREAD_RETRY:
+            self._unread_tried = self._clock()
+            read = mirror.retry_unread() or read
+        return mirror.sync() if read else gen
 
     def _view(self, table: str, chain: CachedChain, render: bool) -> ObservedChain:
         """A chain as the planner sees it (``table``: its key). Made again from the last
@@ -537,14 +554,38 @@ class NftFirewallBackend:
         with _collector_paused():
             return self._apply(actions)
 
+    def _footprint(self, batch: _Batch, keys: Sequence[tuple[str, str]]) -> tuple[object, ...] | None:
+        """What a batch was built from: each chain it writes (which one, its version), or
+        None if it deletes a chain or a table (the kernel deletes a chain with its rules:
+        such a batch is only ever sent guarded)."""
+        if any(m.mtype in (nfnl.NFT_MSG_DELCHAIN, nfnl.NFT_MSG_DELTABLE) for m in batch.messages):
+            return None
+        tables = self._mirror.tables
+        out: list[object] = []
+        for key, name in keys:
+            table = tables.get(key)
+            chain = table.chains.get(name) if table is not None else None
+            out.append((key, name, table is not None, id(chain) if chain else None, chain.version if chain else None))
+        return tuple(out)
+
     def _apply(self, actions: Sequence[Action]) -> list[tuple[Action, BackendError | None]]:
+        """The batch is guarded by the generation its view was read at. Refused because
+        something was committed meanwhile, it is built again from the view brought up to
+        date; if what was committed changed none of the chains it writes (another writer
+        busy elsewhere, which may commit faster than a guarded batch can ever be sent),
+        it is sent unguarded: every message names its rules by handle and its chains by
+        name, so the kernel still refuses, message by message, what a change in the
+        moment between the view and the commit made wrong (a rule gone, a chain made or
+        deleted), and a rule another writer added meanwhile stays where it went, as if
+        added right after. A batch deleting a chain or a table is always guarded."""
         pending = list(actions)
         results: dict[int, BackendError | None] = {}
+        unguarded = False
         for _attempt in range(RESTARTS):
             if not pending:
                 break
             try:
-                gen = self._mirror.sync()
+                gen = self._sync_with(_written(pending), retry=False)
             except OSError as exc:
                 err = BackendError("nftables", "firewall", f"cannot read the ruleset: {exc.strerror or exc}",
                                    exc.errno or None)
@@ -565,10 +606,13 @@ class NftFirewallBackend:
                     results[id(a)] = None
                 pending = []
                 break
+            keys = _written(pending)
+            footprint = self._footprint(batch, keys)
             try:
-                outcome = self._sock.batch(batch.messages, gen)
+                outcome = self._sock.batch(batch.messages, None if unguarded and footprint is not None else gen)
             except nfnl.BatchRestart:
                 self.restarts += 1
+                unguarded = self._unchanged(footprint, keys)
                 continue
             except OSError as exc:
                 err = BackendError("nftables", "firewall", f"cannot send the transaction: {exc}", exc.errno)
@@ -588,6 +632,19 @@ class NftFirewallBackend:
             results[id(a)] = BackendError("nftables", a.resource, "the ruleset kept changing under vnetd",
                                           errno.EAGAIN)
         return [(a, results.get(id(a))) for a in actions]
+
+    def _unchanged(self, footprint: tuple[object, ...] | None, keys: Sequence[tuple[str, str]]) -> bool:
+        """After a refused batch: whether the chains it writes are as it was built from
+        (the mirror brought up to date)."""
+        if footprint is None:
+            return False
+        try:
+            self._mirror.sync()
+        except OSError:
+            return False
+        if not self._mirror.valid:
+            return False
+        return footprint == self._footprint(_Batch(self._mirror, self.family, {}, {}, {}), keys)
 
     def _blame(self, batch: _Batch, errors: Mapping[int, tuple[int, str | None]], pending: list[Action],
                results: dict[int, BackendError | None]) -> list[Action]:
@@ -629,7 +686,8 @@ class NftFirewallBackend:
         comment or vnetd's tag, compat info as iptables-nft sets it). ``keys``: (table
         key, chain); keys of the other family are left out."""
         mirror = self._mirror
-        mirror.sync()
+        keys = list(keys)
+        self._sync_with([(key, name) for key, name in keys if split_table_key(key)[0] == self.family], retry=False)
         out: dict[tuple[str, str], ChainRecord] = {}
         for key, name in keys:
             family, table = split_table_key(key)
@@ -653,7 +711,9 @@ class NftFirewallBackend:
         """This family's iptables-nft tables, rule by rule: vnetd's (declared texts where
         known) and everyone else's (as iptables-nft-save / ip6tables-nft-save print them)."""
         texts = declared_texts(self.mine(tuple(chains) if not isinstance(chains, tuple) else chains))
-        self._mirror.sync()
+        mirror = self._mirror
+        mirror.sync()
+        self._sync_with(mirror.unread(self.family), retry=False)  # every chain, whole
         tables = []
         for table in self._my_tables():
             table_name = table.name
@@ -948,6 +1008,10 @@ class _Batch:
         if not op.delete_chain or chain.base or len(ours) != len(chain.rules):
             return
         table = self.mirror.tables[table_key(op.table, self.family)]
+        unread = [c.name for c in table.chains.values() if c.unread]
+        if unread:  # one of them may jump to it: kept until they can be read
+            raise BackendError("nftables", action.resource,
+                               f"not deleted yet: chain {unread[0]} kept changing while being read, and may jump to it")
         needle = op.chain.encode()
         for other in table.chains.values():
             for rule in other.rules:
@@ -956,6 +1020,16 @@ class _Batch:
                 if _jump_target(rule.exprs) == op.chain:
                     return  # still jumped to by a rule vnetd does not own
         self._emit(nfnl.del_chain(op.table, op.chain, self.nfproto), action, f"the deletion of chain {op.chain}")
+
+
+def _written(actions: Iterable[Action]) -> list[tuple[str, str]]:
+    """(table key, chain) of the chains the firewall actions write, in order, once each."""
+    out: dict[tuple[str, str], None] = {}
+    for action in actions:
+        op = action.op
+        if isinstance(op, SyncChain | SetPolicy | PruneChain | RestoreChain):
+            out[(table_key(op.table, op.family), op.chain)] = None
+    return list(out)
 
 
 def _conforms(backend: NftFirewallBackend) -> FirewallSeam:

@@ -7,7 +7,7 @@ by table key (``filter``, ``ip6 filter``: ``model.firewall.table_key``). One mir
 serves both families: nf_tables has one generation id per namespace and one
 notification group for every family, so one event socket, one "changed?" request
 and one parse of each notification do for both. It is filled by one dump
-per table and then follows the kernel's notifications (``nfnl.NftEvents``)
+per chain and then follows the kernel's notifications (``nfnl.NftEvents``)
 instead of reading again: a rule deleted by ``iptables-nft -D`` arrives as one
 ``NFT_MSG_DELRULE`` of a few hundred bytes, where a re-read of a 10,000-rule
 table is megabytes.
@@ -23,8 +23,12 @@ Why it stays exact:
   ``NLM_F_APPEND`` means last and its absence first. The kernel computes that
   position when the transaction is committed, so it may name a rule the same
   transaction adds further on: such a rule waits for that one;
-* a dump is consistent when the generation id is the same before and after it
-  and no part of it carries ``NLM_F_DUMP_INTR``;
+* a dump is consistent when no part of it carries ``NLM_F_DUMP_INTR``; each part of
+  the mirror (the chains, each chain's rules) is read at its own generation, and the
+  notifications bring them together (see ``reload``);
+* a foreign user chain whose rules a writer keeps changing faster than they can be
+  read is held without its rules (``CachedChain.unread``) rather than making vnetd wait
+  for the writer; ``require`` reads the chains vnetd needs, whatever it takes;
 * anything the mirror cannot place, a lost notification (ENOBUFS) or a
   generation it has not seen arrive makes it read every table again.
 
@@ -36,6 +40,7 @@ without blocking (the daemon calls it when the event socket is readable).
 from __future__ import annotations
 
 import struct
+import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -50,8 +55,15 @@ TABLE_KEYS = {(nfproto, name): table_key(name, family) for nfproto, family in nf
               for name in IPTABLES_TABLES}
 #: how long a generation id may be ahead of its notifications before the mirror re-reads
 EVENT_GRACE = 0.5
-#: dumps tried before a read of the tables gives up (each part needs one uninterrupted dump)
-RELOAD_ATTEMPTS = 50
+#: seconds a read of a part the mirror needs (the chains, a built-in or declared chain's
+#: rules) keeps trying when commits interrupt its dumps, before it gives up ...
+RELOAD_BUDGET = 3.0
+#: ... and dumps it tries at least, however slow the machine
+RELOAD_MIN_TRIES = 20
+#: the pause before a part is read again: the first, doubled after each try, up to the last
+BACKOFF_FIRST, BACKOFF_MAX = 0.001, 0.05
+#: dumps tried of a foreign user chain's rules before it is left unread for now
+FOREIGN_TRIES = 2
 _TAG = TAG_PREFIX.encode()
 
 
@@ -99,6 +111,10 @@ class CachedChain:
     rules: list[CachedRule] = field(default_factory=list)
     by_handle: dict[int, CachedRule] = field(default_factory=dict)
     version: int = 0  # bumped on every change (what built views are keyed on)
+    #: the generation its rules were read at (Mirror keeps those still ahead of the others)
+    rules_gen: int = 0
+    #: its rules could not be read (a writer kept changing them): ``rules`` is empty
+    unread: bool = False
     _keys: tuple[int, bytes] | None = None
     _foreign: tuple[int, bytes] | None = None
     #: the keys kept in step with ``rules`` by the methods below (None: joined again)
@@ -135,6 +151,12 @@ class CachedChain:
         if self._kbuf is not None:
             del self._kbuf[index * KEY_SIZE : (index + 1) * KEY_SIZE]
 
+    def set_rules(self, rules: list[CachedRule]) -> None:
+        """The chain's rules as a dump read them."""
+        self.rules = rules
+        self.by_handle = {rule.handle: rule for rule in rules}
+        self._kbuf = None
+
     def keys_changed(self) -> None:
         """A rule's key was changed in place: join the keys again when next asked."""
         self._kbuf = None
@@ -150,8 +172,6 @@ class CachedChain:
 class CachedTable:
     name: str
     chains: dict[str, CachedChain] = field(default_factory=dict)
-    #: the generation this table's rules reflect (its chains: Mirror.struct_gen)
-    rules_gen: int = 0
     family: int = 4
 
     @property
@@ -174,14 +194,18 @@ class Mirror:
     of its family's extensions."""
 
     def __init__(self, sock: nfnl.NftSocket, events: nfnl.NftEvents, fingerprinters: Mapping[int, Fingerprinter],
-                 clock: Callable[[], float]) -> None:
+                 clock: Callable[[], float], sleep: Callable[[float], None] = time.sleep) -> None:
         self.sock = sock
         self.events = events
         self.fps = dict(fingerprinters)
         self.clock = clock
+        self.sleep = sleep
         self.tables: dict[str, CachedTable] = {}
-        #: the generation the tables and chains reflect (each table's rules: rules_gen)
+        #: the generation the tables and chains reflect, and the rules of every chain but
+        #: those read later and not yet caught up with (``_ahead``)
         self.struct_gen: int | None = None
+        #: id -> chain whose rules were read at a generation newer than struct_gen
+        self._ahead: dict[int, CachedChain] = {}
         self.valid = False
         #: the fingerprinters' versions the fingerprints were made with
         self.fp_versions = {family: -1 for family in self.fps}
@@ -201,14 +225,9 @@ class Mirror:
 
     @property
     def gen(self) -> int | None:
-        """The generation the whole mirror reflects (its oldest part)."""
-        if self.struct_gen is None:
-            return None
-        oldest = self.struct_gen
-        for table in self.tables.values():
-            if _newer(oldest, table.rules_gen):
-                oldest = table.rules_gen
-        return oldest
+        """The generation the whole mirror reflects (its oldest part: the parts read
+        later are ahead of it, and the notifications in between bring the others up)."""
+        return self.struct_gen
 
     def _dump(self, request: nfnl.Message) -> tuple[list[tuple[bytes, int, int, int]], int] | None:
         """One dump and the generation it was read at; None if a commit interrupted it."""
@@ -224,78 +243,173 @@ class Mirror:
         return replies, gen
 
     def reload(self) -> None:
-        """Read every iptables and ip6tables table again: one table and one chain dump (of
-        every family), one rule dump per table.
+        """Read every iptables and ip6tables table again: one chain dump and one table dump
+        (of every family), then one rule dump per chain (the kernel filters by table and
+        chain, as for ``nft list chain``).
 
-        A writer committing all the time (a container engine starting) may never leave
-        a gap long enough for all of them, so each dump only has to be consistent in
-        itself: the tables and chains at one generation, each table's rules at one of
-        their own. The notifications of what was committed in between, queued meanwhile,
-        bring every part to the same generation (``_apply`` applies a transaction to
-        the parts older than it).
+        A dump spanning several netlink messages is interrupted by any commit in the
+        namespace, and a writer committing all the time (a container engine starting)
+        may never leave a gap long enough for one dump of a whole table. So each part
+        only has to be consistent in itself: the chains at one generation, each chain's
+        rules at one of their own; the notifications of what was committed in between,
+        queued meanwhile, bring every part to the same generation (``_apply`` applies a
+        transaction to the parts older than it). An interrupted part is read again
+        alone, after a pause that doubles (BACKOFF_FIRST up to BACKOFF_MAX); the chains
+        and built-in chains' rules for RELOAD_BUDGET seconds and at least
+        RELOAD_MIN_TRIES times, then the read fails ("kept changing"). The rules of a
+        user chain are tried FOREIGN_TRIES times, then the chain is held unread: vnetd
+        does not need the rules of another tool's chain to write its own (``require``
+        reads the chains it writes, ``retry_unread`` tries the others again).
         """
         self.reloads += 1
-        for _attempt in range(RELOAD_ATTEMPTS):
+        self.valid = False
+        deadline = self.clock() + RELOAD_BUDGET
+        tries = 0
+        while True:
             try:
                 self.events.read()  # what is queued predates the dumps
             except nfnl.EventOverrun:
                 pass
             self._pending.clear()
-            got_tables = self._dump(nfnl.dump_tables(nfnl.NFPROTO_UNSPEC))
-            got_chains = self._dump(nfnl.dump_chains(nfnl.NFPROTO_UNSPEC))
-            if got_tables is None or got_chains is None or got_tables[1] != got_chains[1]:
-                continue
-            struct_gen = got_chains[1]
-            tables: dict[str, CachedTable] = {}
-            for data, kind, off, length in got_tables[0]:
-                if kind == nfnl.NFT_MSG_NEWTABLE:
-                    t = nfnl.decode_table(data, off, length)
-                    key = TABLE_KEYS.get((t.family, t.name))
-                    if key is not None:
-                        tables[key] = CachedTable(t.name, rules_gen=struct_gen, family=nfnl.FAMILY_OF[t.family])
-            for data, kind, off, length in got_chains[0]:
-                if kind == nfnl.NFT_MSG_NEWCHAIN:
-                    c = nfnl.decode_chain(data, off, length)
-                    key = TABLE_KEYS.get((c.family, c.table))
-                    if key is not None and key in tables:
-                        tables[key].chains[c.name] = CachedChain(c.name, c.handle, c.hooknum, c.priority,
-                                                                 c.policy, c.chain_type)
-            if not all(self._read_rules(table, struct_gen) for table in tables.values()):
-                continue
-            for name in set(self.tables) | set(tables):
-                self.dirty.add(name)
-            for table in tables.values():
-                for chain in table.chains.values():
-                    chain.version = self._next_version()
-            self.tables = tables
-            self.struct_gen = struct_gen
-            self.valid = True
-            self.fp_versions = {family: fp.version for family, fp in self.fps.items()}
-            self._hint = None
-            return
-        raise nfnl.NftError(0, "the ruleset kept changing while being read")
+            got = self._read_structure()
+            if got is not None:
+                break
+            tries += 1
+            self._back_off(tries, deadline)
+        tables, struct_gen = got
+        for table in tables.values():
+            for chain in table.chains.values():
+                self._read_chain(table, chain, deadline, None if chain.base else FOREIGN_TRIES)
+        for name in set(self.tables) | set(tables):
+            self.dirty.add(name)
+        self.tables = tables
+        self.struct_gen = struct_gen
+        self._ahead = {}
+        for table in tables.values():
+            for chain in table.chains.values():
+                self._note_read(chain)
+        self.valid = True
+        self.fp_versions = {family: fp.version for family, fp in self.fps.items()}
+        self._hint = None
 
-    def _read_rules(self, table: CachedTable, struct_gen: int) -> bool:
-        """The table's rules from one dump; False if they cannot be matched with its chains."""
-        got = self._dump(nfnl.dump_rules(table.name, nfnl.NFPROTO[table.family]))
-        if got is None:
-            return False
+    def _back_off(self, tries: int, deadline: float) -> None:
+        """Pause before a part interrupted ``tries`` times is read again (a writer pauses
+        now and then); NftError when its budget is spent."""
+        now = self.clock()
+        if tries >= RELOAD_MIN_TRIES and now >= deadline:
+            raise nfnl.NftError(0, "the ruleset kept changing while being read")
+        pause = min(BACKOFF_FIRST * (1 << min(tries - 1, 16)), BACKOFF_MAX, max(deadline - now, 0.0))
+        if pause > 0:
+            self.sleep(pause)
+
+    def _read_structure(self) -> tuple[dict[str, CachedTable], int] | None:
+        """The iptables and ip6tables tables and their chains (no rules yet), at the
+        generation of the chain dump; None if a commit interrupted a dump. The tables are
+        dumped after the chains: a table only the table dump has had no chain at the
+        chains' generation or was made since (its notification makes it again), a table
+        only the chain dump has was deleted since (its notification deletes it)."""
+        got_chains = self._dump(nfnl.dump_chains(nfnl.NFPROTO_UNSPEC))
+        if got_chains is None:
+            return None
+        got_tables = self._dump(nfnl.dump_tables(nfnl.NFPROTO_UNSPEC))
+        if got_tables is None:
+            return None
+        struct_gen = got_chains[1]
+        tables: dict[str, CachedTable] = {}
+        for data, kind, off, length in got_chains[0]:
+            if kind == nfnl.NFT_MSG_NEWCHAIN:
+                c = nfnl.decode_chain(data, off, length)
+                key = TABLE_KEYS.get((c.family, c.table))
+                if key is None:
+                    continue
+                table = tables.get(key)
+                if table is None:
+                    table = tables[key] = CachedTable(c.table, family=nfnl.FAMILY_OF[c.family])
+                table.chains[c.name] = CachedChain(c.name, c.handle, c.hooknum, c.priority, c.policy, c.chain_type,
+                                                   rules_gen=struct_gen)
+        for data, kind, off, length in got_tables[0]:
+            if kind == nfnl.NFT_MSG_NEWTABLE:
+                t = nfnl.decode_table(data, off, length)
+                key = TABLE_KEYS.get((t.family, t.name))
+                if key is not None and key not in tables:
+                    tables[key] = CachedTable(t.name, family=nfnl.FAMILY_OF[t.family])
+        return tables, struct_gen
+
+    def _read_chain(self, table: CachedTable, chain: CachedChain, deadline: float, tries: int | None) -> bool:
+        """The chain's rules from one uninterrupted dump of that chain alone. ``tries``: how
+        many dumps before the chain is left unread (False); None: as long as the budget
+        lasts (then NftError)."""
+        request = nfnl.dump_rules(table.name, nfnl.NFPROTO[table.family], chain.name)
+        failed = 0
+        while True:
+            got = self._dump(request)
+            if got is not None:
+                break
+            failed += 1
+            if tries is not None and failed >= tries:
+                if not chain.unread:
+                    chain.unread = True
+                    chain.set_rules([])
+                    chain.version = self._next_version()
+                return False
+            self._back_off(failed, deadline)
         replies, gen = got
-        family = table.family
+        family, name, table_name = table.family, chain.name, table.name
+        rules = []
         for data, kind, off, length in replies:
             if kind != nfnl.NFT_MSG_NEWRULE:
                 continue
             msg = nfnl.decode_rule(data, off, length)
-            chain = table.chains.get(msg.chain)
-            if chain is None:
-                if _newer(gen, struct_gen):
-                    return False  # a chain created after the chain dump: read again
-                continue  # a chain deleted since: its rules went with it
-            rule = self._rule(msg, family)
-            chain.append_rule(rule)
-            chain.by_handle[rule.handle] = rule
-        table.rules_gen = gen
+            if msg.chain == name and msg.table == table_name:  # a kernel that does not filter sends more
+                rules.append(self._rule(msg, family))
+        chain.set_rules(rules)
+        chain.rules_gen = gen
+        chain.unread = False
+        chain.version = self._next_version()
         return True
+
+    def _note_read(self, chain: CachedChain) -> None:
+        """A chain's rules were read: ahead of the mirror's generation, the notifications
+        up to theirs are not applied to them."""
+        if self.struct_gen is not None and not chain.unread and _newer(chain.rules_gen, self.struct_gen):
+            self._ahead[id(chain)] = chain
+
+    def unread(self, family: int | None = None) -> list[tuple[str, str]]:
+        """(table key, chain) of the chains held without their rules (of ``family``)."""
+        return [(key, chain.name) for key, table in self.tables.items()
+                if family is None or table.family == family
+                for chain in table.chains.values() if chain.unread]
+
+    def require(self, keys: Iterable[tuple[str, str]]) -> bool:
+        """Read the rules of the chains ``keys`` (table key, chain) held unread, as long as
+        the budget lasts (NftError if one keeps changing all that time); True if any was
+        read (the mirror's generation is then behind them until the notifications come)."""
+        deadline: float | None = None
+        read = False
+        for key, name in keys:
+            table = self.tables.get(key)
+            chain = table.chains.get(name) if table is not None else None
+            if table is None or chain is None or not chain.unread:
+                continue
+            if deadline is None:
+                deadline = self.clock() + RELOAD_BUDGET
+            self._read_chain(table, chain, deadline, None)
+            self._note_read(chain)
+            self.dirty.add(key)
+            read = True
+        return read
+
+    def retry_unread(self) -> bool:
+        """One more dump of each chain held unread (its writer may have paused); True if
+        any was read."""
+        read = False
+        for key, table in self.tables.items():
+            for chain in table.chains.values():
+                if chain.unread and self._read_chain(table, chain, 0.0, 1):
+                    self._note_read(chain)
+                    self.dirty.add(key)
+                    read = True
+        return read
 
     _version = 0
 
@@ -330,20 +444,29 @@ class Mirror:
     def sync(self) -> int:
         """Bring the mirror to the kernel's current generation; return it."""
         self.pump()
+        self._catch_up(True)
+        if not self.valid:
+            self.reload()
+            self.pump()
+            self._catch_up(False)  # the parts read last are ahead: the notifications bring the others
+        self.refingerprint()
+        assert self.gen is not None
+        return self.gen
+
+    def _catch_up(self, strict: bool) -> None:
+        """Wait briefly for the notifications of what was committed up to now (``strict``:
+        those that do not come make the mirror read again)."""
+        if not self.valid or self.gen is None:
+            return
         current = self.sock.getgen()
-        if self.valid and self.gen is not None and _newer(current, self.gen):
+        if _newer(current, self.gen):
             # committed, its notifications not read yet (or still being sent): wait briefly
             deadline = self.clock() + EVENT_GRACE
             while self.valid and self.gen is not None and _newer(current, self.gen) and self.clock() < deadline:
                 self.events.wait(max(deadline - self.clock(), 0.0))
                 self.pump()
-            if self.valid and self.gen is not None and _newer(current, self.gen):
+            if strict and self.valid and self.gen is not None and _newer(current, self.gen):
                 self.valid = False
-        if not self.valid:
-            self.reload()
-        self.refingerprint()
-        assert self.gen is not None
-        return self.gen
 
     # -- notifications ---------------------------------------------------------------
 
@@ -420,12 +543,10 @@ class Mirror:
         own = self.sock.portid
         expected = self._expected
         touched: dict[int, tuple[str, CachedChain]] = {}
-        assert self.struct_gen is not None
-        structure = _newer(gen, self.struct_gen)
         for (kind, flags, seq, pid, data, off, length), key in transaction:
             if kind in (nfnl.NFT_MSG_NEWRULE, nfnl.NFT_MSG_DELRULE):
                 msg = nfnl.decode_rule(data, off, length)
-                chain_of = self._rules_of(key, msg, gen, structure)
+                chain_of = self._rules_of(key, msg, gen)
                 if chain_of is None:
                     continue
                 chain = chain_of
@@ -447,8 +568,6 @@ class Mirror:
                     waiting.setdefault(msg.position, []).append((chain, rule))
                 else:
                     self._insert(chain, i + 1, rule, waiting)
-            elif not structure:
-                continue  # tables and chains already read at this generation or later
             elif kind == nfnl.NFT_MSG_NEWCHAIN:
                 c = nfnl.decode_chain(data, off, length)
                 table = self.tables.get(key)
@@ -456,10 +575,14 @@ class Mirror:
                     raise Unplaceable(f"chain {c.name} of unknown table {key}")
                 old = next((x for x in table.chains.values() if x.handle == c.handle), None)
                 if old is not None and old.name != c.name:  # renamed
+                    if id(old) in self._ahead and not _newer(gen, old.rules_gen):
+                        # its rules were read by its name after it lost it: another chain's, maybe
+                        raise Unplaceable(f"chain {old.name} renamed before its rules were read")
                     del table.chains[old.name]
                     old.name = c.name
-                if old is None:
-                    old = CachedChain(c.name, c.handle, c.hooknum, c.priority, c.policy, c.chain_type)
+                if old is None:  # new: its rules come in this transaction and the next ones
+                    old = CachedChain(c.name, c.handle, c.hooknum, c.priority, c.policy, c.chain_type,
+                                      rules_gen=gen)
                 else:
                     old.hooknum, old.priority, old.chain_type = c.hooknum, c.priority, c.chain_type
                     old.policy = c.policy
@@ -474,8 +597,7 @@ class Mirror:
             elif kind == nfnl.NFT_MSG_NEWTABLE:
                 t = nfnl.decode_table(data, off, length)
                 # older than this transaction: its rules (if any) come in it
-                self.tables.setdefault(key, CachedTable(t.name, rules_gen=(gen - 1) & 0xFFFFFFFF,
-                                                        family=nfnl.FAMILY_OF[t.family]))
+                self.tables.setdefault(key, CachedTable(t.name, family=nfnl.FAMILY_OF[t.family]))
                 self.dirty.add(key)
             elif kind == nfnl.NFT_MSG_DELTABLE:
                 self.tables.pop(key, None)
@@ -484,27 +606,24 @@ class Mirror:
             self._touch(table_name, chain)
         if waiting:
             raise Unplaceable("a new rule's position names a rule that never came")
-        if structure:
-            self.struct_gen = gen
-        for table in self.tables.values():
-            if _newer(gen, table.rules_gen):
-                table.rules_gen = gen
+        self.struct_gen = gen
+        for ident in [i for i, chain in self._ahead.items() if not _newer(chain.rules_gen, gen)]:
+            del self._ahead[ident]  # caught up with
 
-    def _rules_of(self, key: str, msg: nfnl.RuleMsg, gen: int, structure: bool) -> CachedChain | None:
-        """The chain a rule notification changes, or None if that part of the mirror
-        already has it (its table's rules were read at ``gen`` or later, or the chain
-        was deleted by a transaction the chain dump already has)."""
+    def _rules_of(self, key: str, msg: nfnl.RuleMsg, gen: int) -> CachedChain | None:
+        """The chain a rule notification changes, or None if it is held unread or its
+        rules were read at ``gen`` or later (a transaction newer than the mirror's
+        generation: the tables and chains are older, see reload)."""
         table = self.tables.get(key)
         if table is None:
-            if structure:
-                raise Unplaceable(f"rule in unknown table {key}")
-            return None
-        if not _newer(gen, table.rules_gen):
-            return None
+            raise Unplaceable(f"rule in unknown table {key}")
         chain = table.chains.get(msg.chain)
         if chain is None:
-            if structure:
-                raise Unplaceable(f"rule in unknown chain {key}/{msg.chain}")
+            raise Unplaceable(f"rule in unknown chain {key}/{msg.chain}")
+        if chain.unread:
+            self.dirty.add(key)
+            return None
+        if id(chain) in self._ahead and not _newer(gen, chain.rules_gen):
             return None
         return chain
 

@@ -10,9 +10,10 @@ program run and a bounded cost:
   is accept, is read further: one rule dump of that chain alone (the kernel
   filters by table and chain), of which only the last rule is decoded. The chain
   holding vnetd's own rules (iptables-nft backend) is never dumped. Only for a
-  chain that drops, its table is dumped once more, to see whether it (or a chain
-  it jumps to) accepts vnetd's rules itself as the same iptables rules (vnetd's
-  rules compiled and printed as ``iptables-nft-save`` prints them, only then).
+  chain that drops, it (and each chain it jumps to) is dumped once more, chain by
+  chain, to see whether it accepts vnetd's rules itself as the same iptables rules
+  (vnetd's rules compiled and printed as ``iptables-nft-save`` prints them, only
+  then).
 * legacy tables: only those ``/proc/net/ip_tables_names`` (``ip6_tables_names``)
   lists (reading another would create it), each with one ``IPT_SO_GET_ENTRIES``;
   the policy is the entry at the hook's underflow, the last rule the entry right
@@ -170,34 +171,37 @@ def _last_rule_verdict(sock: nfnl.NftSocket, family: int, table: str, chain: str
     return None
 
 
+def _chain_rules(sock: nfnl.NftSocket, family: int, table: str, chain: str,
+                 read: dict[tuple[int, str, str], list[bytes]]) -> list[bytes]:
+    """The expressions of a chain's rules, from one dump of that chain alone (read once per
+    look; a dump of a whole table spans many messages, which any commit interrupts, and a
+    busy writer commits all the time). Empty when it cannot be read."""
+    key = (family, table, chain)
+    if key not in read:
+        replies = _dump(sock, nfnl.dump_rules(table, family, chain))
+        rules: list[bytes] = []
+        for data, kind, off, length in replies or ():
+            if kind == nfnl.NFT_MSG_NEWRULE:
+                rule = nfnl.decode_rule(data, off, length)
+                if rule.table == table and rule.chain == chain:  # a kernel that does not filter sends more
+                    rules.append(rule.exprs)
+        read[key] = rules
+    return read[key]
+
+
 def _chain_accepts(sock: nfnl.NftSocket, family: int, table: str, chain: str, wanted: dict[str, str],
-                   tables: dict[tuple[int, str], dict[str, list[bytes]] | None]) -> frozenset[str]:
+                   read: dict[tuple[int, str, str], list[bytes]]) -> frozenset[str]:
     """Which of ``wanted`` (iptables-save text -> vnetd's declared text) the chain accepts
-    itself: the same rule with ``-j ACCEPT`` in it or in a chain it jumps to (the table is
-    dumped once; at most MAX_JUMPS chains and MAX_RULES rules are looked at)."""
+    itself: the same rule with ``-j ACCEPT`` in it or in a chain it jumps to (each chain
+    dumped alone, once; at most MAX_JUMPS chains and MAX_RULES rules are looked at)."""
     if not wanted:
-        return frozenset()
-    key = (family, table)
-    if key not in tables:
-        replies = _dump(sock, nfnl.dump_rules(table, family))
-        rules: dict[str, list[bytes]] | None = None
-        if replies is not None:
-            rules = {}
-            for data, kind, off, length in replies:
-                if kind == nfnl.NFT_MSG_NEWRULE:
-                    rule = nfnl.decode_rule(data, off, length)
-                    if rule.table == table:
-                        rules.setdefault(rule.chain, []).append(rule.exprs)
-        tables[key] = rules
-    by_chain = tables[key]
-    if by_chain is None:
         return frozenset()
     from vnetd.backends.nftables import render_rule
 
     found: set[str] = set()
     todo, seen, looked = [chain], {chain}, 0
     while todo and looked < MAX_RULES:
-        for exprs in by_chain.get(todo.pop(), ())[: MAX_RULES - looked]:
+        for exprs in _chain_rules(sock, family, table, todo.pop(), read)[: MAX_RULES - looked]:
             looked += 1
             elements = _elements(exprs)
             if not elements or elements[-1][0] != "immediate":
@@ -226,7 +230,7 @@ def nft_base_chains(sock: nfnl.NftSocket, hooks: dict[str, set[int]],
     if replies is None:
         return None
     out = []
-    tables: dict[tuple[int, str], dict[str, list[bytes]] | None] = {}
+    read: dict[tuple[int, str, str], list[bytes]] = {}
     texts: dict[str, dict[str, str]] | None = None
     for data, kind, off, length in replies:
         if kind != nfnl.NFT_MSG_NEWCHAIN:
@@ -243,7 +247,7 @@ def nft_base_chains(sock: nfnl.NftSocket, hooks: dict[str, set[int]],
         if policy_drop or final is not None:
             if texts is None:
                 texts = wanted()  # compiled only when a chain drops
-            accepts = _chain_accepts(sock, chain.family, chain.table, chain.name, texts.get(family, {}), tables)
+            accepts = _chain_accepts(sock, chain.family, chain.table, chain.name, texts.get(family, {}), read)
         out.append(BaseChain(IN_NF_TABLES, family, chain.table, chain.name, chain.hooknum, chain.priority,
                              policy_drop, final, accepts))
     return out

@@ -556,9 +556,11 @@ class NftFirewallBackend:
 
     def _footprint(self, batch: _Batch, keys: Sequence[tuple[str, str]]) -> tuple[object, ...] | None:
         """What a batch was built from: each chain it writes (which one, its version), or
-        None if it deletes a chain or a table (the kernel deletes a chain with its rules:
-        such a batch is only ever sent guarded)."""
-        if any(m.mtype in (nfnl.NFT_MSG_DELCHAIN, nfnl.NFT_MSG_DELTABLE) for m in batch.messages):
+        None if it deletes a chain or a table (the kernel deletes a chain with its rules)
+        or replaces a rule in place (adopting another's rule: had its owner just changed
+        it, the change would be overwritten): such a batch is only ever sent guarded."""
+        if any(m.mtype in (nfnl.NFT_MSG_DELCHAIN, nfnl.NFT_MSG_DELTABLE)
+               or (m.mtype == nfnl.NFT_MSG_NEWRULE and m.flags & nfnl.NLM_F_REPLACE) for m in batch.messages):
             return None
         tables = self._mirror.tables
         out: list[object] = []
@@ -577,7 +579,8 @@ class NftFirewallBackend:
         name, so the kernel still refuses, message by message, what a change in the
         moment between the view and the commit made wrong (a rule gone, a chain made or
         deleted), and a rule another writer added meanwhile stays where it went, as if
-        added right after. A batch deleting a chain or a table is always guarded."""
+        added right after. A batch deleting a chain or a table, or replacing a rule, is
+        always guarded."""
         pending = list(actions)
         results: dict[int, BackendError | None] = {}
         unguarded = False

@@ -219,6 +219,29 @@ class FirewallFamilies:
             backend.close()
 
 
+class FamilyChains:
+    """A backend's chains of its address family, as the same tuple while it is handed the
+    same chains, so that its caches keyed on the desired state (by identity) keep working:
+    given this family's tuple back (observe passing it on to compile_all), or the same
+    chains in a new container (a list made a tuple per call), it answers with the tuple
+    it made the first time (the elements compare by identity first: one comparison a
+    chain)."""
+
+    def __init__(self, family: int) -> None:
+        self.family = family
+        self._last: tuple[object, tuple[ChainSpec, ...]] = (None, ())
+
+    def __call__(self, chains: Iterable[ChainSpec]) -> tuple[ChainSpec, ...]:
+        given, mine = self._last
+        if given is chains and isinstance(chains, tuple):
+            return mine
+        now = tuple(c for c in chains if c.family == self.family)
+        if now != mine:
+            mine = now
+        self._last = (chains, mine)
+        return mine
+
+
 # --------------------------------------------------------------------------- which backend
 
 

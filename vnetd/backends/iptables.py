@@ -37,6 +37,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from vnetd.backends.firewall import FamilyChains
 from vnetd.backends.xtables import (
     COMMENT_SIZE,
     IPV4,
@@ -439,7 +440,8 @@ class FirewallBackend:
         self._by_key: dict[RuleKey, CompiledRule] = {}
         self._masks: dict[str, tuple[int, ...]] = {}
         self._fingerprints_of: object = None
-        self._mine_of: tuple[object, tuple[ChainSpec, ...]] = (None, ())
+        #: this family's chains of the desired state (see FamilyChains)
+        self.mine = FamilyChains(family)
 
         self.lock_waits = 0.0
 
@@ -457,15 +459,6 @@ class FirewallBackend:
             if family == self.family:
                 out.append(table)
         return out
-
-    def mine(self, chains: Iterable[ChainSpec]) -> tuple[ChainSpec, ...]:
-        """The chains of this family (the same tuple while given the same chains, so
-        that the caches keyed on the desired state keep working)."""
-        if self._mine_of[0] is chains and isinstance(chains, tuple):
-            return self._mine_of[1]
-        mine = tuple(c for c in chains if c.family == self.family)
-        self._mine_of = (chains, mine)
-        return mine
 
     def record_chains(self, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], ChainRecord]:
         """The chains as they are now, entries and policy, for a checkpoint (see

@@ -48,6 +48,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from vnetd.backends import nfnl
+from vnetd.backends.firewall import FamilyChains
 from vnetd.backends.nftcache import IPTABLES_TABLES, CachedChain, CachedRule, CachedTable, Mirror
 from vnetd.backends.nftcompat import HEADERS, CannotEncode, NftRule, encode, to_entry
 from vnetd.backends.nftexpr import NFTA_IMMEDIATE_DATA, Fingerprinter, data_verdict, fields, split
@@ -261,7 +262,8 @@ class NftFirewallBackend:
         self._events = self._session.events
         self._fp = self._session.fingerprinters[family]
         self._mirror = self._session.mirror
-        self._mine_of: tuple[object, tuple[ChainSpec, ...]] = (None, ())
+        #: this family's chains of the desired state (see FamilyChains)
+        self.mine = FamilyChains(family)
         self._compiler: RuleCompiler | None = None
         self._declared: dict[str, Declared] = {}
         self._declared_for: tuple[ChainSpec, ...] | None = None
@@ -298,21 +300,6 @@ class NftFirewallBackend:
 
     def _my_tables(self) -> Iterable[CachedTable]:
         return [t for t in self._mirror.tables.values() if t.family == self.family]
-
-    def mine(self, chains: Iterable[ChainSpec]) -> tuple[ChainSpec, ...]:
-        """The chains of this family (the same tuple while given the same chains, so that
-        the caches keyed on the desired state keep working)."""
-        if self._mine_of[0] is chains and isinstance(chains, tuple):
-            return self._mine_of[1]
-        mine = tuple(c for c in chains if c.family == self.family)
-        if mine == self._mine_of[1]:
-            # the same chains in a new container (a list made a tuple per call, or this
-            # family's tuple handed on by observe to compile_all): the elements compare
-            # by identity first, so this costs one comparison per chain, and every cache
-            # keyed on the tuple holds
-            mine = self._mine_of[1]
-        self._mine_of = (chains, mine)
-        return mine
 
     @staticmethod
     def cannot_write(compiled: CompiledRule) -> str | None:

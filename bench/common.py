@@ -33,6 +33,41 @@ def sh(*cmd: str, input: str | None = None, check: bool = True) -> subprocess.Co
     return result
 
 
+def _busy_and_total() -> tuple[int, int]:
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle, iowait
+    return sum(fields) - idle, sum(fields)
+
+
+def _tearing_down_namespaces() -> bool:
+    """Whether the kernel is dismantling deleted network namespaces now (a workqueue
+    worker running netns work is named ``kworker/...+netns``). It holds the rtnl lock
+    in turns for seconds to minutes after 2,000 veth pairs: every netlink change waits."""
+    for comm in Path("/proc").glob("[0-9]*/comm"):
+        try:
+            if comm.read_text().rstrip().endswith("+netns"):
+                return True
+        except OSError:
+            continue
+    return False
+
+
+def quiet(threshold: float = 0.1, interval: float = 0.25, timeout: float = 300.0) -> bool:
+    """Wait until the machine is quiet: no namespace being dismantled, and under
+    ``threshold`` of its CPUs busy over ``interval``, so that a timed step does not share
+    it with the tail of the last one; False if it did not get quiet within ``timeout``
+    (a busy machine: measured anyway)."""
+    deadline = time.monotonic() + timeout
+    busy0, total0 = _busy_and_total()
+    while time.monotonic() < deadline:
+        time.sleep(interval)
+        busy1, total1 = _busy_and_total()
+        if total1 > total0 and (busy1 - busy0) / (total1 - total0) < threshold and not _tearing_down_namespaces():
+            return True
+        busy0, total0 = busy1, total1
+    return False
+
+
 class Namespace:
     _n = 0
 

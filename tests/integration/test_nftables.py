@@ -570,21 +570,25 @@ def test_a_writer_committing_faster_than_a_table_dump_does_not_starve_vnetd(netn
         assert worker.call("mirror_matches_kernel")["equal"]
 
 
+#: what the CLI and daemon tests beside the busy writer declare
+BESIDE_THE_WRITER = """\
+firewall:
+  filter:
+    GUESTS:
+      rules:
+        - -s 192.0.2.0/24 -j ACCEPT
+    FORWARD:
+      rules:
+        - -j GUESTS
+"""
+
+
 def test_vnetd_apply_and_plan_work_beside_a_busy_writer(netns: Netns, state_dir: StateDir) -> None:
     """The same through the CLI: ``vnetd apply`` converges and ``vnetd plan`` finds
     nothing to do while the writer goes on (before, both failed with "the ruleset kept
     changing while being read")."""
     state_dir.pin("iptables-nft")
-    state_dir.write("10-fw.yaml", """\
-        firewall:
-          filter:
-            GUESTS:
-              rules:
-                - -s 192.0.2.0/24 -j ACCEPT
-            FORWARD:
-              rules:
-                - -j GUESTS
-        """)
+    state_dir.write("10-fw.yaml", BESIDE_THE_WRITER)
     with _busy_filter_table(netns) as (bulk_before, _writer):
         applied = vnetd("apply", netns=netns, state_dir=state_dir)
         assert applied.returncode == 0, applied.stderr
@@ -613,16 +617,7 @@ def test_the_daemon_converges_and_repairs_beside_a_busy_writer(netns: Netns, sta
     deleted while the writer still goes on (before, every read failed and the daemon
     backed off for as long as the writer kept going)."""
     state_dir.pin("iptables-nft")
-    state_dir.write("10-fw.yaml", """\
-        firewall:
-          filter:
-            GUESTS:
-              rules:
-                - -s 192.0.2.0/24 -j ACCEPT
-            FORWARD:
-              rules:
-                - -j GUESTS
-        """)
+    state_dir.write("10-fw.yaml", BESIDE_THE_WRITER)
     with _busy_filter_table(netns) as (bulk_before, _writer):
         daemon = DaemonProcess(netns, state_dir, check_interval=3600)
         try:

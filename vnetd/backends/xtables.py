@@ -355,15 +355,10 @@ class RuleCompiler:
             return RuleCompileError(_explain(str(exc), rule, chain.family))
         std = None if kind == "extension" else target
         # compiled entries are clean already (the C side zeroes what the kernel would)
-        if len(entries) == 1:  # the common case, written out: 10,000 rules pass here on a first start
-            plain: tuple[bytes, ...] = (fingerprint(entries[0], std, goto, layout),)
-            tag = meaning_tag(chain.table_key, chain.name, plain)
-            tagged: tuple[bytes, ...] = (insert_before_target(entries[0], comment_match(tag), layout),)
-        else:
-            plain = tuple(fingerprint(e, std, goto, layout) for e in entries)
-            tag = meaning_tag(chain.table_key, chain.name, plain)
-            comment = comment_match(tag)
-            tagged = tuple(insert_before_target(e, comment, layout) for e in entries)
+        plain = tuple(fingerprint(e, std, goto, layout) for e in entries)
+        tag = meaning_tag(chain.table_key, chain.name, plain)
+        comment = comment_match(tag)
+        tagged = tuple(insert_before_target(e, comment, layout) for e in entries)
         usersizes.insert(-1, COMMENT_SIZE)
         notes = tuple(line.strip() for line in warnings.splitlines() if line.strip()) if warnings else ()
         return CompiledRule(tag, tagged, tuple(usersizes), std, bool(goto), notes, plain, chain.family)

@@ -271,13 +271,16 @@ def link_kind_warnings(desired: DesiredState) -> list[str]:
 
 def _unwritable(desired: DesiredState, checked: RuleCheck, backend: str) -> list[ConfigIssue]:
     """Rules that compile but that the backend in use cannot write (``apply`` would fail)."""
-    from vnetd.backends.firewall import cannot_write
+    from vnetd.backends.firewall import write_check
     from vnetd.backends.xtables import rule_issue
 
+    cannot_write = write_check(backend)
+    if cannot_write is None:
+        return []
     chains = {(c.table_key, c.name): c for c in desired.chains}
     out = []
     for (table, name, index), compiled in checked.compiled.items():
-        reason = cannot_write(backend, compiled)
+        reason = cannot_write(compiled)
         if reason is not None:
             chain = chains[(table, name)]
             out.append(rule_issue(chain, index, chain.all_rules[index], f"the {backend} backend cannot write it: "

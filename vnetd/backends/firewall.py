@@ -67,7 +67,7 @@ class FirewallBackend(Protocol):
 
     A backend that cannot write some rules the compiler accepts says so in a static
     method ``cannot_write(compiled: CompiledRule) -> str | None`` (the reason, or None),
-    which ``vnetd check`` asks of the backend in use (see ``cannot_write`` below)."""
+    which ``vnetd check`` asks of the backend in use (see ``write_check`` below)."""
 
     #: the name administrators use (``firewall.backend``): "iptables-legacy", "iptables-nft"
     name: str
@@ -252,11 +252,12 @@ def backend_class(name: str) -> Callable[[int], FirewallBackend]:
     return cast(Callable[[int], FirewallBackend], getattr(importlib.import_module(module), attr))
 
 
-def cannot_write(name: str, compiled: CompiledRule) -> str | None:
-    """Why backend ``name`` cannot write a rule that compiled (None: it can), so that
-    ``check`` refuses what ``apply`` would fail on."""
-    check = getattr(backend_class(name), "cannot_write", None)
-    return check(compiled) if check is not None else None
+def write_check(name: str) -> Callable[[CompiledRule], str | None] | None:
+    """Backend ``name``'s ``cannot_write``: why it cannot write a rule that compiled (None:
+    it can), so that ``check`` refuses what ``apply`` would fail on; None when the backend
+    writes every rule the compiler accepts."""
+    check: Callable[[CompiledRule], str | None] | None = getattr(backend_class(name), "cannot_write", None)
+    return check
 
 
 def open_backend(name: str) -> FirewallFamilies:

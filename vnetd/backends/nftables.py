@@ -541,14 +541,18 @@ class NftFirewallBackend:
         with _collector_paused():
             return self._apply(actions)
 
-    def _footprint(self, batch: _Batch, keys: Sequence[tuple[str, str]]) -> tuple[object, ...] | None:
-        """What a batch was built from: each chain it writes (which one, its version), or
-        None if it deletes a chain or a table (the kernel deletes a chain with its rules)
-        or replaces a rule in place (adopting another's rule: had its owner just changed
-        it, the change would be overwritten): such a batch is only ever sent guarded."""
-        if any(m.mtype in (nfnl.NFT_MSG_DELCHAIN, nfnl.NFT_MSG_DELTABLE)
-               or (m.mtype == nfnl.NFT_MSG_NEWRULE and m.flags & nfnl.NLM_F_REPLACE) for m in batch.messages):
-            return None
+    @staticmethod
+    def _may_go_unguarded(batch: _Batch) -> bool:
+        """False if the batch deletes a chain or a table (the kernel deletes a chain with
+        its rules) or replaces a rule in place (adopting another's rule: had its owner
+        just changed it, the change would be overwritten): such a batch is only ever
+        sent guarded."""
+        return not any(m.mtype in (nfnl.NFT_MSG_DELCHAIN, nfnl.NFT_MSG_DELTABLE)
+                       or (m.mtype == nfnl.NFT_MSG_NEWRULE and m.flags & nfnl.NLM_F_REPLACE)
+                       for m in batch.messages)
+
+    def _footprint(self, keys: Sequence[tuple[str, str]]) -> tuple[object, ...]:
+        """What a batch was built from: each chain it writes (which one, its version)."""
         tables = self._mirror.tables
         out: list[object] = []
         for key, name in keys:
@@ -596,13 +600,13 @@ class NftFirewallBackend:
                     results[id(a)] = None
                 pending = []
                 break
-            keys = _written(pending)
-            footprint = self._footprint(batch, keys)
+            keys = _written(pending)  # (those whose actions the batch holds)
+            footprint = self._footprint(keys) if self._may_go_unguarded(batch) else None
             try:
                 outcome = self._sock.batch(batch.messages, None if unguarded and footprint is not None else gen)
             except nfnl.BatchRestart:
                 self.restarts += 1
-                unguarded = self._unchanged(footprint, keys)
+                unguarded = footprint is not None and self._unchanged(footprint, keys)
                 continue
             except OSError as exc:
                 err = BackendError("nftables", "firewall", f"cannot send the transaction: {exc}", exc.errno)
@@ -623,18 +627,14 @@ class NftFirewallBackend:
                                           errno.EAGAIN)
         return [(a, results.get(id(a))) for a in actions]
 
-    def _unchanged(self, footprint: tuple[object, ...] | None, keys: Sequence[tuple[str, str]]) -> bool:
+    def _unchanged(self, footprint: tuple[object, ...], keys: Sequence[tuple[str, str]]) -> bool:
         """After a refused batch: whether the chains it writes are as it was built from
         (the mirror brought up to date)."""
-        if footprint is None:
-            return False
         try:
             self._mirror.sync()
         except OSError:
             return False
-        if not self._mirror.valid:
-            return False
-        return footprint == self._footprint(_Batch(self._mirror, self.family, {}, {}, {}), keys)
+        return self._mirror.valid and footprint == self._footprint(keys)
 
     def _blame(self, batch: _Batch, errors: Mapping[int, tuple[int, str | None]], pending: list[Action],
                results: dict[int, BackendError | None]) -> list[Action]:

@@ -39,11 +39,20 @@ ARTICLE = {name: (ROOT / "etc" / "vnetd.d" / name).read_text() for name in ("10-
 
 
 def start_daemon(ns: str, state: str) -> subprocess.Popen[bytes]:
+    """``vnetd run`` in ``ns``; its warnings go to a log file that the bench removes when
+    it exits (they were left in /tmp, one per run; not in the state directory, which the
+    daemon watches)."""
+    import atexit
+    import tempfile
+
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    proc = subprocess.Popen([PY, "-m", "vnetd", "--netns", ns, "--state-dir", state, "--log-format", "json",
-                             "--log-level", "warning", "run", "--socket", f"/run/vnetd/bench-{os.getpid()}.sock",
-                             "--conflict-repairs", "0"],
-                            env=env, stdout=subprocess.DEVNULL, stderr=open(f"/tmp/vnetd-bench-{ns}.log", "w"))
+    fd, path = tempfile.mkstemp(prefix=f"vnetd-bench-{ns}-", suffix=".log")
+    atexit.register(os.unlink, path)
+    with os.fdopen(fd, "w") as log:
+        proc = subprocess.Popen([PY, "-m", "vnetd", "--netns", ns, "--state-dir", state, "--log-format", "json",
+                                 "--log-level", "warning", "run", "--socket", f"/run/vnetd/bench-{os.getpid()}.sock",
+                                 "--conflict-repairs", "0"],
+                                env=env, stdout=subprocess.DEVNULL, stderr=log)
     return proc
 
 

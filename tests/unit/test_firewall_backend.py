@@ -9,10 +9,10 @@ import pytest
 
 from tests.support import StateDir
 from tests.unit.test_loader import issues_of
-from vnetd.backends.firewall import BackendRefused, choose
+from vnetd.backends.firewall import BackendRefused, FamilyChains, choose
 from vnetd.desired.loader import load_state_dir
 from vnetd.managers import Managers
-from vnetd.model.firewall import FIREWALL_BACKENDS, BackendEntry
+from vnetd.model.firewall import FIREWALL_BACKENDS, BackendEntry, ChainMode, ChainSpec
 
 NFT = {4: "nft", 6: "nft"}
 LEGACY = {4: "legacy", 6: "legacy"}
@@ -182,3 +182,16 @@ def test_a_vanished_file_holds_its_chains_with_the_backend_it_named() -> None:
     held, holds = hold_vanished(new, enforced, ["20-fw.yaml"])
     assert holds and held.chains == enforced.chains
     assert held.firewall_backend == "iptables-nft" and held.route_rules == new.route_rules
+
+
+def test_a_backends_chains_stay_one_tuple_while_the_desired_state_is_the_same() -> None:
+    """The backends' caches are keyed on this tuple by identity: the legacy backend made a
+    new one when observe handed its own tuple on, and recompiled every rule twice a pass."""
+    chains = [ChainSpec("filter", name, None, ChainMode.MERGE, (), family=family)
+              for name, family in (("A", 4), ("B", 6), ("C", 4))]
+    mine = FamilyChains(4)
+    first = mine(tuple(chains))
+    assert [c.name for c in first] == ["A", "C"]
+    assert mine(first) is first  # this family's tuple handed back
+    assert mine(list(chains)) is first  # the same chains in a new container
+    assert mine(tuple(chains[:1])) is not first  # other chains: another tuple
